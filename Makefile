@@ -1,0 +1,72 @@
+# The few commands a person types. Everything installs itself into .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SIZE ?= small
+SEED ?= 42
+DAYS ?= 60
+START ?= 2026-09-01
+PORT ?= 3000
+
+# Run state lives in the project's data folder (or LAKEHOUSE_DATA_DIR); nothing under ~.
+export LAKEHOUSE_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(LAKEHOUSE_DATA_DIR)/dagster_home
+# Telemetry of every tool off.
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export DO_NOT_TRACK := 1
+export GX_ANALYTICS_ENABLED := false
+export RAY_USAGE_STATS_ENABLED := 0
+export MLFLOW_ENABLE_TELEMETRY := false
+export DAGSTER_DISABLE_TELEMETRY := true
+
+.PHONY: help install demo test test-fast ui bench simulate report dbt-parse clean
+
+help:
+	@echo "make demo   - install, simulate $(DAYS) days ($(SIZE)), materialize every asset, print a summary"
+	@echo "make test   - install and run the test suite"
+	@echo "make ui     - open the Dagster UI on the same data (http://127.0.0.1:$(PORT))"
+	@echo "make bench  - benchmarks (JSON under benchmarks/results/)"
+	@echo "make report - the simulator's realism report on the landing zone"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[ml,dev]'
+	# torchrec's metadata requires the CUDA fbgemm-gpu; the CPU build comes from [ml].
+	$(BIN)/python -m pip install -q --no-deps torchrec==1.8.0
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: orchestration/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp orchestration/dagster.yaml $@
+
+dbt-parse: install
+	cd dbt_project && ../$(BIN)/dbt parse --quiet
+
+simulate: install
+	$(BIN)/python -m simulator generate --size $(SIZE) --seed $(SEED) --days $(DAYS) --start-date $(START) \
+		--landing "$${LANDING_URI:-$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}/landing}"
+
+report: install
+	$(BIN)/python -m simulator report --landing "$${LANDING_URI:-$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}/landing}"
+
+demo: install $(DAGSTER_HOME)/dagster.yaml simulate dbt-parse
+	$(BIN)/python -m orchestration.demo --start $(START) --days $(DAYS)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+ui: install $(DAGSTER_HOME)/dagster.yaml dbt-parse
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+
+bench: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m benchmarks.lakehouse_bench --size $(SIZE)
+
+clean:
+	rm -rf $(LAKEHOUSE_DATA_DIR) dbt_project/target dbt_project/logs

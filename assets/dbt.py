@@ -1,0 +1,123 @@
+"""dbt models as assets: staging -> intermediate -> marts, marts published to gold Delta.
+
+The dbt project is declared once here (``lakehouse_dbt_project``); its manifest is read when the
+definitions load, never at import. Daily partitions reach dbt as ``--vars`` (start/end date).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from assets.resources import LakehouseResource
+from lakehouse.publish import published_models, publish
+from lakehouse.settings import PROJECT_ROOT, LakehouseSettings
+
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+
+def lakehouse_dbt_project(target: str = "local") -> DbtProject:
+    return DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target=target)
+
+
+def dbt_target_for(settings: LakehouseSettings) -> str:
+    return "s3" if settings.is_s3 else "local"
+
+
+def dbt_env(settings: LakehouseSettings) -> dict[str, str]:
+    """What the dbt profile reads (see dbt_project/profiles.yml)."""
+    return {
+        "LAKEHOUSE_URI": settings.uri,
+        "LAKEHOUSE_DUCKDB_PATH": settings.duckdb_path,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+@contextlib.contextmanager
+def environ(values: Mapping[str, str]) -> Iterator[None]:
+    """dagster-dbt runs dbt with this process's environment: set the profile's variables for the call."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class LakehouseDbtTranslator(DagsterDbtTranslator):
+    """bronze sources keep their bronze keys; published models are keyed by their layer (gold/...),
+    the rest by their folder (staging/..., intermediate/...)."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        rtype = dbt_resource_props["resource_type"]
+        if rtype == "source":
+            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        meta = {**(dbt_resource_props.get("meta") or {}),
+                **((dbt_resource_props.get("config") or {}).get("meta") or {})}
+        if meta.get("publish"):
+            pub = meta["publish"] if isinstance(meta["publish"], dict) else {}
+            return dg.AssetKey([pub.get("layer", "gold"), dbt_resource_props["name"]])
+        fqn = dbt_resource_props.get("fqn") or []
+        folder = fqn[1] if len(fqn) > 2 else "dbt"
+        return dg.AssetKey([folder, dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        key = self.get_asset_key(dbt_resource_props)
+        return key.path[0] if key.path[0] in ("staging", "intermediate", "gold") else "dbt"
+
+
+def build_dbt_assets(project: DbtProject, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
+    translator = LakehouseDbtTranslator()
+    manifest = json.loads(Path(project.manifest_path).read_text())
+    to_publish = published_models(manifest)
+    key_of = {uid: translator.get_asset_key(manifest["nodes"][uid]) for uid in to_publish}
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        name="dbt_models",
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        dagster_dbt_translator=translator,
+    )
+    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
+        settings = lakehouse.settings()
+        window = context.partition_time_window
+        start, end = window.start.date(), window.end.date() - dt.timedelta(days=1)
+        dbt_vars = {"start_date": start.isoformat(), "end_date": end.isoformat()}
+        args = ["build", "--vars", json.dumps(dbt_vars), "--target", dbt_target_for(settings)]
+        context.log.info(f"dbt {' '.join(args)}")
+        with environ(dbt_env(settings)):
+            invocation = dbt.cli(args, context=context)
+            # Buffered: the DuckDB file stays locked by dbt until it exits; publish afterwards.
+            events = list(invocation.stream())
+        selected = context.selected_asset_keys
+        for event in events:
+            if isinstance(event, dg.Output):
+                key = context.asset_key_for_output(event.output_name)
+                uid = next((u for u, k in key_of.items() if k == key), None)
+                if uid is not None and key in selected:
+                    result = publish(settings, to_publish[uid], start=start, end=end)
+                    context.log.info(f"published {key.to_user_string()} -> {result.uri} "
+                                     f"v{result.version} ({result.rows} rows for {start}..{end})")
+                    event = event.with_metadata({
+                        **event.metadata,
+                        "delta_uri": result.uri,
+                        "delta_version": result.version,
+                        "dagster/row_count": result.rows,
+                        "published_range": f"{start}..{end}",
+                    })
+            yield event
+
+    return dbt_models

@@ -1,0 +1,1 @@
+"""Dagster wiring only: definitions, resources, jobs, schedules, sensors, partitions."""

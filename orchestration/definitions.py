@@ -1,0 +1,41 @@
+"""The code location. Built lazily by Dagster (``@dg.definitions``): nothing runs at import."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from assets.bronze import build_bronze_assets
+from assets.checks import build_checks
+from assets.dbt import build_dbt_assets, dbt_target_for, lakehouse_dbt_project
+from assets.landing import build_landing_specs
+from lakehouse.settings import LakehouseSettings
+from orchestration.jobs import daily_job, ingest_job
+from orchestration.partitions import daily_partitions
+from orchestration.resources import build_resources
+from orchestration.schedules import daily_schedule
+from orchestration.sensors import landing_zone_sensor
+
+
+def build_definitions(settings: LakehouseSettings | None = None) -> dg.Definitions:
+    settings = settings or LakehouseSettings.from_env()
+    project = lakehouse_dbt_project(target=dbt_target_for(settings))
+    if os.environ.get("DAGSTER_IS_DEV_CLI") or not project.manifest_path.exists():
+        # `dagster dev` re-parses dbt on reload, so a data engineer's edit shows up.
+        project.preparer.prepare(project)
+    dbt_models = build_dbt_assets(project, daily_partitions)
+    bronze = build_bronze_assets(daily_partitions)
+    return dg.Definitions(
+        assets=[*build_landing_specs(daily_partitions), bronze, dbt_models],
+        asset_checks=build_checks(daily_partitions),
+        jobs=[daily_job, ingest_job],
+        schedules=[daily_schedule],
+        sensors=[landing_zone_sensor],
+        resources=build_resources(settings, project),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

@@ -1,0 +1,20 @@
+"""Jobs: the daily chain (ingest -> dbt -> publication -> checks) for a partition."""
+
+import dagster as dg
+
+from orchestration.partitions import daily_partitions
+
+# Everything executable: landing files are external assets and are not part of a run.
+daily_job = dg.define_asset_job(
+    name="daily_lakehouse_job",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("landing"),
+    partitions_def=daily_partitions,
+    description="Ingest a day's landing files, build the dbt features, publish gold Delta tables, run the checks.",
+)
+
+ingest_job = dg.define_asset_job(
+    name="bronze_ingest_job",
+    selection=dg.AssetSelection.groups("bronze"),
+    partitions_def=daily_partitions,
+    description="Only the bronze ingest of a day (landing -> bronze Delta + quarantine).",
+)

@@ -1,0 +1,61 @@
+"""A sensor on the landing zone: a new or changed day of exports starts that day's run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections import defaultdict
+
+import dagster as dg
+
+from assets.resources import LakehouseResource
+from lakehouse.settings import LakehouseSettings
+from lakehouse.storage import filesystem_for, list_files
+from orchestration.jobs import daily_job
+from orchestration.partitions import daily_partitions
+
+_DAY = re.compile(r"(?:^|/)([a-z_]+)/date=(\d{4}-\d{2}-\d{2})/[^/]+$")
+
+
+def landing_fingerprints(settings: LakehouseSettings) -> dict[str, str]:
+    """day -> a digest of (entity, file, size, mtime) for every landing file of that day."""
+    fs, root = filesystem_for(settings.landing_uri)
+    per_day: dict[str, list[str]] = defaultdict(list)
+    for info in list_files(fs, root):
+        rel = info.path[len(root):].lstrip("/")
+        m = _DAY.search(rel)
+        if not m or info.base_name.startswith(("_", ".")):
+            continue
+        mtime = info.mtime_ns if info.mtime_ns is not None else 0
+        per_day[m.group(2)].append(f"{rel}:{info.size}:{mtime}")
+    return {d: hashlib.sha1("\n".join(sorted(v)).encode()).hexdigest()[:16] for d, v in per_day.items()}
+
+
+@dg.sensor(
+    name="landing_zone_sensor",
+    job=daily_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Starts the daily run of a day when its landing files appear or change.",
+)
+def landing_zone_sensor(context: dg.SensorEvaluationContext, lakehouse: LakehouseResource):
+    settings = lakehouse.settings()
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    valid = set(daily_partitions.get_partition_keys(current_time=dt.datetime.now(dt.timezone.utc)
+                                                     + dt.timedelta(days=1)))
+    requests = []
+    for day, fp in sorted(landing_fingerprints(settings).items()):
+        if seen.get(day) == fp:
+            continue
+        if day not in valid:
+            context.log.warning(f"landing day {day} is outside the partitions; ignored")
+            continue
+        requests.append(dg.RunRequest(run_key=f"{day}:{fp}", partition_key=day,
+                                      tags={"lakehouse/trigger": "landing"}))
+        seen[day] = fp
+    context.update_cursor(json.dumps(seen, sort_keys=True))
+    if not requests:
+        return dg.SkipReason("no new or changed landing days")
+    return requests
