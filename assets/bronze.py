@@ -1,6 +1,5 @@
 """Bronze: landing files -> one Delta table per entity + the quarantine, daily partitions."""
 
-from __future__ import annotations
 
 import dagster as dg
 

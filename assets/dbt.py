@@ -4,12 +4,13 @@ The dbt project is declared once here (``lakehouse_dbt_project``); its manifest 
 definitions load, never at import. Daily partitions reach dbt as ``--vars`` (start/end date).
 """
 
-from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -25,6 +26,33 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 def lakehouse_dbt_project(target: str = "local") -> DbtProject:
     return DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target=target)
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this Python (an un-activated venv has it off PATH)."""
+    local = Path(sys.executable).parent / "dbt"
+    return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
+
+
+def dbt_resource(project: DbtProject, target: str) -> DbtCliResource:
+    return DbtCliResource(project_dir=project, target=target, dbt_executable=dbt_executable())
+
+
+def prepare_manifest(project: DbtProject, target: str) -> None:
+    """`dbt parse` -> target/manifest.json (what the asset graph is built from)."""
+    dbt_resource(project, target).cli(["parse", "--quiet"], target_path=Path(project.target_path)).wait()
+
+
+def load_manifest(project: DbtProject) -> dict:
+    return json.loads(Path(project.manifest_path).read_text())
+
+
+def dbt_var(project: DbtProject, name: str, default: Any) -> Any:
+    """A var's default from dbt_project.yml (the dbt project stays the source of truth)."""
+    import yaml
+
+    conf = yaml.safe_load((Path(project.project_dir) / "dbt_project.yml").read_text()) or {}
+    return (conf.get("vars") or {}).get(name, default)
 
 
 def dbt_target_for(settings: LakehouseSettings) -> str:
@@ -79,7 +107,7 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
 
 def build_dbt_assets(project: DbtProject, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
     translator = LakehouseDbtTranslator()
-    manifest = json.loads(Path(project.manifest_path).read_text())
+    manifest = load_manifest(project)
     to_publish = published_models(manifest)
     key_of = {uid: translator.get_asset_key(manifest["nodes"][uid]) for uid in to_publish}
 

@@ -1,6 +1,5 @@
 """Resource classes the assets need; which instances are used is decided in orchestration."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -8,8 +8,17 @@ import dagster as dg
 
 from assets.bronze import build_bronze_assets
 from assets.checks import build_checks
-from assets.dbt import build_dbt_assets, dbt_target_for, lakehouse_dbt_project
+from assets.dbt import (
+    LakehouseDbtTranslator,
+    build_dbt_assets,
+    dbt_target_for,
+    dbt_var,
+    lakehouse_dbt_project,
+    load_manifest,
+    prepare_manifest,
+)
 from assets.landing import build_landing_specs
+from lakehouse.publish import published_models
 from lakehouse.settings import LakehouseSettings
 from orchestration.jobs import daily_job, ingest_job
 from orchestration.partitions import daily_partitions
@@ -23,12 +32,15 @@ def build_definitions(settings: LakehouseSettings | None = None) -> dg.Definitio
     project = lakehouse_dbt_project(target=dbt_target_for(settings))
     if os.environ.get("DAGSTER_IS_DEV_CLI") or not project.manifest_path.exists():
         # `dagster dev` re-parses dbt on reload, so a data engineer's edit shows up.
-        project.preparer.prepare(project)
+        prepare_manifest(project, dbt_target_for(settings))
     dbt_models = build_dbt_assets(project, daily_partitions)
     bronze = build_bronze_assets(daily_partitions)
+    manifest = load_manifest(project)
+    gold = {spec.model: (LakehouseDbtTranslator().get_asset_key(manifest["nodes"][uid]), spec.partition_by)
+            for uid, spec in published_models(manifest).items() if spec.partition_by}
     return dg.Definitions(
         assets=[*build_landing_specs(daily_partitions), bronze, dbt_models],
-        asset_checks=build_checks(daily_partitions),
+        asset_checks=build_checks(daily_partitions, gold, dbt_var(project, "negatives_per_positive", 4)),
         jobs=[daily_job, ingest_job],
         schedules=[daily_schedule],
         sensors=[landing_zone_sensor],

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt import DbtProject
 
-from assets.dbt import dbt_target_for
+from assets.dbt import dbt_resource, dbt_target_for
 from assets.resources import LakehouseResource
 from lakehouse.settings import LakehouseSettings
 
@@ -19,7 +19,7 @@ def build_resources(settings: LakehouseSettings, project: DbtProject) -> dict[st
             duckdb_path=settings.duckdb_path,
             data_dir=settings.data_dir,
         ),
-        "dbt": DbtCliResource(project_dir=project, target=dbt_target_for(settings)),
+        "dbt": dbt_resource(project, dbt_target_for(settings)),
     }
     if settings.is_s3:
         # Keys never live in config: EnvVar keeps them out of the UI and of run records.

@@ -1,6 +1,5 @@
 """A sensor on the landing zone: a new or changed day of exports starts that day's run."""
 
-from __future__ import annotations
 
 import datetime as dt
 import hashlib

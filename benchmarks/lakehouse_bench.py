@@ -1,0 +1,219 @@
+"""Lakehouse benchmark: wall time and peak memory of each stage, growth 30 -> 60 days, and the
+cost of a daily increment against a full rebuild, all measured in one command.
+
+    python -m benchmarks.lakehouse_bench --size small          # (make bench)
+
+Every stage runs in its own child process so its peak RSS (children included: dbt runs as a
+grandchild) is its own. Results: JSON under benchmarks/results/ and a table on stdout. The
+machine is noisy; compare the ratios printed here, which come from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+STAGES = ("ingest", "dbt_build", "publish", "checks")
+GOLD = ("user_features_daily", "class_features_daily", "training_examples", "scoring_candidates")
+
+
+# ----------------------------------------------------------------------------- child side
+
+def _settings(lake: str, data: str):
+    from lakehouse.settings import LakehouseSettings
+
+    return LakehouseSettings.build(uri=lake, landing_uri=os.environ["BENCH_LANDING"],
+                                   duckdb_path=str(Path(data) / "warehouse.duckdb"), data_dir=data)
+
+
+def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def run_stage(stage: str, lake: str, data: str, start: dt.date, end: dt.date) -> dict:
+    settings = _settings(lake, data)
+    info: dict = {}
+    if stage == "ingest":
+        from lakehouse.ingest import ingest_days
+
+        report = ingest_days(settings, _days(start, end))
+        info["rows"] = sum(r.rows_valid for r in report.entities.values())
+        info["quarantined"] = report.rows_quarantined
+    elif stage == "dbt_build":
+        from assets.dbt import dbt_env
+
+        env = {**os.environ, **dbt_env(settings)}
+        cmd = [str(Path(sys.executable).parent / "dbt"), "build", "--quiet", "--target", "local",
+               "--target-path", str(Path(data) / "dbt_target"), "--log-path", str(Path(data) / "dbt_logs"),
+               "--vars", json.dumps({"start_date": start.isoformat(), "end_date": end.isoformat()})]
+        subprocess.run(cmd, cwd=ROOT / "dbt_project", env=env, check=True)
+    elif stage == "publish":
+        from lakehouse.publish import publish, published_models
+
+        manifest = json.loads((Path(data) / "dbt_target" / "manifest.json").read_text())
+        rows = 0
+        for spec in published_models(manifest).values():
+            rows += publish(settings, spec, start=start, end=end).rows
+        info["rows"] = rows
+    elif stage == "checks":
+        from lakehouse.contract import ENTITIES
+        from lakehouse.gates import validate_window
+        from lakehouse.quality import bronze_suite, gold_suite, training_examples_suite
+
+        failed = []
+        for e in ENTITIES:
+            g = validate_window(settings, bronze_suite(e), layer="bronze", table=e.name,
+                                partition_col="landing_date", start=start, end=end)
+            failed += [f"{g.table}:{o.name}" for o in g.outcomes if not o.passed and o.blocking]
+        parts = {"user_features_daily": "feature_date", "class_features_daily": "feature_date",
+                 "training_examples": "event_date", "scoring_candidates": "feature_date"}
+        for table, col in parts.items():
+            spec = training_examples_suite(4) if table == "training_examples" else gold_suite(table)
+            g = validate_window(settings, spec, layer="gold", table=table, partition_col=col,
+                                start=start, end=end)
+            failed += [f"{g.table}:{o.name}" for o in g.outcomes if not o.passed and o.blocking]
+        info["blocking_failures"] = failed
+    else:
+        raise SystemExit(f"unknown stage {stage!r}; expected one of {STAGES}")
+    return info
+
+
+# ----------------------------------------------------------------------------- parent side
+
+def measure(cmd: list[str], env: dict | None = None) -> dict:
+    """Run a child; return wall seconds, peak RSS (MiB, the child and its waited-for children)
+    and what the child printed as its last JSON line."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, cwd=ROOT, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"benchmark step failed ({code}): {' '.join(cmd)}")
+    info = {}
+    for line in reversed(out.strip().splitlines()):
+        if line.startswith("{"):
+            info = json.loads(line)
+            break
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), **info}
+
+
+def stage_cmd(stage, lake, data, start, end) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.lakehouse_bench", "stage", stage, "--lake", lake,
+            "--data", data, "--start", start.isoformat(), "--end", end.isoformat()]
+
+
+def build(label: str, lake: str, data: str, start: dt.date, end: dt.date, env: dict,
+          fresh: bool) -> dict:
+    if fresh:
+        shutil.rmtree(lake, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
+    Path(data).mkdir(parents=True, exist_ok=True)
+    stages = {}
+    for stage in STAGES:
+        stages[stage] = measure(stage_cmd(stage, lake, data, start, end), env)
+        print(f"  {label:<22} {stage:<10} {stages[stage]['wall_s']:>8.1f}s "
+              f"{stages[stage]['peak_rss_mib']:>8.0f} MiB", flush=True)
+    total = round(sum(s["wall_s"] for s in stages.values()), 2)
+    return {"label": label, "start": start.isoformat(), "end": end.isoformat(), "stages": stages,
+            "total_wall_s": total, "peak_rss_mib": max(s["peak_rss_mib"] for s in stages.values())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    sub = p.add_subparsers(dest="cmd")
+    st = sub.add_parser("stage")
+    st.add_argument("stage", choices=STAGES)
+    st.add_argument("--lake", required=True)
+    st.add_argument("--data", required=True)
+    st.add_argument("--start", required=True)
+    st.add_argument("--end", required=True)
+    p.add_argument("--size", default="small")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--days", type=int, default=60)
+    p.add_argument("--start-date", default="2026-09-01")
+    p.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+
+    if args.cmd == "stage":
+        info = run_stage(args.stage, args.lake, args.data, dt.date.fromisoformat(args.start),
+                         dt.date.fromisoformat(args.end))
+        print(json.dumps(info))
+        return 0
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="lakehouse-bench-"))
+    landing = work / "landing"
+    first = dt.date.fromisoformat(args.start_date)
+    n = args.days
+    half = max(1, n // 2)
+    env = {**os.environ, "BENCH_LANDING": str(landing), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+           "GX_ANALYTICS_ENABLED": "false"}
+    print(f"benchmark: size={args.size} seed={args.seed} days={n}+1 workdir={work}", flush=True)
+
+    # The landing zone holds n+1 days; each scenario ingests the days it needs from it.
+    simulate = measure([sys.executable, "-m", "simulator", "generate", "--size", args.size,
+                        "--seed", str(args.seed), "--days", str(n + 1), "--start-date",
+                        args.start_date, "--landing", str(landing)], env)
+    print(f"  {'simulate':<22} {n + 1} days  {simulate['wall_s']:>8.1f}s {simulate['peak_rss_mib']:>8.0f} MiB")
+
+    last = first + dt.timedelta(days=n - 1)
+    extra = last + dt.timedelta(days=1)
+    runs = {
+        f"full_{half}d": build(f"full {half} days", str(work / "lake_half"), str(work / "data_half"),
+                               first, first + dt.timedelta(days=half - 1), env, fresh=True),
+        f"full_{n}d": build(f"full {n} days", str(work / "lake"), str(work / "data"), first, last, env, fresh=True),
+    }
+    runs["increment_1d"] = build(f"+1 day on top of {n}", str(work / "lake"), str(work / "data"),
+                                 extra, extra, env, fresh=False)
+    runs[f"full_{n + 1}d"] = build(f"full {n + 1} days", str(work / "lake_full"), str(work / "data_full"),
+                                   first, extra, env, fresh=True)
+
+    full, inc, halfrun = runs[f"full_{n + 1}d"], runs["increment_1d"], runs[f"full_{half}d"]
+    ratios = {
+        "increment_over_full_rebuild": round(inc["total_wall_s"] / full["total_wall_s"], 3),
+        f"full_{n}d_over_full_{half}d": round(runs[f"full_{n}d"]["total_wall_s"] / halfrun["total_wall_s"], 3),
+        **{f"increment_over_full_{s}": round(inc["stages"][s]["wall_s"] / full["stages"][s]["wall_s"], 3)
+           for s in STAGES},
+    }
+    result = {
+        "benchmark": "lakehouse",
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "params": {"size": args.size, "seed": args.seed, "days": n},
+        "simulate": simulate,
+        "runs": runs,
+        "ratios": ratios,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else RESULTS / f"lakehouse_{args.size}.json"
+    out.write_text(json.dumps(result, indent=2))
+
+    print("\n| run | " + " | ".join(STAGES) + " | total s | peak MiB |")
+    print("|---|" + "---:|" * (len(STAGES) + 2))
+    for r in runs.values():
+        print(f"| {r['label']} | " + " | ".join(f"{r['stages'][s]['wall_s']:.1f}" for s in STAGES)
+              + f" | {r['total_wall_s']:.1f} | {r['peak_rss_mib']:.0f} |")
+    print(f"\nsimulate {n + 1} days: {simulate['wall_s']:.1f}s, peak {simulate['peak_rss_mib']:.0f} MiB")
+    for k, v in ratios.items():
+        print(f"{k}: {v}")
+    print(f"\nwritten: {out}")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

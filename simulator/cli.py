@@ -1,0 +1,54 @@
+"""Command line: `python -m simulator generate ...` and `python -m simulator report ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+
+from .config import SIZES, SimConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="simulate", description="A synthetic fitness platform writing raw app exports.")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="simulate days and write them to the landing zone")
+    g.add_argument("--size", choices=sorted(SIZES), default="small")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--landing", required=True, help="local folder or s3://bucket/prefix")
+    g.add_argument("--days", type=int, help="how many days to write (default: the size's days)")
+    g.add_argument("--start-day", type=int, default=0, help="first day to write (earlier days are re-simulated, not written)")
+    g.add_argument("--start-date", type=date.fromisoformat, help="calendar date of day 0 (default 2026-09-01)")
+    g.add_argument("--state-dir", help="keep a state checkpoint here so later days start without replay")
+    r = sub.add_parser("report", help="realism statistics computed from the landing files")
+    r.add_argument("--landing", required=True)
+    r.add_argument("--json", help="also write the figures to this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "generate":
+        from .generate import generate
+
+        cfg = SimConfig.preset(args.size, seed=args.seed, start_date=args.start_date)
+        n_days = args.days if args.days is not None else cfg.days - args.start_day
+        cfg = cfg.replace(days=max(cfg.days, args.start_day + n_days))
+        print(f"simulating size={args.size} seed={cfg.seed} days {args.start_day}..{args.start_day + n_days - 1} "
+              f"from {cfg.start_date} -> {args.landing}", flush=True)
+        generate(cfg, args.landing, start_day=args.start_day, n_days=n_days, state_dir=args.state_dir,
+                 log=lambda s: print(s, flush=True))
+        return 0
+    from .report import format_report, report
+
+    figures = report(args.landing)
+    print(format_report(figures))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
