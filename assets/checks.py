@@ -7,6 +7,7 @@ ones that protect training) stop everything downstream when they fail.
 
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Mapping
 
 import dagster as dg
@@ -23,44 +24,58 @@ def _window(context) -> tuple[dt.date, dt.date]:
     return tw.start.date(), tw.end.date() - dt.timedelta(days=1)
 
 
-def build_table_check(
-    asset_key: dg.AssetKey,
-    spec: SuiteSpec,
-    *,
-    layer: str,
-    table: str,
-    partition_col: str,
-    partitions_def: dg.PartitionsDefinition,
-) -> dg.AssetChecksDefinition:
+@dataclass(frozen=True)
+class TableSuite:
+    asset_key: dg.AssetKey
+    spec: SuiteSpec
+    layer: str
+    table: str
+    partition_col: str
+
+
+def build_layer_checks(name: str, suites: list[TableSuite],
+                       partitions_def: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
+    """One op validates every table of a layer (one process start, one GX import), and reports
+    each named check of each suite as its own asset check."""
     specs = [
         dg.AssetCheckSpec(
             name=check.name,
-            asset=asset_key,
+            asset=s.asset_key,
             blocking=check.blocking,
             partitions_def=partitions_def,
-            description=f"{spec.table}: {check.name} ({'blocking' if check.blocking else 'warning'})",
+            description=f"{s.spec.table}: {check.name} ({'blocking' if check.blocking else 'warning'})",
         )
-        for check in spec.checks
+        for s in suites
+        for check in s.spec.checks
     ]
 
-    @dg.multi_asset_check(name=f"gx_{layer}_{table}", specs=specs, description=spec.description)
-    def table_checks(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseResource):
+    @dg.multi_asset_check(name=name, specs=specs, can_subset=True,
+                          description="Great Expectations suites: " + ", ".join(s.table for s in suites))
+    def layer_checks(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseResource):
         start, end = _window(context)
-        gate = validate_window(lakehouse.settings(), spec, layer=layer, table=table,
-                               partition_col=partition_col, start=start, end=end)
-        context.log.info(f"GX suite {spec.table}: {gate.rows} rows for {start}..{end} "
-                         f"(previous window: {gate.previous_rows})")
-        for o in gate.outcomes:
-            yield dg.AssetCheckResult(
-                asset_key=asset_key,
-                check_name=o.name,
-                passed=bool(o.passed),
-                severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
-                description=o.description,
-                metadata={"rows": gate.rows, "window": f"{start}..{end}", **_metadata(o.metadata)},
-            )
+        selected = context.selected_asset_check_keys
+        settings = lakehouse.settings()
+        for s in suites:
+            if not any(k.asset_key == s.asset_key for k in selected):
+                continue
+            gate = validate_window(settings, s.spec, layer=s.layer, table=s.table,
+                                   partition_col=s.partition_col, start=start, end=end)
+            failed = [o.name for o in gate.outcomes if not o.passed]
+            context.log.info(f"GX {s.layer}/{s.table}: {gate.rows} rows for {start}..{end} "
+                             f"(previous window {gate.previous_rows}); failed: {failed or 'none'}")
+            for o in gate.outcomes:
+                if dg.AssetCheckKey(s.asset_key, o.name) not in selected:
+                    continue
+                yield dg.AssetCheckResult(
+                    asset_key=s.asset_key,
+                    check_name=o.name,
+                    passed=bool(o.passed),
+                    severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
+                    description=o.description,
+                    metadata={"rows": gate.rows, "window": f"{start}..{end}", **_metadata(o.metadata)},
+                )
 
-    return table_checks
+    return layer_checks
 
 
 def _metadata(meta: Mapping) -> dict:
@@ -79,20 +94,20 @@ def build_checks(
 
     ``gold_tables``: model name -> (asset key, partition column), from the dbt manifest.
     """
-    checks = [
-        build_table_check(bronze_key(e.name), bronze_suite(e), layer="bronze", table=e.name,
-                          partition_col="landing_date", partitions_def=partitions_def)
-        for e in ENTITIES
-    ]
+    bronze = [TableSuite(bronze_key(e.name), bronze_suite(e), "bronze", e.name, "landing_date")
+              for e in ENTITIES]
+    gold = []
     for table, (key, partition_col) in (gold_tables or {}).items():
         try:
             spec = (training_examples_suite(negatives_per_positive) if table == "training_examples"
                     else gold_suite(table))
         except KeyError:
-            continue  # a newly published model without a suite yet: dbt tests still guard it
-        checks.append(build_table_check(key, spec, layer=key.path[0], table=table,
-                                        partition_col=partition_col, partitions_def=partitions_def))
+            continue  # a newly published model without a suite yet: its dbt tests still guard it
+        gold.append(TableSuite(key, spec, key.path[0], table, partition_col))
+    checks = [build_layer_checks("gx_bronze", bronze, partitions_def)]
+    if gold:
+        checks.append(build_layer_checks("gx_gold", gold, partitions_def))
     return checks
 
 
-__all__ = ["build_checks", "build_table_check"]
+__all__ = ["build_checks", "build_layer_checks", "TableSuite"]

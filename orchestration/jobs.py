@@ -9,6 +9,9 @@ daily_job = dg.define_asset_job(
     name="daily_lakehouse_job",
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups("landing"),
     partitions_def=daily_partitions,
+    # One process for the whole chain: on a small machine, process start-up (imports of
+    # Dagster, dbt, GX) costs more than parallel steps gain; dbt still runs as its own process.
+    executor_def=dg.in_process_executor,
     description="Ingest a day's landing files, build the dbt features, publish gold Delta tables, run the checks.",
 )
 

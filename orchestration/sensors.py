@@ -16,20 +16,30 @@ from orchestration.jobs import daily_job
 from orchestration.partitions import daily_partitions
 
 _DAY = re.compile(r"(?:^|/)([a-z_]+)/date=(\d{4}-\d{2}-\d{2})/[^/]+$")
+_MANIFEST = re.compile(r"(?:^|/)_manifests/date=(\d{4}-\d{2}-\d{2})\.json$")
 
 
 def landing_fingerprints(settings: LakehouseSettings) -> dict[str, str]:
-    """day -> a digest of (entity, file, size, mtime) for every landing file of that day."""
+    """day -> a digest of (entity, file, size, mtime) for every landing file of the day.
+
+    When the exporter writes day manifests (``_manifests/date=D.json``, written last), only days
+    with a manifest count: a day still being written is not picked up half-way.
+    """
     fs, root = filesystem_for(settings.landing_uri)
     per_day: dict[str, list[str]] = defaultdict(list)
+    manifests: set[str] = set()
     for info in list_files(fs, root):
         rel = info.path[len(root):].lstrip("/")
+        if (m := _MANIFEST.search(rel)):
+            manifests.add(m.group(1))
+            continue
         m = _DAY.search(rel)
         if not m or info.base_name.startswith(("_", ".")):
             continue
         mtime = info.mtime_ns if info.mtime_ns is not None else 0
         per_day[m.group(2)].append(f"{rel}:{info.size}:{mtime}")
-    return {d: hashlib.sha1("\n".join(sorted(v)).encode()).hexdigest()[:16] for d, v in per_day.items()}
+    days = {d: v for d, v in per_day.items() if not manifests or d in manifests}
+    return {d: hashlib.sha1("\n".join(sorted(v)).encode()).hexdigest()[:16] for d, v in days.items()}
 
 
 @dg.sensor(

@@ -29,6 +29,7 @@ NEVER = -(10**12)
 CHUNK_CELLS = 2_000_000  # rows x classes per utility block (~8 MB float32)
 TREND_DAYS = 7
 THIRD_CLASS_FACTOR = 0.35
+HOME_POOL = 120  # the home screen draws from the top trending/new classes of the platform
 
 
 @dataclass
@@ -50,7 +51,7 @@ class UserState:
             last_day=np.full(n_users, -(10**6), np.int64),
             last_disc=np.full(n_users, -1, np.int8),
             last_bf=np.full(n_users, -1, np.int8),
-            recent=np.full((n_users, RECENT), -1, np.int64),
+            recent=np.full((n_users, RECENT), -1, np.int32),
             class_counts=np.zeros((TREND_DAYS, n_classes), np.int32),
         )
 
@@ -162,7 +163,7 @@ def choose(truth: TruePreferences, users: np.ndarray, ctx: Context, rng: np.rand
             sub = ctx.take(r)
             if sampled:
                 pos = table[rng.integers(0, len(table), (len(r), k_cand))]
-                cand = offer[pos]
+                cand = offer.astype(np.int32)[pos]
                 util = truth.utility(users[r], cand, sub) - logq[pos]
             else:
                 util = truth.utility(users[r], offer, sub)
@@ -310,7 +311,7 @@ def _impressions(truth, v, plat, t, taken, trend, rng, day) -> dict:
             continue
         age = day - cl.release_day[offer]
         score = np.log1p(trend[offer]) + 1.5 * (age <= 3) + 0.3 * (age <= 14)
-        best = np.argsort(-score, kind="stable")[:200]
+        best = np.argsort(-score, kind="stable")[:HOME_POOL]
         pool, pool_score = offer[best], score[best]
         rows = np.flatnonzero(shown & (plat == p))
         for lo in range(0, len(rows), 50_000):  # chunks bound the noise matrix at scale

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from . import vocab as V
 from .behaviour import DayEvents
-from .world import DAY, World
+from .world import World
 
 TS = pa.timestamp("us", tz="UTC")
 PARQUET = ("users", "instructors", "classes", "workouts")

@@ -149,10 +149,11 @@ def report(landing: str) -> dict:
     v = float((sizes >= 2).mean())
     f["multi_class_session_share"] = _fig(round(v, 3), "0.25-0.33", 0.25 <= v <= 0.33, f"sessions: {len(sizes)}")
     second = s.filter(pl.col("pos") == 1)
-    v = float((second["discipline"].is_in(list(SHORT_COOLDOWN)) & (second["duration_min"] <= 15)).mean()) if second.height else float("nan")
+    short = second["discipline"].is_in(list(SHORT_COOLDOWN)) & (second["duration_min"] <= 15)
+    v = float(short.mean()) if second.height else float("nan")
     top2 = second["discipline"].value_counts(normalize=True).sort("proportion", descending=True).head(4)
-    f["second_class_short_cooldown"] = _fig(round(v, 3), ">= 0.40", v >= 0.40,
-                                            ", ".join(f"{r['discipline']} {r['proportion']:.2f}" for r in top2.iter_rows(named=True)))
+    detail = ", ".join(f"{r['discipline']} {r['proportion']:.2f}" for r in top2.iter_rows(named=True))
+    f["second_class_short_cooldown"] = _fig(round(v, 3), ">= 0.40", v >= 0.40, detail)
 
     # popularity
     per_class = w.group_by("class_id").agg(n=pl.len())["n"].sort(descending=True)
@@ -167,8 +168,8 @@ def report(landing: str) -> dict:
     )["class_id"]
     nw = w.filter(pl.col("class_id").is_in(released.implode()) & (pl.col("age") < horizon))
     v = float((nw["age"] < horizon // 2).mean()) if nw.height else float("nan")
-    f["new_class_early_share"] = _fig(round(v, 3), ">= 0.60", v >= 0.60,
-                                      f"share of first {horizon} days' workouts in the first {horizon // 2}; classes: {len(released)}")
+    detail = f"share of first {horizon} days' workouts in the first {horizon // 2}; classes: {len(released)}"
+    f["new_class_early_share"] = _fig(round(v, 3), ">= 0.60", v >= 0.60, detail)
     fresh = float((w["age"] < 14).mean())
     counts["share_workouts_on_classes_under_14_days"] = round(fresh, 3)
 
@@ -187,10 +188,11 @@ def report(landing: str) -> dict:
         )
         per_week = act["n"] / weeks
         v = float(per_week.mean()) if act.height else float("nan")
-        n_sess = sess.filter(pl.col("user_id").is_in(act["user_id"].implode()) & (pl.col("date") < first_day + pl.duration(days=7 * weeks))).height
+        in_weeks = pl.col("date") < first_day + pl.duration(days=7 * weeks)
+        n_sess = sess.filter(pl.col("user_id").is_in(act["user_id"].implode()) & in_weeks).height
         sw = n_sess / max(1, act.height) / weeks
-        f["active_user_workouts_per_week"] = _fig(round(v, 2), "2-5", 2 <= v <= 5,
-                                                  f"active users: {act.height} ({act.height / max(1, users.height):.0%}); sessions/week {sw:.2f}")
+        detail = f"active users: {act.height} ({act.height / max(1, users.height):.0%}); sessions/week {sw:.2f}"
+        f["active_user_workouts_per_week"] = _fig(round(v, 2), "2-5", 2 <= v <= 5, detail)
     later = (pl.col("release_ts").dt.date() > first_day) & (pl.col("release_ts").dt.date() <= last_day)
     v = classes.filter(later).height / max(1, n_days - 1)
     f["new_classes_per_day"] = _fig(round(v, 1), ">= 20 (dozens)", v >= 20)

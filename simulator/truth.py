@@ -154,7 +154,8 @@ class Context:
 
         rc = self.recent_classes
         if rc is not None:
-            rc = np.asarray(rc, dtype=np.int64)
+            rc = np.asarray(rc)
+            rc = rc if rc.dtype.kind == "i" else rc.astype(np.int64)
             rc = np.broadcast_to(rc if rc.ndim == 2 else rc[None, :], (n, rc.shape[-1]))
         return Context(
             platform=np.broadcast_to(platform_code(self.platform), (n,)),
@@ -209,7 +210,9 @@ class TruePreferences:
 
     def _classes(self, classes) -> np.ndarray:
         a = np.asarray(classes)
-        return self.world.class_codes(a.ravel()).reshape(a.shape) if a.dtype.kind in "OUS" else a.astype(np.int64)
+        if a.dtype.kind in "OUS":
+            return self.world.class_codes(a.ravel()).reshape(a.shape)
+        return a if a.dtype.kind in "iu" else a.astype(np.int64)  # int32 halves memory traffic at scale
 
     # ---- per-class terms ---------------------------------------------------------------
     def static(self, day: int) -> np.ndarray:
@@ -248,7 +251,8 @@ class TruePreferences:
             has = x.prev_discipline >= 0
             e_db += np.where(has[:, None], CHAIN[np.maximum(x.prev_discipline, 0)], 0)[:, :, None]
             if x.prev_body_focus is not None:
-                e_db[:, _d["strength"], :] += self._strength_pair(has & (x.prev_discipline == _d["strength"]), x.prev_body_focus)
+                after_strength = has & (x.prev_discipline == _d["strength"])
+                e_db[:, _d["strength"], :] += self._strength_pair(after_strength, x.prev_body_focus)
         if x.last_body_focus is not None and x.hours_since_last is not None:
             recent = x.hours_since_last < RECOVERY_HOURS
             for bf in (V.BF["lower"], V.BF["upper"]):
@@ -408,7 +412,8 @@ class TruePreferences:
         u = self._users(users)
         cand = self._classes(classes)
         p_target = int(platform_code(platform))
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.cfg.seed, 99, day, p_target] + ([seed] if seed is not None else []))))
+        entropy = [self.cfg.seed, 99, day, p_target] + ([seed] if seed is not None else [])
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
         n, s = len(u), n_samples
         rows = np.repeat(u, s)
         wd = self.weekday(day)
@@ -438,7 +443,8 @@ class TruePreferences:
             mins = np.where(done, cl.duration[first], 0.5 * cl.duration[first])
             left = m[r] - mins
             pc = self.chain_probability(rows[r], first, done, left)
-            p_on = SWITCH_TO_APP[p] if p_target == V.APP and p != V.APP else (1 - SWITCH_TO_APP[p] if p == p_target else 0.0)
+            # the second class is on the target platform: stays there, or moves to the app
+            p_on = 1 - SWITCH_TO_APP[p] if p == p_target else (SWITCH_TO_APP[p] if p_target == V.APP else 0.0)
             if p_on == 0:
                 continue
             ctx2 = replace(

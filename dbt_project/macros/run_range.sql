@@ -38,3 +38,24 @@
     {{ column }} between date '{{ r[0] }}' and date '{{ r[1] }}'
   {%- endif -%}
 {%- endmacro %}
+
+
+{% macro incremental_days(column, lookback_days=0) -%}
+  {#-
+    Which days an incremental INTERMEDIATE table (re)computes, as a SQL predicate on `column`:
+    - first build, --full-refresh, or no vars: every day (true);
+    - a range run on an existing table: the run's range, plus every day newer than the newest
+      day the table holds (`range_column`), so a skipped partition never leaves a hole in the
+      history that cumulative features are summed over.
+    lookback_days widens both bounds back (for windows that need the previous day as context).
+  -#}
+  {%- set r = run_range() -%}
+  {%- if r is none or not is_incremental() -%}
+    true
+  {%- else -%}
+    ({{ column }} between date '{{ r[0] }}' - {{ lookback_days }} and date '{{ r[1] }}'
+      or {{ column }} > (
+        select coalesce(max({{ config.get('range_column') }}), date '1900-01-01') from {{ this }}
+      ) - {{ lookback_days }})
+  {%- endif -%}
+{%- endmacro %}

@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 
 from simulator import Context, TruePreferences, state_at
 from simulator.behaviour import UserState, simulate_day
-from simulator.truth import softmax_rows
 
 
 def ap_at_k(scores, cand, relevant, k=10) -> float:
@@ -85,7 +84,6 @@ def test_oracle_beats_popularity_and_context_free(modest_cfg):
                 ap["popularity"].append(ap_at_k(pop[cand], cand, rel))
                 ap["context_free"].append(ap_at_k(free[i], cand, rel))
     m = {k: float(np.mean(v)) for k, v in ap.items()}
-    print("MAP@10", m, len(ap["oracle"]))
     assert len(ap["oracle"]) > 500
     assert m["oracle"] > 2.0 * m["popularity"], m
     assert m["oracle"] > 1.25 * m["context_free"], m

@@ -1,13 +1,23 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='replace_range',
+        range_column='activity_date',
+    )
+}}
 -- One row per class and day with any activity on it: that day's workouts, completions, music
--- likes, bookmarks, home-screen impressions and impressions taken, plus running totals at the
--- END of that day. An impression is "taken" when the user starts that class on that platform
--- later the same day (so a day's numbers are final once the day has landed).
+-- likes, bookmarks, home-screen impressions and impressions taken. An impression is "taken" when
+-- the user starts that class on that platform later the same day, so a day's numbers are final
+-- once the day has landed. Popularity windows are running sums up to feature_date
+-- (class_features_daily). Incremental by activity_date.
 with workouts as (
     select * from {{ ref('stg_app__workouts') }}
+    where {{ incremental_days('event_date') }}
 ),
 
 impressions as (
     select * from {{ ref('stg_app__impressions') }}
+    where {{ incremental_days('event_date') }}
 ),
 
 last_start_by_day as (
@@ -23,9 +33,11 @@ events as (
     union all
     select class_id, event_date, 0, 0, 1, 0, 0, 0
     from {{ ref('stg_app__music_likes') }}
+    where {{ incremental_days('event_date') }}
     union all
     select class_id, event_date, 0, 0, 0, 1, 0, 0
     from {{ ref('stg_app__bookmarks') }}
+    where {{ incremental_days('event_date') }}
     union all
     select
         i.class_id, i.event_date, 0, 0, 0, 0, 1,
@@ -36,29 +48,16 @@ events as (
         and i.class_id = l.class_id
         and i.platform = l.platform
         and i.event_date = l.event_date
-),
-
-daily as (
-    select
-        class_id,
-        event_date as activity_date,
-        sum(workouts) as workouts,
-        sum(completed) as completed,
-        sum(music_likes) as music_likes,
-        sum(bookmarks) as bookmarks,
-        sum(impressions) as impressions,
-        sum(impressions_taken) as impressions_taken
-    from events
-    group by class_id, event_date
 )
 
 select
-    *,
-    sum(workouts) over w as workouts_cum,
-    sum(completed) over w as completed_cum,
-    sum(music_likes) over w as music_likes_cum,
-    sum(bookmarks) over w as bookmarks_cum,
-    sum(impressions) over w as impressions_cum,
-    sum(impressions_taken) over w as impressions_taken_cum
-from daily
-window w as (partition by class_id order by activity_date rows between unbounded preceding and current row)
+    class_id,
+    event_date as activity_date,
+    cast(sum(workouts) as integer) as workouts,
+    cast(sum(completed) as integer) as completed,
+    cast(sum(music_likes) as integer) as music_likes,
+    cast(sum(bookmarks) as integer) as bookmarks,
+    cast(sum(impressions) as integer) as impressions,
+    cast(sum(impressions_taken) as integer) as impressions_taken
+from events
+group by class_id, event_date

@@ -1,9 +1,30 @@
--- One row per user and day with at least one workout: that day's activity and the user's
--- running (cumulative) totals at the END of that day. Marts read it point-in-time with an
--- ASOF join (latest activity_date <= feature_date); windowed counts are differences of
--- cumulative totals (e.g. last 7 days = cum(D) - cum(D - 7)).
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='replace_range',
+        range_column='activity_date',
+    )
+}}
+-- One row per user and day with at least one workout: that day's activity only (counts,
+-- minutes, the last workout of the day, per-platform start-hour sums, per-discipline counts,
+-- sessions). Point-in-time features are running sums of these rows up to feature_date
+-- (user_features_daily, int_user_discipline_affinity). Incremental by activity_date.
 with workouts as (
     select * from {{ ref('int_workouts_enriched') }}
+    where {{ incremental_days('event_date') }}
+),
+
+-- a session that runs past midnight counts once per day it touches (no peeking past the day)
+session_days as (
+    select user_id, event_date, sum(minutes) as session_minutes
+    from workouts
+    group by user_id, session_id, event_date
+),
+
+sessions_daily as (
+    select user_id, event_date, count(*) as sessions, sum(session_minutes) as session_minutes
+    from session_days
+    group by user_id, event_date
 ),
 
 daily as (
@@ -23,59 +44,36 @@ daily as (
         sum(case when platform = '{{ p }}' then sin(2 * pi() * hour_fraction / 24) else 0 end) as {{ p }}_hour_sin,
         sum(case when platform = '{{ p }}' then cos(2 * pi() * hour_fraction / 24) else 0 end) as {{ p }}_hour_cos,
         {% endfor -%}
+        {% for d in var('disciplines') -%}
+        sum(case when discipline = '{{ d }}' then 1 else 0 end) as {{ d }}_workouts,
+        {% endfor -%}
         bool_or(is_weekend) as is_weekend
     from workouts
     group by user_id, event_date
-),
-
--- a session that runs past midnight counts as one session per day (no peeking past the day)
-session_days as (
-    select user_id, event_date, sum(minutes) as session_minutes
-    from workouts
-    group by user_id, session_id, event_date
-),
-
-sessions_daily as (
-    select user_id, event_date as activity_date, count(*) as sessions, sum(session_minutes) as session_minutes
-    from session_days
-    group by user_id, event_date
-),
-
-combined as (
-    select
-        d.*,
-        s.sessions,
-        s.session_minutes
-    from daily as d
-    inner join sessions_daily as s
-        on d.user_id = s.user_id and d.activity_date = s.activity_date
 )
 
 select
-    user_id,
-    activity_date,
-    workouts,
-    minutes,
-    completed,
-    last_discipline,
-    last_body_focus,
-    last_duration_min,
-    last_platform,
-    last_instructor_id,
-    sum(workouts) over running as workouts_cum,
-    sum(minutes) over running as minutes_cum,
-    sum(completed) over running as completed_cum,
+    d.user_id,
+    d.activity_date,
+    cast(d.workouts as integer) as workouts,
+    cast(d.minutes as double) as minutes,
+    cast(d.completed as integer) as completed,
+    d.last_discipline,
+    d.last_body_focus,
+    d.last_duration_min,
+    d.last_platform,
+    d.last_instructor_id,
     {% for p in var('platforms') -%}
-    sum({{ p }}_workouts) over running as {{ p }}_workouts_cum,
-    sum({{ p }}_hour_sin) over running as {{ p }}_hour_sin_cum,
-    sum({{ p }}_hour_cos) over running as {{ p }}_hour_cos_cum,
+    cast(d.{{ p }}_workouts as integer) as {{ p }}_workouts,
+    cast(d.{{ p }}_hour_sin as double) as {{ p }}_hour_sin,
+    cast(d.{{ p }}_hour_cos as double) as {{ p }}_hour_cos,
     {% endfor -%}
-    sum(case when is_weekend then 0 else sessions end) over running as weekday_sessions_cum,
-    sum(case when is_weekend then 0 else session_minutes end) over running as weekday_session_minutes_cum,
-    sum(case when is_weekend then sessions else 0 end) over running as weekend_sessions_cum,
-    sum(case when is_weekend then session_minutes else 0 end) over running as weekend_session_minutes_cum
-from combined
-window running as (
-    partition by user_id order by activity_date
-    rows between unbounded preceding and current row
-)
+    {% for d_ in var('disciplines') -%}
+    cast(d.{{ d_ }}_workouts as integer) as {{ d_ }}_workouts,
+    {% endfor -%}
+    d.is_weekend,
+    cast(s.sessions as integer) as sessions,
+    cast(s.session_minutes as double) as session_minutes
+from daily as d
+inner join sessions_daily as s
+    on d.user_id = s.user_id and d.activity_date = s.event_date

@@ -1,19 +1,8 @@
 -- One row per user and activity day: how many workouts of each discipline the user has taken
--- up to the END of that day, and the most-taken discipline (ties: the order of var('disciplines')).
-with workouts as (
-    select * from {{ ref('int_workouts_enriched') }}
-),
-
-daily as (
-    select
-        user_id,
-        event_date as activity_date,
-        count(*) as workouts,
-        {% for d in var('disciplines') -%}
-        sum(case when discipline = '{{ d }}' then 1 else 0 end) as {{ d }}_workouts{{ "," if not loop.last }}
-        {% endfor %}
-    from workouts
-    group by user_id, event_date
+-- up to the END of that day, and the most-taken one (ties: the order of var('disciplines')).
+-- Read point-in-time with an ASOF join on activity_date <= feature_date.
+with daily as (
+    select * from {{ ref('int_user_activity_daily') }}
 ),
 
 running as (

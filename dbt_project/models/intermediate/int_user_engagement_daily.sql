@@ -1,29 +1,30 @@
--- One row per user and day with a music like or a bookmark: that day's counts and the running
--- totals at the END of that day (read point-in-time with an ASOF join).
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='replace_range',
+        range_column='activity_date',
+    )
+}}
+-- One row per user and day with a music like or a bookmark: that day's counts. Point-in-time
+-- totals are running sums up to feature_date (user_features_daily). Incremental by activity_date.
 with likes as (
     select user_id, event_date, count(*) as music_likes, 0 as bookmarks
     from {{ ref('stg_app__music_likes') }}
+    where {{ incremental_days('event_date') }}
     group by user_id, event_date
 ),
 
 bookmarks as (
     select user_id, event_date, 0 as music_likes, count(*) as bookmarks
     from {{ ref('stg_app__bookmarks') }}
-    group by user_id, event_date
-),
-
-daily as (
-    select user_id, event_date as activity_date, sum(music_likes) as music_likes, sum(bookmarks) as bookmarks
-    from (select * from likes union all select * from bookmarks) as u
+    where {{ incremental_days('event_date') }}
     group by user_id, event_date
 )
 
 select
     user_id,
-    activity_date,
-    music_likes,
-    bookmarks,
-    sum(music_likes) over w as music_likes_cum,
-    sum(bookmarks) over w as bookmarks_cum
-from daily
-window w as (partition by user_id order by activity_date rows between unbounded preceding and current row)
+    event_date as activity_date,
+    cast(sum(music_likes) as integer) as music_likes,
+    cast(sum(bookmarks) as integer) as bookmarks
+from (select * from likes union all select * from bookmarks) as u
+group by user_id, event_date

@@ -1,5 +1,5 @@
 -- One row per user and activity day: the user's most-taken instructor up to the END of that
--- day and how many workouts with them. Ties go to the instructor who reached the count first,
+-- day and how many workouts with them (ASOF-joined on activity_date <= feature_date). Ties go to the instructor who reached the count first,
 -- then to the smaller instructor_id (deterministic).
 with workouts as (
     select * from {{ ref('int_workouts_enriched') }}

@@ -1,14 +1,31 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='replace_range',
+        range_column='event_date',
+    )
+}}
 -- Workouts grouped into sessions: a new session starts when a workout begins at least
--- var('session_gap_minutes') (30) after the end of the user's previous workout.
+-- var('session_gap_minutes') (30) after the end (start + minutes) of the user's previous workout.
+-- session_id is the workout_id of the session's first workout. Also carries the user's previous
+-- workout when it was earlier the SAME day (the "recent state" a moment can know).
+-- Incremental by event_date: a range run recomputes only its days (reading one day more as
+-- context); see macros/run_range.sql.
 with workouts as (
-    select * from {{ ref('stg_app__workouts') }}
+    select workout_id, user_id, class_id, platform, started_at, event_date, is_completed, minutes, output_kj
+    from {{ ref('stg_app__workouts') }}
+    where {{ incremental_days('event_date', lookback_days=1) }}
 ),
 
 with_previous as (
     select
         *,
         lag(started_at) over by_user as prev_started_at,
-        lag(minutes) over by_user as prev_minutes
+        lag(minutes) over by_user as prev_minutes,
+        lag(class_id) over by_user as prev_class_id_any_day,
+        lag(event_date) over by_user as prev_event_date,
+        lead(event_date) over by_user as next_event_date,
+        row_number() over by_user as user_seq
     from workouts
     window by_user as (partition by user_id order by started_at, workout_id)
 ),
@@ -16,23 +33,25 @@ with_previous as (
 flagged as (
     select
         *,
-        case
-            when prev_started_at is null then 1
-            when date_diff('second', prev_started_at, started_at) / 60.0 - prev_minutes
-                >= {{ var('session_gap_minutes') }} then 1
-            else 0
-        end as is_session_start
+        date_diff('second', prev_started_at, started_at) / 60.0 - prev_minutes as gap_minutes,
+        coalesce(
+            date_diff('second', prev_started_at, started_at) / 60.0 - prev_minutes
+                >= {{ var('session_gap_minutes') }},
+            true
+        ) as is_session_start
     from with_previous
 ),
 
-numbered as (
+sessions as (
     select
         *,
-        sum(is_session_start) over (
-            partition by user_id order by started_at, workout_id
-            rows between unbounded preceding and current row
-        ) as session_number
+        max(case when is_session_start then user_seq end) over running as session_start_seq,
+        last_value(case when is_session_start then workout_id end ignore nulls) over running as session_id
     from flagged
+    window running as (
+        partition by user_id order by started_at, workout_id
+        rows between unbounded preceding and current row
+    )
 )
 
 select
@@ -45,8 +64,10 @@ select
     is_completed,
     minutes,
     output_kj,
-    first_value(workout_id) over by_session as session_id,
-    cast(session_number as integer) as session_number,
-    cast(row_number() over by_session as integer) as position_in_session
-from numbered
-window by_session as (partition by user_id, session_number order by started_at, workout_id)
+    session_id,
+    cast(user_seq - session_start_seq + 1 as integer) as position_in_session,
+    case when prev_event_date = event_date then prev_class_id_any_day end as prev_class_id,
+    case when prev_event_date = event_date then greatest(gap_minutes, 0) end as minutes_since_prev,
+    coalesce(next_event_date <> event_date, true) as is_last_of_day
+from sessions
+where {{ incremental_days('event_date') }}

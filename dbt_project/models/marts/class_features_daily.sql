@@ -27,8 +27,22 @@ spine as (
     inner join dates as d on c.release_date <= d.feature_date
 ),
 
+-- running totals at the end of each activity day; read with ASOF joins (latest day <= date)
 popularity as materialized (
-    select * from {{ ref('int_class_popularity_daily') }}
+    select
+        class_id,
+        activity_date,
+        sum(workouts) over running as workouts_cum,
+        sum(completed) over running as completed_cum,
+        sum(music_likes) over running as music_likes_cum,
+        sum(bookmarks) over running as bookmarks_cum,
+        sum(impressions) over running as impressions_cum,
+        sum(impressions_taken) over running as impressions_taken_cum
+    from {{ ref('int_class_popularity_daily') }}
+    window running as (
+        partition by class_id order by activity_date
+        rows between unbounded preceding and current row
+    )
 ),
 
 joined as (

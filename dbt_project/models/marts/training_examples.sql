@@ -10,141 +10,146 @@
 -- never the positive class. Negatives share the positive's context and have every label 0.
 --
 -- Sampling is deterministic and without replacement: the m candidates (available classes minus
--- the positive) are numbered 0..m-1 in release order; the ring is rotated by hash(workout_id, 0)
--- and cut into K equal strata, and negative k takes the hash(workout_id, k)-th class of stratum k.
--- A workout with fewer than K candidates gets all of them (min(K, m) negatives).
+-- the positive) are numbered 0..m-1 in release order; the ring is rotated by a hash of the
+-- workout_id and cut into K equal strata, and negative k takes a hashed position in stratum k.
+-- A workout with fewer than K candidates gets all of them (min(K, m) negatives). Hashes are
+-- MD5-based (macros/stable_hash.sql), so the sample is the same on every run and machine.
 --
 -- feature_date = event_date - 1: join user_features_daily and class_features_daily on it
 -- (the state at the end of the day before: point-in-time correct).
 {%- set k_neg = var('negatives_per_positive') | int %}
 
 with positives as (
-    select * from {{ ref('int_workouts_enriched') }}
+    select
+        workout_id,
+        user_id,
+        class_id,
+        platform,
+        started_at,
+        event_date,
+        hour_of_day,
+        day_of_week,
+        is_weekend,
+        prev_discipline,
+        prev_body_focus,
+        prev_duration_min,
+        minutes_since_prev,
+        position_in_session,
+        is_completed,
+        has_music_like
+    from {{ ref('int_workouts_enriched') }}
     where {{ in_run_range('event_date') }}
 ),
 
 availability as (
-    select * from {{ ref('int_class_platform_availability') }}
+    select platform, class_id, released_at, availability_rank, classes_released_through
+    from {{ ref('int_class_platform_availability') }}
 ),
 
-pools as (
+sized as (
+    select
+        p.*,
+        coalesce(pool.classes_released_through, 0) as n_available,
+        pos.availability_rank as positive_rank,
+        coalesce(pos.availability_rank <= pool.classes_released_through, false) as positive_in_pool,
+        md5(p.workout_id) as draw_md5
+    from positives as p
     -- n_available: classes on this platform released strictly before the workout started
-    select
-        p.workout_id,
-        coalesce(a.classes_released_through, 0) as n_available
-    from positives as p
-    asof left join availability as a
-        on p.platform = a.platform and p.started_at > a.released_at
-),
-
-positive_rank as (
-    select
-        p.workout_id,
-        pos.availability_rank as positive_rank
-    from positives as p
+    asof left join availability as pool
+        on p.platform = pool.platform and p.started_at > pool.released_at
     left join availability as pos
         on p.platform = pos.platform and p.class_id = pos.class_id
 ),
 
-sizing as (
+pools as (
     select
-        p.workout_id,
-        pl.n_available,
-        coalesce(r.positive_rank <= pl.n_available, false) as positive_in_pool,
-        pl.n_available - case when coalesce(r.positive_rank <= pl.n_available, false) then 1 else 0 end
-            as n_candidates,
-        r.positive_rank
-    from positives as p
-    inner join pools as pl on p.workout_id = pl.workout_id
-    inner join positive_rank as r on p.workout_id = r.workout_id
+        *,
+        n_available - case when positive_in_pool then 1 else 0 end as n_candidates
+    from sized
 ),
 
 draws as (
     select
-        s.workout_id,
+        p.* exclude (class_id),
         k.sample_index,
-        s.n_candidates,
-        s.positive_in_pool,
-        s.positive_rank,
-        greatest(s.n_candidates // {{ k_neg }}, 1) as stratum_size,
-        {{ stable_hash("s.workout_id || '#0'") }} as rotation_hash,
-        {{ stable_hash("s.workout_id || '#' || cast(k.sample_index as varchar)") }} as draw_hash
-    from sizing as s
-    cross join (select cast(unnest(generate_series(1, {{ k_neg }})) as integer) as sample_index) as k
-    where k.sample_index <= s.n_candidates
+        greatest(p.n_candidates // {{ k_neg }}, 1) as stratum_size,
+        {{ hex_slice_int('p.draw_md5', 0) }} as rotation_hash,
+        case
+            when k.sample_index <= 4 then {{ hex_slice_int('p.draw_md5', 'k.sample_index') }}
+            else {{ stable_hash("p.workout_id || '#' || cast(k.sample_index as varchar)") }}
+        end as draw_hash
+    from pools as p
+    cross join (
+        select cast(unnest(generate_series(1, {{ k_neg }})) as integer) as sample_index
+    ) as k
+    where k.sample_index <= p.n_candidates
 ),
 
 sampled as (
     select
-        workout_id,
-        sample_index,
-        -- candidate offset in 0..n_candidates-1, distinct across sample_index
+        *,
+        -- a candidate offset in 0..n_candidates-1, distinct across sample_index
         (rotation_hash % n_candidates
             + (sample_index - 1) * stratum_size
-            + draw_hash % stratum_size) % n_candidates as candidate_offset,
-        positive_in_pool,
-        positive_rank
+            + draw_hash % stratum_size) % n_candidates as candidate_offset
     from draws
 ),
 
 negatives as (
     select
-        s.workout_id,
-        s.sample_index,
-        -- skip the positive's own rank to map a candidate offset onto an availability rank
-        cast(s.candidate_offset + 1
-            + case when s.positive_in_pool and s.candidate_offset + 1 >= s.positive_rank then 1 else 0 end
-            as integer) as availability_rank
+        s.* exclude (candidate_offset),
+        a.class_id
     from sampled as s
+    inner join availability as a
+        on a.platform = s.platform
+        -- skip the positive's own rank to map a candidate offset onto an availability rank
+        and a.availability_rank = s.candidate_offset + 1
+            + case when s.positive_in_pool and s.candidate_offset + 1 >= s.positive_rank then 1 else 0 end
 ),
 
 examples as (
     select
-        p.workout_id,
-        0 as sample_index,
-        p.class_id,
+        workout_id, 0 as sample_index, event_date, user_id, class_id, platform,
+        hour_of_day, day_of_week, is_weekend, prev_discipline, prev_body_focus, prev_duration_min,
+        minutes_since_prev, position_in_session,
         1 as label_take,
-        case when p.is_completed then 1 else 0 end as label_complete,
-        case when p.has_music_like then 1 else 0 end as label_music_like
-    from positives as p
+        case when is_completed then 1 else 0 end as label_complete,
+        case when has_music_like then 1 else 0 end as label_music_like
+    from positives
 
     union all
 
     select
-        n.workout_id,
-        n.sample_index,
-        a.class_id,
+        workout_id, sample_index, event_date, user_id, class_id, platform,
+        hour_of_day, day_of_week, is_weekend, prev_discipline, prev_body_focus, prev_duration_min,
+        minutes_since_prev, position_in_session,
         0 as label_take,
         0 as label_complete,
         0 as label_music_like
-    from negatives as n
-    inner join positives as p on n.workout_id = p.workout_id
-    inner join availability as a
-        on a.platform = p.platform and a.availability_rank = n.availability_rank
+    from negatives
 )
 
 select
-    e.workout_id || ':' || cast(e.sample_index as varchar) as example_id,
-    e.workout_id,
-    cast(e.sample_index as integer) as sample_index,
-    p.event_date,
-    cast(p.event_date - 1 as date) as feature_date,
-    p.user_id,
-    e.class_id,
-    p.platform,
+    workout_id || ':' || cast(sample_index as varchar) as example_id,
+    workout_id,
+    cast(sample_index as integer) as sample_index,
+    event_date,
+    cast(event_date - 1 as date) as feature_date,
+    user_id,
+    class_id,
+    platform,
     -- context of the moment
-    p.hour_of_day,
-    p.day_of_week,
-    p.is_weekend,
-    p.prev_discipline,
-    p.prev_body_focus,
-    cast(p.prev_duration_min as integer) as prev_duration_min,
-    cast(p.minutes_since_prev as double) as minutes_since_prev,
-    p.position_in_session,
+    hour_of_day,
+    day_of_week,
+    is_weekend,
+    prev_discipline,
+    prev_body_focus,
+    cast(prev_duration_min as integer) as prev_duration_min,
+    cast(minutes_since_prev as double) as minutes_since_prev,
+    position_in_session,
     -- labels
-    cast(e.label_take as integer) as label_take,
-    cast(e.label_complete as integer) as label_complete,
-    cast(e.label_music_like as integer) as label_music_like,
-    e.sample_index > 0 as is_negative
-from examples as e
-inner join positives as p on e.workout_id = p.workout_id
+    cast(label_take as integer) as label_take,
+    cast(label_complete as integer) as label_complete,
+    cast(label_music_like as integer) as label_music_like,
+    sample_index > 0 as is_negative
+from examples

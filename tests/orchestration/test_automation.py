@@ -1,0 +1,89 @@
+"""The code location loads, and the landing sensor and schedule ask for the right partitions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+
+import dagster as dg
+
+from assets.resources import LakehouseResource
+from lakehouse.settings import LakehouseSettings
+from orchestration.sensors import landing_zone_sensor
+from tests.landing_factory import DAY0, workout, write_day
+
+
+def evaluate(settings, cursor=None):
+    ctx = dg.build_sensor_context(cursor=cursor, resources={"lakehouse": LakehouseResource(
+        uri=settings.uri, landing_uri=settings.landing_uri)})
+    result = landing_zone_sensor(ctx)
+    requests = result if isinstance(result, list) else []
+    return requests, ctx.cursor
+
+
+def test_landing_sensor_requests_new_and_changed_days_once(tmp_path):
+    s = LakehouseSettings.build(uri=str(tmp_path / "lake"), data_dir=str(tmp_path))
+    from pathlib import Path
+
+    lz = Path(s.landing_uri)
+    day1 = DAY0 + dt.timedelta(days=1)
+    write_day(lz, DAY0, with_catalogue=True, workouts=[workout("w1", "u1", "c1", DAY0)])
+    write_day(lz, day1, with_catalogue=False, workouts=[workout("w2", "u1", "c1", day1)])
+    requests, cursor = evaluate(s)
+    assert sorted(r.partition_key for r in requests) == [DAY0.isoformat(), day1.isoformat()]
+    assert all(r.job_name in (None, "daily_lakehouse_job") for r in requests)
+    # nothing new: nothing requested
+    again, cursor = evaluate(s, cursor)
+    assert again == []
+    # yesterday's export re-sent (a file changed): only that day again
+    time.sleep(0.01)
+    write_day(lz, day1, with_catalogue=False, workouts=[workout("w2", "u1", "c1", day1), workout("w3", "u2", "c2", day1)])
+    changed, cursor = evaluate(s, cursor)
+    assert [r.partition_key for r in changed] == [day1.isoformat()]
+    assert json.loads(cursor)[day1.isoformat()]
+
+
+def test_landing_sensor_waits_for_the_day_manifest(tmp_path):
+    from pathlib import Path
+
+    s = LakehouseSettings.build(uri=str(tmp_path / "lake"), data_dir=str(tmp_path))
+    lz = Path(s.landing_uri)
+    day1 = DAY0 + dt.timedelta(days=1)
+    write_day(lz, DAY0, with_catalogue=True, workouts=[workout("w1", "u1", "c1", DAY0)])
+    write_day(lz, day1, with_catalogue=False, workouts=[workout("w2", "u1", "c1", day1)])
+    (lz / "_manifests").mkdir()
+    (lz / "_manifests" / f"date={DAY0}.json").write_text("{}")
+    requests, cursor = evaluate(s)
+    assert [r.partition_key for r in requests] == [DAY0.isoformat()]  # day 1 is still landing
+    (lz / "_manifests" / f"date={day1}.json").write_text("{}")
+    requests, _ = evaluate(s, cursor)
+    assert [r.partition_key for r in requests] == [day1.isoformat()]
+
+
+def test_definitions_load_with_schedule_sensor_checks_and_dbt_lineage(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("LAKEHOUSE_URI", raising=False)
+    from orchestration.definitions import build_definitions
+
+    defs = build_definitions()
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    for expected in ("landing/workouts", "bronze/workouts", "bronze/quarantine", "staging/stg_app__workouts",
+                     "gold/user_features_daily", "gold/training_examples"):
+        assert expected in keys, expected
+    # dbt lineage: the staging model reads the bronze table
+    parents = {p.to_user_string() for p in graph.get(dg.AssetKey(["staging", "stg_app__workouts"])).parent_keys}
+    assert "bronze/workouts" in parents
+    checks = {f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys}
+    assert "gold/training_examples:positive_ratio" in checks and "bronze/workouts:unique_key" in checks
+    assert any(name.startswith("gold/user_features_daily:") and "unique" in name and "positive" not in name
+               for name in checks), "dbt tests should appear as asset checks"
+    schedule = defs.resolve_schedule_def("daily_lakehouse_schedule")
+    assert schedule.cron_schedule.startswith("0 3")
+    ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 9, 5, 3, tzinfo=dt.timezone.utc))
+    req = next(iter(schedule.evaluate_tick(ctx).run_requests))
+    assert req.partition_key == "2026-09-04"  # yesterday's partition
+    assert defs.resolve_sensor_def("landing_zone_sensor")
+    assert os.environ.get("LAKEHOUSE_URI") is None
