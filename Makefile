@@ -63,7 +63,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 ui: install $(DAGSTER_HOME)/dagster.yaml dbt-parse
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+	$(BIN)/python -m orchestration.ui -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 bench: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m benchmarks.lakehouse_bench --size $(SIZE)
