@@ -24,8 +24,10 @@ from lakehouse.settings import PROJECT_ROOT, LakehouseSettings
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 
-def lakehouse_dbt_project(target: str = "local") -> DbtProject:
-    return DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target=target)
+def lakehouse_dbt_project(target: str = "local", project_dir: str | Path | None = None) -> DbtProject:
+    """The dbt project, declared once; its profile lives inside it."""
+    path = Path(project_dir) if project_dir else DBT_PROJECT_DIR
+    return DbtProject(project_dir=path, profiles_dir=path, target=target)
 
 
 def dbt_executable() -> str:

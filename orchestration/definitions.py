@@ -27,10 +27,11 @@ from orchestration.schedules import daily_schedule
 from orchestration.sensors import landing_zone_sensor
 
 
-def build_definitions(settings: LakehouseSettings | None = None) -> dg.Definitions:
+def build_definitions(settings: LakehouseSettings | None = None, dbt_project_dir: str | None = None) -> dg.Definitions:
+    """``dbt_project_dir`` defaults to the project's dbt_project/ (tests point it at a copy)."""
     settings = settings or LakehouseSettings.from_env()
-    project = lakehouse_dbt_project(target=dbt_target_for(settings))
-    if os.environ.get("DAGSTER_IS_DEV_CLI") or not project.manifest_path.exists():
+    project = lakehouse_dbt_project(target=dbt_target_for(settings), project_dir=dbt_project_dir)
+    if os.environ.get("DAGSTER_IS_DEV_CLI") or dbt_project_dir or not project.manifest_path.exists():
         # `dagster dev` re-parses dbt on reload, so a data engineer's edit shows up.
         prepare_manifest(project, dbt_target_for(settings))
     dbt_models = build_dbt_assets(project, daily_partitions)
