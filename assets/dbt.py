@@ -45,6 +45,21 @@ def prepare_manifest(project: DbtProject, target: str) -> None:
     dbt_resource(project, target).cli(["parse", "--quiet"], target_path=Path(project.target_path)).wait()
 
 
+def manifest_is_stale(project: DbtProject) -> bool:
+    """True when the manifest is missing or older than any file of the dbt project, so an edit
+    by a data engineer is picked up on the next load (cheap: file mtimes only)."""
+    manifest = Path(project.manifest_path)
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    root = Path(project.project_dir)
+    sources = [root / "dbt_project.yml", root / "profiles.yml"]
+    for folder in ("models", "macros", "tests", "seeds", "snapshots", "plugins"):
+        if (root / folder).is_dir():
+            sources += [p for p in (root / folder).rglob("*") if p.is_file()]
+    return any(p.exists() and p.stat().st_mtime > built for p in sources)
+
+
 def load_manifest(project: DbtProject) -> dict:
     return json.loads(Path(project.manifest_path).read_text())
 

@@ -15,6 +15,7 @@ from assets.dbt import (
     dbt_var,
     lakehouse_dbt_project,
     load_manifest,
+    manifest_is_stale,
     prepare_manifest,
 )
 from assets.landing import build_landing_specs
@@ -31,8 +32,9 @@ def build_definitions(settings: LakehouseSettings | None = None, dbt_project_dir
     """``dbt_project_dir`` defaults to the project's dbt_project/ (tests point it at a copy)."""
     settings = settings or LakehouseSettings.from_env()
     project = lakehouse_dbt_project(target=dbt_target_for(settings), project_dir=dbt_project_dir)
-    if os.environ.get("DAGSTER_IS_DEV_CLI") or dbt_project_dir or not project.manifest_path.exists():
-        # `dagster dev` re-parses dbt on reload, so a data engineer's edit shows up.
+    if os.environ.get("DAGSTER_IS_DEV_CLI") or dbt_project_dir or manifest_is_stale(project):
+        # `dagster dev` re-parses dbt on every reload, and any load re-parses after an edit,
+        # so a data engineer's change shows up in the graph.
         prepare_manifest(project, dbt_target_for(settings))
     dbt_models = build_dbt_assets(project, daily_partitions)
     bronze = build_bronze_assets(daily_partitions)

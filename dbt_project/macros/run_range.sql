@@ -3,8 +3,9 @@
 
   A Dagster daily partition D is "the day whose events landed". Dagster passes
   --vars '{"start_date": "YYYY-MM-DD", "end_date": "YYYY-MM-DD"}' (an inclusive range of
-  partitions). With those vars every mart computes (and replaces) only the dates in the range;
-  without them, or with --full-refresh, it computes every date present in bronze.
+  partitions). With those vars the marts compute (and replace) only the dates in the range and
+  the incremental intermediate tables recompute only from the range on; without them, or with
+  --full-refresh, everything present in bronze is computed.
 -#}
 
 {% macro run_range() -%}
@@ -27,35 +28,59 @@
 {%- endmacro %}
 
 
-{% macro in_run_range(column, lookback_days=0) -%}
-  {#- SQL predicate: column within the run's range (widened back by lookback_days); true without one. -#}
+{% macro in_run_range(column) -%}
+  {#- Marts: a SQL predicate, `column` within the run's range; true without a range. -#}
   {%- set r = run_range() -%}
   {%- if r is none -%}
     true
-  {%- elif lookback_days -%}
-    {{ column }} between date '{{ r[0] }}' - interval {{ lookback_days }} day and date '{{ r[1] }}'
   {%- else -%}
     {{ column }} between date '{{ r[0] }}' and date '{{ r[1] }}'
   {%- endif -%}
 {%- endmacro %}
 
 
-{% macro incremental_days(column, lookback_days=0) -%}
+{% macro recompute_from() -%}
   {#-
-    Which days an incremental INTERMEDIATE table (re)computes, as a SQL predicate on `column`:
-    - first build, --full-refresh, or no vars: every day (true);
-    - a range run on an existing table: the run's range, plus every day newer than the newest
-      day the table holds (`range_column`), so a skipped partition never leaves a hole in the
-      history that cumulative features are summed over.
-    lookback_days widens both bounds back (for windows that need the previous day as context).
+    Incremental INTERMEDIATE tables: the first day (a 'YYYY-MM-DD' string) this run recomputes,
+    or none to compute every day. Such tables carry running totals forward, so a range run
+    recomputes every day from the range's start on (later days' totals depend on it), and from
+    the day after the newest day the table holds if that is earlier (a skipped partition never
+    leaves a hole). First build, --full-refresh, no vars, or an empty table: none.
   -#}
   {%- set r = run_range() -%}
   {%- if r is none or not is_incremental() -%}
+    {{ return(none) }}
+  {%- endif -%}
+  {%- if not execute -%}
+    {{ return(r[0]) }}
+  {%- endif -%}
+  {%- set column = model_meta('range_column') -%}
+  {%- set result = run_query("select cast(max(" ~ column ~ ") + 1 as varchar) from " ~ this) -%}
+  {%- set after_newest = result.columns[0].values()[0] -%}
+  {%- if after_newest is none -%}
+    {{ return(none) }}
+  {%- endif -%}
+  {{ return([r[0], after_newest | string] | min) }}
+{%- endmacro %}
+
+
+{% macro days_from(from_date, column, lookback_days=0, landing_column=none) -%}
+  {#-
+    SQL predicate: `column` on or after from_date (minus lookback_days); true when from_date is
+    none. landing_column (staged bronze events): the same bound, with a day of slack, on bronze's
+    partition column so only the needed Delta partitions are read (ingest keeps an event's time
+    on its landing day).
+  -#}
+  {%- if from_date is none -%}
     true
   {%- else -%}
-    ({{ column }} between date '{{ r[0] }}' - {{ lookback_days }} and date '{{ r[1] }}'
-      or {{ column }} > (
-        select coalesce(max({{ config.get('range_column') }}), date '1900-01-01') from {{ this }}
-      ) - {{ lookback_days }})
+    {{ column }} >= date '{{ from_date }}' - {{ lookback_days }}
+    {%- if landing_column %} and {{ landing_column }} >= date '{{ from_date }}' - {{ lookback_days + 1 }}{% endif -%}
   {%- endif -%}
+{%- endmacro %}
+
+
+{% macro model_meta(key, default=none) -%}
+  {#- A key of the current model's config meta (where this project keeps its own settings). -#}
+  {{ return((config.get('meta') or {}).get(key, default)) }}
 {%- endmacro %}

@@ -20,6 +20,7 @@ wheel location is found through ``importlib`` at run time.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pathlib
@@ -38,12 +39,39 @@ def wheel_extension_file(name: str, duckdb_version: str) -> pathlib.Path | None:
         return None
     root = pathlib.Path(module.__file__).resolve().parent / "extensions" / duckdb_version
     path = root / f"{name}.duckdb_extension"
-    return path if path.exists() else None
+    if not path.exists():
+        shipped = sorted(p.name for p in root.parent.iterdir()) if root.parent.is_dir() else []
+        raise RuntimeError(
+            f"duckdb-extension-{name} ships {shipped}, not DuckDB {duckdb_version}: "
+            f"install the duckdb-extension-{name} release matching duckdb"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def _locked(directory: str):
+    """Serialise installs into one directory across processes (two dbt runs starting together)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: installs are rare and idempotent
+        yield
+        return
+    with open(os.path.join(directory, ".install.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def install_from_wheels(directory: str, names: Iterable[str]) -> list[str]:
     """Install the named extensions from their wheels into ``directory``; return those installed."""
     os.makedirs(directory, exist_ok=True)
+    with _locked(directory):
+        return _install(directory, names)
+
+
+def _install(directory: str, names: Iterable[str]) -> list[str]:
     con = duckdb.connect(":memory:", config={"extension_directory": directory})
     installed = []
     try:

@@ -87,3 +87,23 @@ def test_definitions_load_with_schedule_sensor_checks_and_dbt_lineage(tmp_path, 
     assert req.partition_key == "2026-09-04"  # yesterday's partition
     assert defs.resolve_sensor_def("landing_zone_sensor")
     assert os.environ.get("LAKEHOUSE_URI") is None
+
+
+def test_an_edited_dbt_file_makes_the_manifest_stale(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from assets.dbt import lakehouse_dbt_project, manifest_is_stale, prepare_manifest
+
+    root = Path(__file__).resolve().parents[2]
+    project_dir = tmp_path / "dbt_project"
+    shutil.copytree(root / "dbt_project", project_dir, ignore=shutil.ignore_patterns("target", "logs"))
+    project = lakehouse_dbt_project(project_dir=project_dir)
+    assert manifest_is_stale(project)  # never parsed
+    prepare_manifest(project, "local")
+    assert not manifest_is_stale(project)
+    model = project_dir / "models" / "marts" / "scoring_candidates.sql"
+    time.sleep(0.01)
+    model.write_text(model.read_text() + "\n-- edited\n")
+    os.utime(model, (time.time() + 2, time.time() + 2))
+    assert manifest_is_stale(project)

@@ -1,23 +1,26 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='replace_range',
-        range_column='activity_date',
+        meta={'range_column': 'activity_date', 'carry_forward': true},
     )
 }}
 -- One row per class and day with any activity on it: that day's workouts, completions, music
--- likes, bookmarks, home-screen impressions and impressions taken. An impression is "taken" when
--- the user starts that class on that platform later the same day, so a day's numbers are final
--- once the day has landed. Popularity windows are running sums up to feature_date
--- (class_features_daily). Incremental by activity_date.
+-- likes, bookmarks, home-screen impressions and impressions taken, and their running totals at
+-- the END of that day (`*_cum`). An impression is "taken" when the user starts that class on
+-- that platform later the same day, so a day's numbers are final once the day has landed.
+-- Popularity windows are differences of running totals (class_features_daily).
+-- Incremental: recomputes from the run's start, from each class's opening balance.
+{%- set from_date = recompute_from() %}
+{%- set measures = ['workouts', 'completed', 'music_likes', 'bookmarks', 'impressions', 'impressions_taken'] %}
+
 with workouts as (
     select * from {{ ref('stg_app__workouts') }}
-    where {{ incremental_days('event_date') }}
+    where {{ days_from(from_date, 'event_date', landing_column='landing_date') }}
 ),
 
 impressions as (
     select * from {{ ref('stg_app__impressions') }}
-    where {{ incremental_days('event_date') }}
+    where {{ days_from(from_date, 'event_date', landing_column='landing_date') }}
 ),
 
 last_start_by_day as (
@@ -33,11 +36,11 @@ events as (
     union all
     select class_id, event_date, 0, 0, 1, 0, 0, 0
     from {{ ref('stg_app__music_likes') }}
-    where {{ incremental_days('event_date') }}
+    where {{ days_from(from_date, 'event_date', landing_column='landing_date') }}
     union all
     select class_id, event_date, 0, 0, 0, 1, 0, 0
     from {{ ref('stg_app__bookmarks') }}
-    where {{ incremental_days('event_date') }}
+    where {{ days_from(from_date, 'event_date', landing_column='landing_date') }}
     union all
     select
         i.class_id, i.event_date, 0, 0, 0, 0, 1,
@@ -48,16 +51,40 @@ events as (
         and i.class_id = l.class_id
         and i.platform = l.platform
         and i.event_date = l.event_date
+),
+
+days as (
+    select
+        class_id,
+        event_date as activity_date,
+        {% for m in measures -%}
+        sum({{ m }}) as {{ m }}{{ "," if not loop.last }}
+        {% endfor %}
+    from events
+    group by class_id, event_date
 )
 
+{%- if from_date is not none %},
+
+opening as (
+    {{ opening_balance(this, ['class_id'], 'activity_date', from_date) }}
+)
+{%- endif %}
+
 select
-    class_id,
-    event_date as activity_date,
-    cast(sum(workouts) as integer) as workouts,
-    cast(sum(completed) as integer) as completed,
-    cast(sum(music_likes) as integer) as music_likes,
-    cast(sum(bookmarks) as integer) as bookmarks,
-    cast(sum(impressions) as integer) as impressions,
-    cast(sum(impressions_taken) as integer) as impressions_taken
-from events
-group by class_id, event_date
+    days.class_id,
+    days.activity_date,
+    {% for m in measures -%}
+    cast(days.{{ m }} as integer) as {{ m }},
+    {% endfor -%}
+    {% for m in measures -%}
+    {{ running_total(m, from_date, 'days') }}{{ "," if not loop.last }}
+    {% endfor %}
+from days
+{%- if from_date is not none %}
+left join opening on days.class_id = opening.class_id
+{%- endif %}
+window running as (
+    partition by days.class_id order by days.activity_date
+    rows between unbounded preceding and current row
+)

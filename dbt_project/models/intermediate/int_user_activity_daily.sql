@@ -1,17 +1,28 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='replace_range',
-        range_column='activity_date',
+        meta={'range_column': 'activity_date', 'carry_forward': true},
     )
 }}
--- One row per user and day with at least one workout: that day's activity only (counts,
--- minutes, the last workout of the day, per-platform start-hour sums, per-discipline counts,
--- sessions). Point-in-time features are running sums of these rows up to feature_date
--- (user_features_daily, int_user_discipline_affinity). Incremental by activity_date.
+-- One row per user and day with at least one workout: that day's activity (counts, minutes,
+-- the last workout of the day, per-platform start-hour sums, per-discipline counts, sessions)
+-- and the running totals of those measures at the END of that day (`*_cum`). Features for a
+-- date D read the latest row on or before D (ASOF join): the user's state with nothing after D.
+-- Incremental: a range run recomputes its days on, starting from each user's opening balance.
+{%- set from_date = recompute_from() %}
+{%- set measures = [('workouts', 'integer'), ('minutes', 'double'), ('completed', 'integer')] %}
+{%- for p in var('platforms') %}
+{%- do measures.extend([(p ~ '_workouts', 'integer'), (p ~ '_hour_sin', 'double'), (p ~ '_hour_cos', 'double')]) %}
+{%- endfor %}
+{%- for d in var('disciplines') %}
+{%- do measures.append((d ~ '_workouts', 'integer')) %}
+{%- endfor %}
+{%- do measures.extend([('weekday_sessions', 'integer'), ('weekday_session_minutes', 'double'),
+                        ('weekend_sessions', 'integer'), ('weekend_session_minutes', 'double')]) %}
+
 with workouts as (
     select * from {{ ref('int_workouts_enriched') }}
-    where {{ incremental_days('event_date') }}
+    where {{ days_from(from_date, 'event_date') }}
 ),
 
 -- a session that runs past midnight counts once per day it touches (no peeking past the day)
@@ -50,30 +61,47 @@ daily as (
         bool_or(is_weekend) as is_weekend
     from workouts
     group by user_id, event_date
+),
+
+days as (
+    select
+        d.*,
+        case when d.is_weekend then 0 else s.sessions end as weekday_sessions,
+        case when d.is_weekend then 0 else s.session_minutes end as weekday_session_minutes,
+        case when d.is_weekend then s.sessions else 0 end as weekend_sessions,
+        case when d.is_weekend then s.session_minutes else 0 end as weekend_session_minutes
+    from daily as d
+    inner join sessions_daily as s
+        on d.user_id = s.user_id and d.activity_date = s.event_date
 )
 
+{%- if from_date is not none %},
+
+opening as (
+    {{ opening_balance(this, ['user_id'], 'activity_date', from_date) }}
+)
+{%- endif %}
+
 select
-    d.user_id,
-    d.activity_date,
-    cast(d.workouts as integer) as workouts,
-    cast(d.minutes as double) as minutes,
-    cast(d.completed as integer) as completed,
-    d.last_discipline,
-    d.last_body_focus,
-    d.last_duration_min,
-    d.last_platform,
-    d.last_instructor_id,
-    {% for p in var('platforms') -%}
-    cast(d.{{ p }}_workouts as integer) as {{ p }}_workouts,
-    cast(d.{{ p }}_hour_sin as double) as {{ p }}_hour_sin,
-    cast(d.{{ p }}_hour_cos as double) as {{ p }}_hour_cos,
+    days.user_id,
+    days.activity_date,
+    days.last_discipline,
+    days.last_body_focus,
+    cast(days.last_duration_min as integer) as last_duration_min,
+    days.last_platform,
+    days.last_instructor_id,
+    days.is_weekend,
+    {% for m, t in measures -%}
+    cast(days.{{ m }} as {{ t }}) as {{ m }},
     {% endfor -%}
-    {% for d_ in var('disciplines') -%}
-    cast(d.{{ d_ }}_workouts as integer) as {{ d_ }}_workouts,
-    {% endfor -%}
-    d.is_weekend,
-    cast(s.sessions as integer) as sessions,
-    cast(s.session_minutes as double) as session_minutes
-from daily as d
-inner join sessions_daily as s
-    on d.user_id = s.user_id and d.activity_date = s.event_date
+    {% for m, t in measures -%}
+    {{ running_total(m, from_date, 'days', type=t) }}{{ "," if not loop.last }}
+    {% endfor %}
+from days
+{%- if from_date is not none %}
+left join opening on days.user_id = opening.user_id
+{%- endif %}
+window running as (
+    partition by days.user_id order by days.activity_date
+    rows between unbounded preceding and current row
+)

@@ -1,16 +1,16 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='replace_range',
-        range_column='event_date',
+        meta={'range_column': 'event_date', 'carry_forward': true},
     )
 }}
 -- Sessionized workouts with the class taken, the context of the moment (hour, weekday), the
 -- previous same-day class's attributes, and whether the user liked the class's music after
 -- starting it that day. Incremental by event_date (see macros/run_range.sql).
+{%- set from_date = recompute_from() %}
 with workouts as (
     select * from {{ ref('int_workouts_sessionized') }}
-    where {{ incremental_days('event_date') }}
+    where {{ days_from(from_date, 'event_date') }}
 ),
 
 classes as (
@@ -20,7 +20,7 @@ classes as (
 likes_by_day as (
     select user_id, class_id, event_date, max(liked_at) as last_liked_at
     from {{ ref('stg_app__music_likes') }}
-    where {{ incremental_days('event_date') }}
+    where {{ days_from(from_date, 'event_date', landing_column='landing_date') }}
     group by user_id, class_id, event_date
 )
 

@@ -1,20 +1,20 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='replace_range',
-        range_column='event_date',
+        meta={'range_column': 'event_date', 'carry_forward': true},
     )
 }}
 -- Workouts grouped into sessions: a new session starts when a workout begins at least
 -- var('session_gap_minutes') (30) after the end (start + minutes) of the user's previous workout.
 -- session_id is the workout_id of the session's first workout. Also carries the user's previous
--- workout when it was earlier the SAME day (the "recent state" a moment can know).
--- Incremental by event_date: a range run recomputes only its days (reading one day more as
--- context); see macros/run_range.sql.
+-- workout when it was earlier the SAME day (the "recent state" that moment could know).
+-- Incremental: a range run recomputes its days on (reading one day before as context).
+{%- set from_date = recompute_from() %}
+
 with workouts as (
     select workout_id, user_id, class_id, platform, started_at, event_date, is_completed, minutes, output_kj
     from {{ ref('stg_app__workouts') }}
-    where {{ incremental_days('event_date', lookback_days=1) }}
+    where {{ days_from(from_date, 'event_date', lookback_days=1, landing_column='landing_date') }}
 ),
 
 with_previous as (
@@ -70,4 +70,4 @@ select
     case when prev_event_date = event_date then greatest(gap_minutes, 0) end as minutes_since_prev,
     coalesce(next_event_date <> event_date, true) as is_last_of_day
 from sessions
-where {{ incremental_days('event_date') }}
+where {{ days_from(from_date, 'event_date') }}

@@ -1,7 +1,9 @@
 {{
     config(
-        range_column='feature_date',
-        meta={'publish': {'layer': 'gold', 'partition_by': 'feature_date'}},
+        meta={
+            'range_column': 'feature_date',
+            'publish': {'layer': 'gold', 'partition_by': 'feature_date'},
+        },
     )
 }}
 -- One row per (class_id, feature_date) for every class released by the end of feature_date:
@@ -27,22 +29,8 @@ spine as (
     inner join dates as d on c.release_date <= d.feature_date
 ),
 
--- running totals at the end of each activity day; read with ASOF joins (latest day <= date)
-popularity as materialized (
-    select
-        class_id,
-        activity_date,
-        sum(workouts) over running as workouts_cum,
-        sum(completed) over running as completed_cum,
-        sum(music_likes) over running as music_likes_cum,
-        sum(bookmarks) over running as bookmarks_cum,
-        sum(impressions) over running as impressions_cum,
-        sum(impressions_taken) over running as impressions_taken_cum
-    from {{ ref('int_class_popularity_daily') }}
-    window running as (
-        partition by class_id order by activity_date
-        rows between unbounded preceding and current row
-    )
+popularity as (
+    select * from {{ ref('int_class_popularity_daily') }}
 ),
 
 joined as (
@@ -66,6 +54,7 @@ joined as (
         on s.class_id = p7.class_id and s.date_minus_7 >= p7.activity_date
     asof left join popularity as p28
         on s.class_id = p28.class_id and s.date_minus_28 >= p28.activity_date
+    where {{ in_run_range('s.feature_date') }}
 )
 
 select

@@ -1,7 +1,9 @@
 {{
     config(
-        range_column='feature_date',
-        meta={'publish': {'layer': 'gold', 'partition_by': 'feature_date'}},
+        meta={
+            'range_column': 'feature_date',
+            'publish': {'layer': 'gold', 'partition_by': 'feature_date'},
+        },
     )
 }}
 -- One row per (feature_date, platform, class_id): the classes a platform can recommend on

@@ -1,7 +1,9 @@
 {{
     config(
-        range_column='event_date',
-        meta={'publish': {'layer': 'gold', 'partition_by': 'event_date'}},
+        meta={
+            'range_column': 'event_date',
+            'publish': {'layer': 'gold', 'partition_by': 'event_date'},
+        },
     )
 }}
 -- One positive per workout on event_date plus var('negatives_per_positive') (K) sampled

@@ -1,4 +1,4 @@
--- One row per class in the catalogue (latest landing wins).
+-- One row per class in the catalogue (a re-sent record keeps its latest landing).
 with source as (
     select * from {{ source('bronze', 'classes') }}
 ),

@@ -1,4 +1,4 @@
--- One row per instructor (latest landing wins).
+-- One row per instructor (a re-sent record keeps its latest landing).
 with source as (
     select * from {{ source('bronze', 'instructors') }}
 ),

@@ -1,4 +1,4 @@
--- One row per user: the latest version ingest received (a re-sent user keeps the newest landing).
+-- One row per user: the latest version ingest received (a re-sent user keeps its latest landing).
 with source as (
     select * from {{ source('bronze', 'users') }}
 ),
