@@ -1,5 +1,6 @@
 """Bronze: landing files -> one Delta table per entity + the quarantine, daily partitions."""
 
+import datetime as dt
 
 import dagster as dg
 
@@ -79,8 +80,7 @@ def build_bronze_assets(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg
     return bronze_ingest
 
 
-def _days(window: dg.TimeWindow):
-    import datetime as dt
-
+def _days(window: dg.TimeWindow) -> list[dt.date]:
+    """The days of a partition window (end exclusive)."""
     start, end = window.start.date(), window.end.date()
     return [start + dt.timedelta(days=i) for i in range((end - start).days)]

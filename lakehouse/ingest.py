@@ -43,6 +43,11 @@ class LandingFileError(RuntimeError):
     """A landing file that cannot be read at all: the run stops before writing anything."""
 
 
+class MissingLandingError(LandingFileError):
+    """A requested day has no landing files at all (not landed yet, or expired): replacing its
+    bronze rows with nothing would lose data, so the run stops and changes nothing."""
+
+
 @dataclass
 class EntityResult:
     entity: str
@@ -377,6 +382,13 @@ def ingest_days(
             known[entity.name] = pl.concat([existing[k], good[k]]) if existing.height else good[k]
         valid_frames[entity.name] = good
         log(f"[ingest] {entity.name}: {good.height} valid, {bad.height} quarantined")
+
+    empty = [d for d in days if not any(
+        f"/{_day_folder(d)}/" in f for r in report.entities.values() for f in r.files)]
+    if empty and len(selected) > 1:
+        raise MissingLandingError(
+            f"no landing files for {', '.join(map(str, empty))} under {settings.landing_uri} "
+            f"(expected <entity>/date=YYYY-MM-DD/*.parquet|jsonl); nothing was written")
 
     # Phase 2: one commit per table.
     predicate = delta.in_predicate("landing_date", days)

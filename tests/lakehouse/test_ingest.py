@@ -152,3 +152,19 @@ def test_wrong_schema_file_quarantines_rows_naming_the_missing_column(settings):
     assert report.entities["workouts"].rows_quarantined == 1
     reason = quarantine(settings).filter(pl.col("entity") == "workouts")["reason"].item()
     assert "class_id: missing column" in reason and "start_ts: missing column" in reason
+
+
+def test_a_day_without_landing_files_fails_and_keeps_bronze(settings):
+    from lakehouse.ingest import MissingLandingError
+
+    write_day(landing(settings), DAY0, with_catalogue=True, workouts=[workout("w1", "u1", "c1", DAY0)])
+    ingest_days(settings, [DAY0])
+    version = delta.table_version(settings.table_uri("bronze", "workouts"))
+    # the landing files of day 0 expire; someone re-runs the partition
+    import shutil
+    for folder in landing(settings).glob(f"*/date={DAY0}"):
+        shutil.rmtree(folder)
+    with pytest.raises(MissingLandingError, match=f"no landing files for {DAY0}.*nothing was written"):
+        ingest_days(settings, [DAY0])
+    assert delta.table_version(settings.table_uri("bronze", "workouts")) == version
+    assert bronze(settings, "workouts")["workout_id"].to_list() == ["w1"]
