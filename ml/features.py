@@ -1,0 +1,400 @@
+"""Feature spec and encoders: a joined example frame (see `ml.gold_reader`) -> `ml.batch.Batch`.
+
+The input frame is what `gold_reader.read_examples` returns: one row per training example
+(or scoring candidate) with the context columns of `training_examples`, the user's
+`user_features_daily` columns (names unchanged; all null for a cold-start user), the class's
+static catalogue columns (`instructor_id`, `discipline`, ...) and its popularity columns from
+`class_features_daily` prefixed ``class_`` (all null for a class released on the event day).
+
+`prepare()` adds the derived columns (user x class crosses, missing flags, duration bucket);
+`Encoders` maps the spec's sparse columns to vocabulary ids (0 = out of vocabulary / null) and
+normalizes the dense columns with statistics fitted on the training frame. The encoders
+serialize to JSON (spec included) and travel with the model.
+
+No user_id / class_id features by default, so new users and classes score through their
+attributes; `default_spec(include_ids=True)` adds them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from ml.batch import HEADS, Batch
+
+DISCIPLINES = (
+    "cycling", "running", "walking", "strength", "yoga",
+    "stretching", "meditation", "cardio", "pilates",
+)
+PLATFORMS = ("bike", "tread", "app")
+LABEL_COLUMNS = tuple(f"label_{h}" for h in HEADS)  # label_take, label_complete, label_music_like
+
+# Popularity columns of class_features_daily, as they appear (prefixed) in the joined frame.
+CLASS_POPULARITY = (
+    "workouts_1d", "workouts_7d", "workouts_28d", "workouts_total", "completion_rate",
+    "music_like_rate", "bookmarks_7d", "impressions_7d", "take_rate_7d",
+)
+CLASS_PREFIX = "class_"
+
+# Context of the moment: dropped by the context-free ablation (`with_context(spec, False)`).
+CONTEXT_FEATURES = frozenset({
+    "platform", "hour_of_day", "day_of_week", "is_weekend", "prev_discipline",
+    "prev_body_focus", "prev_duration_min", "minutes_since_prev", "position_in_session",
+    "has_prev", "hour_gap_usual",
+})
+
+# Large value for "never happened" in days/minutes-since columns (with a missing flag beside it).
+NEVER_DAYS = 3650.0
+NEVER_MINUTES = 1440.0
+
+
+class FeatureError(ValueError):
+    """Input that cannot become features: no rows, a missing column, NaN or infinite values."""
+
+
+@dataclass
+class FeatureSpec:
+    """Which columns are features, in which order, and how dense ones are transformed.
+
+    sparse / dense: ordered column names (of the frame after `prepare`).
+    context_features: names that describe the moment (the ablation drops them).
+    log1p: dense columns transformed with log1p (after clipping at 0) before normalization.
+    fill_null: value for nulls of a dense column before the transform (else: the fitted mean).
+    """
+
+    sparse: list[str]
+    dense: list[str]
+    context_features: set[str] = field(default_factory=lambda: set(CONTEXT_FEATURES))
+    log1p: set[str] = field(default_factory=set)
+    fill_null: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["context_features"] = sorted(self.context_features)
+        d["log1p"] = sorted(self.log1p)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureSpec":
+        return cls(
+            sparse=list(d["sparse"]),
+            dense=list(d["dense"]),
+            context_features=set(d.get("context_features", ())),
+            log1p=set(d.get("log1p", ())),
+            fill_null={k: float(v) for k, v in d.get("fill_null", {}).items()},
+        )
+
+
+def default_spec(*, include_ids: bool = False, duration_bucket: bool = True) -> FeatureSpec:
+    """The default features: user side, class side, context, and user x class crosses."""
+    user_sparse = [
+        "fitness_level", "gender", "country", "top_instructor_id", "top_discipline",
+        "last_discipline", "last_body_focus", "last_instructor_id", "last_platform",
+    ]
+    class_sparse = ["instructor_id", "discipline", "equipment", "body_focus", "music_genre"]
+    if duration_bucket:
+        class_sparse.append("duration_bucket")
+    context_sparse = ["platform", "hour_of_day", "day_of_week", "prev_discipline", "prev_body_focus"]
+    ids = ["user_id", "class_id"] if include_ids else []
+
+    user_counts = [
+        "workouts_total", "workouts_7d", "workouts_28d", "minutes_7d", "minutes_28d",
+        "music_likes_total", "music_likes_28d", "bookmarks_total", "bookmarks_28d",
+    ]
+    user_dense = [
+        *user_counts,
+        "completion_rate_28d", "top_instructor_share",
+        *[f"share_{d}" for d in DISCIPLINES],
+        "days_since_signup", "days_since_last_workout", "never_worked_out", "user_is_cold",
+        "last_duration_min", "session_minutes_weekday", "session_minutes_weekend",
+        "owns_bike", "owns_tread",
+    ]
+    class_counts = [CLASS_PREFIX + c for c in
+                    ("workouts_1d", "workouts_7d", "workouts_28d", "workouts_total",
+                     "bookmarks_7d", "impressions_7d")]
+    class_rates = [CLASS_PREFIX + c for c in ("completion_rate", "music_like_rate", "take_rate_7d")]
+    class_dense = [*class_counts, *class_rates, "class_age_days", "class_is_new",
+                   "difficulty", "duration_min"]
+    context_dense = ["is_weekend", "prev_duration_min", "minutes_since_prev", "has_prev",
+                     "position_in_session", "hour_gap_usual"]
+    cross_dense = ["user_share_of_class_discipline", "is_top_instructor", "is_last_instructor",
+                   "is_top_discipline"]
+
+    log1p = {
+        *user_counts, *class_counts, "days_since_signup", "days_since_last_workout",
+        "class_age_days", "minutes_since_prev",
+    }
+    fill_null = {
+        # a cold-start user has done nothing yet; a class released on the event day neither
+        **{c: 0.0 for c in user_counts},
+        **{f"share_{d}": 0.0 for d in DISCIPLINES},
+        **{c: 0.0 for c in class_counts},
+        "user_share_of_class_discipline": 0.0,
+        "days_since_last_workout": NEVER_DAYS,
+        "minutes_since_prev": NEVER_MINUTES,
+        "prev_duration_min": 0.0,
+        "days_since_signup": 0.0,
+        "top_instructor_share": 0.0,
+        "owns_bike": 0.0,
+        "owns_tread": 0.0,
+    }
+    return FeatureSpec(
+        sparse=[*ids, *user_sparse, *class_sparse, *context_sparse],
+        dense=[*user_dense, *class_dense, *context_dense, *cross_dense],
+        context_features=set(CONTEXT_FEATURES),
+        log1p=log1p,
+        fill_null=fill_null,
+    )
+
+
+def with_context(spec: FeatureSpec, enabled: bool) -> FeatureSpec:
+    """The spec itself (enabled) or a copy without its context features (the ablation)."""
+    if enabled:
+        return spec
+    ctx = spec.context_features
+    return FeatureSpec(
+        sparse=[c for c in spec.sparse if c not in ctx],
+        dense=[c for c in spec.dense if c not in ctx],
+        context_features=set(ctx),
+        log1p={c for c in spec.log1p if c not in ctx},
+        fill_null={k: v for k, v in spec.fill_null.items() if k not in ctx},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Derived columns
+
+
+def _if_present(frame: pl.DataFrame, name: str, expr: pl.Expr, needs: tuple[str, ...]) -> list:
+    if name in frame.columns or not all(c in frame.columns for c in needs):
+        return []
+    return [expr.alias(name)]
+
+
+def prepare(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add the derived columns whose inputs are present (existing columns are kept as they are)."""
+    cols = set(frame.columns)
+    exprs: list[pl.Expr] = []
+    f = frame
+
+    exprs += _if_present(f, "duration_bucket", pl.col("duration_min").cast(pl.Int64).cast(pl.Utf8),
+                         ("duration_min",))
+    share_cols = [d for d in DISCIPLINES if f"share_{d}" in cols]
+    if share_cols and "discipline" in cols and "user_share_of_class_discipline" not in cols:
+        e = pl.lit(None, dtype=pl.Float64)
+        for d in share_cols:
+            e = pl.when(pl.col("discipline") == d).then(pl.col(f"share_{d}").cast(pl.Float64)).otherwise(e)
+        exprs.append(e.alias("user_share_of_class_discipline"))
+
+    def same(a: str, b: str) -> pl.Expr:
+        return (pl.col(a) == pl.col(b)).fill_null(False).cast(pl.Float64)
+
+    exprs += _if_present(f, "is_top_instructor", same("top_instructor_id", "instructor_id"),
+                         ("top_instructor_id", "instructor_id"))
+    exprs += _if_present(f, "is_last_instructor", same("last_instructor_id", "instructor_id"),
+                         ("last_instructor_id", "instructor_id"))
+    exprs += _if_present(f, "is_top_discipline", same("top_discipline", "discipline"),
+                         ("top_discipline", "discipline"))
+    exprs += _if_present(f, "never_worked_out",
+                         pl.col("days_since_last_workout").is_null().cast(pl.Float64),
+                         ("days_since_last_workout",))
+    # cold start: no user_features_daily row at feature_date (days_since_signup is never null there)
+    exprs += _if_present(f, "user_is_cold", pl.col("days_since_signup").is_null().cast(pl.Float64),
+                         ("days_since_signup",))
+    exprs += _if_present(f, "class_is_new",
+                         pl.col(CLASS_PREFIX + "workouts_total").is_null().cast(pl.Float64),
+                         (CLASS_PREFIX + "workouts_total",))
+    # age at the event from the static release date: defined even for a class released that day
+    exprs += _if_present(f, "class_age_days",
+                         (pl.col("event_date") - pl.col("release_date")).dt.total_days().cast(pl.Float64),
+                         ("event_date", "release_date"))
+    exprs += _if_present(f, "has_prev", pl.col("prev_discipline").is_not_null().cast(pl.Float64),
+                         ("prev_discipline",))
+    usual = [p for p in PLATFORMS if f"usual_hour_{p}" in cols]
+    if usual and {"platform", "hour_of_day"} <= cols and "hour_gap_usual" not in cols:
+        u = pl.lit(None, dtype=pl.Float64)
+        for p in usual:
+            u = pl.when(pl.col("platform") == p).then(pl.col(f"usual_hour_{p}").cast(pl.Float64)).otherwise(u)
+        diff = (pl.col("hour_of_day").cast(pl.Float64) - u).abs() % 24.0
+        # circular distance in hours, 0..12; null (imputed) until the user worked out there
+        exprs.append(pl.min_horizontal(diff, 24.0 - diff).alias("hour_gap_usual"))
+    return frame.with_columns(exprs) if exprs else frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoders
+
+
+def _row_key(frame: pl.DataFrame, mask: pl.Series) -> str:
+    idx = int(mask.arg_true()[0])
+    for key in ("example_id", "workout_id"):
+        if key in frame.columns:
+            return f"{key}={frame[key][idx]!r}"
+    return f"row {idx}"
+
+
+def _check_not_empty(frame: pl.DataFrame, table: str | None) -> None:
+    if frame.height == 0:
+        where = f" from {table}" if table else ""
+        raise FeatureError(f"no rows{where}: cannot build features from an empty frame")
+
+
+def _check_columns(frame: pl.DataFrame, names: list[str], table: str | None) -> None:
+    missing = [c for c in names if c not in frame.columns]
+    if missing:
+        where = f" in {table}" if table else ""
+        raise FeatureError(f"missing feature columns{where}: {missing}")
+
+
+def _dense_raw(frame: pl.DataFrame, spec: FeatureSpec, table: str | None) -> np.ndarray:
+    """[n, n_dense] float64 after null fill and transform, NaN where still null (to impute)."""
+    out = np.empty((frame.height, len(spec.dense)), dtype=np.float64)
+    for j, name in enumerate(spec.dense):
+        s = frame[name]
+        if s.dtype == pl.Boolean:
+            s = s.cast(pl.Float64)
+        try:
+            s = s.cast(pl.Float64)
+        except Exception as e:  # noqa: BLE001 - report which column, whatever polars raised
+            raise FeatureError(f"dense column {name!r} is not numeric ({frame[name].dtype})") from e
+        bad = (s.is_nan() | s.is_infinite()).fill_null(False)
+        if bad.any():
+            where = f" of {table}" if table else ""
+            raise FeatureError(
+                f"dense column {name!r}{where} holds NaN or infinite values "
+                f"({int(bad.sum())} rows, e.g. {_row_key(frame, bad)})"
+            )
+        if name in spec.fill_null:
+            s = s.fill_null(spec.fill_null[name])
+        v = s.to_numpy().astype(np.float64, copy=False)  # nulls -> NaN
+        if name in spec.log1p:
+            v = np.log1p(np.clip(v, 0.0, None))
+        out[:, j] = v
+    return out
+
+
+@dataclass
+class Encoders:
+    """Fitted vocabularies (sparse) and normalization statistics (dense) for one FeatureSpec."""
+
+    spec: FeatureSpec
+    vocab: dict[str, list[str]]  # per sparse column, most frequent first; id = position + 1
+    mean: dict[str, float]
+    std: dict[str, float]
+
+    # -- fitting ---------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        frame: pl.DataFrame,
+        spec: FeatureSpec,
+        *,
+        max_vocab: int = 10_000,
+        min_count: int = 1,
+        table: str | None = None,
+    ) -> "Encoders":
+        """Fit on the training frame (the joined frame of `read_examples`, collected)."""
+        _check_not_empty(frame, table)
+        frame = prepare(frame)
+        _check_columns(frame, [*spec.sparse, *spec.dense], table)
+        vocab: dict[str, list[str]] = {}
+        for name in spec.sparse:
+            counts = (
+                frame.select(pl.col(name).cast(pl.Utf8).alias("v"))
+                .drop_nulls()
+                .group_by("v")
+                .len()
+                .filter(pl.col("len") >= min_count)
+                .sort(["len", "v"], descending=[True, False])
+                .head(max_vocab)
+            )
+            vocab[name] = counts["v"].to_list()
+        raw = _dense_raw(frame, spec, table)
+        mean: dict[str, float] = {}
+        std: dict[str, float] = {}
+        for j, name in enumerate(spec.dense):
+            col = raw[:, j]
+            col = col[~np.isnan(col)]
+            m = float(col.mean()) if col.size else 0.0
+            sd = float(col.std()) if col.size else 0.0
+            mean[name] = m
+            std[name] = sd if sd > 1e-12 else 1.0
+        return cls(spec=spec, vocab=vocab, mean=mean, std=std)
+
+    # -- applying --------------------------------------------------------------------------
+    def cardinalities(self) -> list[int]:
+        """Vocabulary size per sparse feature, in spec order, including the OOV id 0."""
+        return [len(self.vocab[c]) + 1 for c in self.spec.sparse]
+
+    def transform(self, frame: pl.DataFrame, *, table: str | None = None) -> Batch:
+        """Encode a frame; labels are zeros where the frame has none (scoring candidates)."""
+        _check_not_empty(frame, table)
+        frame = prepare(frame)
+        spec = self.spec
+        _check_columns(frame, [*spec.sparse, *spec.dense], table)
+        n = frame.height
+
+        raw = _dense_raw(frame, spec, table)
+        mean = np.array([self.mean[c] for c in spec.dense], dtype=np.float64)
+        std = np.array([self.std[c] for c in spec.dense], dtype=np.float64)
+        dense = (raw - mean) / std
+        dense[np.isnan(dense)] = 0.0  # remaining nulls -> the training mean
+
+        sparse = np.zeros((n, len(spec.sparse)), dtype=np.int64)
+        for j, name in enumerate(spec.sparse):
+            mapping = pl.DataFrame(
+                {"v": self.vocab[name], "id": np.arange(1, len(self.vocab[name]) + 1, dtype=np.int64)},
+                schema={"v": pl.Utf8, "id": pl.Int64},
+            )
+            ids = (
+                frame.select(pl.col(name).cast(pl.Utf8).alias("v"))
+                .join(mapping, on="v", how="left", maintain_order="left")["id"]
+                .fill_null(0)
+            )
+            sparse[:, j] = ids.to_numpy()
+
+        labels = np.zeros((n, len(LABEL_COLUMNS)), dtype=np.float32)
+        for j, name in enumerate(LABEL_COLUMNS):
+            if name in frame.columns:
+                labels[:, j] = frame[name].cast(pl.Float32).fill_null(0.0).to_numpy()
+
+        return Batch(
+            dense=torch.from_numpy(dense.astype(np.float32)),
+            sparse=torch.from_numpy(sparse),
+            labels=torch.from_numpy(labels),
+        )
+
+    # -- persistence -----------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(
+            {"version": 1, "spec": self.spec.to_dict(), "vocab": self.vocab,
+             "mean": self.mean, "std": self.std},
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "Encoders":
+        d = json.loads(text)
+        enc = cls(
+            spec=FeatureSpec.from_dict(d["spec"]),
+            vocab={k: list(v) for k, v in d["vocab"].items()},
+            mean={k: float(v) for k, v in d["mean"].items()},
+            std={k: float(v) for k, v in d["std"].items()},
+        )
+        for name in enc.spec.dense:
+            if not (math.isfinite(enc.mean[name]) and math.isfinite(enc.std[name])):
+                raise FeatureError(f"saved statistics of {name!r} are not finite")
+        return enc
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Encoders":
+        return cls.from_json(Path(path).read_text())
