@@ -126,7 +126,7 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.TimeWindowPartition
     translator = LakehouseDbtTranslator()
     manifest = load_manifest(project)
     to_publish = published_models(manifest)
-    key_of = {uid: translator.get_asset_key(manifest["nodes"][uid]) for uid in to_publish}
+    uid_of = {translator.get_asset_key(manifest["nodes"][uid]): uid for uid in to_publish}
 
     @dbt_assets(
         manifest=project.manifest_path,
@@ -151,7 +151,7 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.TimeWindowPartition
         for event in events:
             if isinstance(event, dg.Output):
                 key = context.asset_key_for_output(event.output_name)
-                uid = next((u for u, k in key_of.items() if k == key), None)
+                uid = uid_of.get(key)
                 if uid is not None and key in selected:
                     result = publish(settings, to_publish[uid], start=start, end=end)
                     context.log.info(f"published {key.to_user_string()} -> {result.uri} "

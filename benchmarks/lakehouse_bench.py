@@ -25,7 +25,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 STAGES = ("ingest", "dbt_build", "publish", "checks")
-GOLD = ("user_features_daily", "class_features_daily", "training_examples", "scoring_candidates")
 
 
 # ----------------------------------------------------------------------------- child side
@@ -67,23 +66,20 @@ def run_stage(stage: str, lake: str, data: str, start: dt.date, end: dt.date) ->
             rows += publish(settings, spec, start=start, end=end).rows
         info["rows"] = rows
     elif stage == "checks":
-        from lakehouse.contract import ENTITIES
-        from lakehouse.gates import validate_window
-        from lakehouse.quality import bronze_suite, gold_suite, training_examples_suite
+        from assets.dbt import dbt_var, lakehouse_dbt_project
+        from lakehouse.gates import bronze_suites, gold_suites, validate_tables
+        from lakehouse.publish import published_models
 
-        failed = []
-        for e in ENTITIES:
-            g = validate_window(settings, bronze_suite(e), layer="bronze", table=e.name,
-                                partition_col="landing_date", start=start, end=end)
-            failed += [f"{g.table}:{o.name}" for o in g.outcomes if not o.passed and o.blocking]
-        parts = {"user_features_daily": "feature_date", "class_features_daily": "feature_date",
-                 "training_examples": "event_date", "scoring_candidates": "feature_date"}
-        for table, col in parts.items():
-            spec = training_examples_suite(4) if table == "training_examples" else gold_suite(table)
-            g = validate_window(settings, spec, layer="gold", table=table, partition_col=col,
-                                start=start, end=end)
-            failed += [f"{g.table}:{o.name}" for o in g.outcomes if not o.passed and o.blocking]
-        info["blocking_failures"] = failed
+        # the same suites the asset checks run, for the marts the dbt manifest publishes
+        manifest = json.loads((Path(data) / "dbt_target" / "manifest.json").read_text())
+        published = {p.model: p.partition_by for p in published_models(manifest).values() if p.partition_by}
+        negatives = dbt_var(lakehouse_dbt_project(), "negatives_per_positive", 4)
+        suites = bronze_suites() + gold_suites(published, negatives)
+        info["blocking_failures"] = [
+            f"{gate.table}:{o.name}"
+            for _, gate in validate_tables(settings, suites, start=start, end=end)
+            for o in gate.outcomes if not o.passed and o.blocking
+        ]
     else:
         raise SystemExit(f"unknown stage {stage!r}; expected one of {STAGES}")
     return info

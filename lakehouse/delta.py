@@ -79,6 +79,20 @@ def replace_partitions(
     raise AssertionError("unreachable")
 
 
+def overwrite(
+    uri: str,
+    data: pa.Table | pa.RecordBatchReader,
+    *,
+    partition_by: Sequence[str] = (),
+    storage_options: dict | None = None,
+) -> int:
+    """Replace the whole table (schema included) in one commit; returns the new version."""
+    opts = storage_options or None
+    write_deltalake(uri, data, mode="overwrite", schema_mode="overwrite",
+                    partition_by=list(partition_by) or None, storage_options=opts)
+    return DeltaTable(uri, storage_options=opts).version()
+
+
 def read(
     uri: str,
     *,

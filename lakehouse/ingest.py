@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 
 from lakehouse import delta
 from lakehouse.contract import (
-    BY_NAME,
     ENTITIES,
     QUARANTINE_SCHEMA,
     TS,
@@ -32,7 +31,7 @@ from lakehouse.contract import (
     bronze_schema,
 )
 from lakehouse.settings import LakehouseSettings
-from lakehouse.storage import filesystem_for, join_uri, list_files, list_subdirs
+from lakehouse.storage import filesystem_for, join_uri, list_files
 
 Log = Callable[[str], None]
 QUARANTINE = "quarantine"
@@ -83,19 +82,6 @@ class IngestReport:
 
 def _day_folder(day: dt.date) -> str:
     return f"date={day.isoformat()}"
-
-
-def landing_days(settings: LakehouseSettings, entity: str = "workouts") -> list[dt.date]:
-    """Days present in the landing zone for an entity (folders named date=YYYY-MM-DD)."""
-    fs, root = filesystem_for(join_uri(settings.landing_uri, entity))
-    days = []
-    for name in list_subdirs(fs, root):
-        if name.startswith("date="):
-            try:
-                days.append(dt.date.fromisoformat(name[5:]))
-            except ValueError:
-                continue
-    return days
 
 
 def landing_files(settings: LakehouseSettings, entity: str, day: dt.date):
@@ -421,4 +407,4 @@ def _reason_kind(reason: str) -> str:
     return body[:60]
 
 
-__all__ = ["BY_NAME", "IngestReport", "LandingFileError", "ingest_days", "landing_days", "validate_frame"]
+__all__ = ["IngestReport", "LandingFileError", "MissingLandingError", "ingest_days", "validate_frame"]

@@ -71,25 +71,18 @@ def publish(
         where = f" WHERE {spec.partition_by} BETWEEN ? AND ?"
         predicate = f"{spec.partition_by} >= '{start.isoformat()}' AND {spec.partition_by} <= '{end.isoformat()}'"
         params = [start, end]
+    partition_by = [spec.partition_by] if spec.partition_by else []
+    opts = settings.storage_options()
     con = duckdb.connect(settings.duckdb_path, read_only=True)
     try:
         rows = con.execute(f"SELECT count(*) FROM {spec.relation}{where}", params).fetchone()[0]
-        reader = con.execute(f"SELECT * FROM {spec.relation}{where}", params).fetch_record_batch(BATCH_ROWS)
         # Streams batches: memory stays bounded by BATCH_ROWS, not by the table.
-        version = delta.replace_partitions(
-            uri, reader, predicate=predicate or "true",
-            partition_by=[spec.partition_by] if spec.partition_by else [],
-            storage_options=settings.storage_options(),
-        ) if predicate else _overwrite(uri, reader, spec, settings)
+        reader = con.execute(f"SELECT * FROM {spec.relation}{where}", params).fetch_record_batch(BATCH_ROWS)
+        if predicate:
+            version = delta.replace_partitions(uri, reader, predicate=predicate,
+                                               partition_by=partition_by, storage_options=opts)
+        else:
+            version = delta.overwrite(uri, reader, partition_by=partition_by, storage_options=opts)
     finally:
         con.close()
     return PublishResult(uri=uri, version=version, rows=int(rows), predicate=predicate)
-
-
-def _overwrite(uri, reader, spec: PublishSpec, settings: LakehouseSettings) -> int:
-    from deltalake import DeltaTable, write_deltalake
-
-    opts = settings.storage_options() or None
-    write_deltalake(uri, reader, mode="overwrite", schema_mode="overwrite",
-                    partition_by=[spec.partition_by] if spec.partition_by else None, storage_options=opts)
-    return DeltaTable(uri, storage_options=opts).version()

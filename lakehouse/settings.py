@@ -15,7 +15,6 @@ from typing import Mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
-LAYERS = ("bronze", "gold", "exports")
 
 
 def _is_s3(uri: str) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -32,14 +31,6 @@ def join_uri(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
 
 
-@dataclass(frozen=True)
-class LandingFile:
-    uri: str  # full URI, used in messages and recorded in bronze `_source_file`
-    path: str  # path inside the filesystem
-    size: int
-    mtime_ns: int
-
-
 def list_files(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
     """All files under `path` (recursively); an absent folder is empty, not an error."""
     info = fs.get_file_info(path)
@@ -50,8 +41,3 @@ def list_files(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
         (i for i in fs.get_file_info(sel) if i.type == pafs.FileType.File),
         key=lambda i: i.path,
     )
-
-
-def list_subdirs(fs: pafs.FileSystem, path: str) -> list[str]:
-    sel = pafs.FileSelector(path, recursive=False, allow_not_found=True)
-    return sorted(i.base_name for i in fs.get_file_info(sel) if i.type == pafs.FileType.Directory)

@@ -15,13 +15,14 @@ import time
 
 import dagster as dg
 
+from assets.dbt import lakehouse_dbt_project, load_manifest
 from lakehouse import delta
 from lakehouse.contract import ENTITIES
 from lakehouse.ingest import QUARANTINE
+from lakehouse.publish import published_models
 from lakehouse.settings import LakehouseSettings
 
 JOB = "daily_lakehouse_job"
-GOLD = ("user_features_daily", "class_features_daily", "training_examples", "scoring_candidates")
 
 
 def execute(tags: dict) -> int:
@@ -46,7 +47,9 @@ def run_day(day: dt.date) -> int:
 def summary(settings: LakehouseSettings) -> str:
     opts = settings.storage_options()
     lines = ["", f"Lakehouse: {settings.uri}", "", f"{'table':<34}{'rows':>12}{'version':>9}"]
-    tables = [("bronze", e.name) for e in ENTITIES] + [("bronze", QUARANTINE)] + [("gold", g) for g in GOLD]
+    published = published_models(load_manifest(lakehouse_dbt_project())).values()
+    tables = ([("bronze", e.name) for e in ENTITIES] + [("bronze", QUARANTINE)]
+              + [(p.layer, p.model) for p in published])
     for layer, name in tables:
         uri = settings.table_uri(layer, name)
         lines.append(f"{layer + '/' + name:<34}{delta.row_count(uri, storage_options=opts):>12,}"
