@@ -8,6 +8,7 @@ SEED ?= 42
 DAYS ?= 60
 START ?= 2026-09-01
 PORT ?= 3000
+MLFLOW_PORT ?= 5000
 
 # Run state lives in the project's data folder (or LAKEHOUSE_DATA_DIR); nothing under ~.
 export LAKEHOUSE_DATA_DIR ?= $(CURDIR)/data
@@ -17,15 +18,18 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
-export MLFLOW_ENABLE_TELEMETRY := false
+export MLFLOW_DISABLE_TELEMETRY := true
 export DAGSTER_DISABLE_TELEMETRY := true
 
-.PHONY: help install demo test test-fast ui bench simulate report dbt-parse clean
+.PHONY: help install demo test test-fast ui mlflow train experiments bench bench-train simulate report dbt-parse clean
 
 help:
 	@echo "make demo   - install, simulate $(DAYS) days ($(SIZE)), materialize every asset, print a summary"
 	@echo "make test   - install and run the test suite"
 	@echo "make ui     - open the Dagster UI on the same data (http://127.0.0.1:$(PORT))"
+	@echo "make mlflow - open the MLflow UI on the same store (http://127.0.0.1:$(MLFLOW_PORT))"
+	@echo "make train  - train, evaluate and promote the model on the current gold tables"
+	@echo "make experiments - a grid of downsampled configs in parallel on Ray, one MLflow parent run"
 	@echo "make bench  - benchmarks (JSON under benchmarks/results/)"
 	@echo "make report - the simulator's realism report on the landing zone"
 
@@ -64,6 +68,23 @@ test-fast: install
 
 ui: install $(DAGSTER_HOME)/dagster.yaml dbt-parse
 	$(BIN)/python -m orchestration.ui -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+
+# MLflow's UI on the store the assets write (MLFLOW_TRACKING_URI, else SQLite in the data folder).
+mlflow: install
+	mkdir -p $(LAKEHOUSE_DATA_DIR)/mlflow
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
+		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(LAKEHOUSE_DATA_DIR))/mlflow/mlflow.db}" \
+		--default-artifact-root "$(abspath $(LAKEHOUSE_DATA_DIR))/mlflow/artifacts"
+
+train: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m orchestration.demo --model-only
+
+experiments: install
+	$(BIN)/python -m ml.experiments --lakehouse "$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}" \
+		--data-dir "$(LAKEHOUSE_DATA_DIR)"
+
+bench-train: install
+	$(BIN)/python -m benchmarks.train_bench --lakehouse "$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}"
 
 bench: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m benchmarks.lakehouse_bench --size $(SIZE)

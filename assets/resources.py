@@ -22,3 +22,27 @@ class LakehouseResource(dg.ConfigurableResource):
             duckdb_path=self.duckdb_path or base.duckdb_path,
             data_dir=self.data_dir or base.data_dir,
         )
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """Where runs and models are tracked. Empty tracking_uri: MLFLOW_TRACKING_URI, else a SQLite
+    store with its artifacts under the lakehouse data folder (`<data_dir>/mlflow`)."""
+
+    tracking_uri: str = ""
+    experiment: str = "class-recommender"
+    registered_model: str = "class_recommender"
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def tracking(self, settings: LakehouseSettings):
+        import os
+
+        from ml import tracking as mlt
+        from ml.workflow import Tracking
+
+        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+        artifact_root = None
+        if not uri:
+            uri = mlt.default_tracking_uri(settings.data_dir)
+            artifact_root = mlt.default_artifact_root(settings.data_dir)
+        return Tracking(tracking_uri=uri, artifact_root=artifact_root, experiment=self.experiment,
+                        registered_model=self.registered_model, ui_url=self.ui_url)

@@ -49,6 +49,27 @@ CONTEXT_FEATURES = frozenset({
     "has_prev", "hour_gap_usual",
 })
 
+# Columns that describe the class alone (static catalogue, popularity, age): the class side of
+# a (user, class) pair. Everything else in a spec is the user/context side, except PAIR_FEATURES.
+CLASS_SIDE = frozenset({
+    "class_id", "instructor_id", "discipline", "equipment", "body_focus", "music_genre",
+    "duration_bucket", "duration_min", "difficulty", "release_date", "class_age_days",
+    "class_is_new", *(CLASS_PREFIX + c for c in CLASS_POPULARITY),
+})
+# Features of the pair itself, as computed by `prepare`: name -> (kind, user column, class column).
+# "share": the user's share_<d> for the class's discipline d; "same": user value == class value;
+# "lookup": a field of the user's row for the class's instructor in gold user_instructor_affinity
+# (carried per user in AFFINITY_COLUMN when scoring lists; joined per example when training).
+AFFINITY_COLUMN = "instructor_affinity"
+PAIR_FEATURES = {
+    "user_instructor_share": ("lookup", "share_56d", "instructor_id"),
+    "user_instructor_workouts": ("lookup", "workouts_56d", "instructor_id"),
+    "user_share_of_class_discipline": ("share", "share_", "discipline"),
+    "is_top_instructor": ("same", "top_instructor_id", "instructor_id"),
+    "is_last_instructor": ("same", "last_instructor_id", "instructor_id"),
+    "is_top_discipline": ("same", "top_discipline", "discipline"),
+}
+
 # Large value for "never happened" in days/minutes-since columns (with a missing flag beside it).
 NEVER_DAYS = 3650.0
 NEVER_MINUTES = 1440.0
@@ -124,11 +145,11 @@ def default_spec(*, include_ids: bool = False, duration_bucket: bool = True) -> 
     context_dense = ["is_weekend", "prev_duration_min", "minutes_since_prev", "has_prev",
                      "position_in_session", "hour_gap_usual"]
     cross_dense = ["user_share_of_class_discipline", "is_top_instructor", "is_last_instructor",
-                   "is_top_discipline"]
+                   "is_top_discipline", "user_instructor_share", "user_instructor_workouts"]
 
     log1p = {
         *user_counts, *class_counts, "days_since_signup", "days_since_last_workout",
-        "class_age_days", "minutes_since_prev",
+        "class_age_days", "minutes_since_prev", "user_instructor_workouts",
     }
     fill_null = {
         # a cold-start user has done nothing yet; a class released on the event day neither
@@ -136,6 +157,8 @@ def default_spec(*, include_ids: bool = False, duration_bucket: bool = True) -> 
         **{f"share_{d}": 0.0 for d in DISCIPLINES},
         **{c: 0.0 for c in class_counts},
         "user_share_of_class_discipline": 0.0,
+        "user_instructor_share": 0.0,  # no workout with this instructor in the window
+        "user_instructor_workouts": 0.0,
         "days_since_last_workout": NEVER_DAYS,
         "minutes_since_prev": NEVER_MINUTES,
         "prev_duration_min": 0.0,
@@ -224,6 +247,9 @@ def prepare(frame: pl.DataFrame) -> pl.DataFrame:
         diff = (pl.col("hour_of_day").cast(pl.Float64) - u).abs() % 24.0
         # circular distance in hours, 0..12; null (imputed) until the user worked out there
         exprs.append(pl.min_horizontal(diff, 24.0 - diff).alias("hour_gap_usual"))
+    # no affinity table joined (older lakehouse, or a frame built by hand): no affinity
+    exprs += [pl.lit(None, pl.Float64).alias(name) for name, (kind, _, _) in PAIR_FEATURES.items()
+              if kind == "lookup" and name not in cols]
     return frame.with_columns(exprs) if exprs else frame
 
 

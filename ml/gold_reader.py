@@ -32,6 +32,7 @@ from ml.batch import Batch
 from ml.features import CLASS_POPULARITY, CLASS_PREFIX, Encoders
 
 GOLD_TABLES = ("training_examples", "user_features_daily", "class_features_daily")
+AFFINITY_TABLE = "user_instructor_affinity"  # optional: (feature_date, user_id, instructor_id)
 
 USER_FEATURE_COLUMNS = (
     "fitness_level", "birth_year", "gender", "country", "owns_bike", "owns_tread",
@@ -174,11 +175,28 @@ def read_examples(
         .join(classes, on=["class_id", "feature_date"], how="left")
         .join(catalogue.lazy(), on="class_id", how="left")
     )
+    affinity = _affinity(lakehouse_uri, so)
+    if affinity is not None:
+        aff = affinity.filter(fdate_filter).select(
+            "user_id", "feature_date", "instructor_id",
+            pl.col("share_56d").cast(pl.Float64).alias("user_instructor_share"),
+            pl.col("workouts_56d").cast(pl.Float64).alias("user_instructor_workouts"))
+        out = out.join(aff, on=["user_id", "feature_date", "instructor_id"], how="left")
+    else:  # an older lakehouse without the table: the features exist, as "no affinity"
+        out = out.with_columns(pl.lit(None, pl.Float64).alias("user_instructor_share"),
+                               pl.lit(None, pl.Float64).alias("user_instructor_workouts"))
     if missing_pop:
         out = out.with_columns(missing_pop)
     if columns is not None:
         out = out.select(list(columns))
     return out
+
+
+def _affinity(lakehouse_uri: str, storage_options: dict | None) -> pl.LazyFrame | None:
+    try:
+        return _scan(table_uri(lakehouse_uri, "gold", AFFINITY_TABLE), storage_options)
+    except FileNotFoundError:
+        return None
 
 
 def _event_dates(lf: pl.LazyFrame) -> list[dt.date]:

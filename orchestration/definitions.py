@@ -19,9 +19,10 @@ from assets.dbt import (
     prepare_manifest,
 )
 from assets.landing import build_landing_specs
+from assets.model import blocking_checks_on_inputs, build_model_assets
 from lakehouse.publish import published_models
 from lakehouse.settings import LakehouseSettings
-from orchestration.jobs import daily_job, ingest_job
+from orchestration.jobs import daily_job, ingest_job, train_model_job
 from orchestration.partitions import daily_partitions
 from orchestration.resources import build_resources
 from orchestration.schedules import daily_schedule
@@ -41,10 +42,12 @@ def build_definitions(settings: LakehouseSettings | None = None, dbt_project_dir
     manifest = load_manifest(project)
     gold = {spec.model: (LakehouseDbtTranslator().get_asset_key(manifest["nodes"][uid]), spec.partition_by)
             for uid, spec in published_models(manifest).items() if spec.partition_by}
+    checks = build_checks(daily_partitions, gold, dbt_var(project, "negatives_per_positive", 4))
+    models = build_model_assets(blocking_checks_on_inputs(checks))
     return dg.Definitions(
-        assets=[*build_landing_specs(daily_partitions), bronze, dbt_models],
-        asset_checks=build_checks(daily_partitions, gold, dbt_var(project, "negatives_per_positive", 4)),
-        jobs=[daily_job, ingest_job],
+        assets=[*build_landing_specs(daily_partitions), bronze, dbt_models, *models],
+        asset_checks=checks,
+        jobs=[daily_job, ingest_job, train_model_job],
         schedules=[daily_schedule],
         sensors=[landing_zone_sensor],
         resources=build_resources(settings, project),

@@ -23,12 +23,44 @@ from lakehouse.publish import published_models
 from lakehouse.settings import LakehouseSettings
 
 JOB = "daily_lakehouse_job"
+TRAIN_JOB = "train_model_job"
 
 
-def execute(tags: dict) -> int:
+def execute(tags: dict, job: str = JOB, config: dict | None = None) -> int:
     cmd = [sys.executable, "-m", "dagster", "job", "execute", "-m", "orchestration.definitions",
-           "-j", JOB, "--tags", json.dumps({**tags, "lakehouse/trigger": "demo"})]
+           "-j", job, "--tags", json.dumps({**tags, "lakehouse/trigger": "demo"})]
+    if config:
+        cmd += ["--config-json", json.dumps(config)]
     return subprocess.call(cmd)
+
+
+def run_training(model_config: dict | None = None) -> int:
+    """Train (Ray Train), evaluate against the baselines, promote: the `ml` asset group."""
+    print(f"[demo] model: train, evaluate and promote as one run of {TRAIN_JOB}", flush=True)
+    config = {"ops": {"dlrm_model": {"config": model_config}}} if model_config else None
+    return execute({}, TRAIN_JOB, config)
+
+
+def model_summary() -> str:
+    """The evaluation table and the promotion decision of the latest training run."""
+    instance = dg.DagsterInstance.get()
+    lines = []
+    for key in ("dlrm_model", "model_evaluation", "champion_model"):
+        event = instance.get_latest_materialization_event(dg.AssetKey(key))
+        if event is None or event.asset_materialization is None:
+            continue
+        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        if key == "dlrm_model":
+            lines += ["", f"Model: {meta.get('registered_model')} v{meta.get('version')}  "
+                      f"MLflow run: {meta.get('mlflow_run')}"]
+        elif key == "model_evaluation":
+            report = str(meta.get("report", "")).split("![")[0].strip()  # text, not the plots
+            lines += ["", report]
+        else:
+            lines += ["", f"Promotion: {'champion' if meta.get('promoted') else 'challenger'}: "
+                      f"{meta.get('reason')}"]
+    lines += ["", "Compare runs in MLflow:  make mlflow   (http://127.0.0.1:5000)"]
+    return "\n".join(lines)
 
 
 def run_range(start: dt.date, end: dt.date) -> int:
@@ -76,16 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--start", default="2026-09-01")
     p.add_argument("--days", type=int, default=60)
+    p.add_argument("--skip-model", action="store_true", help="only the lakehouse, no training")
+    p.add_argument("--model-only", action="store_true", help="only train/evaluate/promote")
+    p.add_argument("--model-config", default="", help="JSON overrides of ModelTrainingConfig")
     args = p.parse_args(argv)
     start = dt.date.fromisoformat(args.start)
     end = start + dt.timedelta(days=args.days - 1)
     t0 = time.perf_counter()
+    if args.model_only:
+        rc = run_training(json.loads(args.model_config) if args.model_config else None)
+        print(model_summary())
+        return rc
     # Backfill all but the last day, then the last day as a daily run: the UI then shows each
     # check's result for the latest partition (a range run records one result for its window).
     rc = run_range(start, end - dt.timedelta(days=1)) if args.days > 1 else 0
     if rc == 0:
         rc = run_day(end)
     print(summary(LakehouseSettings.from_env()))
+    if rc == 0 and not args.skip_model:
+        rc = run_training(json.loads(args.model_config) if args.model_config else None)
+        print(model_summary())
     print(f"\n[demo] {'done' if rc == 0 else 'FAILED'} in {time.perf_counter() - t0:.0f}s"
           f" (DAGSTER_HOME={os.environ.get('DAGSTER_HOME')})")
     return rc

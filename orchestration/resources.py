@@ -7,7 +7,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_dbt import DbtProject
 
 from assets.dbt import dbt_resource, dbt_target_for
-from assets.resources import LakehouseResource
+from assets.resources import LakehouseResource, MlflowResource
 from lakehouse.settings import LakehouseSettings
 
 
@@ -20,6 +20,9 @@ def build_resources(settings: LakehouseSettings, project: DbtProject) -> dict[st
             data_dir=settings.data_dir,
         ),
         "dbt": dbt_resource(project, dbt_target_for(settings)),
+        # MLFLOW_TRACKING_URI (read at run time) picks any tracking server; default: SQLite
+        # under the data folder
+        "mlflow": MlflowResource(),
     }
     if settings.is_s3:
         # Keys never live in config: EnvVar keeps them out of the UI and of run records.

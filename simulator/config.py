@@ -41,6 +41,22 @@ class SimConfig:
     def replace(self, **changes) -> "SimConfig":
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["start_date"] = self.start_date.isoformat()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SimConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown simulator settings {sorted(unknown)}")
+        fields = dict(d)
+        if "start_date" in fields:
+            fields["start_date"] = date.fromisoformat(str(fields["start_date"]))
+        return cls(**fields)
+
     def fingerprint(self, exclude: tuple[str, ...] = ("days",)) -> str:
         """A hash of everything that shapes the data (days excluded: a longer run extends a
         shorter one day for day)."""

@@ -81,6 +81,16 @@ def resolve(landing: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(landing)
 
 
+CONFIG_PATH = "_simulator/config.json"
+
+
+def write_config(cfg, fs: pafs.FileSystem, root: str) -> None:
+    """`<landing>/_simulator/config.json`: the settings that rebuild the true preferences, so an
+    evaluation can rank by the oracle (`SimConfig.from_dict`). Real app exports have no such file."""
+    body = json.dumps(cfg.to_dict(), sort_keys=True, indent=1).encode()
+    _put(fs, f"{root}/{CONFIG_PATH}", lambda out: out.write(body))
+
+
 def day_dir(root: str, entity: str, d: date) -> str:
     return f"{root}/{entity}/date={d.isoformat()}"
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from .behaviour import UserState, simulate_day
 from .config import SimConfig
-from .export import day_tables, resolve, write_day
+from .export import day_tables, resolve, write_config, write_day
 from .truth import TruePreferences
 
 
@@ -60,6 +60,7 @@ def generate(
     cfg = cfg.replace(days=max(cfg.days, end))
     truth, state = state_at(cfg, start_day, state_dir=state_dir, log=log)
     fs, root = resolve(landing)
+    write_config(cfg, fs, root)
     totals: dict[str, int] = {}
     for d in range(start_day, end):
         t0 = time.perf_counter()

@@ -13,7 +13,8 @@ for _k, _v in {
     "DO_NOT_TRACK": "1",
     "GX_ANALYTICS_ENABLED": "false",
     "RAY_USAGE_STATS_ENABLED": "0",
-    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "DAGSTER_DISABLE_TELEMETRY": "true",
 }.items():
     os.environ.setdefault(_k, _v)

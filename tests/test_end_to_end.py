@@ -146,3 +146,74 @@ def test_full_graph_on_s3(s3_env, tmp_path, monkeypatch):
     assert delta.row_count(s.table_uri("bronze", "workouts"), storage_options=opts) > 0
     # nothing of the lakehouse went to the local folder but dbt's working file
     assert not (tmp_path / "lakehouse").exists()
+
+
+def run_train_job(settings: LakehouseSettings, instance: dg.DagsterInstance, model_config: dict):
+    from orchestration.definitions import build_definitions
+
+    job = build_definitions(settings).resolve_job_def("train_model_job")
+    return job.execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {"dlrm_model": {"config": model_config},
+                            "model_evaluation": {"config": {"eval_user_fraction": 1.0}}}})
+
+
+TINY_MODEL = {"train_days": 4, "valid_days": 1, "epochs": 2, "batch_size": 256,
+              "embedding_dim": 8, "bottom_mlp": [16, 8], "top_mlp": [32], "lr": 0.005}
+
+
+def test_model_assets_train_evaluate_and_promote(local_settings, monkeypatch):
+    """The `ml` group through a real Dagster run: Ray Train, MLflow run + registry, evaluation
+    against popularity / ablation / oracle, promotion; a worse model is never promoted; a failed
+    blocking check upstream keeps training from starting."""
+    from ml import tracking
+    from ml.promotion import decide  # noqa: F401  (the gate itself is unit-tested)
+
+    s = local_settings
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    simulate(s.landing_uri)
+    assert run_daily_job(s, RANGE_TAGS).success
+    instance = dg.DagsterInstance.ephemeral()
+
+    first = run_train_job(s, instance, TINY_MODEL)
+    assert first.success, [e.message for e in first.all_events if e.is_failure]
+    meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.materialization.metadata.items()}
+            for m in first.get_asset_materialization_events()}
+    model, ev, champ = meta["dlrm_model"], meta["model_evaluation"], meta["champion_model"]
+    assert model["version"] == 1 and model["ray_workers"] == 1
+    assert "/#/experiments/" in model["mlflow_run"]
+    assert ev["has_oracle"] is True and "| candidate |" in ev["report"] and "data:image/png" in ev["report"]
+    for k in ("map@10", "map@10 popularity", "map@10 ablation", "map@10 oracle"):
+        assert 0.0 <= ev[k] <= 1.0, k
+    assert champ["promoted"] is True and champ["champion_version"] == 1
+
+    # MLflow: lineage params, per-epoch metrics, evaluation metrics, registered and aliased
+    uri = tracking.default_tracking_uri(s.data_dir)
+    client = tracking.client(uri)
+    run = client.get_run(model["mlflow_run_id"])
+    assert int(run.data.params["data.training_examples.delta_version"]) >= 0
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 2
+    assert "eval.candidate.map_at_10" in run.data.metrics
+    assert str(tracking.get_alias_version("class_recommender", "champion", client_or_uri=uri).version) == "1"
+
+    # an almost untrained model does not beat the champion on the same lists
+    weak = {**TINY_MODEL, "epochs": 1, "lr": 1e-7, "sparse_lr": 1e-7, "seed": 3}
+    second = run_train_job(s, instance, weak)
+    assert second.success, [e.message for e in second.all_events if e.is_failure]
+    champ2 = {k: v.value for k, v in second.asset_materializations_for_node("champion_model")[0].metadata.items()}
+    assert champ2["promoted"] is False and champ2["champion_version"] == 1
+    assert "does not beat" in champ2["reason"]
+    assert str(tracking.get_alias_version("class_recommender", "challenger", client_or_uri=uri).version) == "2"
+
+    # a failed blocking check on a gold input: training does not start and names the check
+    from assets.model import blocking_checks_on_inputs
+    from orchestration.definitions import build_definitions
+
+    ck = blocking_checks_on_inputs(build_definitions(s).asset_checks)[0]
+    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+        asset_key=ck.asset_key, check_name=ck.name, passed=False, metadata={}))
+    blocked = run_train_job(s, instance, TINY_MODEL)
+    assert not blocked.success
+    failure = next(e for e in blocked.all_events if e.event_type_value == "STEP_FAILURE")
+    assert f"{ck.asset_key.to_user_string()}:{ck.name}" in str(failure.event_specific_data.error)
+    assert str(tracking.get_alias_version("class_recommender", "champion", client_or_uri=uri).version) == "1"

@@ -1,0 +1,164 @@
+"""Training throughput on the gold tables: TorchRec vs the plain-PyTorch reference, Ray Train with
+1 and 2 workers, and the wall time of the model asset. Speed is measured here, never in tests.
+
+    python -m benchmarks.train_bench --lakehouse data/lakehouse [--days 7] [--skip-asset]
+
+Every figure comes from the same run on the same data (the last `--days` event days before the
+held-out day), so the ratios are comparable on a noisy machine. Writes
+benchmarks/results/train_<name>.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _job(lakehouse: str, days: int, backend: str, fused: bool, batch_size: int):
+    from ml.train import TrainConfig
+    from ml.training_job import ModelHParams, TrainingJob, plan_window
+
+    window = plan_window(lakehouse, train_days=days, valid_days=1)
+    return TrainingJob(
+        data=window, model=ModelHParams(), backend=backend,
+        train=TrainConfig(epochs=1, lr=2e-3, batch_size=batch_size, optimizer="adam",
+                          sparse_optimizer="adagrad", sparse_lr=0.05, fused=fused),
+    )
+
+
+def model_only(job, encoders, n_batches: int) -> dict:
+    """Samples/s of the training step alone: batches encoded up front, held in memory."""
+    from ml.model import build_model
+    from ml.train import seed_everything, setup_training, train_epoch
+    from ml.training_job import model_config, train_batches
+
+    batches = []
+    for b in train_batches(job, encoders, epoch=0):
+        batches.append(b)
+        if len(batches) >= n_batches:
+            break
+    seed_everything(0)
+    model, opt = setup_training(build_model(model_config(job, encoders), job.backend), job.train)
+    train_epoch(model, batches[:5], opt, job.train)  # warm-up
+    m = train_epoch(model, batches, opt, job.train)
+    return {"samples": m["samples"], "seconds": m["seconds"], "samples_per_s": m["samples_per_s"]}
+
+
+def with_pipeline(job, encoders) -> dict:
+    """One epoch over the window, reading and encoding the gold tables as training does."""
+    from ml.training_job import run_training
+
+    t0 = time.perf_counter()
+    r = run_training(job, encoders, validate=False)
+    h = r.history[-1]
+    return {"samples": h["samples"], "seconds": time.perf_counter() - t0,
+            "samples_per_s": h["samples"] / (time.perf_counter() - t0)}
+
+
+def ray_run(job, encoders, workers: int, storage: str) -> dict:
+    from ml.ray_training import init_ray, train_on_ray
+
+    init_ray()
+    t0 = time.perf_counter()
+    out = train_on_ray(job, encoders, num_workers=workers, storage_path=storage,
+                       run_name=f"bench-{workers}w-{int(time.time())}")
+    wall = time.perf_counter() - t0
+    h = out.history[-1]
+    samples = h.get("samples_all_ranks", h.get("samples", 0.0))
+    return {"workers": workers, "wall_seconds": wall, "epoch_seconds": h.get("seconds"),
+            "samples": samples, "samples_per_s_epoch": samples / h["seconds"] if h.get("seconds") else None}
+
+
+def asset_run(lakehouse: str, days: int) -> dict:
+    """`dagster asset materialize --select dlrm_model` in a child process, fresh instance and
+    MLflow store (the lakehouse is only read)."""
+    with tempfile.TemporaryDirectory(prefix="bench-asset-") as tmp:
+        env = {**os.environ, "DAGSTER_HOME": tmp,
+               "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+        if not lakehouse.startswith("s3://"):
+            env["LAKEHOUSE_URI"] = str(Path(lakehouse).absolute())
+        Path(tmp, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        cfg = {"ops": {"dlrm_model": {"config": {"train_days": days}}}}
+        t0 = time.perf_counter()
+        p = subprocess.run(
+            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "orchestration.definitions",
+             "--select", "dlrm_model", "--config-json", json.dumps(cfg)],
+            env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            raise RuntimeError(f"dlrm_model failed:\n{p.stderr[-3000:]}")
+    return {"wall_seconds": wall, "train_days": days}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ml.training_job import fit_encoders
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lakehouse", required=True)
+    p.add_argument("--days", type=int, default=7, help="training days per measurement")
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--model-batches", type=int, default=150)
+    p.add_argument("--skip-ray", action="store_true")
+    p.add_argument("--skip-asset", action="store_true")
+    p.add_argument("--name", default="small")
+    args = p.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    out: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                             "torch": torch.__version__}, "days": args.days,
+                 "batch_size": args.batch_size}
+    ref_job = _job(args.lakehouse, args.days, "reference", False, args.batch_size)
+    encoders = fit_encoders(ref_job)
+    variants = {"reference (nn.EmbeddingBag)": ("reference", False),
+                "torchrec EBC": ("torchrec", False),
+                "torchrec fused (DMP, FBGEMM)": ("torchrec", True)}
+    out["model_only"], out["pipeline"] = {}, {}
+    for name, (backend, fused) in variants.items():
+        job = _job(args.lakehouse, args.days, backend, fused, args.batch_size)
+        out["model_only"][name] = model_only(job, encoders, args.model_batches)
+        out["pipeline"][name] = with_pipeline(job, encoders)
+        print(f"{name:32s} model {out['model_only'][name]['samples_per_s']:10.0f}/s  "
+              f"with input pipeline {out['pipeline'][name]['samples_per_s']:10.0f}/s", flush=True)
+    if not args.skip_ray:
+        job = _job(args.lakehouse, args.days, "torchrec", True, args.batch_size)
+        with tempfile.TemporaryDirectory(prefix="bench-ray-") as storage:
+            out["ray"] = [ray_run(job, encoders, w, storage) for w in (1, 2)]
+    if not args.skip_asset:
+        out["asset"] = asset_run(args.lakehouse, 28)
+
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"train_{args.name}.json"
+    path.write_text(json.dumps(out, indent=2, default=str))
+    base = out["model_only"]["reference (nn.EmbeddingBag)"]["samples_per_s"]
+    base_p = out["pipeline"]["reference (nn.EmbeddingBag)"]["samples_per_s"]
+    print(f"\n| path | model samples/s | vs reference | with input pipeline samples/s | vs reference |")
+    print("|---|---:|---:|---:|---:|")
+    for name in variants:
+        m, q = out["model_only"][name]["samples_per_s"], out["pipeline"][name]["samples_per_s"]
+        print(f"| {name} | {m:,.0f} | {m / base:.2f}x | {q:,.0f} | {q / base_p:.2f}x |")
+    if "ray" in out:
+        print("\n| Ray Train workers | wall s (incl. start-up) | epoch s | samples/s in the epoch |")
+        print("|---:|---:|---:|---:|")
+        for r in out["ray"]:
+            print(f"| {r['workers']} | {r['wall_seconds']:.1f} | {r['epoch_seconds']:.1f} | "
+                  f"{r['samples_per_s_epoch']:,.0f} |")
+    if "asset" in out:
+        print(f"\nmodel asset (dlrm_model, {out['asset']['train_days']} days, 2 epochs): "
+              f"{out['asset']['wall_seconds']:.0f} s end to end")
+    print(f"\nwritten: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

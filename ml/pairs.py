@@ -1,0 +1,189 @@
+"""Encode users and classes once, then score every (user, class) pair without a cross-join frame.
+
+A ranking list puts one user (with the context the list assumes) against every candidate class
+of a platform: thousands of pairs per user. Building that cross join as a polars frame and running
+`Encoders.transform` on it costs far more than the model. Instead:
+
+* the user side (user features + the list's context) is encoded once per user,
+* the class side (catalogue + popularity + age) once per class,
+* the few features of the pair itself (`ml.features.PAIR_FEATURES`: the user's share of the
+  class's discipline, same instructor / discipline) are computed from small per-side codes,
+
+and a pair's row is assembled by gathering. The result equals `Encoders.transform` of the
+explicit cross join exactly (a test holds them together).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import torch
+
+from ml.features import (
+    AFFINITY_COLUMN,
+    CLASS_SIDE,
+    DISCIPLINES,
+    PAIR_FEATURES,
+    Encoders,
+    FeatureError,
+    prepare,
+)
+
+# (dense [N, n_dense] float32, sparse [N, n_sparse] int64) -> logits [N, n_heads]
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Side:
+    """One side, encoded: its rows of the spec's dense/sparse columns plus the raw codes the
+    pair features need."""
+
+    dense: torch.Tensor  # [n, n_dense] (other side's columns hold junk; never read)
+    sparse: torch.Tensor  # [n, n_sparse]
+    raw: dict[str, np.ndarray]  # pair-feature inputs
+
+
+def _null_like(name: str, sparse: bool) -> pl.Expr:
+    return pl.lit(None, dtype=pl.Utf8 if sparse else pl.Float64).alias(name)
+
+
+class PairEncoder:
+    def __init__(self, encoders: Encoders) -> None:
+        self.encoders = encoders
+        spec = encoders.spec
+        for name in PAIR_FEATURES:
+            if name in spec.sparse:
+                raise FeatureError(f"pair feature {name!r} must be dense")
+        self.pair_cols = [(j, n) for j, n in enumerate(spec.dense) if n in PAIR_FEATURES]
+        self.dense_class = torch.tensor([n in CLASS_SIDE for n in spec.dense])
+        self.sparse_class = torch.tensor([n in CLASS_SIDE for n in spec.sparse])
+        self._codes: dict[str, int] = {}
+
+    # -- sides -----------------------------------------------------------------------------
+    def _complete(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The frame after `prepare`, with every spec column the other side owns set to null."""
+        spec = self.encoders.spec
+        frame = prepare(frame)
+        missing = [_null_like(n, True) for n in spec.sparse if n not in frame.columns]
+        missing += [_null_like(n, False) for n in spec.dense if n not in frame.columns]
+        return frame.with_columns(missing) if missing else frame
+
+    def _code(self, values: pl.Series) -> np.ndarray:
+        out = np.full(len(values), -1, dtype=np.int64)
+        for i, v in enumerate(values.cast(pl.Utf8).to_list()):
+            if v is not None:
+                out[i] = self._codes.setdefault(v, len(self._codes))
+        return out
+
+    def encode_users(self, users: pl.DataFrame) -> Side:
+        """Users with the context of the list (platform, hour_of_day, day_of_week, ...)."""
+        frame = self._complete(users)
+        batch = self.encoders.transform(frame, table="users")
+        raw: dict[str, np.ndarray] = {}
+        for name, (kind, ucol, _) in PAIR_FEATURES.items():
+            if kind == "share":
+                cols = [f"{ucol}{d}" for d in DISCIPLINES]
+                raw[name] = np.column_stack([
+                    frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy() if c in frame.columns
+                    else np.full(frame.height, np.nan) for c in cols
+                ])
+            elif kind == "lookup":
+                raw[name] = self._lookup_table(frame, ucol)
+            elif ucol in frame.columns:
+                raw[name] = self._code(frame[ucol])
+            else:
+                raw[name] = np.full(frame.height, -1, dtype=np.int64)
+        return Side(batch.dense, batch.sparse, raw)
+
+    def _lookup_table(self, frame: pl.DataFrame, field: str) -> np.ndarray:
+        """[n_users, n_codes] values of `field` per (user, instructor) from the users'
+        AFFINITY_COLUMN (a list of structs with instructor_id and the fields); NaN = no row."""
+        entries = (frame[AFFINITY_COLUMN].to_list() if AFFINITY_COLUMN in frame.columns
+                   else [None] * frame.height)
+        pairs = [(i, self._codes.setdefault(e["instructor_id"], len(self._codes)), e[field])
+                 for i, row in enumerate(entries) for e in (row or ())
+                 if e["instructor_id"] is not None]
+        table = np.full((frame.height, max(len(self._codes), 1)), np.nan)
+        for i, code, v in pairs:
+            table[i, code] = np.nan if v is None else float(v)
+        return table
+
+    def encode_classes(self, classes: pl.DataFrame) -> Side:
+        """Candidate classes: catalogue, `class_`-prefixed popularity, release_date, event_date."""
+        frame = self._complete(classes)
+        batch = self.encoders.transform(frame, table="classes")
+        raw: dict[str, np.ndarray] = {}
+        index = {d: i for i, d in enumerate(DISCIPLINES)}
+        for name, (kind, _, ccol) in PAIR_FEATURES.items():
+            values = frame[ccol] if ccol in frame.columns else pl.Series([None] * frame.height)
+            if kind == "share":
+                raw[name] = np.array(
+                    [index.get(v, -1) if v is not None else -1
+                     for v in values.cast(pl.Utf8).to_list()], dtype=np.int64)
+            else:
+                codes = self._code(values)
+                codes[codes < 0] = -2  # null never equals a null user value
+                raw[name] = codes
+        return Side(batch.dense, batch.sparse, raw)
+
+    # -- pairs -----------------------------------------------------------------------------
+    def _pair_dense(self, name: str, u: Side, ui: np.ndarray, c: Side) -> np.ndarray:
+        """[n_users, n_classes] normalized values of one pair feature."""
+        spec, enc = self.encoders.spec, self.encoders
+        kind = PAIR_FEATURES[name][0]
+        if kind == "share":
+            shares = u.raw[name][ui]  # [n, 9]
+            disc = c.raw[name]  # [C]
+            raw = np.where(disc[None, :] >= 0, shares[:, np.clip(disc, 0, None)], np.nan)
+        elif kind == "lookup":
+            table = u.raw[name][ui]  # [n, codes known when the users were encoded]
+            code = c.raw[name]  # [C], -2 = no instructor
+            ok = (code >= 0) & (code < table.shape[1])
+            raw = np.where(ok[None, :], table[:, np.where(ok, code, 0)], np.nan)
+        else:
+            raw = (u.raw[name][ui][:, None] == c.raw[name][None, :]).astype(np.float64)
+        if name in spec.fill_null:
+            raw = np.where(np.isnan(raw), spec.fill_null[name], raw)
+        if name in spec.log1p:
+            raw = np.log1p(np.clip(raw, 0.0, None))
+        out = (raw - enc.mean[name]) / enc.std[name]
+        out[np.isnan(out)] = 0.0
+        return out
+
+    def pairs(self, u: Side, ui: np.ndarray, c: Side) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dense, sparse) rows for users u[ui] x every class of c, user-major."""
+        n, C = len(ui), c.dense.shape[0]
+        ud, us = u.dense[ui], u.sparse[ui]
+        dense = torch.where(self.dense_class, c.dense.unsqueeze(0), ud.unsqueeze(1))  # [n, C, D]
+        sparse = torch.where(self.sparse_class, c.sparse.unsqueeze(0), us.unsqueeze(1))
+        for j, name in self.pair_cols:
+            dense[:, :, j] = torch.from_numpy(self._pair_dense(name, u, ui, c).astype(np.float32))
+        return dense.reshape(n * C, -1), sparse.reshape(n * C, -1)
+
+
+@torch.no_grad()
+def score_matrix(
+    score_fn: ScoreFn,
+    encoder: PairEncoder,
+    users: Side,
+    classes: Side,
+    *,
+    head: int = 0,
+    max_rows: int = 262_144,
+) -> np.ndarray:
+    """[n_users, n_classes] logits of one head, users chunked so a chunk has <= max_rows pairs."""
+    n_users, n_classes = users.dense.shape[0], classes.dense.shape[0]
+    out = np.empty((n_users, n_classes), dtype=np.float32)
+    step = max(1, max_rows // max(n_classes, 1))
+    for start in range(0, n_users, step):
+        ui = np.arange(start, min(start + step, n_users))
+        dense, sparse = encoder.pairs(users, ui, classes)
+        logits = score_fn(dense, sparse)[:, head]
+        out[ui] = logits.float().reshape(len(ui), n_classes).cpu().numpy()
+    return out
+
+
+__all__ = ["PairEncoder", "Side", "score_matrix", "ScoreFn"]

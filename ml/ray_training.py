@@ -1,0 +1,551 @@
+"""Run `ml.training_job.run_training` inside Ray Train workers, checkpoint every epoch, resume.
+
+Typical use::
+
+    init_ray(num_cpus=8)                       # or RAY_ADDRESS / address= for a cluster
+    encoders = fit_encoders(job)
+    out = train_on_ray(job, encoders, num_workers=2,
+                       storage_path="/abs/path/ray_results", run_name="dlrm-2025-03-04")
+    model = build_model(out.model_config, "reference"); model.load_state_dict(out.state_dict)
+
+Each worker trains on its own share of the training days (`days_for_rank`). After every epoch
+rank 0 writes `checkpoint.pt` (`ml.train.save_checkpoint`: plain weights, optimizer, epoch),
+`history.json` (every epoch so far, earlier attempts included) and `run.json` into a fresh
+directory and reports it to Ray Train (`ray.train.report(metrics, checkpoint=...)`); the other
+ranks report the same metrics without a checkpoint. In Ray Train V2 every rank must call
+`report` the same number of times (it is a barrier), and a checkpoint is registered when at
+least one rank passes one, so `checkpoint=None` on the other ranks is the documented pattern
+(docstring of `ray.train.report` in ray 2.60).
+
+Resuming (Ray 2.60 runs Train V2 by default: `RAY_TRAIN_V2_ENABLED` defaults to on):
+
+* worker failure within a run: `FailureConfig(max_failures=...)` restarts the worker group and
+  `ray.train.get_checkpoint()` returns the last reported checkpoint; the loop passes its
+  `checkpoint.pt` to `run_training(resume_from=...)`, which continues with the next epoch.
+* the whole run restarted (driver crashed, the user runs again with the same `storage_path` and
+  `run_name`): V2's CheckpointManager reads the run snapshot
+  (`<storage_path>/<run_name>/checkpoint_manager_snapshot.json`) at start-up and hands the latest
+  checkpoint to `get_checkpoint()` (`_maybe_load_state_from_storage` in
+  `ray/train/v2/_internal/execution/checkpoint/checkpoint_manager.py`; the V2 fault-tolerance
+  guide, "job driver fault tolerance": instantiate the trainer again with the same
+  (storage_path, name)). `TorchTrainer(resume_from_checkpoint=...)` is deprecated in V2 and
+  raises, so there is nothing to pass: the same code path as a worker retry applies. A rerun of
+  a run that already finished trains no epoch and hands back the last checkpoint again.
+
+Multi-worker strategy on CPU (world size > 1, `use_gpu=False`): DDP over the plain TorchRec
+model (`fused=False`), not the fused DistributedModelParallel path. Why (seen with 2 gloo
+workers under Ray on this 2-core machine, torch 2.13, torchrec 1.8):
+
+* torchrec 1.8 offers the fused FBGEMM kernel only for model-parallel sharding (table-wise,
+  column-wise, table-column-wise on CPU); `ShardingType.DATA_PARALLEL` supports the dense kernel
+  only (`EmbeddingBagCollectionSharder.compute_kernels`), so "fused + replicated" does not exist.
+* `prepare_fused`'s table-wise plan at world size 2 does train (gloo all-to-all works), but the
+  tables are split across the ranks: `plain_state_dict` fails on every rank with "sharded tensor
+  is not fully local", and so does `run_training`'s return value; the fused optimizer state is
+  split too. With validation on (rank 0 only, in `run_training`) rank 0 hangs in its first
+  validation forward, which is an all-to-all that rank 1 never joins.
+* DDP keeps a full replica on every rank, so rank 0's `save_checkpoint` is a complete model.
+  The embedding optimizer is then torch's (same algorithm and learning rate, dense gradients).
+  World size 1 keeps the fused path (`job.train.fused`), the fast one on CPU.
+* the ranks read different days, hence different numbers of batches: plain DDP then pairs one
+  rank's gradient all-reduce with another rank's next collective and gloo aborts the process
+  (seen: "Received data size doesn't match expected size"). `_plain_keys_ddp` runs each epoch
+  inside DDP's `Join`: a rank out of batches shadows the others' all-reduces with zero
+  gradients, and the replicas are made equal again at the end of each epoch. Optimizer state
+  (e.g. Adam's step count) may then differ slightly between ranks; rank 0's is checkpointed.
+* a checkpoint's optimizer state resumes only under the same layout (`run.json` "strategy":
+  cpu-fused, cpu-ddp, ...); resuming a 1-worker run with 2 workers (or back) restores the
+  weights and the epoch and starts a fresh optimizer.
+
+On a GPU (`use_gpu=True`) the intended path is NCCL with DistributedModelParallel and the
+default sharded plan on `ray.train.torch.get_device()`. `run_training` / `prepare_fused` do not
+take a device yet (CPU only), so `train_on_ray(use_gpu=True)` raises NotImplementedError up front
+unless `run_training` accepts a `device` argument; the worker passes it when it does. A sharded
+GPU model also needs its ShardedTensors gathered on every rank before rank 0 can save it
+(the same "not fully local" limit as above): untested here (no GPU, no CUDA fbgemm).
+
+Ray Train consumes a report when its controller next polls the worker
+(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, default 2 s): a crash within that window after a report
+resumes from the checkpoint before it.
+
+`ml` never imports dagster; `ray` is imported inside the functions, so importing this module is
+cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ml.features import Encoders
+from ml.model import ModelConfig
+from ml.training_job import TrainingJob, model_config, run_training
+from ml.train import plain_state_dict, save_checkpoint
+
+CHECKPOINT_FILE = "checkpoint.pt"  # ml.train.save_checkpoint: weights, optimizer, epoch
+MODEL_FILE = "model.pt"  # plain weights only: loadable without a process group
+HISTORY_FILE = "history.json"
+RUN_FILE = "run.json"
+
+_RAY_ENV_DEFAULTS = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+class RayTrainingError(RuntimeError):
+    """Training failed inside the Ray workers (or the Train controller).
+
+    `worker_errors` maps a rank to the root cause's one-line message (rank -1: the controller).
+    """
+
+    def __init__(self, message: str, worker_errors: dict[int, str] | None = None) -> None:
+        super().__init__(message)
+        self.worker_errors = dict(worker_errors or {})
+
+
+@dataclass
+class RayTrainOutput:
+    state_dict: dict[str, torch.Tensor]  # plain (unsharded) weights, loadable by either backend
+    model_config: ModelConfig
+    history: list[dict[str, float]]  # one dict per epoch, earlier attempts included when resumed
+    checkpoint_path: str  # the last reported checkpoint directory
+    resumed_from_epoch: int | None  # epoch of the checkpoint it resumed from, if any
+    seconds: float
+    num_workers: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray start-up
+
+
+def init_ray(
+    *,
+    num_cpus: int | None = None,
+    temp_dir: str | None = None,
+    address: str | None = None,
+    log_to_driver: bool = False,
+) -> None:
+    """Start (or connect to) Ray once; later calls do nothing.
+
+    Sets RAY_AUTH_MODE=disabled and RAY_USAGE_STATS_ENABLED=0 unless already set, no dashboard,
+    worker logs not forwarded to the driver (errors still surface as exceptions; the logs stay
+    under the Ray temp dir). `address` (or RAY_ADDRESS) connects to a running cluster; then
+    num_cpus and temp_dir belong to that cluster and are ignored. temp_dir: the root of Ray's
+    session files (absolute and short: Unix socket paths are limited to ~107 characters).
+    """
+    for key, value in _RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = dict(
+        include_dashboard=False,
+        log_to_driver=log_to_driver,
+        logging_level=logging.WARNING,
+        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}},
+    )
+    if address:
+        ray.init(address=address, **kwargs)
+        return
+    if temp_dir is not None:
+        if not os.path.isabs(temp_dir):
+            raise ValueError(f"temp_dir must be an absolute path, got {temp_dir!r}")
+        Path(temp_dir).mkdir(parents=True, exist_ok=True)
+        kwargs["_temp_dir"] = temp_dir
+    ray.init(num_cpus=num_cpus, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker
+
+
+def _plain_keys_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """DistributedDataParallel for `run_training(wrap_model=...)`, for ranks with uneven batches.
+
+    * load_state_dict takes the unwrapped model's keys: `run_training` wraps the model before
+      it loads a checkpoint, and checkpoints hold plain keys (`plain_state_dict` strips
+      `module.`).
+    * uneven inputs: each rank reads its own days, so the ranks take different numbers of steps
+      per epoch; plain DDP then pairs one rank's gradient all-reduce with another's next
+      collective and gloo aborts. The training forwards of an epoch run inside DDP's `Join`
+      context (entered at the first training forward, left at the first forward that is not
+      training, e.g. rank 0's validation, or by `finish_epoch()` from the epoch hook): a rank
+      that runs out of batches shadows the others' all-reduces with zero gradients, and on
+      leaving, every rank takes the weights of the rank that ran longest.
+    * buffers are not broadcast in forward (rank 0 validates alone).
+    """
+    from torch.distributed.algorithms.join import _JoinConfig
+    from torch.nn.parallel import DistributedDataParallel
+
+    class _DDP(DistributedDataParallel):
+        _epoch_join: Any = None  # the Join entered at this epoch's first training forward
+        _joined = False  # this rank has left this epoch's Join (validation ran after it)
+
+        def load_state_dict(  # type: ignore[override]
+            self, state_dict: Any, strict: bool = True, assign: bool = False
+        ) -> Any:
+            return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
+
+        def forward(self, *inputs: Any, **kwargs: Any) -> Any:
+            if self.training and torch.is_grad_enabled():
+                if self._joined:
+                    raise RuntimeError(
+                        "training forward after this epoch's join: call finish_epoch() first"
+                    )
+                if self._epoch_join is None:
+                    self._enter_join()
+            elif self._epoch_join is not None:
+                self._leave_join()
+            return super().forward(*inputs, **kwargs)
+
+        def finish_epoch(self) -> None:
+            """End of an epoch on this rank: join (once) and wait until every rank has joined."""
+            if not self._joined:
+                if self._epoch_join is None:  # no training batch on this rank this epoch
+                    self._enter_join()
+                self._leave_join()
+            self._joined = False
+
+        def _enter_join(self) -> None:
+            self._epoch_join = self.join()
+            self._epoch_join.__enter__()
+
+        def _leave_join(self) -> None:
+            join, self._epoch_join = self._epoch_join, None
+            join.__exit__(None, None, None)  # shadows the others' all-reduces until all joined
+            self._joined = True
+            # later forwards (validation) must not announce themselves to a finished Join
+            self._join_config = _JoinConfig.construct_disabled_join_config()
+
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+        return _DDP(model, forward_sync_buffers=False)  # torch >= 2.13 name; init still syncs
+    return _DDP(model, broadcast_buffers=False)
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        v = float(v)
+        out[k] = v if math.isfinite(v) else float("nan")
+    return out
+
+
+def _gather_samples(samples: float, world_size: int) -> list[float]:
+    """Every rank's training-sample count for this epoch (a collective: all ranks call it)."""
+    import torch.distributed as dist
+
+    if world_size <= 1 or not dist.is_initialized():
+        return [samples]
+    counts = torch.zeros(world_size, dtype=torch.float64)
+    counts[dist.get_rank()] = samples
+    dist.all_reduce(counts)
+    return counts.tolist()
+
+
+def _wait_until_report_consumed(timeout_s: float = 60.0) -> None:
+    """Block until the Train controller has taken this worker's last report (testing only).
+
+    `ray.train.report` returns once the result is queued in the worker; the controller polls it
+    (every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, default 2 s). A crash before that poll loses the
+    report, and the retry resumes from the checkpoint before it. The test crash waits for the
+    poll so that it tests resuming, not that race. Uses Ray internals; on any change there it
+    falls back to sleeping past a few poll intervals.
+    """
+    try:
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        queue = get_train_context().get_result_queue()
+        deadline = time.monotonic() + timeout_s
+        while queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except Exception:  # pragma: no cover - internals moved
+        time.sleep(8.0)
+
+
+def _strategy(job: TrainingJob, world_size: int, use_gpu: bool) -> str:
+    """A name for the optimizer-state layout: checkpoints resume their optimizer only within one."""
+    if use_gpu:
+        return "gpu-dmp"
+    if world_size > 1:
+        return "cpu-ddp"
+    return "cpu-fused" if job.train.fused else "cpu-plain"
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: resume from `get_checkpoint()` if any, train, report every epoch.
+
+    config: job (TrainingJob), encoders_json (str), use_gpu (bool), cpus_per_worker (float),
+    crash_marker (str | None; testing only, see `train_on_ray`).
+    """
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(config.get("cpus_per_worker", 1))))
+    job: TrainingJob = config["job"]
+    encoders = Encoders.from_json(config["encoders_json"])
+    use_gpu = bool(config.get("use_gpu", False))
+    crash_marker = config.get("crash_marker")
+
+    kwargs: dict[str, Any] = {}
+    wrap_model = None
+    if use_gpu:
+        kwargs["device"] = ray.train.torch.get_device()  # guarded on the driver
+    elif world_size > 1:
+        # DDP over full replicas (see the module docstring): the fused kernel only exists for
+        # model-parallel sharding, whose weights are not all on rank 0.
+        job = dataclasses.replace(job, train=dataclasses.replace(job.train, fused=False))
+        wrap_model = _plain_keys_ddp
+    strategy = _strategy(job, world_size, use_gpu)
+
+    # -- resume ---------------------------------------------------------------------------------
+    restored = ray.train.get_checkpoint()
+    local_dir = Path(tempfile.mkdtemp(prefix=f"ray_ckpt_r{rank}_"))
+    resume_from: Path | None = None
+    resumed_from_epoch: int | None = None
+    history: list[dict[str, float]] = []
+    if restored is not None:
+        restored.to_directory(str(local_dir / "restored"))
+        restored_dir = local_dir / "restored"
+        resume_from = restored_dir / CHECKPOINT_FILE
+        history = json.loads((restored_dir / HISTORY_FILE).read_text())
+        run_info = json.loads((restored_dir / RUN_FILE).read_text())
+        resumed_from_epoch = int(run_info["epoch"])
+        if run_info.get("strategy") != strategy:
+            # e.g. a 1-worker fused run resumed with 2 DDP workers: the optimizer state has
+            # another structure, so resume the weights and the epoch with a fresh optimizer.
+            resume_from = restored_dir / "weights_only.pt"
+            save_checkpoint_payload = {
+                "model": torch.load(restored_dir / MODEL_FILE, map_location="cpu"),
+                "optimizer": None,
+                "epoch": resumed_from_epoch,
+            }
+            torch.save(save_checkpoint_payload, resume_from)
+
+    def write_and_report(metrics: dict[str, float], epoch: int, write_checkpoint) -> None:
+        run_info = {
+            "epoch": epoch,
+            "strategy": strategy,
+            "resumed_from_epoch": resumed_from_epoch,
+            "world_size": world_size,
+            "job_epochs": job.train.epochs,
+        }
+        if rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        out_dir = Path(tempfile.mkdtemp(prefix="report_", dir=local_dir))
+        write_checkpoint(out_dir)
+        (out_dir / HISTORY_FILE).write_text(json.dumps(history))
+        (out_dir / RUN_FILE).write_text(json.dumps(run_info))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(out_dir)))
+        shutil.rmtree(out_dir, ignore_errors=True)  # SYNC upload mode: already persisted
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float], model, optimizer) -> None:
+        finish_epoch = getattr(model, "finish_epoch", None)
+        if finish_epoch is not None:
+            finish_epoch()  # DDP: every rank joins before the collectives below
+        metrics = _finite(metrics)
+        per_rank = _gather_samples(metrics.get("samples", 0.0), world_size)
+        metrics.update({f"samples_rank{r}": s for r, s in enumerate(per_rank)})
+        metrics["samples_total"] = float(sum(per_rank))
+        metrics["world_size"] = float(world_size)
+        if rank == 0:
+            history.append(dict(metrics))
+
+        def write(out_dir: Path) -> None:
+            save_checkpoint(out_dir / CHECKPOINT_FILE, model, optimizer, epoch)
+            torch.save(plain_state_dict(model), out_dir / MODEL_FILE)
+
+        write_and_report(metrics, epoch, write)
+        if crash_marker and rank == 0 and os.path.exists(crash_marker):
+            os.remove(crash_marker)
+            _wait_until_report_consumed()
+            shutil.rmtree(local_dir, ignore_errors=True)  # os._exit skips the finally below
+            os._exit(1)  # a hard worker crash (testing only)
+
+    try:
+        result = run_training(
+            job, encoders, rank=rank, world_size=world_size, resume_from=resume_from,
+            on_epoch_end=on_epoch_end, wrap_model=wrap_model, **kwargs,
+        )
+        if not result.history and resume_from is not None:
+            # Nothing left to train (a rerun of a finished run): report the restored checkpoint
+            # again, so this run's result names a checkpoint it reported.
+            epoch = resumed_from_epoch if resumed_from_epoch is not None else -1
+            last = history[-1] if history else {"epoch": float(epoch)}
+
+            def copy(out_dir: Path) -> None:
+                for name in (CHECKPOINT_FILE, MODEL_FILE):
+                    shutil.copy2(restored_dir / name, out_dir / name)
+
+            write_and_report(_finite(last), epoch, copy)
+    finally:
+        shutil.rmtree(local_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+def _root_cause(exc: BaseException) -> str:
+    """`Type: message` of the innermost cause, without Ray's wrapping and tracebacks."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "cause", None)  # RayTaskError
+        if isinstance(inner, BaseException) and inner is not exc:
+            exc = inner
+            continue
+        if exc.__cause__ is not None:
+            exc = exc.__cause__
+            continue
+        break
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if len(lines) > 1 and "Traceback" in text:
+        text = lines[-1]  # the formatted traceback of a remote error ends in its message
+    else:
+        text = " ".join(lines)
+    if len(text) > 600:
+        text = text[:600] + " ..."
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
+def _training_error(exc: BaseException, run_name: str) -> RayTrainingError:
+    errors: dict[int, str] = {}
+    failures = getattr(exc, "worker_failures", None)
+    if isinstance(failures, dict):
+        errors = {int(r): _root_cause(e) for r, e in sorted(failures.items())}
+    controller = getattr(exc, "controller_failure", None)
+    if isinstance(controller, BaseException):
+        errors[-1] = _root_cause(controller)
+    if not errors:
+        errors[-1] = _root_cause(exc)
+    detail = "; ".join(
+        (f"rank {r}: {msg}" if r >= 0 else f"controller: {msg}") for r, msg in errors.items()
+    )
+    return RayTrainingError(f"Ray training run {run_name!r} failed: {detail}", errors)
+
+
+def _checkpoint_uri(checkpoint: Any, storage_path: str) -> str:
+    path = str(checkpoint.path)
+    if "://" in storage_path and "://" not in path:
+        return f"{storage_path.split('://', 1)[0]}://{path}"
+    return path
+
+
+def train_on_ray(
+    job: TrainingJob,
+    encoders: Encoders,
+    *,
+    num_workers: int = 1,
+    use_gpu: bool = False,
+    storage_path: str,
+    run_name: str,
+    max_failures: int = 1,
+    cpus_per_worker: float = 1.0,
+    _crash_marker: str | None = None,
+) -> RayTrainOutput:
+    """Train `job` with `num_workers` Ray Train workers; returns the final weights and history.
+
+    storage_path: where Ray Train persists checkpoints (absolute local path, or a URI such as
+    s3://bucket/prefix); the run lives under `<storage_path>/<run_name>/`. Running again with
+    the same storage_path and run_name resumes from that run's last checkpoint.
+    max_failures: worker-group restarts Ray may make within this call (each resumes from the
+    last checkpoint). Raises RayTrainingError with the workers' root-cause messages when
+    training fails.
+    _crash_marker: testing only. When this file exists after an epoch's checkpoint has been
+    reported, rank 0 deletes it and exits its process (`os._exit(1)`): a real worker crash.
+    """
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    if cpus_per_worker <= 0:
+        raise ValueError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
+    if not run_name or "/" in run_name:
+        raise ValueError(f"run_name must be a non-empty name without '/', got {run_name!r}")
+    if "://" not in storage_path:
+        if not os.path.isabs(storage_path):
+            raise ValueError(f"a local storage_path must be absolute, got {storage_path!r}")
+        Path(storage_path).mkdir(parents=True, exist_ok=True)
+    if use_gpu and "device" not in inspect.signature(run_training).parameters:
+        raise NotImplementedError(
+            "use_gpu=True needs ml.training_job.run_training(device=...) and a CUDA "
+            "DistributedModelParallel in ml.train.prepare_fused; both are CPU-only for now"
+        )
+
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    init_ray()
+    env_vars = {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "OMP_NUM_THREADS": str(max(1, int(cpus_per_worker))),
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "job": job,
+            "encoders_json": encoders.to_json(),
+            "use_gpu": use_gpu,
+            "cpus_per_worker": cpus_per_worker,
+            "crash_marker": _crash_marker,
+        },
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            worker_runtime_env={"env_vars": env_vars},
+        ),
+    )
+    start = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        raise _training_error(exc, run_name) from exc
+    seconds = time.perf_counter() - start
+    if result.checkpoint is None:
+        raise RayTrainingError(f"Ray training run {run_name!r} reported no checkpoint")
+
+    with result.checkpoint.as_directory() as directory:
+        d = Path(directory)
+        # checkpoint.pt may hold ShardedTensors (fused optimizer state), which unpickle only
+        # inside a process group: the driver reads the plain weights from model.pt
+        state_dict = torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True)
+        history = json.loads((d / HISTORY_FILE).read_text())
+        run_info = json.loads((d / RUN_FILE).read_text())
+    resumed = run_info.get("resumed_from_epoch")
+    return RayTrainOutput(
+        state_dict=state_dict,
+        model_config=model_config(job, encoders),
+        history=history,
+        checkpoint_path=_checkpoint_uri(result.checkpoint, storage_path),
+        resumed_from_epoch=None if resumed is None else int(resumed),
+        seconds=seconds,
+        num_workers=num_workers,
+    )
+
+
+__all__ = [
+    "RayTrainOutput", "RayTrainingError", "init_ray", "train_on_ray", "train_loop_per_worker",
+]

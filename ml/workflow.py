@@ -1,0 +1,343 @@
+"""The model's life cycle in plain functions: train -> log to MLflow -> evaluate -> promote.
+
+The Dagster assets (`assets/model.py`) and the experiment grid (`ml.experiments`) are thin
+callers of these, so everything here runs and is tested without the orchestrator.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ml import tracking
+from ml.evaluation import (
+    EvalResult,
+    EvalSettings,
+    ModelRanker,
+    PopularityRanker,
+    comparison_table,
+    evaluate,
+    head_metrics,
+    platform_table,
+    plot_calibration,
+    plot_map_by_k,
+    torch_score_fn,
+)
+from ml.features import Encoders
+from ml.gold_reader import AFFINITY_TABLE, GOLD_TABLES, table_uri, table_versions
+from ml.model import ModelConfig, build_model
+from ml.promotion import PromotionDecision, apply, decide
+from ml.training_job import TrainingJob, TrainingResult, fit_encoders, run_training
+
+Log = Callable[[str], None]
+
+
+@dataclass(kw_only=True)
+class Tracking:
+    """Where runs and models go: any MLflow tracking URI; artifacts under artifact_root."""
+
+    tracking_uri: str
+    artifact_root: str | None = None
+    experiment: str = "class-recommender"
+    registered_model: str = "class_recommender"
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+@dataclass
+class TrainedModel:
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    version: int | None
+    encoders: Encoders
+    model_config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    history: list[dict[str, float]]
+    table_versions: dict[str, int]
+    seconds: float
+    resumed_from_epoch: int | None = None
+    num_workers: int = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def train(
+    job: TrainingJob,
+    *,
+    num_workers: int = 1,
+    use_ray: bool = True,
+    use_gpu: bool = False,
+    ray_storage: str | None = None,
+    ray_run_name: str | None = None,
+    encoders: Encoders | None = None,
+) -> tuple[TrainingResult, Encoders, dict]:
+    """Fit encoders (unless given) and train; on Ray Train workers when use_ray."""
+    encoders = encoders or fit_encoders(job)
+    info: dict[str, Any] = {"num_workers": num_workers if use_ray else 1}
+    if use_ray:
+        from ml.ray_training import train_on_ray
+
+        if not ray_storage or not ray_run_name:
+            raise ValueError("Ray training needs ray_storage and ray_run_name (checkpoints, resume)")
+        out = train_on_ray(job, encoders, num_workers=num_workers, use_gpu=use_gpu,
+                           storage_path=ray_storage, run_name=ray_run_name)
+        result = TrainingResult(state_dict=out.state_dict, model_config=out.model_config,
+                                history=out.history, start_epoch=0)
+        info.update(resumed_from_epoch=out.resumed_from_epoch, checkpoint=out.checkpoint_path)
+    else:
+        result = run_training(job, encoders)
+    return result, encoders, info
+
+
+def train_and_log(
+    job: TrainingJob,
+    tracking_cfg: Tracking,
+    *,
+    run_name: str,
+    num_workers: int = 1,
+    use_ray: bool = True,
+    use_gpu: bool = False,
+    ray_storage: str | None = None,
+    register: bool = True,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    log: Log | None = None,
+) -> TrainedModel:
+    """Train, then log params, input lineage (Delta versions), per-epoch metrics and the scoring
+    model (+ encoders) to one MLflow run; register it as `tracking_cfg.registered_model`."""
+    mlflow = tracking._mlflow()
+    exp_id = tracking.ensure_experiment(tracking_cfg.experiment, tracking_cfg.tracking_uri,
+                                        tracking_cfg.artifact_root)
+    w = job.data
+    versions = table_versions(w.lakehouse_uri, GOLD_TABLES, w.storage_options)
+    for optional in ("scoring_candidates", AFFINITY_TABLE):  # lineage of what exists
+        try:
+            versions.update(table_versions(w.lakehouse_uri, [optional], w.storage_options))
+        except FileNotFoundError:
+            pass
+    t0 = time.perf_counter()
+    result, encoders, info = train(job, num_workers=num_workers, use_ray=use_ray, use_gpu=use_gpu,
+                                   ray_storage=ray_storage, ray_run_name=run_name)
+    seconds = time.perf_counter() - t0
+    if log:
+        log(f"trained {run_name} in {seconds:.1f}s: {result.history[-1] if result.history else {}}")
+    run_tags = {"mlflow.runName": run_name, **(tags or {})}
+    if parent_run_id:
+        run_tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(experiment_id=exp_id, tags=run_tags) as run:
+        mlflow.log_params({k: _param(v) for k, v in job.params().items()})
+        mlflow.log_params({"num_workers": info["num_workers"], "use_ray": use_ray})
+        tracking.log_lineage(versions, {t: table_uri(w.lakehouse_uri, "gold", t) for t in versions})
+        for row in result.history:
+            tracking.log_dict_metrics(row, step=int(row.get("epoch", 0)))
+        tracking.log_dict_metrics({"train_seconds": seconds})
+        model = tracking.log_scoring_model(
+            state_dict=result.state_dict, model_config=result.model_config, encoders=encoders,
+            registered_model_name=tracking_cfg.registered_model if register else None,
+        )
+    return TrainedModel(
+        run_id=run.info.run_id, experiment_id=exp_id, model_uri=model.model_uri,
+        version=model.registered_version, encoders=encoders, model_config=result.model_config,
+        state_dict=result.state_dict, history=result.history, table_versions=versions,
+        seconds=seconds, resumed_from_epoch=info.get("resumed_from_epoch"),
+        num_workers=info["num_workers"],
+    )
+
+
+def _param(v: Any) -> Any:
+    return json.dumps(v) if isinstance(v, (list, dict, tuple, set)) else v
+
+
+def reference_scorer(state_dict: dict, config: ModelConfig):
+    m = build_model(config, "reference")
+    m.load_state_dict(state_dict)
+    return torch_score_fn(m)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass
+class Evaluation:
+    result: EvalResult
+    heads: dict[str, dict]  # ranker -> AUC / logloss / calibration
+    markdown: str
+    plots: dict[str, str]  # name -> PNG path
+    metrics: dict[str, float] = field(default_factory=dict)  # flat, for MLflow and the gate
+    notes: list[str] = field(default_factory=list)
+
+    def ratio(self, a: str, b: str, metric: str = "map@10") -> float:
+        x, y = self.result.metric(a, metric), self.result.metric(b, metric)
+        return x / y if y and not math.isnan(y) and y > 0 else float("nan")
+
+
+def evaluate_models(
+    lakehouse_uri: str,
+    models: dict[str, tuple[Callable, Encoders]],
+    settings: EvalSettings,
+    *,
+    oracle=None,
+    storage_options: dict | None = None,
+    candidate: str = "candidate",
+    out_dir: str | Path | None = None,
+    log: Log | None = None,
+) -> Evaluation:
+    """Rank the held-out lists with every model (name -> (score_fn, encoders)), popularity and,
+    when given, the oracle; per-head AUC/log-loss and calibration for each model."""
+    rankers: list = [ModelRanker(n, fn, enc) for n, (fn, enc) in models.items()]
+    rankers.append(PopularityRanker())
+    notes = []
+    if oracle is not None:
+        rankers.append(oracle)
+    else:
+        notes.append("no oracle: the data has no simulator behind it (no _simulator/config.json "
+                     "in the landing zone); compared with popularity and the ablation only")
+    result = evaluate(lakehouse_uri, rankers, settings, storage_options=storage_options, log=log)
+    heads = {n: head_metrics(lakehouse_uri, fn, enc, settings.days, storage_options=storage_options,
+                             sample_fraction=settings.user_fraction, seed=settings.seed)
+             for n, (fn, enc) in models.items()}
+    out = Path(out_dir or tempfile.mkdtemp(prefix="evaluation-"))
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {"map_at_k": str(out / "map_at_k.png"), "calibration": str(out / "calibration.png")}
+    plot_map_by_k(result, plots["map_at_k"])
+    plot_calibration({n: h["calibration"] for n, h in heads.items()}, plots["calibration"])
+
+    metrics: dict[str, float] = {}
+    for row in result.summary.iter_rows(named=True):
+        prefix = f"{row['ranker']}." + ("" if row["platform"] == "all" else f"{row['platform']}.")
+        for k, v in row.items():
+            if k not in ("ranker", "platform") and v is not None:
+                metrics[prefix + k] = float(v)
+    for name in result.coverage:
+        metrics[f"{name}.coverage@10"] = result.coverage[name]
+        metrics[f"{name}.new_class_slots@10"] = result.new_class_share[name]
+    for n, h in heads.items():
+        for k, v in h.items():
+            if isinstance(v, (int, float)):
+                metrics[f"{n}.{k}"] = float(v)
+
+    ev = Evaluation(result=result, heads=heads, markdown="", plots=plots, metrics=metrics, notes=notes)
+    ev.markdown = evaluation_markdown(ev, candidate)
+    return ev
+
+
+def evaluation_markdown(ev: Evaluation, candidate: str) -> str:
+    r = ev.result
+    days = ", ".join(d.isoformat() for d in r.settings.days)
+    parts = [
+        f"**Held-out days:** {days}; users evaluated: {r.settings.user_fraction:.0%}; "
+        f"candidates: every class of the platform released by the day before, minus the user's "
+        f"classes of the last {r.settings.exclude_days} days.",
+        "",
+        comparison_table(r, reference="popularity"),
+        "",
+        platform_table(r, "map@10"),
+        "",
+        "| model | " + " | ".join(f"AUC {h}" for h in ("take", "complete", "music_like"))
+        + " | log-loss take | ECE take |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, h in ev.heads.items():
+        parts.append(f"| {n} | {h['auc_take']:.4f} | {h['auc_complete']:.4f} | "
+                     f"{h['auc_music_like']:.4f} | {h['logloss_take']:.4f} | {h['ece_take']:.4f} |")
+    ratios = []
+    for other in ("popularity", "ablation", "oracle", "champion"):
+        if other in r.coverage and other != candidate:
+            ratios.append(f"{other} {ev.ratio(candidate, other):.2f}x")
+    if ratios:
+        parts += ["", f"**MAP@10 of {candidate} vs:** " + ", ".join(ratios)]
+    parts += [f"_{n}_" for n in ev.notes]
+    return "\n".join(parts)
+
+
+def png_markdown(path: str, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f"![{alt}](data:image/png;base64,{data})"
+
+
+def log_evaluation(ev: Evaluation, run_id: str) -> None:
+    """Evaluation metrics, the markdown report and the plots into the candidate's MLflow run."""
+    mlflow = tracking._mlflow()
+    with mlflow.start_run(run_id=run_id):
+        tracking.log_dict_metrics({f"eval.{k}": v for k, v in ev.metrics.items()})
+        mlflow.log_text(ev.markdown, "evaluation/report.md")
+        mlflow.log_text(ev.result.summary.write_csv(), "evaluation/summary.csv")
+        for p in ev.plots.values():
+            mlflow.log_artifact(p, "evaluation")
+
+
+# ---------------------------------------------------------------------------------------------
+# Promotion
+
+
+def champion_scorer(tracking_cfg: Tracking):
+    """(version, score_fn, encoders) of the current champion, or None."""
+    mv = tracking.get_alias_version(tracking_cfg.registered_model, "champion",
+                                    client_or_uri=tracking_cfg.tracking_uri)
+    if mv is None:
+        return None
+    module, encoders, _ = tracking.load_torchscript(mv.source)
+    module.eval()
+
+    @torch.no_grad()
+    def fn(dense, sparse):
+        return module(dense, sparse)
+
+    return int(mv.version), fn, encoders
+
+
+def promote(
+    tracking_cfg: Tracking,
+    version: int,
+    ev: Evaluation,
+    *,
+    candidate: str = "candidate",
+    champion_version: int | None = None,
+    failed_checks: Sequence[str] = (),
+    metric: str = "map@10",
+) -> PromotionDecision:
+    """The gate: champion only if the candidate beats the champion on the same lists."""
+    cand = {metric: ev.result.metric(candidate, metric)}
+    champ = ({metric: ev.result.metric("champion", metric)} if champion_version is not None
+             else None)
+    decision = decide(cand, champ, metric=metric, failed_checks=failed_checks,
+                      champion_version=champion_version)
+    apply(tracking_cfg.tracking_uri, tracking_cfg.registered_model, version, decision,
+          champion_version=champion_version)
+    return decision
+
+
+def ablation_job(job: TrainingJob) -> TrainingJob:
+    """The same job without the context features."""
+    return dataclasses.replace(job, model=dataclasses.replace(job.model, with_context=False))
+
+
+def eval_days(job: TrainingJob) -> list[dt.date]:
+    w = job.data
+    if w.valid_start is None or w.valid_end is None:
+        raise ValueError("the job has no held-out days (valid_days=0): nothing to evaluate on")
+    n = (w.valid_end - w.valid_start).days + 1
+    return [w.valid_start + dt.timedelta(days=i) for i in range(n)]
+
+
+__all__ = [
+    "Tracking", "TrainedModel", "Evaluation", "train", "train_and_log", "reference_scorer",
+    "evaluate_models", "evaluation_markdown", "png_markdown", "log_evaluation", "champion_scorer",
+    "promote", "ablation_job", "eval_days",
+]
