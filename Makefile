@@ -20,6 +20,7 @@ export GX_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export DAGSTER_DISABLE_TELEMETRY := true
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 .PHONY: help install demo test test-fast ui mlflow train experiments bench bench-train simulate report dbt-parse clean
 
@@ -30,7 +31,7 @@ help:
 	@echo "make mlflow - open the MLflow UI on the same store (http://127.0.0.1:$(MLFLOW_PORT))"
 	@echo "make train  - train, evaluate and promote the model on the current gold tables"
 	@echo "make experiments - a grid of downsampled configs in parallel on Ray, one MLflow parent run"
-	@echo "make bench  - benchmarks (JSON under benchmarks/results/)"
+	@echo "make bench  - lakehouse benchmark; make bench-train - training benchmark (JSON under benchmarks/results/)"
 	@echo "make report - the simulator's realism report on the landing zone"
 
 install: $(VENV)/.installed
@@ -72,7 +73,7 @@ ui: install $(DAGSTER_HOME)/dagster.yaml dbt-parse
 # MLflow's UI on the store the assets write (MLFLOW_TRACKING_URI, else SQLite in the data folder).
 mlflow: install
 	mkdir -p $(LAKEHOUSE_DATA_DIR)/mlflow
-	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
 		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(LAKEHOUSE_DATA_DIR))/mlflow/mlflow.db}" \
 		--default-artifact-root "$(abspath $(LAKEHOUSE_DATA_DIR))/mlflow/artifacts"
 

@@ -75,7 +75,7 @@ def ray_run(job, encoders, workers: int, storage: str) -> dict:
                        run_name=f"bench-{workers}w-{int(time.time())}")
     wall = time.perf_counter() - t0
     h = out.history[-1]
-    samples = h.get("samples_all_ranks", h.get("samples", 0.0))
+    samples = h.get("samples_total", h.get("samples", 0.0))
     return {"workers": workers, "wall_seconds": wall, "epoch_seconds": h.get("seconds"),
             "samples": samples, "samples_per_s_epoch": samples / h["seconds"] if h.get("seconds") else None}
 

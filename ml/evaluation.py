@@ -52,7 +52,9 @@ from ml.ranking_metrics import (
 )
 from ml.train import roc_auc
 
-DEFAULT_HOUR = 18  # a user with no usual hour on a platform yet: the evening peak
+# A user with no usual hour on a platform yet: the list averages the take probability over
+# these hours (early, morning, midday, evening, night) instead of guessing one.
+UNKNOWN_HOURS = (6, 9, 12, 18, 21)
 
 
 @dataclass
@@ -83,15 +85,23 @@ class Ranker(Protocol):
 # Rankers
 
 
-def list_context(users: pl.DataFrame, platform: str, day: dt.date) -> pl.DataFrame:
-    """The context a "For you" list assumes: the platform, the user's usual hour there (else
-    DEFAULT_HOUR), the weekday, and no previous class in the session."""
-    usual = f"usual_hour_{platform}"
-    hour = (pl.col(usual).cast(pl.Int32) if usual in users.columns else pl.lit(None, pl.Int32))
+def usual_hour(users: pl.DataFrame, platform: str) -> pl.Series:
+    col = f"usual_hour_{platform}"
+    if col not in users.columns:
+        return pl.Series("hour", [None] * users.height, dtype=pl.Int32)
+    return users[col].cast(pl.Float64).round().cast(pl.Int32)
+
+
+def list_context(users: pl.DataFrame, platform: str, day: dt.date,
+                 hour: int | pl.Series | None = None) -> pl.DataFrame:
+    """The context a "For you" list assumes: the platform, an hour (default: the user's usual
+    hour there), the weekday, and no previous class in the session."""
+    hours = usual_hour(users, platform) if hour is None else hour
+    hour_expr = pl.lit(hours, pl.Int32) if isinstance(hours, int) else hours.cast(pl.Int32)
     dow = day.isoweekday()
     return users.with_columns(
         pl.lit(platform).alias("platform"),
-        hour.fill_null(DEFAULT_HOUR).cast(pl.Int32).alias("hour_of_day"),
+        hour_expr.alias("hour_of_day"),
         pl.lit(dow, pl.Int32).alias("day_of_week"),
         pl.lit(dow >= 6).alias("is_weekend"),
         pl.lit(None, pl.Utf8).alias("prev_discipline"),
@@ -113,9 +123,25 @@ class ModelRanker:
         self.pairs = PairEncoder(encoders)
 
     def score(self, batch: ListBatch) -> np.ndarray:
-        users = self.pairs.encode_users(list_context(batch.users, batch.platform, batch.day))
+        """log P(take) per (user, candidate); averaged over UNKNOWN_HOURS for a user with no
+        usual hour on the platform (a new user, or a first visit to it)."""
         classes = self.pairs.encode_classes(batch.classes.with_columns(pl.lit(batch.day).alias("event_date")))
-        return score_matrix(self.score_fn, self.pairs, users, classes, head=self.head)
+        hours = usual_hour(batch.users, batch.platform)
+        known = hours.is_not_null().to_numpy()
+        out = np.empty(batch.relevant.shape, dtype=np.float64)
+
+        def log_prob(users: pl.DataFrame, hour) -> np.ndarray:
+            side = self.pairs.encode_users(list_context(users, batch.platform, batch.day, hour))
+            logits = score_matrix(self.score_fn, self.pairs, side, classes, head=self.head)
+            return -np.logaddexp(0.0, -logits.astype(np.float64))  # log sigmoid
+
+        if known.any():
+            out[known] = log_prob(batch.users.filter(pl.Series(known)), hours.filter(pl.Series(known)))
+        if (~known).any():
+            cold = batch.users.filter(pl.Series(~known))
+            probs = np.mean([np.exp(log_prob(cold, h)) for h in UNKNOWN_HOURS], axis=0)
+            out[~known] = np.log(np.maximum(probs, 1e-30))
+        return out
 
 
 class PopularityRanker:

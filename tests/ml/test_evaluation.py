@@ -175,3 +175,24 @@ def test_user_fraction_downsamples_whole_users(lake):
     half = build_lists(lake, E2, EvalSettings(days=[E2], user_fraction=0.5, seed=3))[0]
     assert 0 < half.users.height < full.users.height
     assert set(half.users["user_id"]) <= set(full.users["user_id"])
+
+
+def test_user_without_usual_hour_is_scored_over_several_hours(lake):
+    """A list for a user with no usual hour averages the take probability over UNKNOWN_HOURS."""
+    from ml.evaluation import UNKNOWN_HOURS
+
+    frame = read_examples(lake).collect()
+    enc = Encoders.fit(frame, default_spec())
+    seen = []
+
+    def score_fn(dense, sparse):
+        seen.append(sparse[:, enc.spec.sparse.index("hour_of_day")].unique().tolist())
+        return torch.zeros(dense.shape[0], 3)
+
+    batch = build_lists(lake, E3, EvalSettings(days=[E3], exclude_days=0))[0]
+    batch.users = batch.users.with_columns(
+        pl.when(pl.col("user_id") == "u3").then(None).otherwise(pl.col("usual_hour_bike"))
+        .alias("usual_hour_bike"))
+    scores = ModelRanker("m", score_fn, enc).score(batch)
+    assert len(seen) == 1 + len(UNKNOWN_HOURS)  # the users with an hour, then u3 once per hour
+    assert np.allclose(scores, np.log(0.5))  # log P(take) with logit 0, whatever the hour
