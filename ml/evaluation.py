@@ -445,20 +445,17 @@ def _fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
-def plot_map_by_k(result: EvalResult, path) -> None:
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    s = result.summary.filter(pl.col("platform") == "all")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for row in s.iter_rows(named=True):
-        ax.plot(result.settings.ks, [row[f"map@{k}"] for k in result.settings.ks], marker="o",
-                label=row["ranker"])
-    ax.set_xlabel("K")
-    ax.set_ylabel("MAP@K")
-    ax.set_title("MAP@K on the held-out days")
+    return plt
+
+
+def _finish(plt, fig, ax, title: str, path) -> None:
+    ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -466,12 +463,20 @@ def plot_map_by_k(result: EvalResult, path) -> None:
     plt.close(fig)
 
 
+def plot_map_by_k(result: EvalResult, path) -> None:
+    plt = _pyplot()
+    s = result.summary.filter(pl.col("platform") == "all")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in s.iter_rows(named=True):
+        ax.plot(result.settings.ks, [row[f"map@{k}"] for k in result.settings.ks], marker="o",
+                label=row["ranker"])
+    ax.set_xlabel("K")
+    ax.set_ylabel("MAP@K")
+    _finish(plt, fig, ax, "MAP@K on the held-out days", path)
+
+
 def plot_calibration(tables: dict[str, list[dict]], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     top = 0.0
     for name, table in tables.items():
@@ -482,12 +487,7 @@ def plot_calibration(tables: dict[str, list[dict]], path) -> None:
     ax.plot([0, top], [0, top], ls="--", color="grey", label="perfect")
     ax.set_xlabel("mean predicted take probability (decile)")
     ax.set_ylabel("actual take rate")
-    ax.set_title("Calibration of the take head")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(plt, fig, ax, "Calibration of the take head", path)
 
 
 __all__ = [
