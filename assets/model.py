@@ -126,6 +126,11 @@ def _job_of(model_meta: dict, lakehouse_uri: str, so: dict | None) -> tuple[Mode
     return cfg, cfg.job(lakehouse_uri, so, window)
 
 
+def _r(x: float) -> float:
+    """Four decimals for the UI (NaN stays NaN)."""
+    return round(float(x), 4)
+
+
 def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
     event = instance.get_latest_materialization_event(key)
     if event is None or event.asset_materialization is None:
@@ -181,8 +186,8 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = ()) -> list
             "resumed_from_epoch": trained.resumed_from_epoch if trained.resumed_from_epoch is not None else -1,
             "train_seconds": round(trained.seconds, 1),
             "samples_per_s": round(float(last.get("samples_per_s", 0.0)), 0),
-            "valid_auc_take": float(last.get("valid_auc_take", float("nan"))),
-            "valid_logloss_take": float(last.get("valid_logloss_take", float("nan"))),
+            "valid_auc_take": _r(last.get("valid_auc_take", float("nan"))),
+            "valid_logloss_take": _r(last.get("valid_logloss_take", float("nan"))),
             "config": dg.MetadataValue.json(config.model_dump()),
         })
 
@@ -239,18 +244,19 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = ()) -> list
             "champion_version": champion_version if champion_version is not None else -1,
             "eval_days": ", ".join(d.isoformat() for d in eval_settings.days),
             "lists": int(r.summary.filter((r.summary["ranker"] == "candidate") & (r.summary["platform"] == "all"))["lists"][0]),
+            # exact (unrounded): the promotion gate compares these two
             "map@10": r.metric("candidate", "map@10"),
-            "map@10 popularity": r.metric("popularity", "map@10"),
-            "map@10 ablation": r.metric("ablation", "map@10"),
-            "map@10 oracle": r.metric("oracle", "map@10") if oracle else float("nan"),
-            "map@10 champion": r.metric("champion", "map@10") if champion_version else float("nan"),
-            "vs popularity": ev.ratio("candidate", "popularity"),
-            "vs ablation": ev.ratio("candidate", "ablation"),
-            "vs oracle": ev.ratio("candidate", "oracle") if oracle else float("nan"),
-            "new-class slots in top 10": r.new_class_share["candidate"],
-            "coverage@10": r.coverage["candidate"],
-            "auc_take": ev.heads["candidate"]["auc_take"],
-            "ece_take": ev.heads["candidate"]["ece_take"],
+            "map@10 popularity": _r(r.metric("popularity", "map@10")),
+            "map@10 ablation": _r(r.metric("ablation", "map@10")),
+            "map@10 oracle": _r(r.metric("oracle", "map@10") if oracle else float("nan")),
+            "map@10 champion": (r.metric("champion", "map@10") if champion_version else float("nan")),
+            "vs popularity": _r(ev.ratio("candidate", "popularity")),
+            "vs ablation": _r(ev.ratio("candidate", "ablation")),
+            "vs oracle": _r(ev.ratio("candidate", "oracle") if oracle else float("nan")),
+            "new-class slots in top 10": _r(r.new_class_share["candidate"]),
+            "coverage@10": _r(r.coverage["candidate"]),
+            "auc_take": _r(ev.heads["candidate"]["auc_take"]),
+            "ece_take": _r(ev.heads["candidate"]["ece_take"]),
             "has_oracle": oracle is not None,
         }
         return dg.MaterializeResult(metadata=meta)
