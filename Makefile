@@ -22,7 +22,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DAGSTER_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: help install demo test test-fast ui mlflow train experiments bench bench-train simulate report dbt-parse clean
+.PHONY: help install demo test test-fast ui mlflow train experiments bench bench-train simulate report dbt-parse clean serve bench-serve
 
 help:
 	@echo "make demo   - install, simulate $(DAYS) days ($(SIZE)), materialize every asset, print a summary"
@@ -33,6 +33,7 @@ help:
 	@echo "make experiments - a grid of downsampled configs in parallel on Ray, one MLflow parent run"
 	@echo "make bench  - lakehouse benchmark; make bench-train - training benchmark (JSON under benchmarks/results/)"
 	@echo "make report - the simulator's realism report on the landing zone"
+	@echo "make serve  - the home-feed read service on the published cache; make bench-serve - its latency benchmark"
 
 install: $(VENV)/.installed
 
@@ -89,6 +90,13 @@ bench-train: install
 
 bench: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m benchmarks.lakehouse_bench --size $(SIZE)
+
+# The home-feed read service on the published cache (HOMEFEED_CACHE_DIR, else the data folder's cache/).
+serve: install
+	$(BIN)/python -m homefeed.service --cache "$${HOMEFEED_CACHE_DIR:-$(LAKEHOUSE_DATA_DIR)/cache}" --port $${SERVE_PORT:-8000}
+
+bench-serve: install
+	$(BIN)/python -m benchmarks.serve_bench
 
 clean:
 	rm -rf $(LAKEHOUSE_DATA_DIR) dbt_project/target dbt_project/logs

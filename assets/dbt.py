@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from assets.automation import rebuild_when_changed
 from assets.resources import LakehouseResource
 from lakehouse.publish import published_models, publish
 from lakehouse.settings import PROJECT_ROOT, LakehouseSettings
@@ -117,6 +118,11 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         folder = fqn[1] if len(fqn) > 2 else "dbt"
         return dg.AssetKey([folder, dbt_resource_props["name"]])
 
+    def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition | None:
+        if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot"):
+            return rebuild_when_changed()
+        return None
+
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         key = self.get_asset_key(dbt_resource_props)
         return key.path[0] if key.path[0] in ("staging", "intermediate", "gold") else "dbt"
@@ -129,7 +135,9 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.TimeWindowPartition
     uid_of = {translator.get_asset_key(manifest["nodes"][uid]): uid for uid in to_publish}
 
     @dbt_assets(
-        manifest=project.manifest_path,
+        # the parsed dict, not the path: dagster-dbt caches manifests by path within a process,
+        # and a reload after a data engineer's edit must see the new code versions
+        manifest=manifest,
         project=project,
         name="dbt_models",
         partitions_def=partitions_def,

@@ -19,14 +19,23 @@ from assets.dbt import (
     prepare_manifest,
 )
 from assets.landing import build_landing_specs
+from assets.automation import eager_latest
 from assets.model import blocking_checks_on_inputs, build_model_assets
+from assets.serving import build_serving_assets
 from lakehouse.publish import published_models
 from lakehouse.settings import LakehouseSettings
-from orchestration.jobs import daily_job, ingest_job, train_model_job
+from orchestration.jobs import (
+    daily_job,
+    freshness_job,
+    ingest_job,
+    lakehouse_job,
+    rescore_job,
+    train_model_job,
+)
 from orchestration.partitions import daily_partitions
 from orchestration.resources import build_resources
-from orchestration.schedules import daily_schedule
-from orchestration.sensors import landing_zone_sensor
+from orchestration.schedules import daily_schedule, freshness_schedule
+from orchestration.sensors import automation_sensor, landing_zone_sensor, new_champion_sensor
 
 
 def build_definitions(settings: LakehouseSettings | None = None, dbt_project_dir: str | None = None) -> dg.Definitions:
@@ -44,12 +53,14 @@ def build_definitions(settings: LakehouseSettings | None = None, dbt_project_dir
             for uid, spec in published_models(manifest).items() if spec.partition_by}
     checks = build_checks(daily_partitions, gold, dbt_var(project, "negatives_per_positive", 4))
     models = build_model_assets(blocking_checks_on_inputs(checks))
+    recommendations, cache, freshness = build_serving_assets(daily_partitions, eager_latest())
     return dg.Definitions(
-        assets=[*build_landing_specs(daily_partitions), bronze, dbt_models, *models],
-        asset_checks=checks,
-        jobs=[daily_job, ingest_job, train_model_job],
-        schedules=[daily_schedule],
-        sensors=[landing_zone_sensor],
+        assets=[*build_landing_specs(daily_partitions), bronze, dbt_models, *models,
+                recommendations, cache],
+        asset_checks=[*checks, freshness],
+        jobs=[daily_job, lakehouse_job, ingest_job, train_model_job, rescore_job, freshness_job],
+        schedules=[daily_schedule, freshness_schedule],
+        sensors=[landing_zone_sensor, new_champion_sensor, automation_sensor],
         resources=build_resources(settings, project),
     )
 

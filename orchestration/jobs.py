@@ -1,18 +1,31 @@
-"""Jobs: the daily chain (ingest -> dbt -> publication -> checks) for a partition."""
+"""Jobs: the daily chain for a partition, its lakehouse-only part, training, re-scoring."""
 
 import dagster as dg
 
 from orchestration.partitions import daily_partitions
 
-# Everything executable: landing files are external assets and are not part of a run.
+_SERVING = dg.AssetSelection.groups("serving")
+# Everything executable but training: landing files are external assets, not part of a run.
+_DAILY = dg.AssetSelection.all() - dg.AssetSelection.groups("landing", "ml")
+
 daily_job = dg.define_asset_job(
-    name="daily_lakehouse_job",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("landing", "ml"),
+    name="daily_recommendations_job",
+    selection=_DAILY,
     partitions_def=daily_partitions,
     # One process for the whole chain: on a small machine, process start-up (imports of
-    # Dagster, dbt, GX) costs more than parallel steps gain; dbt still runs as its own process.
+    # Dagster, dbt, GX) costs more than parallel steps gain; dbt and Ray run their own processes.
     executor_def=dg.in_process_executor,
-    description="Ingest a day's landing files, build the dbt features, publish gold Delta tables, run the checks.",
+    description="A day end to end: ingest its landing files, build the dbt features, publish gold "
+    "Delta tables, run the checks, score every active user with the champion, publish the cache.",
+)
+
+lakehouse_job = dg.define_asset_job(
+    name="daily_lakehouse_job",
+    selection=_DAILY - _SERVING,
+    partitions_def=daily_partitions,
+    executor_def=dg.in_process_executor,
+    description="Ingest, features, publication and checks of a day (or a range), without "
+    "scoring: backfills, and days before a first model exists.",
 )
 
 ingest_job = dg.define_asset_job(
@@ -28,4 +41,18 @@ train_model_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     description="Train the DLRM on the latest gold window (Ray Train), evaluate it against the "
     "baselines and the champion, and promote it if it wins.",
+)
+
+rescore_job = dg.define_asset_job(
+    name="rescore_job",
+    selection=_SERVING,
+    partitions_def=daily_partitions,
+    executor_def=dg.in_process_executor,
+    description="Re-score a day with the current champion and republish the cache.",
+)
+
+freshness_job = dg.define_asset_job(
+    name="cache_freshness_job",
+    selection=dg.AssetSelection.checks_for_assets(dg.AssetKey(["serving", "home_screen_cache"])),
+    description="Only the freshness check of the published cache.",
 )

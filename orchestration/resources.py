@@ -32,4 +32,6 @@ def build_resources(settings: LakehouseSettings, project: DbtProject) -> dict[st
             aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
             region_name=dg.EnvVar("AWS_REGION"),
         )
+    else:
+        resources["s3"] = S3Resource()  # declared by the cache asset; used only on S3
     return resources

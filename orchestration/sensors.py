@@ -9,10 +9,11 @@ from collections import defaultdict
 
 import dagster as dg
 
-from assets.resources import LakehouseResource
+from assets.resources import LakehouseResource, MlflowResource
+from assets.serving import RECS_KEY
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import filesystem_for, list_files
-from orchestration.jobs import daily_job
+from orchestration.jobs import daily_job, rescore_job
 from orchestration.partitions import daily_partitions
 
 _DAY = re.compile(r"(?:^|/)([a-z_]+)/date=(\d{4}-\d{2}-\d{2})/[^/]+$")
@@ -68,3 +69,48 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, lakehouse: Lakehous
     if not requests:
         return dg.SkipReason("no new or changed landing days")
     return requests
+
+
+@dg.sensor(
+    name="new_champion_sensor",
+    job=rescore_job,
+    minimum_interval_seconds=120,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="When MLflow's `champion` alias moves to a new version, re-scores the latest "
+    "scored day with it and republishes the cache.",
+)
+def new_champion_sensor(context: dg.SensorEvaluationContext, lakehouse: LakehouseResource,
+                        mlflow: MlflowResource):
+    from ml import tracking as mlt
+
+    settings = lakehouse.settings()
+    tr = mlflow.tracking(settings)
+    mv = mlt.get_alias_version(tr.registered_model, "champion", client_or_uri=tr.tracking_uri)
+    if mv is None:
+        return dg.SkipReason(f"no champion in MLflow model '{tr.registered_model}' yet")
+    seen = context.cursor or None
+    if seen == str(mv.version):
+        return dg.SkipReason(f"champion is still version {mv.version}")
+    context.update_cursor(str(mv.version))
+    partition = latest_scored_partition(context.instance)
+    if partition is None:
+        return dg.SkipReason(f"champion v{mv.version}, but no day has been scored yet: the daily "
+                             "schedule will use it")
+    return dg.RunRequest(run_key=f"champion-v{mv.version}-{partition}", partition_key=partition,
+                         tags={"lakehouse/trigger": "new_champion", "lakehouse/champion": str(mv.version)})
+
+
+def latest_scored_partition(instance: dg.DagsterInstance) -> str | None:
+    """The newest day whose recommendations were materialized (the one the app serves)."""
+    keys = instance.get_materialized_partitions(RECS_KEY)
+    return max(keys) if keys else None
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    name="automation_sensor",
+    target=dg.AssetSelection.all(),
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Evaluates the assets' automation conditions: a changed dbt model or re-ingested "
+    "day reruns what depends on it; a day's new gold data rescores it.",
+)

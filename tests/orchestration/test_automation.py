@@ -33,7 +33,7 @@ def test_landing_sensor_requests_new_and_changed_days_once(tmp_path):
     write_day(lz, day1, with_catalogue=False, workouts=[workout("w2", "u1", "c1", day1)])
     requests, cursor = evaluate(s)
     assert sorted(r.partition_key for r in requests) == [DAY0.isoformat(), day1.isoformat()]
-    assert all(r.job_name in (None, "daily_lakehouse_job") for r in requests)
+    assert all(r.job_name in (None, "daily_recommendations_job") for r in requests)
     # nothing new: nothing requested
     again, cursor = evaluate(s, cursor)
     assert again == []
@@ -80,7 +80,7 @@ def test_definitions_load_with_schedule_sensor_checks_and_dbt_lineage(tmp_path, 
     assert "gold/training_examples:positive_ratio" in checks and "bronze/workouts:unique_key" in checks
     assert any(name.startswith("gold/user_features_daily:") and "unique" in name and "positive" not in name
                for name in checks), "dbt tests should appear as asset checks"
-    schedule = defs.resolve_schedule_def("daily_lakehouse_schedule")
+    schedule = defs.resolve_schedule_def("daily_recommendations_schedule")
     assert schedule.cron_schedule.startswith("0 3")
     ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 9, 5, 3, tzinfo=dt.timezone.utc))
     req = next(iter(schedule.evaluate_tick(ctx).run_requests))
@@ -107,3 +107,42 @@ def test_an_edited_dbt_file_makes_the_manifest_stale(tmp_path):
     model.write_text(model.read_text() + "\n-- edited\n")
     os.utime(model, (time.time() + 2, time.time() + 2))
     assert manifest_is_stale(project)
+
+
+def test_an_edited_dbt_model_reruns_itself_and_what_depends_on_it(tmp_path, monkeypatch):
+    """Declarative automation: after a data engineer edits a model, the automation sensor requests
+    the built partitions of that model and of everything downstream of it, and nothing else."""
+    import shutil
+    from pathlib import Path
+
+    from orchestration.definitions import build_definitions
+
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path))
+    root = Path(__file__).resolve().parents[2]
+    project_dir = tmp_path / "dbt_project"
+    shutil.copytree(root / "dbt_project", project_dir, ignore=shutil.ignore_patterns("target", "logs"))
+    settings = LakehouseSettings.from_env()
+    defs = build_definitions(settings, dbt_project_dir=str(project_dir))
+    graph = defs.resolve_asset_graph()
+    instance = dg.DagsterInstance.ephemeral()
+    days = ["2026-09-01", "2026-09-02"]
+    for key in graph.materializable_asset_keys:  # every asset built for two days
+        for day in days if graph.get(key).partitions_def else [None]:
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=day))
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert first.total_requested == 0  # nothing changed since it was built
+
+    model = project_dir / "models" / "intermediate" / "int_class_popularity_daily.sql"
+    model.write_text(model.read_text() + "\n-- a data engineer's edit\n")
+    os.utime(model, (time.time() + 2, time.time() + 2))
+    edited = build_definitions(settings, dbt_project_dir=str(project_dir))
+    second = dg.evaluate_automation_conditions(defs=edited, instance=instance, cursor=first.cursor)
+    requested = {(k.to_user_string(), pk) for r in second.results
+                 for k in [r.key] for pk in (r.true_subset.expensively_compute_partition_keys()
+                                            if r.true_subset.size else [])}
+    keys = {k for k, _ in requested}
+    assert ("intermediate/int_class_popularity_daily", "2026-09-01") in requested
+    assert "gold/class_features_daily" in keys  # the mart built from it
+    assert {pk for _, pk in requested} == set(days)  # only the built days
+    assert not any(k.startswith(("bronze/", "staging/")) for k in keys)  # upstream untouched
+    assert not {"gold/user_features_daily", "gold/training_examples"} & keys  # not downstream

@@ -1,0 +1,284 @@
+"""The serving assets: daily batch inference -> the home-screen cache the app reads.
+
+* `serving/recommendations` (daily partitions): partition D scores every active user with the
+  features of D for serve date D + 1, by MLflow's `champion`, on Ray actors; rows go to the
+  `recommendations` Delta table (one partition per serve_date, replaced in one commit) and the
+  popular fallback to `popular_classes`. No champion: the run fails and says so; a failed
+  scoring run commits nothing, so yesterday's rows and cache stay.
+* `serving/home_screen_cache` (daily partitions): the partition's rows published to the
+  versioned on-disk cache (built aside, swapped in atomically, last versions kept); on S3 also
+  exported to `<lakehouse>/exports/home_screen/` with a manifest written last. A partition older
+  than the one already published is not published over it (a backfill never rolls the app back).
+  Its check `cache_is_fresh` fails when the published cache is older than `FRESHNESS_HOURS`.
+"""
+
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+from dagster_aws.s3 import S3Resource
+from pydantic import Field
+
+from assets.resources import LakehouseResource, MlflowResource
+from lakehouse.delta import replace_partitions, table_exists
+from lakehouse.settings import LakehouseSettings
+
+GROUP = "serving"
+RECS_KEY = dg.AssetKey(["serving", "recommendations"])
+CACHE_KEY = dg.AssetKey(["serving", "home_screen_cache"])
+CHAMPION_KEY = dg.AssetKey("champion_model")
+GOLD_INPUTS = ("user_features_daily", "class_features_daily", "scoring_candidates",
+               "training_examples", "user_instructor_affinity")
+# "older than a day and a bit": the daily run lands around 03:00; two missed hours are tolerated
+FRESHNESS_HOURS = 26.0
+
+
+def recommendations_uri(settings: LakehouseSettings) -> str:
+    return f"{settings.uri.rstrip('/')}/serving/recommendations"
+
+
+def popular_uri(settings: LakehouseSettings) -> str:
+    return f"{settings.uri.rstrip('/')}/serving/popular_classes"
+
+
+def cache_dir(settings: LakehouseSettings) -> Path:
+    """The embedded cache lives with the local run state (the read service reads it there)."""
+    return Path(settings.data_dir) / "cache"
+
+
+def _feature_date(context: dg.AssetExecutionContext) -> dt.date:
+    return dt.date.fromisoformat(context.partition_key)
+
+
+class InferenceConfig(dg.Config):
+    """Knobs of one day's batch inference (editable in the launchpad)."""
+
+    top_k: int = Field(10, description="classes per row")
+    max_per_instructor: int = Field(2, description="at most this many classes of one instructor per row")
+    exclude_days: int = Field(14, description="classes the user took in these days are not recommended")
+    users_per_batch: int = Field(512, description="users scored together (bounds memory)")
+    num_workers: int = Field(2, description="Ray actors scoring batches in parallel")
+    use_ray: bool = Field(True, description="score on Ray actors (else in this process)")
+    precision: str = Field("fp32", description="fp32, or bf16 for the large matmuls (faster)")
+
+
+class CacheConfig(dg.Config):
+    keep: int = Field(3, description="cache versions kept for rollback")
+    publish_older: bool = Field(False, description="publish even if an equal or newer serve date "
+                                                   "is already published (a deliberate rollback)")
+
+
+def _champion(settings: LakehouseSettings, mlflow: MlflowResource):
+    from ml import tracking as mlt
+
+    tr = mlflow.tracking(settings)
+    mlt.ensure_experiment(tr.experiment, tr.tracking_uri, tr.artifact_root)
+    mv = mlt.get_alias_version(tr.registered_model, "champion", client_or_uri=tr.tracking_uri)
+    if mv is None:
+        raise dg.Failure(description=(
+            f"no champion model: the registered model '{tr.registered_model}' has no 'champion' "
+            f"alias in MLflow ({tr.tracking_uri}). Inference did not run; the previous "
+            "recommendations and cache are untouched. Train and promote a model first "
+            "(`make train`, or materialize the ml group)."))
+    return tr, mv
+
+
+def _rows_reader(frames, schema: pa.Schema, counter: dict) -> pa.RecordBatchReader:
+    """Stream the scorer's frames into one Delta commit; no rows at all aborts the commit."""
+
+    def batches():
+        for frame in frames:
+            counter["rows"] += frame.height
+            if frame.height:
+                yield from frame.to_arrow().cast(schema).to_batches()
+        if counter["rows"] == 0:
+            raise RuntimeError("batch inference produced no rows: nothing written")
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def build_serving_assets(partitions_def: dg.PartitionsDefinition,
+                         automation: dg.AutomationCondition | None = None) -> list:
+    @dg.asset(
+        key=RECS_KEY,
+        group_name=GROUP,
+        partitions_def=partitions_def,
+        deps=[*(dg.AssetKey(["gold", n]) for n in GOLD_INPUTS), CHAMPION_KEY],
+        kinds={"ray", "pytorch", "delta"},
+        automation_condition=automation,
+        description="Home-screen rows (For you, morning, evening, recover) for every active user "
+                    "and platform, scored by the MLflow champion; partition D serves D + 1.",
+    )
+    def recommendations(context: dg.AssetExecutionContext, config: InferenceConfig,
+                        lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+        from ml.inference import (
+            POPULAR_SCHEMA,
+            RECOMMENDATION_SCHEMA,
+            InferenceError,
+            InferenceSettings,
+            InferenceStats,
+            ModelRef,
+            run_inference,
+        )
+
+        settings = lakehouse.settings()
+        so = settings.storage_options() or None
+        feature_date = _feature_date(context)
+        tr, mv = _champion(settings, mlflow)
+        ref = ModelRef(model_uri=mv.source, version=int(mv.version), tracking_uri=tr.tracking_uri)
+        inf = InferenceSettings(top_k=config.top_k, max_per_instructor=config.max_per_instructor,
+                                exclude_days=config.exclude_days, users_per_batch=config.users_per_batch,
+                                precision=config.precision)
+        stats = InferenceStats()
+        try:
+            day, frames = run_inference(ref, settings.uri, feature_date, inf, storage_options=so,
+                                        use_ray=config.use_ray, num_workers=config.num_workers,
+                                        stats=stats, log=context.log.info)
+        except (InferenceError, FileNotFoundError) as e:
+            raise dg.Failure(description=f"inference for {feature_date} did not run: {e}") from e
+        serve = day.serve_date
+        context.log.info(f"champion v{mv.version}: scoring {day.n_users} users for {serve}")
+        counter = {"rows": 0}
+        version = replace_partitions(
+            recommendations_uri(settings), _rows_reader(frames, RECOMMENDATION_SCHEMA, counter),
+            predicate=f"serve_date = '{serve.isoformat()}'", partition_by=["serve_date"],
+            storage_options=so)
+        pop_version = replace_partitions(
+            popular_uri(settings), day.popular.to_arrow().cast(POPULAR_SCHEMA),
+            predicate=f"serve_date = '{serve.isoformat()}'", partition_by=["serve_date"],
+            storage_options=so)
+        per_row = (pl.scan_delta(recommendations_uri(settings), storage_options=so)
+                   .filter(pl.col("serve_date") == serve)
+                   .group_by("platform", "row_id").agg(pl.len().alias("rows"),
+                                                       pl.col("user_id").n_unique().alias("users"))
+                   .sort("platform", "row_id").collect())
+        sample = _sample_screen(settings, serve, so)
+        rate = stats.pairs_scored / stats.seconds if stats.seconds else 0.0
+        context.log.info(f"{counter['rows']} rows for {stats.users} users, {stats.pairs_scored} "
+                         f"scores in {stats.seconds:.1f} s ({rate:,.0f} scores/s)")
+        return dg.MaterializeResult(metadata={
+            "serve_date": serve.isoformat(),
+            "model_version": int(mv.version),
+            "dagster/row_count": counter["rows"],
+            "users": stats.users,
+            "scores": stats.pairs_scored,
+            "scoring_seconds": round(stats.seconds, 1),
+            "scores_per_s": round(rate),
+            "ray_workers": stats.workers,
+            "delta_uri": recommendations_uri(settings),
+            "delta_version": version,
+            "popular_delta_version": pop_version,
+            "rows_per_platform_and_row": dg.MetadataValue.md(_md_table(per_row)),
+            "sample_home_screen": dg.MetadataValue.md(sample),
+        })
+
+    @dg.asset(
+        key=CACHE_KEY,
+        group_name=GROUP,
+        partitions_def=partitions_def,
+        deps=[RECS_KEY],
+        kinds={"sqlite", "s3"},
+        automation_condition=automation,
+        description="The recommendations published to the versioned key-value cache the app reads "
+                    "(atomic swap, last versions kept); on S3 also exported with a manifest.",
+    )
+    def home_screen_cache(context: dg.AssetExecutionContext, config: CacheConfig,
+                          lakehouse: LakehouseResource, s3: S3Resource) -> dg.MaterializeResult:
+        from homefeed.cache import CacheStore
+
+        settings = lakehouse.settings()
+        so = settings.storage_options() or None
+        serve = _feature_date(context) + dt.timedelta(days=1)
+        store = CacheStore(cache_dir(settings), keep=config.keep)
+        current = store.current()
+        if current is not None and current.serve_date > serve and not config.publish_older:
+            msg = (f"not published: the cache already serves {current.serve_date} "
+                   f"({current.name}); set publish_older to roll back to {serve}")
+            context.log.warning(msg)
+            return dg.MaterializeResult(metadata={"published": False, "reason": msg,
+                                                  "cache_version": current.name})
+        uri = recommendations_uri(settings)
+        if not table_exists(uri, so):
+            raise dg.Failure(description=f"no recommendations table at {uri}: run serving/recommendations first")
+        lf = pl.scan_delta(uri, storage_options=so).filter(pl.col("serve_date") == serve)
+        n_rows = lf.select(pl.len()).collect().item()
+        if n_rows == 0:
+            raise dg.Failure(description=f"{uri} has no rows for serve_date {serve}: nothing published; "
+                                         "the current cache keeps serving")
+        model_version = int(lf.select(pl.col("model_version").max()).collect().item())
+        popular = (pl.scan_delta(popular_uri(settings), storage_options=so)
+                   .filter(pl.col("serve_date") == serve).collect())
+        buckets = max(1, -(-n_rows // 250_000))
+
+        def frames():  # complete (user, platform) groups per frame, a bounded share at a time
+            for b in range(buckets):
+                yield (lf.filter(pl.col("user_id").hash(seed=7) % buckets == b)
+                       .sort("user_id", "platform", "row_rank", "rank").collect())
+
+        version = store.publish(frames(), popular, serve_date=serve, model_version=model_version)
+        meta = {"published": True, "cache_version": version.name, "cache_path": str(version.path),
+                "serve_date": serve.isoformat(), "model_version": model_version,
+                "keys": version.keys, "dagster/row_count": version.rows}
+        if settings.is_s3:
+            from homefeed.s3_export import export_to_s3
+
+            bucket, _, prefix = settings.uri[len("s3://"):].partition("/")
+            manifest = export_to_s3(s3.get_client(), bucket, f"{prefix.rstrip('/')}/exports/home_screen".lstrip("/"),
+                                    version)
+            meta["s3_manifest"] = f"s3://{bucket}/{manifest['manifest_key']}" if "manifest_key" in manifest \
+                else dg.MetadataValue.json(manifest)
+        context.log.info(f"published {version.name}: {version.keys} keys for {serve}")
+        return dg.MaterializeResult(metadata=meta)
+
+    @dg.asset_check(asset=CACHE_KEY, name="cache_is_fresh",
+                    description=f"The published cache is at most {FRESHNESS_HOURS:g} hours old.")
+    def cache_is_fresh(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
+        return freshness_result(cache_dir(lakehouse.settings()))
+
+    return [recommendations, home_screen_cache, cache_is_fresh]
+
+
+def freshness_result(root: Path, now: dt.datetime | None = None,
+                     max_hours: float = FRESHNESS_HOURS) -> dg.AssetCheckResult:
+    from homefeed.cache import CacheStore
+
+    current = CacheStore(root).current()
+    if current is None:
+        return dg.AssetCheckResult(passed=False, metadata={"reason": f"no cache published under {root}"})
+    now = now or dt.datetime.now(dt.timezone.utc)
+    created = current.created_at if current.created_at.tzinfo else current.created_at.replace(tzinfo=dt.timezone.utc)
+    age_h = (now - created).total_seconds() / 3600
+    return dg.AssetCheckResult(
+        passed=age_h <= max_hours,
+        metadata={"cache_version": current.name, "serve_date": str(current.serve_date),
+                  "age_hours": round(age_h, 2), "max_hours": max_hours},
+    )
+
+
+def _sample_screen(settings: LakehouseSettings, serve: dt.date, so) -> str:
+    """One user's home screen, per platform, as markdown (the first user with the most rows)."""
+    lf = pl.scan_delta(recommendations_uri(settings), storage_options=so).filter(pl.col("serve_date") == serve)
+    top = lf.group_by("user_id").agg(pl.len().alias("n")).sort(["n", "user_id"], descending=[True, False]).head(1).collect()
+    if top.height == 0:
+        return "(no rows)"
+    return home_screen_markdown(lf.filter(pl.col("user_id") == top["user_id"][0]).collect())
+
+
+def _md_table(frame: pl.DataFrame) -> str:
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join(lines)
+
+
+def home_screen_markdown(rows: pl.DataFrame, items: int = 5) -> str:
+    out = []
+    for platform in sorted(rows["platform"].unique().to_list()):
+        out.append(f"**{rows['user_id'][0]} on {platform}**")
+        pr = rows.filter(pl.col("platform") == platform).sort("row_rank", "rank")
+        for (title,), g in pr.group_by("row_title", maintain_order=True):
+            cls = ", ".join(f"{c} ({s:.2f})" for c, s in g.head(items).select("class_id", "score").iter_rows())
+            out.append(f"- {title}: {cls}")
+    return "\n".join(out)

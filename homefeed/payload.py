@@ -1,0 +1,136 @@
+"""Input validation and the JSON payloads stored per (user_id, platform).
+
+Payload (compact JSON, UTF-8), rows ordered by row_rank, items by rank:
+    {"user_id": "u0001234", "platform": "bike", "serve_date": "2026-10-31", "model_version": 3,
+     "cache_version": "v20261031T030512Z-1a2b3c", "source": "personal",
+     "rows": [{"row_id": "for_you", "title": "For you",
+               "items": [{"rank": 1, "class_id": "c00123", "score": 0.123}, ...]}, ...]}
+The popular payload has the same shape with "user_id": null, "source": "popular" and one row
+{"row_id": "popular", "title": "Popular on Bike", ...}.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import orjson
+import polars as pl
+
+from homefeed.cache import PLATFORMS, POPULAR_ROW, CacheError
+
+# column -> (dtype family, the dtype the producer is expected to write)
+_STR, _INT, _NUM = "string", "integer", "numeric"
+RECS_COLUMNS = {"user_id": _STR, "platform": _STR, "row_id": _STR, "row_title": _STR,
+                "row_rank": _INT, "rank": _INT, "class_id": _STR, "score": _NUM}
+POPULAR_COLUMNS = {"platform": _STR, "rank": _INT, "class_id": _STR, "score": _NUM}
+_EXPECTED = {_STR: "Utf8", _INT: "Int32", _NUM: "Float32"}
+
+
+def _family_ok(dtype: pl.DataType, family: str) -> bool:
+    if family == _STR:
+        return dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
+    if family == _INT:
+        return dtype.is_integer()
+    return dtype.is_integer() or dtype.is_float()
+
+
+def _describe_row(frame: pl.DataFrame, idx: int) -> str:
+    keys = [c for c in ("user_id", "platform", "row_id", "rank", "class_id") if c in frame.columns]
+    vals = frame.select(keys).row(idx, named=True)
+    return ", ".join(f"{k}={v!r}" for k, v in vals.items())
+
+
+def _first_bad(frame: pl.DataFrame, cond: pl.Expr) -> int | None:
+    hit = frame.select(pl.arg_where(cond).first()).item()
+    return None if hit is None else int(hit)
+
+
+def validate(frame: pl.DataFrame, columns: dict[str, str], *, what: str,
+             serve_date: dt.date | None = None, model_version: int | None = None) -> None:
+    """Raise CacheError naming the column and the first offending row; return None if clean."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise CacheError(f"{what}: missing column(s) {missing} (have {frame.columns})")
+    for col, family in columns.items():
+        if not _family_ok(frame.schema[col], family):
+            raise CacheError(f"{what}: column {col!r} has type {frame.schema[col]}, "
+                             f"expected {_EXPECTED[family]} ({family})")
+    checks: list[tuple[str, pl.Expr, str]] = [
+        (c, pl.col(c).is_null(), "is null") for c in columns]
+    checks += [(c, pl.col(c) <= 0, "must be a positive integer")
+               for c in ("rank", "row_rank") if c in columns]
+    checks += [("score", pl.col("score").cast(pl.Float64).is_nan()
+                | pl.col("score").cast(pl.Float64).is_infinite(), "must be finite"),
+               ("platform", ~pl.col("platform").cast(pl.String).is_in(list(PLATFORMS)),
+                f"must be one of {list(PLATFORMS)}")]
+    # Consistency with what the publisher was told, when the frame carries these columns.
+    if model_version is not None and "model_version" in frame.columns:
+        checks.append(("model_version", pl.col("model_version") != model_version,
+                       f"differs from the published model_version {model_version}"))
+    if serve_date is not None and "serve_date" in frame.columns:
+        checks.append(("serve_date", pl.col("serve_date").cast(pl.Date) != serve_date,
+                       f"differs from the published serve_date {serve_date}"))
+    key = ["user_id", "platform", "row_id", "rank"] if "row_id" in columns else ["platform", "rank"]
+    checks.append(("rank", pl.struct(key).is_duplicated(), f"duplicate {tuple(key)}"))
+    for col, cond, msg in checks:
+        idx = _first_bad(frame, cond)
+        if idx is not None:
+            raise CacheError(f"{what}: column {col!r} {msg} at row {idx} ({_describe_row(frame, idx)})")
+
+
+def _score() -> pl.Expr:
+    # The shortest decimal that round-trips the float32 ("0.123", not 0.12300000339746475):
+    # polars prints a Float32 that way, and that decimal parsed as Float64 prints the same.
+    return pl.col("score").cast(pl.Float32).cast(pl.String).cast(pl.Float64)
+
+
+def personal_payloads(frame: pl.DataFrame, *, serve_date: dt.date, model_version: int,
+                      cache_version: str) -> Iterator[tuple[str, str, bytes]]:
+    """(user_id, platform, payload) per key of a validated frame, in key order.
+
+    The rows array is JSON-encoded by polars in one vectorized pass (about 10x faster than
+    building Python dicts for orjson); the header is orjson; both write compact JSON."""
+    encoded = (
+        frame.lazy()
+        .select(pl.col("user_id").cast(pl.String), pl.col("platform").cast(pl.String),
+                pl.col("row_id").cast(pl.String), pl.col("row_title").cast(pl.String),
+                pl.col("row_rank").cast(pl.Int64), pl.col("rank").cast(pl.Int64),
+                pl.col("class_id").cast(pl.String), _score())
+        # sort inside the groups rather than the whole frame: a global string sort costs more
+        .group_by("user_id", "platform", "row_rank", "row_id")
+        .agg(pl.col("row_title").first().alias("title"),
+             pl.struct("rank", "class_id", "score").sort_by("rank").alias("items"))
+        .group_by("user_id", "platform")
+        .agg(pl.struct("row_id", "title", "items").sort_by("row_rank", "row_id").alias("rows"))
+        .sort("user_id", "platform")
+        .select("user_id", "platform", pl.struct("rows").struct.json_encode().alias("rows_json"))
+        .collect()
+    )
+    head = {"serve_date": serve_date.isoformat(), "model_version": int(model_version),
+            "cache_version": cache_version, "source": "personal"}
+    dumps = orjson.dumps
+    for user_id, platform, rows_json in encoded.iter_rows():
+        # '{"user_id":..,"source":"personal"}' + '{"rows":[...]}' -> one object
+        header = dumps({"user_id": user_id, "platform": platform, **head})
+        yield user_id, platform, header[:-1] + b"," + rows_json[1:].encode()
+
+
+def popular_payloads(popular: pl.DataFrame, *, serve_date: dt.date, model_version: int,
+                     cache_version: str) -> dict[str, bytes]:
+    """platform -> popular payload ("user_id": null); every platform must have a list."""
+    validate(popular, POPULAR_COLUMNS, what="popular")
+    items = (popular.select(pl.col("platform").cast(pl.String), pl.col("rank").cast(pl.Int64),
+                            pl.col("class_id").cast(pl.String), _score())
+             .sort("platform", "rank")
+             .group_by("platform", maintain_order=True)
+             .agg(pl.struct("rank", "class_id", "score").alias("items")))
+    by_platform = dict(items.iter_rows())
+    absent = [p for p in PLATFORMS if p not in by_platform]
+    if absent:
+        raise CacheError(f"popular: no rows for platform(s) {absent}; unknown users there would get nothing")
+    return {p: orjson.dumps({
+        "user_id": None, "platform": p, "serve_date": serve_date.isoformat(),
+        "model_version": int(model_version), "cache_version": cache_version, "source": "popular",
+        "rows": [{"row_id": POPULAR_ROW, "title": f"Popular on {p.capitalize()}", "items": its}],
+    }) for p, its in by_platform.items()}

@@ -1,0 +1,201 @@
+"""Exhaustive (query x class) scoring of the DLRM, factorized by side.
+
+Batch inference scores every candidate class of a platform for every (user, context) query:
+thousands of pairs per query. Most of the DLRM's work does not depend on the pair:
+
+* the bottom MLP's first layer is linear: W x = W_q x_q + W_c x_c + W_p x_p, so the query and
+  class parts are computed once per side and only the few pair features (`ml.features.
+  PAIR_FEATURES`) are multiplied per pair;
+* of the interaction's dot products, query-query and class-class dots are per side; their
+  share of the top MLP's first layer becomes one bias vector per query and one per class;
+* query-class dots enter that layer linearly, so sum_ij W[h,ij] <q_i, c_j> = <G_q[h], c_flat>
+  with G_q computed once per query: one large matmul per query instead of F^2 small dots.
+
+What remains per pair is the rest of the bottom MLP, the dots with its output, and the top MLP
+after its first layer, all as large matmuls. The result equals the model applied to the
+explicit pairs (up to float rounding; a test holds them together). Only the "dot" interaction
+factorizes; a "dcn" model is scored pair by pair (`ml.pairs.score_matrix`).
+
+No Dagster, no torchrec: the weights come from the logged TorchScript module's state dict.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ml.features import CLASS_SIDE, PAIR_FEATURES, FeatureSpec
+from ml.pairs import PairEncoder, Side
+
+
+def _linears(state: Mapping[str, torch.Tensor], prefix: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bias) of `prefix.<i>.weight` in layer order (an `_mlp` is Linear, ReLU, ...)."""
+    idx = sorted({int(k[len(prefix) + 1:].split(".")[0]) for k in state
+                  if k.startswith(prefix + ".") and k.endswith(".weight")})
+    return [(state[f"{prefix}.{i}.weight"].float(), state[f"{prefix}.{i}.bias"].float()) for i in idx]
+
+
+class FactorizedDLRM:
+    """Scores of one head for queries x classes, from a dot-interaction DLRM's weights."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor], spec: FeatureSpec,
+                 heads: Sequence[str], *, head: str = "take",
+                 dtype: torch.dtype = torch.float32) -> None:
+        state = {k: v.detach().cpu() for k, v in state.items()}
+        if not any(k.startswith("over_arch.") for k in state) or any(
+                k.startswith("inter_arch.layers") for k in state):
+            raise ValueError("only a dot-interaction DLRM factorizes")
+        self.dtype = dtype
+        dense, sparse = list(spec.dense), list(spec.sparse)
+        self.q_dense = torch.tensor([j for j, n in enumerate(dense)
+                                     if n not in CLASS_SIDE and n not in PAIR_FEATURES])
+        self.c_dense = torch.tensor([j for j, n in enumerate(dense) if n in CLASS_SIDE])
+        self.p_dense = torch.tensor([j for j, n in enumerate(dense) if n in PAIR_FEATURES])
+        self.q_sparse = [i for i, n in enumerate(sparse) if n not in CLASS_SIDE]
+        self.c_sparse = [i for i, n in enumerate(sparse) if n in CLASS_SIDE]
+        # both backends name a table's weights like TorchRec's EmbeddingBagCollection
+        self.tables = [state[f"sparse_arch.embedding_bag_collection.embedding_bags.t_{n}.weight"].float()
+                       for n in sparse]
+
+        bottom = _linears(state, "dense_arch")
+        (w1, b1), self.bottom_rest = bottom[0], bottom[1:]
+        self.w1_q, self.w1_c, self.w1_p, self.b1 = (
+            w1[:, self.q_dense], w1[:, self.c_dense], w1[:, self.p_dense], b1)
+        top = _linears(state, "over_arch")
+        if not top:
+            raise ValueError("a DLRM without a top MLP does not factorize")
+        (wt, bt), self.top_rest = top[0], [(w.to(dtype), b.to(dtype)) for w, b in top[1:]]
+        if head not in heads:
+            raise ValueError(f"head {head!r} not in the model's heads {tuple(heads)}")
+        self.w_head = state[f"heads.{head}.weight"].float()[0].to(dtype)
+        self.b_head = state[f"heads.{head}.bias"].float()[0].to(dtype)
+
+        # the top MLP's first layer, split by which vectors each input column involves;
+        # vector 0 is the bottom MLP's output z, vector 1 + i the embedding of sparse feature i
+        F, D = len(sparse), self.tables[0].shape[1]
+        triu = torch.triu_indices(F + 1, F + 1, offset=1)
+        side = ["z"] + ["c" if i in self.c_sparse else "q" for i in range(F)]
+        pos = {i: k for k, i in enumerate(self.q_sparse)} | {i: k for k, i in enumerate(self.c_sparse)}
+        nq, nc = len(self.q_sparse), len(self.c_sparse)
+        H = wt.shape[0]
+        self.wt_z = wt[:, :D]  # [H, D]
+        self.bt = bt
+        self.wt_qq, self.qq_pairs = [], []
+        self.wt_cc, self.cc_pairs = [], []
+        self.wt_zq = torch.zeros(H, nq)
+        self.wt_zc = torch.zeros(H, nc)
+        self.wt_qc = torch.zeros(H, nq, nc)
+        for col, (a, b) in enumerate(zip(triu[0].tolist(), triu[1].tolist())):
+            w = wt[:, D + col]
+            kinds = (side[a], side[b])
+            if kinds == ("z", "q"):
+                self.wt_zq[:, pos[b - 1]] = w
+            elif kinds == ("z", "c"):
+                self.wt_zc[:, pos[b - 1]] = w
+            elif kinds == ("q", "q"):
+                self.wt_qq.append(w)
+                self.qq_pairs.append((pos[a - 1], pos[b - 1]))
+            elif kinds == ("c", "c"):
+                self.wt_cc.append(w)
+                self.cc_pairs.append((pos[a - 1], pos[b - 1]))
+            else:
+                qi, cj = (a, b) if kinds == ("q", "c") else (b, a)
+                self.wt_qc[:, pos[qi - 1], pos[cj - 1]] = w
+
+    # -- sides -------------------------------------------------------------------------------
+    def _embed(self, sparse: torch.Tensor, features: list[int]) -> torch.Tensor:
+        return torch.stack([self.tables[i][sparse[:, i]] for i in features], dim=1)  # [n, k, D]
+
+    @staticmethod
+    def _pair_dots(e: torch.Tensor, pairs: list[tuple[int, int]], w: list[torch.Tensor]) -> torch.Tensor:
+        if not pairs:
+            return torch.zeros(e.shape[0], 0), torch.zeros(0)
+        a = torch.tensor([p[0] for p in pairs])
+        b = torch.tensor([p[1] for p in pairs])
+        return (e[:, a] * e[:, b]).sum(-1), torch.stack(w, dim=1)  # [n, P], [H, P]
+
+    @torch.no_grad()
+    def query_side(self, q: Side) -> dict[str, torch.Tensor]:
+        e = self._embed(q.sparse, self.q_sparse)  # [n, nq, D]
+        dots, w = self._pair_dots(e, self.qq_pairs, self.wt_qq)
+        t = self.bt + dots @ w.T if dots.shape[1] else self.bt.expand(e.shape[0], -1)
+        # [z, z.c_j] -> H per query: z part W_z + sum_i e_i w_zq_i; the z.c_j part is shared
+        m_z = self.wt_z.T.unsqueeze(0) + torch.einsum("nid,hi->ndh", e, self.wt_zq)  # [n, D, H]
+        g = torch.einsum("nid,hij->njdh", e, self.wt_qc).flatten(1, 2)  # [n, nc*D, H]
+        # one right-hand side per query for the pair inputs [z, z.c_j, c_flat] (see score)
+        r = torch.cat([m_z, self.wt_zc.T.expand(e.shape[0], -1, -1), g], dim=1)
+        return {"a": q.dense[:, self.q_dense] @ self.w1_q.T + self.b1, "t": t,
+                "r": r.to(self.dtype)}
+
+    @torch.no_grad()
+    def class_side(self, c: Side) -> dict[str, torch.Tensor]:
+        e = self._embed(c.sparse, self.c_sparse)  # [C, nc, D]
+        dots, w = self._pair_dots(e, self.cc_pairs, self.wt_cc)
+        t = dots @ w.T if dots.shape[1] else torch.zeros(e.shape[0], self.bt.shape[0])
+        return {"a": c.dense[:, self.c_dense] @ self.w1_c.T, "t": t, "e": e,
+                "e_flat": e.flatten(1)}
+
+    # -- pairs -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, qs: dict[str, torch.Tensor], cs: dict[str, torch.Tensor],
+              pair_dense: torch.Tensor | None) -> torch.Tensor:
+        """Logits [n_queries, n_classes]; `pair_dense` [n, C, n_pair] normalized pair features.
+
+        Memory-bound steps work in place on one [n*C, width] buffer at a time; keep n*C to a
+        few tens of thousands so the buffers stay in cache (`factorized_score_matrix` chunks)."""
+        n, C = qs["a"].shape[0], cs["a"].shape[0]
+        if pair_dense is not None and pair_dense.shape[-1]:
+            h = torch.matmul(pair_dense, self.w1_p.T)
+            h += cs["a"]
+        else:
+            h = cs["a"].expand(n, -1, -1).clone()
+        h += qs["a"].unsqueeze(1)
+        z = h.relu_().view(n * C, -1)
+        for w, b in self.bottom_rest:
+            z = torch.addmm(b, z, w.T).relu_()
+        z = z.view(n, C, -1)  # [n, C, D]
+        zc = torch.einsum("ncd,cjd->ncj", z, cs["e"])  # [n, C, nc]
+        x = torch.cat([z, zc, cs["e_flat"].expand(n, -1, -1)], dim=2).to(self.dtype)
+        top = torch.bmm(x, qs["r"])  # [n, C, H]: the first top layer's pair-dependent part
+        top += cs["t"].to(self.dtype)
+        top += qs["t"].to(self.dtype).unsqueeze(1)
+        x = top.relu_().view(n * C, -1)
+        for w, b in self.top_rest:
+            x = torch.addmm(b, x, w.T).relu_()
+        return (x @ self.w_head + self.b_head).float().view(n, C)
+
+
+def pair_dense_features(encoder: PairEncoder, users: Side, ui: np.ndarray, classes: Side,
+                        columns: torch.Tensor) -> torch.Tensor:
+    """[n, C, n_pair] normalized pair features in the order of `columns` (dense indices)."""
+    names = dict((j, n) for j, n in encoder.pair_cols)
+    n, C = len(ui), classes.dense.shape[0]
+    if len(columns) == 0:
+        return torch.zeros(n, C, 0)
+    return torch.from_numpy(np.stack(
+        [encoder._pair_dense(names[int(j)], users, ui, classes) for j in columns], axis=-1
+    ).astype(np.float32))
+
+
+@torch.no_grad()
+def factorized_score_matrix(model: FactorizedDLRM, encoder: PairEncoder, users: Side,
+                            classes: Side, *, max_pairs: int = 32_768,
+                            class_side: dict[str, torch.Tensor] | None = None) -> np.ndarray:
+    """[n_users, n_classes] logits, users chunked so a chunk holds <= max_pairs pairs.
+    `class_side`: `model.class_side(classes)` when the caller keeps it across calls."""
+    n_users, n_classes = users.dense.shape[0], classes.dense.shape[0]
+    out = np.empty((n_users, n_classes), dtype=np.float32)
+    cs = class_side if class_side is not None else model.class_side(classes)
+    step = max(1, max_pairs // max(n_classes, 1))
+    for start in range(0, n_users, step):
+        ui = np.arange(start, min(start + step, n_users))
+        sub = Side(users.dense[ui], users.sparse[ui], {})
+        qs = model.query_side(sub)
+        pd = pair_dense_features(encoder, users, ui, classes, model.p_dense)
+        out[ui] = model.score(qs, cs, pd).numpy()
+    return out
+
+
+__all__ = ["FactorizedDLRM", "factorized_score_matrix", "pair_dense_features"]
