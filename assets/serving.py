@@ -86,18 +86,23 @@ def _champion(settings: LakehouseSettings, mlflow: MlflowResource):
     return tr, mv
 
 
-def _rows_reader(frames, schema: pa.Schema, counter: dict) -> pa.RecordBatchReader:
-    """Stream the scorer's frames into one Delta commit; no rows at all aborts the commit."""
+def _stage_rows(frames, schema: pa.Schema, staging: Path) -> int:
+    """Write the scorer's frames as local Parquet parts (bounded memory); returns the row count.
 
-    def batches():
-        for frame in frames:
-            counter["rows"] += frame.height
-            if frame.height:
-                yield from frame.to_arrow().cast(schema).to_batches()
-        if counter["rows"] == 0:
-            raise RuntimeError("batch inference produced no rows: nothing written")
+    Staged rather than streamed into the Delta writer: the scorer reads Delta tables while it
+    runs, which deltalake does not allow from inside its own writer. A failure here leaves the
+    Delta table untouched."""
+    import pyarrow.parquet as pq
 
-    return pa.RecordBatchReader.from_batches(schema, batches())
+    staging.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    for i, frame in enumerate(frames):
+        if frame.height:
+            pq.write_table(frame.to_arrow().cast(schema), staging / f"part-{i:05d}.parquet")
+            rows += frame.height
+    if rows == 0:
+        raise RuntimeError("batch inference produced no rows: nothing written")
+    return rows
 
 
 def build_serving_assets(partitions_def: dg.PartitionsDefinition,
@@ -141,11 +146,20 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
             raise dg.Failure(description=f"inference for {feature_date} did not run: {e}") from e
         serve = day.serve_date
         context.log.info(f"champion v{mv.version}: scoring {day.n_users} users for {serve}")
-        counter = {"rows": 0}
-        version = replace_partitions(
-            recommendations_uri(settings), _rows_reader(frames, RECOMMENDATION_SCHEMA, counter),
-            predicate=f"serve_date = '{serve.isoformat()}'", partition_by=["serve_date"],
-            storage_options=so)
+        import shutil
+
+        import pyarrow.dataset as pds
+
+        staging = Path(settings.data_dir) / "staging" / f"recommendations-{serve}-{context.run.run_id[:8]}"
+        try:
+            n_rows = _stage_rows(frames, RECOMMENDATION_SCHEMA, staging)
+            reader = pds.dataset(str(staging), format="parquet", schema=RECOMMENDATION_SCHEMA).scanner().to_reader()
+            version = replace_partitions(  # one commit replacing the serve date's rows
+                recommendations_uri(settings), reader,
+                predicate=f"serve_date = '{serve.isoformat()}'", partition_by=["serve_date"],
+                storage_options=so)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         pop_version = replace_partitions(
             popular_uri(settings), day.popular.to_arrow().cast(POPULAR_SCHEMA),
             predicate=f"serve_date = '{serve.isoformat()}'", partition_by=["serve_date"],
@@ -157,12 +171,12 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
                    .sort("platform", "row_id").collect())
         sample = _sample_screen(settings, serve, so)
         rate = stats.pairs_scored / stats.seconds if stats.seconds else 0.0
-        context.log.info(f"{counter['rows']} rows for {stats.users} users, {stats.pairs_scored} "
+        context.log.info(f"{n_rows} rows for {stats.users} users, {stats.pairs_scored} "
                          f"scores in {stats.seconds:.1f} s ({rate:,.0f} scores/s)")
         return dg.MaterializeResult(metadata={
             "serve_date": serve.isoformat(),
             "model_version": int(mv.version),
-            "dagster/row_count": counter["rows"],
+            "dagster/row_count": n_rows,
             "users": stats.users,
             "scores": stats.pairs_scored,
             "scoring_seconds": round(stats.seconds, 1),

@@ -1,0 +1,107 @@
+"""Serving end to end on tiny data, through real Dagster runs: no champion -> clear failure;
+train + promote; the daily chain (ingest .. inference on Ray .. cache); a failed re-scoring
+leaves yesterday's rows and cache in place; the new-champion sensor asks for a re-score."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from lakehouse import delta
+from tests.test_end_to_end import DAYS, START, TINY_MODEL, local_settings, run_train_job, simulate  # noqa: F401
+
+pytestmark = pytest.mark.slow
+LAST = (START + dt.timedelta(days=DAYS - 1)).isoformat()
+
+
+def run(settings, instance, job: str, tags: dict, run_config: dict | None = None):
+    from orchestration.definitions import build_definitions
+
+    return build_definitions(settings).resolve_job_def(job).execute_in_process(
+        instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
+
+
+def failure_text(result) -> str:
+    return " ".join(str(e.event_specific_data.error) for e in result.all_events
+                    if e.event_type_value == "STEP_FAILURE")
+
+
+def test_daily_chain_scores_publishes_and_survives_a_failed_rescore(local_settings, monkeypatch):  # noqa: F811
+    from assets.serving import cache_dir, recommendations_uri
+    from homefeed.cache import CacheReader, CacheStore
+    from orchestration.sensors import new_champion_sensor
+
+    s = local_settings
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    simulate(s.landing_uri)
+    instance = dg.DagsterInstance.ephemeral()
+    before_last = (START + dt.timedelta(days=DAYS - 2)).isoformat()
+    lake = run(s, instance, "daily_lakehouse_job", {"dagster/asset_partition_range_start": START.isoformat(),
+                                                    "dagster/asset_partition_range_end": before_last})
+    assert lake.success
+
+    # no champion yet: inference does not run and says so; nothing is written
+    none = run(s, instance, "rescore_job", {"dagster/partition": before_last})
+    assert not none.success and "no champion model" in failure_text(none)
+    assert not delta.table_exists(recommendations_uri(s))
+
+    assert run_train_job(s, instance, TINY_MODEL).success
+
+    # the daily chain for the last day, as the schedule runs it: Ray actors score, cache published
+    daily = run(s, instance, "daily_recommendations_job", {"dagster/partition": LAST})
+    assert daily.success, failure_text(daily)
+    serve = START + dt.timedelta(days=DAYS)
+    recs = pl.read_delta(recommendations_uri(s))
+    assert set(recs["serve_date"]) == {serve}
+    assert {"for_you", "morning", "evening"} <= set(recs["row_id"])
+    assert set(recs["platform"]) <= {"bike", "tread", "app"} and "app" in set(recs["platform"])
+    assert recs.group_by("user_id", "platform", "row_id").len()["len"].max() <= 10
+    meta = {k: v.value for k, v in daily.asset_materializations_for_node("serving__recommendations")[0].metadata.items()}
+    assert meta["ray_workers"] >= 1 and meta["scores"] > 0 and meta["model_version"] == 1
+    checks = {e.check_name: e.passed for e in daily.get_asset_check_evaluations()}
+    assert checks["cache_is_fresh"] is True
+
+    store = CacheStore(cache_dir(s))
+    published = store.current()
+    assert published is not None and published.serve_date == serve
+    reader = CacheReader(cache_dir(s), refresh_s=0)
+    user = recs["user_id"][0]
+    platform = recs.filter(pl.col("user_id") == user)["platform"][0]
+    screen = json.loads(reader.get(user, platform))
+    assert screen["source"] == "personal" and screen["rows"][0]["row_id"] == "for_you"
+    expected = (recs.filter((pl.col("user_id") == user) & (pl.col("platform") == platform)
+                            & (pl.col("row_id") == "for_you")).sort("rank")["class_id"].to_list())
+    assert [i["class_id"] for i in screen["rows"][0]["items"]] == expected
+    assert json.loads(reader.popular("app"))["source"] == "popular"
+
+    # a scoring run that fails midway: the Delta table and the cache are untouched
+    version_before = delta.table_version(recommendations_uri(s))
+    import ml.inference
+
+    def broken(self, users, taken):
+        raise RuntimeError("scorer crashed")
+
+    monkeypatch.setattr(ml.inference.BatchScorer, "score", broken)
+    failed = run(s, instance, "rescore_job", {"dagster/partition": LAST},
+                 {"ops": {"serving__recommendations": {"config": {"use_ray": False}}}})
+    assert not failed.success and "scorer crashed" in failure_text(failed)
+    assert delta.table_version(recommendations_uri(s)) == version_before
+    assert store.current().name == published.name
+    assert json.loads(reader.get(user, platform)) == screen
+    monkeypatch.undo()
+
+    # a new champion: the sensor asks to re-score the latest scored day, once per version
+    from assets.resources import LakehouseResource, MlflowResource
+
+    ctx = dg.build_sensor_context(instance=instance, resources={
+        "lakehouse": LakehouseResource(), "mlflow": MlflowResource()})
+    req = new_champion_sensor(ctx)
+    assert isinstance(req, dg.RunRequest) and req.partition_key == LAST
+    assert req.tags["lakehouse/champion"] == "1"
+    again = dg.build_sensor_context(instance=instance, cursor=ctx.cursor, resources={
+        "lakehouse": LakehouseResource(), "mlflow": MlflowResource()})
+    assert isinstance(new_champion_sensor(again), dg.SkipReason)
