@@ -22,7 +22,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DAGSTER_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: help install demo test test-fast ui mlflow train experiments bench bench-train simulate report dbt-parse clean serve bench-serve
+.PHONY: help install demo test test-fast ui mlflow train experiments bench bench-train bench-infer simulate report dbt-parse clean serve bench-serve
 
 help:
 	@echo "make demo   - install, simulate $(DAYS) days ($(SIZE)), materialize every asset, print a summary"
@@ -100,3 +100,7 @@ bench-serve: install
 
 clean:
 	rm -rf $(LAKEHOUSE_DATA_DIR) dbt_project/target dbt_project/logs
+
+# Batch-inference throughput against a naive per-user loop of the same champion (make demo first).
+bench-infer: install
+	$(BIN)/python -m benchmarks.inference_bench

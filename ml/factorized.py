@@ -60,7 +60,8 @@ class FactorizedDLRM:
                        for n in sparse]
 
         bottom = _linears(state, "dense_arch")
-        (w1, b1), self.bottom_rest = bottom[0], bottom[1:]
+        (w1, b1), rest = bottom[0], bottom[1:]
+        self.bottom_rest = [(w.to(dtype), b.to(dtype)) for w, b in rest]
         self.w1_q, self.w1_c, self.w1_p, self.b1 = (
             w1[:, self.q_dense], w1[:, self.c_dense], w1[:, self.p_dense], b1)
         top = _linears(state, "over_arch")
@@ -134,8 +135,8 @@ class FactorizedDLRM:
         e = self._embed(c.sparse, self.c_sparse)  # [C, nc, D]
         dots, w = self._pair_dots(e, self.cc_pairs, self.wt_cc)
         t = dots @ w.T if dots.shape[1] else torch.zeros(e.shape[0], self.bt.shape[0])
-        return {"a": c.dense[:, self.c_dense] @ self.w1_c.T, "t": t, "e": e,
-                "e_flat": e.flatten(1)}
+        return {"a": c.dense[:, self.c_dense] @ self.w1_c.T, "t": t.to(self.dtype),
+                "e": e.to(self.dtype), "e_flat": e.flatten(1).to(self.dtype)}
 
     # -- pairs -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -152,14 +153,14 @@ class FactorizedDLRM:
         else:
             h = cs["a"].expand(n, -1, -1).clone()
         h += qs["a"].unsqueeze(1)
-        z = h.relu_().view(n * C, -1)
+        z = h.relu_().to(self.dtype).view(n * C, -1)
         for w, b in self.bottom_rest:
             z = torch.addmm(b, z, w.T).relu_()
         z = z.view(n, C, -1)  # [n, C, D]
         zc = torch.einsum("ncd,cjd->ncj", z, cs["e"])  # [n, C, nc]
-        x = torch.cat([z, zc, cs["e_flat"].expand(n, -1, -1)], dim=2).to(self.dtype)
+        x = torch.cat([z, zc, cs["e_flat"].expand(n, -1, -1)], dim=2)
         top = torch.bmm(x, qs["r"])  # [n, C, H]: the first top layer's pair-dependent part
-        top += cs["t"].to(self.dtype)
+        top += cs["t"]
         top += qs["t"].to(self.dtype).unsqueeze(1)
         x = top.relu_().view(n * C, -1)
         for w, b in self.top_rest:

@@ -1,6 +1,12 @@
-"""`make demo`: run the daily job over the simulated days as one Dagster run, then summarize.
+"""`make demo`: the simulated days through the whole chain, as Dagster runs, then a summary.
 
-The run goes through the Dagster instance in $DAGSTER_HOME, so `make ui` shows it afterwards.
+1. every day but the last through `daily_lakehouse_job` as one backfill run (no model yet);
+2. `train_model_job`: train, evaluate and promote the first champion;
+3. the last day through `daily_recommendations_job`, exactly as the daily schedule runs it:
+   ingest, features, checks, batch inference with the champion, cache publication;
+4. a sample user's home screen per platform, read back from the published cache.
+
+The runs go through the Dagster instance in $DAGSTER_HOME, so `make ui` shows them afterwards.
 """
 
 from __future__ import annotations
@@ -23,15 +29,22 @@ from lakehouse.publish import published_models
 from lakehouse.settings import LakehouseSettings
 
 JOB = "daily_lakehouse_job"
+DAILY_JOB = "daily_recommendations_job"
 TRAIN_JOB = "train_model_job"
 
 
 def execute(tags: dict, job: str = JOB, config: dict | None = None) -> int:
     cmd = [sys.executable, "-m", "dagster", "job", "execute", "-m", "orchestration.definitions",
            "-j", job, "--tags", json.dumps({**tags, "lakehouse/trigger": "demo"})]
-    if config:
-        cmd += ["--config-json", json.dumps(config)]
-    return subprocess.call(cmd)
+    if not config:
+        return subprocess.call(cmd)
+    import tempfile
+
+    # `dagster job execute` takes run config as a file (JSON is YAML)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="run-config-") as f:
+        f.write(json.dumps(config))
+        f.flush()
+        return subprocess.call(cmd + ["--config", f.name])
 
 
 def run_training(model_config: dict | None = None) -> int:
@@ -70,10 +83,41 @@ def run_range(start: dt.date, end: dt.date) -> int:
                     "dagster/asset_partition_range_end": end.isoformat()})
 
 
-def run_day(day: dt.date) -> int:
+def run_day(day: dt.date, job: str = DAILY_JOB) -> int:
     """One partition, exactly as the daily schedule or the landing sensor runs it."""
-    print(f"[demo] daily run: partition {day} as the schedule would run it", flush=True)
-    return execute({"dagster/partition": day.isoformat()})
+    print(f"[demo] daily run: partition {day} through {job}, as the schedule would run it", flush=True)
+    return execute({"dagster/partition": day.isoformat()}, job)
+
+
+def home_screen_summary(settings: LakehouseSettings) -> str:
+    """One user's home screen per platform, read back from the published cache."""
+    from assets.serving import cache_dir
+    from homefeed.cache import CacheReader, CacheStore
+
+    current = CacheStore(cache_dir(settings)).current()
+    if current is None:
+        return "\nNo cache published."
+    reader = CacheReader(cache_dir(settings), refresh_s=0)
+    import sqlite3
+
+    with sqlite3.connect(f"file:{current.path}?mode=ro", uri=True) as con:
+        user = con.execute("SELECT user_id FROM payload WHERE platform = 'bike' ORDER BY user_id LIMIT 1 OFFSET 7").fetchone()
+    lines = ["", f"Cache {current.name}: {current.keys:,} user x platform keys for {current.serve_date}, "
+                 f"model v{current.model_version} ({current.path})"]
+    if user is None:
+        return "\n".join(lines)
+    for platform in ("bike", "tread", "app"):
+        body = reader.get(user[0], platform)
+        if body is None:
+            continue
+        screen = json.loads(body)
+        lines += ["", f"{user[0]}'s home screen on the {platform}:"]
+        for row in screen["rows"]:
+            items = ", ".join(f"{i['class_id']} {i['score']:.2f}" for i in row["items"][:5])
+            lines.append(f"  {row['title']:<38} {items}")
+    lines += ["", "Serve it:  make serve   then  curl 'http://127.0.0.1:8000/users/"
+              f"{user[0]}/recommendations?platform=bike'"]
+    return "\n".join(lines)
 
 
 def summary(settings: LakehouseSettings) -> str:
@@ -87,7 +131,8 @@ def summary(settings: LakehouseSettings) -> str:
         lines.append(f"{layer + '/' + name:<34}{delta.row_count(uri, storage_options=opts):>12,}"
                      f"{str(delta.table_version(uri, opts)):>9}")
     instance = dg.DagsterInstance.get()
-    runs = instance.get_runs(filters=dg.RunsFilter(job_name=JOB), limit=1)
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=DAILY_JOB), limit=1) or \
+        instance.get_runs(filters=dg.RunsFilter(job_name=JOB), limit=1)
     if runs:
         run = runs[0]
         day = run.tags.get("dagster/partition", "")
@@ -121,13 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     # Backfill all but the last day, then the last day as a daily run: the UI then shows each
     # check's result for the latest partition (a range run records one result for its window).
+    settings = LakehouseSettings.from_env()
     rc = run_range(start, end - dt.timedelta(days=1)) if args.days > 1 else 0
-    if rc == 0:
-        rc = run_day(end)
-    print(summary(LakehouseSettings.from_env()))
     if rc == 0 and not args.skip_model:
         rc = run_training(json.loads(args.model_config) if args.model_config else None)
         print(model_summary())
+    if rc == 0:
+        rc = run_day(end, JOB if args.skip_model else DAILY_JOB)
+    print(summary(settings))
+    if rc == 0 and not args.skip_model:
+        print(home_screen_summary(settings))
     print(f"\n[demo] {'done' if rc == 0 else 'FAILED'} in {time.perf_counter() - t0:.0f}s"
           f" (DAGSTER_HOME={os.environ.get('DAGSTER_HOME')})")
     return rc

@@ -16,6 +16,8 @@ FORBIDDEN = {
     "lakehouse": {"orchestration", "assets", "dagster", "dagster_dbt", "dagster_aws"},
     "ml": {"orchestration", "assets", "dagster", "dagster_dbt", "dagster_aws"},
     "assets": {"orchestration"},
+    "homefeed": {"orchestration", "assets", "lakehouse", "ml", "simulator", "dagster", "dagster_dbt",
+                 "dagster_aws", "torch", "ray"},
 }
 
 
