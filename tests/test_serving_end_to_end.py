@@ -85,23 +85,22 @@ def test_daily_chain_scores_publishes_and_survives_a_failed_rescore(local_settin
     def broken(self, users, taken):
         raise RuntimeError("scorer crashed")
 
-    monkeypatch.setattr(ml.inference.BatchScorer, "score", broken)
-    failed = run(s, instance, "rescore_job", {"dagster/partition": LAST},
-                 {"ops": {"serving__recommendations": {"config": {"use_ray": False}}}})
+    with monkeypatch.context() as m:
+        m.setattr(ml.inference.BatchScorer, "score", broken)
+        failed = run(s, instance, "rescore_job", {"dagster/partition": LAST},
+                     {"ops": {"serving__recommendations": {"config": {"use_ray": False}}}})
     assert not failed.success and "scorer crashed" in failure_text(failed)
     assert delta.table_version(recommendations_uri(s)) == version_before
     assert store.current().name == published.name
     assert json.loads(reader.get(user, platform)) == screen
-    monkeypatch.undo()
 
     # a new champion: the sensor asks to re-score the latest scored day, once per version
     from assets.resources import LakehouseResource, MlflowResource
 
-    ctx = dg.build_sensor_context(instance=instance, resources={
-        "lakehouse": LakehouseResource(), "mlflow": MlflowResource()})
+    resources = {"lakehouse": LakehouseResource(uri=s.uri, data_dir=s.data_dir), "mlflow": MlflowResource()}
+    ctx = dg.build_sensor_context(instance=instance, resources=resources)
     req = new_champion_sensor(ctx)
     assert isinstance(req, dg.RunRequest) and req.partition_key == LAST
     assert req.tags["lakehouse/champion"] == "1"
-    again = dg.build_sensor_context(instance=instance, cursor=ctx.cursor, resources={
-        "lakehouse": LakehouseResource(), "mlflow": MlflowResource()})
+    again = dg.build_sensor_context(instance=instance, cursor=ctx.cursor, resources=resources)
     assert isinstance(new_champion_sensor(again), dg.SkipReason)
