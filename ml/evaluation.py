@@ -31,11 +31,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from ml.features import AFFINITY_COLUMN, CLASS_POPULARITY, CLASS_PREFIX, PLATFORMS, Encoders
+from ml.features import AFFINITY_COLUMN, PLATFORMS, Encoders
 from ml.gold_reader import (
     _affinity,
     _class_catalogue,
     _scan,
+    class_popularity_at,
     iter_batches,
     read_examples,
     table_uri,
@@ -223,11 +224,7 @@ def build_lists(lakehouse_uri: str, day: dt.date, settings: EvalSettings,
         _scan(table_uri(lakehouse_uri, "gold", "scoring_candidates"), so)
         .filter(pl.col("serve_date") == day).select("platform", "class_id").collect()
     )
-    cf = _scan(table_uri(lakehouse_uri, "gold", "class_features_daily"), so)
-    present = set(cf.collect_schema().names())
-    cfeat = cf.filter(pl.col("feature_date") == fdate).select(
-        "class_id", *[pl.col(c).alias(CLASS_PREFIX + c) for c in CLASS_POPULARITY if c in present]
-    ).collect()
+    cfeat = class_popularity_at(lakehouse_uri, so, fdate)
     catalogue = _class_catalogue(lakehouse_uri, so)
 
     out: list[ListBatch] = []

@@ -114,6 +114,16 @@ def _class_catalogue(lakehouse_uri: str, storage_options: dict | None) -> pl.Dat
     )
 
 
+def class_popularity_at(lakehouse_uri: str, storage_options: dict | None,
+                        feature_date: dt.date) -> pl.DataFrame:
+    """class_id + the `class_`-prefixed popularity columns of class_features_daily at a date."""
+    cf = _scan(table_uri(lakehouse_uri, "gold", "class_features_daily"), storage_options)
+    present = set(cf.collect_schema().names())
+    return cf.filter(pl.col("feature_date") == feature_date).select(
+        "class_id", *[pl.col(c).alias(CLASS_PREFIX + c) for c in CLASS_POPULARITY if c in present]
+    ).collect()
+
+
 def read_examples(
     lakehouse_uri: str,
     *,

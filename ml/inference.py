@@ -11,7 +11,7 @@ For feature date D (the day whose events are in the gold tables) the rows are se
   usual hour on the platform, "Start your morning with..." at 7h, "End your day with..." at
   20h, and, for users who worked out on D, "Recover from yesterday's ride" scored as the class
   right after that workout. Top-K per row by P(take), at most `max_per_instructor` classes of
-  one instructor per row.
+  one instructor per row, and no class twice on one screen (`distinct_rows`).
 
 Users stream through in batches (`iter_user_batches`), each scored by a `BatchScorer` in a Ray
 actor (or in-process), so memory depends on the batch size, not on the number of users.
@@ -34,8 +34,8 @@ import torch
 
 from ml.evaluation import list_context, usual_hour
 from ml.factorized import FactorizedDLRM, factorized_score_matrix
-from ml.features import AFFINITY_COLUMN, CLASS_POPULARITY, CLASS_PREFIX, PLATFORMS, Encoders
-from ml.gold_reader import _affinity, _class_catalogue, _scan, table_uri
+from ml.features import AFFINITY_COLUMN, PLATFORMS, Encoders
+from ml.gold_reader import _affinity, _class_catalogue, _scan, class_popularity_at, table_uri
 from ml.pairs import PairEncoder, score_matrix
 
 # The recommendations table (one Delta partition per serve_date).
@@ -96,6 +96,7 @@ class InferenceSettings:
     top_k: int = 10
     max_per_instructor: int = 2
     exclude_days: int = 14  # no class the user took in these days (the evaluation's setting)
+    distinct_rows: bool = True  # a class shown in a higher row is not repeated lower on the screen
     users_per_batch: int = 512
     # bf16: the large matmuls in bfloat16, ~1.8x faster on this CPU with 99.4% of the top-10
     # lists equal to fp32 (benchmarks/inference_bench.py); fp32 for exact scores
@@ -176,11 +177,7 @@ def load_day(lakehouse_uri: str, feature_date: dt.date, settings: InferenceSetti
             .filter(pl.col("feature_date") == feature_date).select("platform", "class_id").collect())
     if cand.height == 0:
         raise InferenceError(f"gold/scoring_candidates has no candidate for feature_date {feature_date}")
-    cf = _scan(table_uri(lakehouse_uri, "gold", "class_features_daily"), so)
-    present = set(cf.collect_schema().names())
-    cfeat = cf.filter(pl.col("feature_date") == feature_date).select(
-        "class_id", *[pl.col(c).alias(CLASS_PREFIX + c) for c in CLASS_POPULARITY if c in present]
-    ).collect()
+    cfeat = class_popularity_at(lakehouse_uri, so, feature_date)
     catalogue = _class_catalogue(lakehouse_uri, so)
     candidates = {}
     for p in settings.platforms:
@@ -340,6 +337,8 @@ class BatchScorer:
             up = users.filter(platforms_used(users, p))
             if up.height == 0:
                 continue
+            shown = np.zeros((up.height, len(plat.class_ids)), dtype=bool)  # classes on the screen
+            pos = {u: i for i, u in enumerate(up["user_id"].to_list())}
             for row_rank, row in enumerate(s.rows, start=1):
                 ur = up
                 if row.after_last_workout:
@@ -354,9 +353,13 @@ class BatchScorer:
                     j = plat.index.get(cid)
                     if j is not None:
                         logits[uidx[u], j] = -np.inf
+                at = np.array([pos[u] for u in uidx], dtype=np.int64)
+                if s.distinct_rows:
+                    logits[shown[at]] = -np.inf
                 top = top_k_capped(logits, plat.groups, s.top_k, s.max_per_instructor)
                 ui, rank0 = np.nonzero(top >= 0)
                 cj = top[ui, rank0]
+                shown[at[ui], cj] = True
                 titles = ([row.title.format(activity=_ACTIVITY.get(d or "", "workout"))
                            for d in ur["last_discipline"].to_list()]
                           if "{activity}" in row.title else [row.title] * ur.height)

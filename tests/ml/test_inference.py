@@ -49,7 +49,7 @@ def _run(lake, settings, feature_date=E2):  # noqa: F811
 
 
 def test_rows_for_every_active_user_without_recently_taken_classes(lake):  # noqa: F811
-    day, rows, stats = _run(lake, InferenceSettings(exclude_days=14, top_k=5))
+    day, rows, stats = _run(lake, InferenceSettings(exclude_days=14, top_k=5, distinct_rows=False))
     assert day.serve_date == E2 + dt.timedelta(days=1)
     assert rows.schema == pl.from_arrow(RECOMMENDATION_SCHEMA.empty_table()).schema
     # 40 users, each on the bike (owned) and nothing else has candidates in this lakehouse
@@ -76,13 +76,22 @@ def test_instructor_cap_and_recover_row(lake, tmp_path):  # noqa: F811
                              .then(0).otherwise(pl.col("days_since_last_workout"))
                              .alias("days_since_last_workout"))
     worked.write_delta(f"{lake2}/gold/user_features_daily", mode="overwrite")
-    _, rows, _ = _run(lake2, InferenceSettings(exclude_days=0, top_k=3, max_per_instructor=1))
+    _, rows, _ = _run(lake2, InferenceSettings(exclude_days=0, top_k=3, max_per_instructor=1,
+                                               distinct_rows=False))
     # c1 and c3 share instructor i1: at most one of them per row
     per_row = rows.group_by("user_id", "row_id").agg(pl.col("class_id"))
     assert all(not {"c1", "c3"} <= set(c) for c in per_row["class_id"].to_list())
     recover = rows.filter(pl.col("row_id") == "recover")
     assert set(recover["user_id"]) == {"u1", "u3"}
     assert set(recover["row_title"]) == {"Recover from yesterday's ride"}  # their last class: cycling
+
+
+def test_rows_of_one_screen_never_repeat_a_class(lake):  # noqa: F811
+    _, rows, _ = _run(lake, InferenceSettings(exclude_days=0, top_k=1))
+    # three candidates, three rows of one: each row gets the best class the rows above left
+    assert rows.group_by("user_id", "platform").agg(pl.col("class_id").n_unique(), pl.len()).filter(
+        pl.col("class_id") != pl.col("len")).height == 0
+    assert rows.group_by("user_id").len()["len"].min() == 3
 
 
 def test_no_features_for_the_day_is_a_clear_error(lake):  # noqa: F811
