@@ -243,8 +243,7 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
             bucket, _, prefix = settings.uri[len("s3://"):].partition("/")
             manifest = export_to_s3(s3.get_client(), bucket, f"{prefix.rstrip('/')}/exports/home_screen".lstrip("/"),
                                     version)
-            meta["s3_manifest"] = f"s3://{bucket}/{manifest['manifest_key']}" if "manifest_key" in manifest \
-                else dg.MetadataValue.json(manifest)
+            meta["s3_manifest"] = f"s3://{bucket}/{manifest['manifest_key']}"
         context.log.info(f"published {version.name}: {version.keys} keys for {serve}")
         return dg.MaterializeResult(metadata=meta)
 
@@ -264,8 +263,7 @@ def freshness_result(root: Path, now: dt.datetime | None = None,
     if current is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": f"no cache published under {root}"})
     now = now or dt.datetime.now(dt.timezone.utc)
-    created = current.created_at if current.created_at.tzinfo else current.created_at.replace(tzinfo=dt.timezone.utc)
-    age_h = (now - created).total_seconds() / 3600
+    age_h = (now - current.created_at).total_seconds() / 3600
     return dg.AssetCheckResult(
         passed=age_h <= max_hours,
         metadata={"cache_version": current.name, "serve_date": str(current.serve_date),

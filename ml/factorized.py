@@ -171,12 +171,12 @@ class FactorizedDLRM:
 def pair_dense_features(encoder: PairEncoder, users: Side, ui: np.ndarray, classes: Side,
                         columns: torch.Tensor) -> torch.Tensor:
     """[n, C, n_pair] normalized pair features in the order of `columns` (dense indices)."""
-    names = dict((j, n) for j, n in encoder.pair_cols)
+    names = dict(encoder.pair_cols)
     n, C = len(ui), classes.dense.shape[0]
     if len(columns) == 0:
         return torch.zeros(n, C, 0)
     return torch.from_numpy(np.stack(
-        [encoder._pair_dense(names[int(j)], users, ui, classes) for j in columns], axis=-1
+        [encoder.pair_dense(names[int(j)], users, ui, classes) for j in columns], axis=-1
     ).astype(np.float32))
 
 

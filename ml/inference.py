@@ -22,9 +22,8 @@ scoring explicit pairs. No Dagster here.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -160,17 +159,19 @@ def load_day(lakehouse_uri: str, feature_date: dt.date, settings: InferenceSetti
     so = storage_options or None
     serve = feature_date + dt.timedelta(days=1)
     uf = _scan(table_uri(lakehouse_uri, "gold", "user_features_daily"), so)
-    n_users = int(_active(uf, feature_date).select(pl.len()).collect().item())
+    names = set(uf.collect_schema().names())
+    hour_cols = [p for p in settings.platforms if f"usual_hour_{p}" in names]
+    summary = _active(uf, feature_date).select(
+        pl.len().alias("_users"),
+        *[pl.col(f"usual_hour_{p}").round().cast(pl.Int32).drop_nulls().mode().first().alias(p)
+          for p in hour_cols]).collect()
+    n_users = int(summary["_users"][0])
     if n_users == 0:
         raise InferenceError(
             f"gold/user_features_daily has no active user for feature_date {feature_date}: "
             "materialize that day's features first")
-    names = set(uf.collect_schema().names())
-    modes = _active(uf, feature_date).select(
-        [pl.col(f"usual_hour_{p}").round().cast(pl.Int32).drop_nulls().mode().first().alias(p)
-         for p in settings.platforms if f"usual_hour_{p}" in names]).collect()
     # a user with no usual hour on a platform yet gets its most common one (else the evening)
-    default_hour = {p: int(modes[p][0]) if p in modes.columns and modes[p][0] is not None else 18
+    default_hour = {p: int(summary[p][0]) if p in hour_cols and summary[p][0] is not None else 18
                     for p in settings.platforms}
 
     cand = (_scan(table_uri(lakehouse_uri, "gold", "scoring_candidates"), so)
@@ -337,8 +338,14 @@ class BatchScorer:
             up = users.filter(platforms_used(users, p))
             if up.height == 0:
                 continue
-            shown = np.zeros((up.height, len(plat.class_ids)), dtype=bool)  # classes on the screen
+            # classes a row may not show: taken in the exclusion window, or (distinct_rows)
+            # already shown in a row above on this screen
             pos = {u: i for i, u in enumerate(up["user_id"].to_list())}
+            blocked = np.zeros((up.height, len(plat.class_ids)), dtype=bool)
+            for u, cid in taken.filter(pl.col("user_id").is_in(list(pos))).iter_rows():
+                j = plat.index.get(cid)
+                if j is not None:
+                    blocked[pos[u], j] = True
             for row_rank, row in enumerate(s.rows, start=1):
                 ur = up
                 if row.after_last_workout:
@@ -348,18 +355,13 @@ class BatchScorer:
                     if ur.height == 0:
                         continue
                 logits = self._logits(self._context(ur, p, row), plat)
-                uidx = {u: i for i, u in enumerate(ur["user_id"].to_list())}
-                for u, cid in taken.filter(pl.col("user_id").is_in(list(uidx))).iter_rows():
-                    j = plat.index.get(cid)
-                    if j is not None:
-                        logits[uidx[u], j] = -np.inf
-                at = np.array([pos[u] for u in uidx], dtype=np.int64)
-                if s.distinct_rows:
-                    logits[shown[at]] = -np.inf
+                at = np.array([pos[u] for u in ur["user_id"].to_list()], dtype=np.int64)
+                logits[blocked[at]] = -np.inf
                 top = top_k_capped(logits, plat.groups, s.top_k, s.max_per_instructor)
                 ui, rank0 = np.nonzero(top >= 0)
                 cj = top[ui, rank0]
-                shown[at[ui], cj] = True
+                if s.distinct_rows:
+                    blocked[at[ui], cj] = True
                 titles = ([row.title.format(activity=_ACTIVITY.get(d or "", "workout"))
                            for d in ur["last_discipline"].to_list()]
                           if "{activity}" in row.title else [row.title] * ur.height)
@@ -395,7 +397,6 @@ class InferenceStats:
     pairs_scored: int = 0
     seconds: float = 0.0
     workers: int = 0
-    per_row: dict = field(default_factory=dict)
 
 
 def _score_one(scorer: BatchScorer, lakehouse_uri: str, day: DayInputs, users: pl.DataFrame,
@@ -493,10 +494,6 @@ def _account(stats: InferenceStats, users, rows: pl.DataFrame, pairs: int, t0: f
     stats.rows += rows.height
     stats.pairs_scored += pairs
     stats.seconds = time.perf_counter() - t0
-
-
-def default_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
 
 
 __all__ = [

@@ -130,7 +130,7 @@ class PairEncoder:
         return Side(batch.dense, batch.sparse, raw)
 
     # -- pairs -----------------------------------------------------------------------------
-    def _pair_dense(self, name: str, u: Side, ui: np.ndarray, c: Side) -> np.ndarray:
+    def pair_dense(self, name: str, u: Side, ui: np.ndarray, c: Side) -> np.ndarray:
         """[n_users, n_classes] normalized values of one pair feature."""
         spec, enc = self.encoders.spec, self.encoders
         kind = PAIR_FEATURES[name][0]
@@ -160,7 +160,7 @@ class PairEncoder:
         dense = torch.where(self.dense_class, c.dense.unsqueeze(0), ud.unsqueeze(1))  # [n, C, D]
         sparse = torch.where(self.sparse_class, c.sparse.unsqueeze(0), us.unsqueeze(1))
         for j, name in self.pair_cols:
-            dense[:, :, j] = torch.from_numpy(self._pair_dense(name, u, ui, c).astype(np.float32))
+            dense[:, :, j] = torch.from_numpy(self.pair_dense(name, u, ui, c).astype(np.float32))
         return dense.reshape(n * C, -1), sparse.reshape(n * C, -1)
 
 

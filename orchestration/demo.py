@@ -91,17 +91,20 @@ def run_day(day: dt.date, job: str = DAILY_JOB) -> int:
 
 def home_screen_summary(settings: LakehouseSettings) -> str:
     """One user's home screen per platform, read back from the published cache."""
-    from assets.serving import cache_dir
+    import polars as pl
+
+    from assets.serving import cache_dir, recommendations_uri
     from homefeed.cache import CacheReader, CacheStore
 
     current = CacheStore(cache_dir(settings)).current()
     if current is None:
         return "\nNo cache published."
     reader = CacheReader(cache_dir(settings), refresh_s=0)
-    import sqlite3
-
-    with sqlite3.connect(f"file:{current.path}?mode=ro", uri=True) as con:
-        user = con.execute("SELECT user_id FROM payload WHERE platform = 'bike' ORDER BY user_id LIMIT 1 OFFSET 7").fetchone()
+    # a user with a bike screen, from the rows the cache was built from
+    users = (pl.scan_delta(recommendations_uri(settings), storage_options=settings.storage_options() or None)
+             .filter((pl.col("serve_date") == current.serve_date) & (pl.col("platform") == "bike"))
+             .select("user_id").unique().sort("user_id").slice(7, 1).collect())
+    user = users["user_id"].to_list()[:1] or None
     lines = ["", f"Cache {current.name}: {current.keys:,} user x platform keys for {current.serve_date}, "
                  f"model v{current.model_version} ({current.path})"]
     if user is None:
