@@ -22,7 +22,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DAGSTER_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: help install demo test test-fast ui mlflow train experiments bench bench-train bench-infer simulate report dbt-parse clean serve bench-serve
+.PHONY: help install demo test test-fast ui mlflow train experiments bench bench-train bench-infer simulate report dbt-parse clean serve bench-serve fault-drill
 
 help:
 	@echo "make demo   - install, simulate $(DAYS) days ($(SIZE)), materialize every asset, print a summary"
@@ -34,6 +34,7 @@ help:
 	@echo "make bench  - lakehouse benchmark; make bench-train - training benchmark (JSON under benchmarks/results/)"
 	@echo "make report - the simulator's realism report on the landing zone"
 	@echo "make serve  - the home-feed read service on the published cache; make bench-serve - its latency benchmark"
+	@echo "make fault-drill - every fault-injection test REPEAT times: survivals, rows lost, time to recover"
 
 install: $(VENV)/.installed
 
@@ -104,3 +105,7 @@ clean:
 # Batch-inference throughput against a naive per-user loop of the same champion (make demo first).
 bench-infer: install
 	$(BIN)/python -m benchmarks.inference_bench
+
+REPEAT ?= 3
+fault-drill: install
+	$(BIN)/python -m benchmarks.fault_drill --repeat $(REPEAT)

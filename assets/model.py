@@ -61,6 +61,8 @@ class ModelTrainingConfig(dg.Config):
     num_workers: int = Field(1, description="Ray Train workers")
     use_gpu: bool = Field(False, description="NCCL + sharded embeddings on GPU workers")
     seed: int = 0
+    resume_run_id: str = Field("", description="resume the Ray checkpoints of this earlier Dagster "
+                                               "run (set by the failure sensor after a lost worker)")
 
     def job(self, lakehouse_uri: str, storage_options: dict | None,
             window: DataWindow | None = None) -> TrainingJob:
@@ -162,7 +164,7 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = ()) -> list
         so = settings.storage_options() or None
         job = config.job(settings.uri, so)  # missing / empty table: a clear error naming it
         tr = mlflow.tracking(settings)
-        run_name = config.run_name(job, context.run.root_run_id or context.run.run_id)
+        run_name = config.run_name(job, config.resume_run_id or context.run.root_run_id or context.run.run_id)
         context.log.info(f"training {run_name} on {job.data.train_start}..{job.data.train_end} "
                          f"with {config.num_workers} Ray worker(s)")
         trained = train_and_log(

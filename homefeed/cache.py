@@ -3,9 +3,11 @@
 Layout under the cache root:
     versions/<name>.sqlite   one immutable SQLite file per version (tables meta, payload, popular)
     CURRENT                  text: the name of the version being served
-A publish builds the new file aside, fsyncs and renames it, then swaps CURRENT with
-write-tmp + fsync + os.replace. Readers follow CURRENT; a version file is never modified after
-its rename, so a reader holding it open sees one consistent version even if it is pruned.
+A publish builds the new file aside, fsyncs it and hard-links it into place, then swaps CURRENT
+with write-tmp + fsync + os.replace, and only then drops the temp name. Readers follow CURRENT;
+a version file is never modified once linked, so a reader holding it open sees one consistent
+version even if it is pruned. A publisher killed at any step leaves CURRENT as it was; the next
+publish or rollback removes what it left (see _remove_stale_temps).
 
     python -m homefeed.cache status   --cache DIR
     python -m homefeed.cache rollback --cache DIR [--to VERSION]
@@ -44,7 +46,7 @@ _INSERT_BATCH = 5_000
 _SCHEMA = """
 PRAGMA page_size = 8192;
 PRAGMA journal_mode = OFF;   -- a failed build is deleted, never rolled back
-PRAGMA synchronous = OFF;    -- the finished file is fsynced once before its rename
+PRAGMA synchronous = OFF;    -- the finished file is fsynced once before it is linked
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE payload (user_id TEXT NOT NULL, platform TEXT NOT NULL, body BLOB NOT NULL,
                       PRIMARY KEY (user_id, platform));
@@ -203,13 +205,16 @@ class CacheStore:
                 conn.execute("COMMIT")
                 conn.close()
                 _fsync_path(tmp)
-                os.rename(tmp, final)
+                # a link, not a rename: the temp name stays until CURRENT names the version, so a
+                # publisher killed in between leaves the mark of a version never made current
+                os.link(tmp, final)
                 _fsync_path(self.versions_dir)
                 self._swap(name)
+                tmp.unlink()
             except BaseException:
                 conn.close()
                 tmp.unlink(missing_ok=True)
-                if read_pointer(self.root) != name:  # renamed but never made current
+                if read_pointer(self.root) != name:  # linked but never made current
                     final.unlink(missing_ok=True)
                 raise
             self._prune(name)
@@ -219,6 +224,7 @@ class CacheStore:
     def rollback(self, version: str | None = None) -> CacheVersion:
         """Point CURRENT at `version`, or at the version just older than the current one."""
         with self._lock():
+            self._remove_stale_temps()  # a dead publisher's version must not be a target
             versions = self.versions()
             names = [v.name for v in versions]
             if version is None:
@@ -259,8 +265,14 @@ class CacheStore:
                 log.info("pruned %s", v.name)
 
     def _remove_stale_temps(self) -> None:
-        # Called under the publish lock: any temp file left is from a publisher that died.
+        # Called under the lock: any temp file left is from a publisher that died. If its version
+        # was linked but CURRENT never named it, it was never served: remove it too, or it would
+        # count as a version, be a rollback target and push a served one out of `keep`.
+        current = read_pointer(self.root)
         for p in self.versions_dir.glob(f".*{_TMP_SUFFIX}"):
+            name = p.name[1:-len(_TMP_SUFFIX)]
+            if name != current:  # the version first: the temp is what marks it unserved
+                (self.versions_dir / f"{name}.sqlite").unlink(missing_ok=True)
             p.unlink(missing_ok=True)
 
 

@@ -8,7 +8,13 @@
 Known users get their stored payload byte for byte when there is no filter; unknown users get
 the platform's popular payload with their id filled in and "source": "popular" (a `row` filter
 does not apply to it: the popular row stands in for every row, so a new user never gets an empty
-screen). The service only reads: it opens the cache's SQLite files read-only and follows CURRENT.
+screen). The service only reads: GET (and HEAD) routes only, the cache's SQLite files opened
+read-only, CURRENT followed.
+
+Inputs are checked before any lookup: user_id ^[A-Za-z0-9_-]{1,64}$, platform one of PLATFORMS,
+k ASCII digits in 1..max_k, row one of the version's rows; each at most once; the query string at
+most MAX_QUERY bytes (414). A bad one is a 400 naming the field, echoing at most ECHO characters of
+it. Query parameters other than platform, k and row are ignored (clients may add cache busters).
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ from starlette.routing import Route
 from homefeed.cache import PLATFORMS, POPULAR_ROW, CacheReader, default_cache_dir
 
 USER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+K = re.compile(r"[0-9]{1,6}")  # not int(): it also takes " 5", "+5", "5_0" and non-ASCII digits
+PARAMS = ("platform", "k", "row")
+MAX_QUERY = 1024  # bytes; a real query ("platform=bike&k=10&row=for_you") is far shorter
+ECHO = 80  # characters of a rejected value repeated in its error
 JSON = "application/json"
 
 
@@ -40,15 +50,17 @@ def _bad(field: str, message: str) -> Response:
     return _json({"error": message, "field": field}, 400)
 
 
+def _echo(value: str) -> str:
+    """repr of at most ECHO characters: an error never mirrors an unbounded input back."""
+    return repr(value[:ECHO]) + ("..." if len(value) > ECHO else "")
+
+
 def _parse_k(raw: str | None, max_k: int) -> int | None | Response:
     if raw is None:
         return None
-    try:
-        k = int(raw)
-    except ValueError:
-        k = 0
+    k = int(raw) if K.fullmatch(raw) else 0
     if not 1 <= k <= max_k:
-        return _bad("k", f"k must be an integer in 1..{max_k}, got {raw!r}")
+        return _bad("k", f"k must be an integer in 1..{max_k}, got {_echo(raw)}")
     return k
 
 
@@ -58,13 +70,18 @@ def create_app(cache_dir: str | Path, *, refresh_s: float = 0.5, max_k: int = 50
     # Handlers are async and query SQLite inline: a point lookup on a local file takes
     # microseconds, less than a hop to the thread pool would.
     async def recommendations(request: Request) -> Response:
+        if len(request.scope["query_string"]) > MAX_QUERY:  # checked before it is parsed
+            return _json({"error": f"query string longer than {MAX_QUERY} bytes", "field": "query"}, 414)
         user_id = request.path_params["user_id"]
         if not USER_ID.fullmatch(user_id):
-            return _bad("user_id", f"user_id must match ^[A-Za-z0-9_-]{{1,64}}$, got {user_id[:80]!r}")
+            return _bad("user_id", f"user_id must match ^[A-Za-z0-9_-]{{1,64}}$, got {_echo(user_id)}")
         q = request.query_params
+        for name in PARAMS:  # a repeated one is ambiguous (first or last?): refuse it
+            if len(q.getlist(name)) > 1:
+                return _bad(name, f"{name} given {len(q.getlist(name))} times, expected at most once")
         platform = q.get("platform")
         if platform not in PLATFORMS:
-            got = "nothing" if platform is None else repr(platform)
+            got = "nothing" if platform is None else _echo(platform)
             return _bad("platform", f"platform must be one of {list(PLATFORMS)}, got {got}")
         k = _parse_k(q.get("k"), max_k)
         if isinstance(k, Response):
@@ -75,7 +92,7 @@ def create_app(cache_dir: str | Path, *, refresh_s: float = 0.5, max_k: int = 50
         if hit is None:
             return _json({"error": "no published cache"}, 503)
         if row is not None and row not in hit.version.row_ids and row != POPULAR_ROW:
-            return _bad("row", f"unknown row {row[:80]!r}, expected one of "
+            return _bad("row", f"unknown row {_echo(row)}, expected one of "
                                f"{[*hit.version.row_ids, POPULAR_ROW]}")
         headers = {"x-cache-version": hit.version.name}
         if hit.personal and k is None and row is None:
@@ -101,7 +118,9 @@ def create_app(cache_dir: str | Path, *, refresh_s: float = 0.5, max_k: int = 50
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return _json({"error": exc.detail, "path": request.url.path}, exc.status_code, exc.headers)
+        path = request.url.path  # bounded like any echoed input
+        return _json({"error": exc.detail, "path": path[:ECHO] + ("..." if len(path) > ECHO else "")},
+                     exc.status_code, exc.headers)
 
     app = Starlette(
         routes=[Route("/users/{user_id}/recommendations", recommendations, methods=["GET"]),

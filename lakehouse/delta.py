@@ -4,23 +4,71 @@ Writes go through ``deltalake.write_deltalake``; reads through ``polars.read_del
 ``DeltaTable.to_pyarrow_table()``, which can abort the interpreter at exit). Every write of a
 day range is one Delta commit (predicate overwrite), so a failed run leaves the previous
 version in place and re-running a day replaces exactly that day.
+
+Concurrent writers (tests/faults/test_concurrent_writes.py): a table is first created empty, on
+its own, because two writers that both create a table with data both commit (one copy each);
+a predicate overwrite of an existing table is conflict-checked, and the loser of a conflict
+retries, which is safe because a replace is idempotent.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
+import random
+import re
 import time
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
+log = logging.getLogger(__name__)
+
+# object_store client options for S3 writes, from the environment (names verified with deltalake
+# 1.6.6, which silently ignores unknown keys). Unset ones keep object_store's defaults: 10
+# retries, 30 s per request, 5 s to connect. The retry window is cut from 180 s to 60 s: the
+# run-level retry (lakehouse.remediation) heals longer outages without holding a step for minutes.
+S3_CLIENT_ENV: dict[str, tuple[str, str | None]] = {
+    "max_retries": ("LAKEHOUSE_S3_MAX_RETRIES", None),
+    "retry_timeout": ("LAKEHOUSE_S3_RETRY_TIMEOUT", "60s"),
+    "timeout": ("LAKEHOUSE_S3_TIMEOUT", None),
+    "connect_timeout": ("LAKEHOUSE_S3_CONNECT_TIMEOUT", None),
+}
+
+# Commit-conflict retries: a replace is idempotent, so the loser re-runs it on the new snapshot.
+COMMIT_RETRIES = 6
+COMMIT_BACKOFF_S = 0.1  # doubled per attempt, with jitter so racing writers drift apart
+
+# CommitFailedError messages that mean another writer committed first (delta-rs 1.x texts).
+_CONFLICT = re.compile(r"concurrent|changed since last commit|existing table version|commit attempts",
+                       re.IGNORECASE)
+
+
+class ConcurrentWriteError(CommitFailedError):
+    """A write kept losing to conflicting concurrent writes of the same table, or could not be
+    re-sent after losing once (streamed data)."""
+
+
+def delta_options(uri: str, storage_options: Mapping[str, str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """deltalake storage options: for S3, the given ones plus the client retry/timeout settings."""
+    opts = dict(storage_options or {})
+    if uri.startswith("s3://"):
+        env = os.environ if environ is None else environ
+        for key, (var, default) in S3_CLIENT_ENV.items():
+            value = env.get(var) or default
+            if value and key not in opts:
+                opts[key] = value
+    return opts or None
+
 
 def table_exists(uri: str, storage_options: dict | None = None) -> bool:
     try:
-        DeltaTable(uri, storage_options=storage_options or None)
+        DeltaTable(uri, storage_options=delta_options(uri, storage_options))
         return True
     except TableNotFoundError:
         return False
@@ -28,7 +76,7 @@ def table_exists(uri: str, storage_options: dict | None = None) -> bool:
 
 def table_version(uri: str, storage_options: dict | None = None) -> int | None:
     try:
-        return DeltaTable(uri, storage_options=storage_options or None).version()
+        return DeltaTable(uri, storage_options=delta_options(uri, storage_options)).version()
     except TableNotFoundError:
         return None
 
@@ -48,6 +96,49 @@ def in_predicate(column: str, values: Iterable) -> str:
     return f"{column} IN ({', '.join(_sql_literal(v) for v in vals)})"
 
 
+def is_conflict(exc: BaseException) -> bool:
+    """Did this commit fail because another writer committed first?"""
+    return isinstance(exc, CommitFailedError) and bool(_CONFLICT.search(str(exc)))
+
+
+def _ensure_table(uri: str, schema: pa.Schema, partition_by: Sequence[str], opts: dict | None) -> None:
+    """Create the table empty if it does not exist. Racing creators are harmless: each commits
+    only metadata, or loses with a commit error after which the table exists."""
+    if table_exists(uri, opts):
+        return
+    try:
+        DeltaTable.create(uri, schema=schema, partition_by=list(partition_by) or None, mode="ignore",
+                          storage_options=opts)
+    except CommitFailedError:
+        if not table_exists(uri, opts):
+            raise
+
+
+def _write_with_retries(uri: str, data, write, opts: dict | None, retries: int) -> int:
+    """Run `write()` until it commits; on a lost commit conflict retry (if `data` can be re-sent)
+    with backoff. Returns the table version after the commit."""
+    replayable = isinstance(data, (pa.Table, pa.RecordBatch))
+    for attempt in range(retries + 1):
+        try:
+            write()
+            return DeltaTable(uri, storage_options=opts).version()
+        except CommitFailedError as exc:
+            if not is_conflict(exc):
+                raise
+            if not replayable:
+                raise ConcurrentWriteError(
+                    f"{uri}: commit lost to a conflicting concurrent write of the same table, and the "
+                    f"data was a stream that cannot be re-sent: re-run the step ({exc})") from exc
+            if attempt == retries:
+                raise ConcurrentWriteError(
+                    f"{uri}: commit lost to a conflicting concurrent write of the same table "
+                    f"{retries + 1} times; gave up ({exc})") from exc
+            log.warning("%s: commit lost to a concurrent write (attempt %d of %d), retrying: %s",
+                        uri, attempt + 1, retries + 1, str(exc).splitlines()[0])
+            time.sleep(COMMIT_BACKOFF_S * 2**attempt * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
+
+
 def replace_partitions(
     uri: str,
     data: pa.Table | pa.RecordBatchReader,
@@ -55,28 +146,22 @@ def replace_partitions(
     predicate: str,
     partition_by: Sequence[str],
     storage_options: dict | None = None,
-    retries: int = 3,
+    retries: int = COMMIT_RETRIES,
 ) -> int:
     """Replace the rows matching `predicate` with `data` in one commit; create the table if new.
 
     Every row of `data` must match `predicate` (deltalake checks it). Returns the new version.
-    Concurrent writers to other partitions can make a commit fail; it is retried a few times.
+    A commit that loses to a concurrent writer is retried on the new snapshot (a pa.Table only:
+    a RecordBatchReader is consumed by the first try, so it raises ConcurrentWriteError).
     """
-    opts = storage_options or None
-    for attempt in range(retries + 1):
-        try:
-            if not table_exists(uri, opts):
-                write_deltalake(uri, data, mode="overwrite", partition_by=list(partition_by),
-                                storage_options=opts)
-            else:
-                write_deltalake(uri, data, mode="overwrite", predicate=predicate,
-                                schema_mode="merge", storage_options=opts)
-            return DeltaTable(uri, storage_options=opts).version()
-        except CommitFailedError:
-            if attempt == retries or isinstance(data, pa.RecordBatchReader):
-                raise
-            time.sleep(0.2 * 2**attempt)
-    raise AssertionError("unreachable")
+    opts = delta_options(uri, storage_options)
+
+    def write() -> None:
+        _ensure_table(uri, data.schema, partition_by, opts)
+        write_deltalake(uri, data, mode="overwrite", predicate=predicate, schema_mode="merge",
+                        storage_options=opts)
+
+    return _write_with_retries(uri, data, write, opts, retries)
 
 
 def overwrite(
@@ -85,12 +170,17 @@ def overwrite(
     *,
     partition_by: Sequence[str] = (),
     storage_options: dict | None = None,
+    retries: int = COMMIT_RETRIES,
 ) -> int:
     """Replace the whole table (schema included) in one commit; returns the new version."""
-    opts = storage_options or None
-    write_deltalake(uri, data, mode="overwrite", schema_mode="overwrite",
-                    partition_by=list(partition_by) or None, storage_options=opts)
-    return DeltaTable(uri, storage_options=opts).version()
+    opts = delta_options(uri, storage_options)
+
+    def write() -> None:
+        _ensure_table(uri, data.schema, partition_by, opts)
+        write_deltalake(uri, data, mode="overwrite", schema_mode="overwrite",
+                        partition_by=list(partition_by) or None, storage_options=opts)
+
+    return _write_with_retries(uri, data, write, opts, retries)
 
 
 def read(

@@ -10,9 +10,11 @@ Two phases, so a bad file loses nothing:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -40,6 +42,11 @@ SUPPORTED = (".parquet", ".jsonl", ".ndjson")
 
 class LandingFileError(RuntimeError):
     """A landing file that cannot be read at all: the run stops before writing anything."""
+
+
+class StorageNotWritableError(RuntimeError):
+    """The lakehouse storage refused a write (read-only disk, no permission): nothing is wrong
+    with the data, and re-running the same days once the storage is writable is safe."""
 
 
 class MissingLandingError(LandingFileError):
@@ -270,6 +277,38 @@ def _cross_checks(entity: Entity, df: pl.DataFrame, known: dict[str, pl.Series],
     return df
 
 
+# ---------------------------------------------------------------- refused writes
+
+# deltalake reports a refused write as OSError or DeltaError, with the OS reason buried in a
+# chain of Rust messages (and ANSI colours); these markers find it in any of them.
+_READ_ONLY = ("os error 30", "read-only file system", "readonlyfilesystem")
+_NO_PERMISSION = ("os error 13", "permission denied", "permissiondenied")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@contextlib.contextmanager
+def refused_writes_named(uri: str, committed: Sequence[str] = ()):
+    """Re-raise a write the storage refused as :class:`StorageNotWritableError` naming `uri`,
+    the OS reason, and what this run had committed before (other errors pass through)."""
+    try:
+        yield
+    except Exception as exc:
+        text = " ".join(_ANSI.sub("", str(exc)).split())
+        low = text.lower()
+        if any(m in low for m in _READ_ONLY):
+            why = "is read-only"
+        elif any(m in low for m in _NO_PERMISSION):
+            why = "is not writable (permission denied)"
+        else:
+            raise
+        text = text.replace(" ↳ ", ": ")
+        done = ", ".join(committed) if committed else "nothing"
+        raise StorageNotWritableError(
+            f"cannot write {uri}: the storage {why} ({text}). Committed by this run before it: "
+            f"{done}. Make the storage writable and re-run the same day(s); the ingest replaces "
+            f"whole days, so a re-run is safe.") from exc
+
+
 # ---------------------------------------------------------------- the run
 
 def _read_entity_day(settings, entity: Entity, day: dt.date, result: EntityResult,
@@ -378,21 +417,25 @@ def ingest_days(
 
     # Phase 2: one commit per table.
     predicate = delta.in_predicate("landing_date", days)
+    committed: list[str] = []
     for entity in selected:
         good = valid_frames[entity.name]
         table = (good.select([c.name for c in entity.columns] + ["landing_date", "_source_file"])
                  .with_columns(_ingested_at=pl.lit(now, dtype=pl.Datetime("us", "UTC")))
                  .to_arrow().cast(bronze_schema(entity)))
-        report.entities[entity.name].version = delta.replace_partitions(
-            settings.table_uri("bronze", entity.name), table, predicate=predicate,
-            partition_by=["landing_date"], storage_options=opts)
+        uri = settings.table_uri("bronze", entity.name)
+        with refused_writes_named(uri, committed):
+            report.entities[entity.name].version = delta.replace_partitions(
+                uri, table, predicate=predicate, partition_by=["landing_date"], storage_options=opts)
+        committed.append(f"bronze/{entity.name}")
         log(f"[ingest] wrote bronze/{entity.name}: {table.num_rows} rows "
             f"(version {report.entities[entity.name].version})")
     qtable = pa.Table.from_pylist(rejected, schema=QUARANTINE_SCHEMA)
     qpred = f"{predicate} AND {delta.in_predicate('entity', [e.name for e in selected])}"
-    report.quarantine_version = delta.replace_partitions(
-        settings.table_uri("bronze", QUARANTINE), qtable, predicate=qpred,
-        partition_by=["entity", "landing_date"], storage_options=opts)
+    quri = settings.table_uri("bronze", QUARANTINE)
+    with refused_writes_named(quri, committed):
+        report.quarantine_version = delta.replace_partitions(
+            quri, qtable, predicate=qpred, partition_by=["entity", "landing_date"], storage_options=opts)
     log(f"[ingest] wrote bronze/{QUARANTINE}: {qtable.num_rows} rows")
     return report
 
@@ -407,4 +450,5 @@ def _reason_kind(reason: str) -> str:
     return body[:60]
 
 
-__all__ = ["IngestReport", "LandingFileError", "MissingLandingError", "ingest_days", "validate_frame"]
+__all__ = ["IngestReport", "LandingFileError", "MissingLandingError", "StorageNotWritableError",
+           "ingest_days", "refused_writes_named", "validate_frame"]

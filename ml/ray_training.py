@@ -254,26 +254,6 @@ def _gather_samples(samples: float, world_size: int) -> list[float]:
     return counts.tolist()
 
 
-def _wait_until_report_consumed(timeout_s: float = 60.0) -> None:
-    """Block until the Train controller has taken this worker's last report (testing only).
-
-    `ray.train.report` returns once the result is queued in the worker; the controller polls it
-    (every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, default 2 s). A crash before that poll loses the
-    report, and the retry resumes from the checkpoint before it. The test crash waits for the
-    poll so that it tests resuming, not that race. Uses Ray internals; on any change there it
-    falls back to sleeping past a few poll intervals.
-    """
-    try:
-        from ray.train.v2._internal.execution.context import get_train_context
-
-        queue = get_train_context().get_result_queue()
-        deadline = time.monotonic() + timeout_s
-        while queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.05)
-    except Exception:  # pragma: no cover - internals moved
-        time.sleep(8.0)
-
-
 def _strategy(job: TrainingJob, world_size: int, use_gpu: bool) -> str:
     """A name for the optimizer-state layout: checkpoints resume their optimizer only within one."""
     if use_gpu:
@@ -286,8 +266,7 @@ def _strategy(job: TrainingJob, world_size: int, use_gpu: bool) -> str:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: resume from `get_checkpoint()` if any, train, report every epoch.
 
-    config: job (TrainingJob), encoders_json (str), use_gpu (bool), cpus_per_worker (float),
-    crash_marker (str | None; testing only, see `train_on_ray`).
+    config: job (TrainingJob), encoders_json (str), use_gpu (bool), cpus_per_worker (float).
     """
     import ray.train
     import ray.train.torch
@@ -298,7 +277,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     job: TrainingJob = config["job"]
     encoders = Encoders.from_json(config["encoders_json"])
     use_gpu = bool(config.get("use_gpu", False))
-    crash_marker = config.get("crash_marker")
 
     kwargs: dict[str, Any] = {}
     wrap_model = None
@@ -370,11 +348,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             torch.save(plain_state_dict(model), out_dir / MODEL_FILE)
 
         write_and_report(metrics, epoch, write)
-        if crash_marker and rank == 0 and os.path.exists(crash_marker):
-            os.remove(crash_marker)
-            _wait_until_report_consumed()
-            shutil.rmtree(local_dir, ignore_errors=True)  # os._exit skips the finally below
-            os._exit(1)  # a hard worker crash (testing only)
 
     try:
         result = run_training(
@@ -405,7 +378,13 @@ def _root_cause(exc: BaseException) -> str:
     seen = set()
     while id(exc) not in seen:
         seen.add(id(exc))
-        inner = getattr(exc, "cause", None)  # RayTaskError
+        # RayTaskError keeps it in `cause`; Train V2's WorkerHealthCheckFailedError (a worker
+        # process that died, e.g. SIGKILL) in `health_check_failure`: an ActorDiedError. Its
+        # own text is mostly the worker's repr (node id, log path), which pushed the actual
+        # reason past the 600-character cut.
+        inner = getattr(exc, "cause", None)
+        if not isinstance(inner, BaseException):
+            inner = getattr(exc, "health_check_failure", None)
         if isinstance(inner, BaseException) and inner is not exc:
             exc = inner
             continue
@@ -419,6 +398,9 @@ def _root_cause(exc: BaseException) -> str:
         text = lines[-1]  # the formatted traceback of a remote error ends in its message
     else:
         text = " ".join(lines)
+    # ActorDiedError appends guesses ("Some common causes include: (1) ... the OOM killer ...")
+    # whatever killed the process: keep the facts, or a classifier reads "OOM" into them
+    text = text.split(" Some common causes include:", 1)[0]
     if len(text) > 600:
         text = text[:600] + " ..."
     name = type(exc).__name__
@@ -458,7 +440,6 @@ def train_on_ray(
     run_name: str,
     max_failures: int = 1,
     cpus_per_worker: float = 1.0,
-    _crash_marker: str | None = None,
 ) -> RayTrainOutput:
     """Train `job` with `num_workers` Ray Train workers; returns the final weights and history.
 
@@ -468,8 +449,7 @@ def train_on_ray(
     max_failures: worker-group restarts Ray may make within this call (each resumes from the
     last checkpoint). Raises RayTrainingError with the workers' root-cause messages when
     training fails.
-    _crash_marker: testing only. When this file exists after an epoch's checkpoint has been
-    reported, rank 0 deletes it and exits its process (`os._exit(1)`): a real worker crash.
+    Killing a worker mid-run is tested from outside in tests/faults/test_ray_worker_kill.py.
     """
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -502,7 +482,6 @@ def train_on_ray(
             "encoders_json": encoders.to_json(),
             "use_gpu": use_gpu,
             "cpus_per_worker": cpus_per_worker,
-            "crash_marker": _crash_marker,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(

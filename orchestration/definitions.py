@@ -21,6 +21,7 @@ from assets.dbt import (
 from assets.landing import build_landing_specs
 from assets.automation import eager_latest
 from assets.model import blocking_checks_on_inputs, build_model_assets
+from assets.ops import remediation_log_spec
 from assets.serving import build_serving_assets
 from lakehouse.publish import published_models
 from lakehouse.settings import LakehouseSettings
@@ -33,6 +34,7 @@ from orchestration.jobs import (
     train_model_job,
 )
 from orchestration.partitions import daily_partitions
+from orchestration.remediation import run_failure_remediation_sensor
 from orchestration.resources import build_resources
 from orchestration.schedules import daily_schedule, freshness_schedule
 from orchestration.sensors import automation_sensor, landing_zone_sensor, new_champion_sensor
@@ -56,11 +58,12 @@ def build_definitions(settings: LakehouseSettings | None = None, dbt_project_dir
     recommendations, cache, freshness = build_serving_assets(daily_partitions, eager_latest())
     return dg.Definitions(
         assets=[*build_landing_specs(daily_partitions), bronze, dbt_models, *models,
-                recommendations, cache],
+                recommendations, cache, remediation_log_spec()],
         asset_checks=[*checks, freshness],
         jobs=[daily_job, lakehouse_job, ingest_job, train_model_job, rescore_job, freshness_job],
         schedules=[daily_schedule, freshness_schedule],
-        sensors=[landing_zone_sensor, new_champion_sensor, automation_sensor],
+        sensors=[landing_zone_sensor, new_champion_sensor, automation_sensor,
+                 run_failure_remediation_sensor],
         resources=build_resources(settings, project),
     )
 

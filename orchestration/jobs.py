@@ -5,8 +5,11 @@ import dagster as dg
 from orchestration.partitions import daily_partitions
 
 _SERVING = dg.AssetSelection.groups("serving")
-# Everything executable but training: landing files are external assets, not part of a run.
-_DAILY = dg.AssetSelection.all() - dg.AssetSelection.groups("landing", "ml")
+# Jobs that run dbt on the DuckDB working file; dagster.yaml lets one such run go at a time.
+_DUCKDB = {"lakehouse/duckdb": "writer"}
+# Everything executable but training: landing files and the remediation log are external
+# assets, not part of a run.
+_DAILY = dg.AssetSelection.all() - dg.AssetSelection.groups("landing", "ml", "ops")
 
 daily_job = dg.define_asset_job(
     name="daily_recommendations_job",
@@ -15,6 +18,7 @@ daily_job = dg.define_asset_job(
     # One process for the whole chain: on a small machine, process start-up (imports of
     # Dagster, dbt, GX) costs more than parallel steps gain; dbt and Ray run their own processes.
     executor_def=dg.in_process_executor,
+    tags=_DUCKDB,
     description="A day end to end: ingest its landing files, build the dbt features, publish gold "
     "Delta tables, run the checks, score every active user with the champion, publish the cache.",
 )
@@ -24,6 +28,7 @@ lakehouse_job = dg.define_asset_job(
     selection=_DAILY - _SERVING,
     partitions_def=daily_partitions,
     executor_def=dg.in_process_executor,
+    tags=_DUCKDB,
     description="Ingest, features, publication and checks of a day (or a range), without "
     "scoring: backfills, and days before a first model exists.",
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+import uuid
 
 import dagster as dg
 import polars as pl
@@ -119,13 +120,26 @@ def test_failed_blocking_check_stops_downstream_and_keeps_gold(local_settings):
     job = dg.define_asset_job("gate_test", selection=downstream | dg.AssetSelection.checks_for_assets(bronze_workouts),
                               partitions_def=defs.resolve_job_def("daily_lakehouse_job").partitions_def)
     gated = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=defs.resources, jobs=[job])
+    instance = dg.DagsterInstance.ephemeral()
     result = gated.resolve_job_def("gate_test").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), partition_key=last.isoformat(), raise_on_error=False)
+        instance=instance, partition_key=last.isoformat(), raise_on_error=False)
     assert not result.success
     checks = check_results(result)
     assert checks["bronze/workouts:unique_key"] is False
     assert not result.get_asset_materialization_events(), "a model ran past a failed blocking check"
     assert {g: delta.table_version(s.table_uri("gold", g)) for g in GOLD} == versions
+
+    # the failure sensor reports it to a person, naming the check, and retries nothing
+    from orchestration.remediation import build_remediation_sensor, remediation_log
+
+    sensor = build_remediation_sensor([gated.resolve_job_def("gate_test")])
+    out = sensor(dg.build_sensor_context(instance=instance, repository_def=gated.get_repository_def(),
+                                         resources={"lakehouse": defs.resources["lakehouse"]}))
+    assert not out.run_requests
+    decision = remediation_log(s).decisions().row(0, named=True)
+    assert (decision["category"], decision["outcome"]) == ("data_quality", "needs_a_person")
+    assert "bronze/workouts:unique_key" in decision["matched"]
+    assert dup["workout_id"].item() in decision["failed_checks"]  # the offending row is reported
 
 
 @pytest.mark.usefixtures("s3_env")
@@ -134,12 +148,17 @@ def test_full_graph_on_s3(s3_env, tmp_path, monkeypatch):
     monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("LANDING_URI", raising=False)
     monkeypatch.delenv("LAKEHOUSE_DUCKDB_PATH", raising=False)
+    # a distinctive key (moto accepts any): it must not show up in what the run recorded
+    secret = "Sx9" + uuid.uuid4().hex
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     s = LakehouseSettings.from_env()
     assert s.is_s3 and s.landing_uri.startswith("s3://")
     simulate(s.landing_uri, days=3)
     tags = {**RANGE_TAGS, "dagster/asset_partition_range_end": (START + dt.timedelta(days=2)).isoformat()}
     result = run_daily_job(s, tags)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
+    recorded = repr(result.all_events) + repr(result.dagster_run)
+    assert secret not in recorded, "the S3 secret key leaked into the run's events or config"
     opts = s.storage_options()
     for g in GOLD:
         assert delta.row_count(s.table_uri("gold", g), storage_options=opts) > 0, g

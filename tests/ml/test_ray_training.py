@@ -120,37 +120,6 @@ def test_two_gloo_workers_split_the_days(ray_local, lake, encoders, tmp_path):
     assert logits.shape[1] == 3
 
 
-def test_resume_after_driver_restart_and_after_worker_crash(ray_local, lake, encoders, tmp_path):
-    """Both resume paths in one run history (each TorchTrainer start costs ~20 s here):
-
-    A: the worker crashes after reporting epoch 0 and max_failures=0, so the run fails (as if
-       the driver had died). B: the same storage_path and run_name again, max_failures=1, and
-       the worker crashes once more after its first report. Train V2 restores A's run, so B's
-       first attempt starts at epoch 1 (from scratch it would crash after epoch 0); Ray retries
-       the crash from B's epoch-1 checkpoint, so the final attempt resumed from epoch 1.
-    """
-    from ml.ray_training import RayTrainingError, train_on_ray
-
-    job = _job(lake, epochs=3)
-    storage = str(tmp_path / "runs")
-    marker = tmp_path / "crash"
-
-    marker.touch()
-    with pytest.raises(RayTrainingError) as info:
-        train_on_ray(job, encoders, num_workers=1, storage_path=storage, run_name="restart",
-                     max_failures=0, _crash_marker=str(marker))
-    assert "'restart' failed" in str(info.value) and 0 in info.value.worker_errors
-    assert not marker.exists()  # it crashed (after reporting epoch 0)
-
-    marker.touch()
-    out = train_on_ray(job, encoders, num_workers=1, storage_path=storage, run_name="restart",
-                       max_failures=1, _crash_marker=str(marker))
-    assert not marker.exists()  # crashed again, then retried by Ray
-    assert out.resumed_from_epoch == 1
-    assert [h["epoch"] for h in out.history] == [0.0, 1.0, 2.0]  # epoch 0 from run A
-    _check_state_dict(out, encoders, job)
-
-
 def test_rejects_relative_storage_path(job, encoders):
     from ml.ray_training import train_on_ray
 

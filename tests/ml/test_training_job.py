@@ -99,3 +99,14 @@ def test_nan_feature_stops_before_training(lake, tmp_path):
                       train=_train(1), backend="reference")
     with pytest.raises(FeatureError, match="minutes_7d"):
         fit_encoders(job)
+
+
+def test_params_for_mlflow_never_carry_storage_credentials(lake):
+    """The job holds the S3 keys to read Delta; its MLflow params and metadata must not."""
+    import dataclasses
+
+    w = dataclasses.replace(plan_window(lake, train_days=5, valid_days=1),
+                            storage_options={"AWS_SECRET_ACCESS_KEY": "Sx9sentinel", "AWS_REGION": "eu-west-1"})
+    params = TrainingJob(data=w, model=TINY, train=_train()).params()
+    assert params["data.lakehouse_uri"] == lake
+    assert "Sx9sentinel" not in repr(params) and not any("storage" in k for k in params)

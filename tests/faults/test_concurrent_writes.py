@@ -1,0 +1,285 @@
+"""Idempotence and concurrent writers at the Delta layer (lakehouse.delta.replace_partitions).
+
+Writers are released together by a barrier, on a fresh table (both create it) and on a table
+that already holds the partition (both replace it), ROUNDS times, as threads and as processes,
+on a local folder and on S3 (conditional_put=etag). Whatever the race gives (a commit conflict
+that the loser retries, or no overlap at all), every row must end up exactly once and a replaced
+partition must hold one writer's rows, whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import re
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from lakehouse import delta
+from lakehouse.settings import s3_storage_options
+
+ROUNDS = 5
+PART = "p"
+N_ROWS = 4
+
+
+def _rows(day: str, writer: int, n: int = N_ROWS) -> pa.Table:
+    return pa.table({"id": [f"{day}-{i}" for i in range(n)], PART: [day] * n, "writer": [writer] * n})
+
+
+def _replace(uri: str, day: str, writer: int, opts: dict | None, stream: bool = False) -> int:
+    data = _rows(day, writer)
+    if stream:
+        data = pa.RecordBatchReader.from_batches(data.schema, data.to_batches())
+    return delta.replace_partitions(uri, data, predicate=f"{PART} = '{day}'", partition_by=[PART],
+                                    storage_options=opts)
+
+
+def _prepare(uri: str, rnd: int, opts: dict | None) -> None:
+    """Odd rounds race on a table that already holds the partition (old rows that must go) and
+    another partition (that must stay); even rounds race to create the table."""
+    if rnd % 2:
+        delta.replace_partitions(uri, _rows("d1", writer=-1, n=N_ROWS + 2), predicate=f"{PART} = 'd1'",
+                                 partition_by=[PART], storage_options=opts)
+        delta.replace_partitions(uri, _rows("d0", writer=-1), predicate=f"{PART} = 'd0'",
+                                 partition_by=[PART], storage_options=opts)
+
+
+def _check(uri: str, rnd: int, days: list[str], opts: dict | None) -> tuple[int, int, int]:
+    """Assert one copy of every row; returns (expected, present, distinct ids)."""
+    df = delta.read(uri, storage_options=opts)
+    expected = {f"{d}-{i}" for d in days for i in range(N_ROWS)} | (
+        {f"d0-{i}" for i in range(N_ROWS)} if rnd % 2 else set())
+    ids = df["id"].to_list()
+    assert set(ids) == expected, f"round {rnd}: {sorted(ids)}"
+    assert len(ids) == len(expected), f"round {rnd}: duplicated rows {sorted(ids)}"
+    for d in days:  # a replaced partition is one writer's rows, whole
+        writers = df.filter(df[PART] == d)["writer"].unique().to_list()
+        assert len(writers) == 1 and writers[0] >= 0, f"round {rnd}, {d}: writers {writers}"
+    return len(expected), len(ids), len(set(ids))
+
+
+# ------------------------------------------------------------------------------ where and how
+
+@pytest.fixture(params=["local", "s3"])
+def where(request, tmp_path, fault_drill):
+    """(table root, storage options) on a local folder or on the S3 test server."""
+    fault_drill.fault += f" ({request.param})"  # one row per storage in the drill's table
+    if request.param == "local":
+        return str(tmp_path / "lake"), None
+    uri = request.getfixturevalue("s3_env")
+    return uri, s3_storage_options()
+
+
+class _Conflicts(logging.Handler):
+    """Counts the commit conflicts that replace_partitions lost and retried (its warnings)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage().split(": ", 2)[-1])
+
+
+def _listen() -> _Conflicts:
+    handler = _Conflicts()
+    logging.getLogger("lakehouse.delta").addHandler(handler)
+    return handler
+
+
+def _race_threads(root: str, opts, days: list[str]) -> list[str]:
+    """ROUNDS races of len(days) threads (writer i replaces days[i]); returns the errors."""
+    errors: list[str] = []
+    for rnd in range(ROUNDS):
+        uri = f"{root}/race{rnd}"
+        _prepare(uri, rnd, opts)
+        barrier = threading.Barrier(len(days))
+
+        def write(i: int) -> None:
+            barrier.wait(timeout=60)
+            try:
+                _replace(uri, days[i], i, opts)
+            except Exception as exc:  # the assertion below reports it
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(len(days))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    return errors
+
+
+def _process_writer(root: str, opts, day: str, writer: int, barrier, out) -> None:
+    """One writer process: ROUNDS replaces, each released by the shared barrier."""
+    handler = _listen()
+    for rnd in range(ROUNDS):
+        barrier.wait(timeout=120)
+        try:
+            _replace(f"{root}/race{rnd}", day, writer, opts)
+            out.put((writer, rnd, None))
+        except Exception as exc:
+            out.put((writer, rnd, f"{type(exc).__name__}: {exc}"))
+    out.put((writer, -1, handler.messages))
+
+
+def _race_processes(root: str, opts, days: list[str]) -> tuple[list[str], list[str]]:
+    """The same races between processes (spawned: no fork of a process running threads)."""
+    for rnd in range(ROUNDS):
+        _prepare(f"{root}/race{rnd}", rnd, opts)
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(len(days)), ctx.Queue()
+    procs = [ctx.Process(target=_process_writer, args=(root, opts, d, i, barrier, out))
+             for i, d in enumerate(days)]
+    for p in procs:
+        p.start()
+    errors, conflicts = [], []
+    for _ in range(len(days) * (ROUNDS + 1)):
+        writer, rnd, what = out.get(timeout=240)
+        if rnd < 0:
+            conflicts += what
+        elif what:
+            errors.append(what)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return errors, conflicts
+
+
+# ------------------------------------------------------------------------------ the tests
+
+RACES = [
+    pytest.param("threads", ["d1", "d1"], marks=pytest.mark.fault("two writers of one partition at once"),
+                 id="same-partition-threads"),
+    pytest.param("processes", ["d1", "d1"], marks=pytest.mark.fault("two writer processes of one partition"),
+                 id="same-partition-processes"),
+    pytest.param("threads", ["d1", "d2"], marks=pytest.mark.fault("two writers of two partitions at once"),
+                 id="two-partitions-threads"),
+    pytest.param("processes", ["d1", "d2"], marks=pytest.mark.fault("two writer processes of two partitions"),
+                 id="two-partitions-processes"),
+]
+
+
+@pytest.mark.parametrize("how, days", RACES)
+def test_concurrent_writers_leave_one_copy(where, how, days, fault_drill):
+    root, opts = where
+    handler = _listen()
+    t0 = time.perf_counter()
+    fault_drill.injected()
+    try:
+        if how == "threads":
+            errors, conflicts = _race_threads(root, opts, days), None
+        else:
+            errors, conflicts = _race_processes(root, opts, days)
+    finally:
+        logging.getLogger("lakehouse.delta").removeHandler(handler)
+    conflicts = handler.messages if conflicts is None else conflicts
+    assert not errors, errors  # every writer landed, conflicts included
+    fault_drill.recovered()
+    totals = [_check(f"{root}/race{rnd}", rnd, sorted(set(days)), opts) for rnd in range(ROUNDS)]
+    fault_drill.rows(expected=sum(t[0] for t in totals), present=sum(t[1] for t in totals),
+                     distinct=sum(t[2] for t in totals))
+    fault_drill.detail.update({
+        "storage": "s3" if root.startswith("s3://") else "local", "writers": how, "rounds": ROUNDS,
+        "conflicts_retried": len(conflicts), "conflict_errors": sorted(set(conflicts)),
+        "seconds": round(time.perf_counter() - t0, 2),
+    })
+
+
+@pytest.mark.fault("same partition replaced twice")
+def test_replacing_a_partition_again_keeps_one_copy(where, fault_drill):
+    root, opts = where
+    uri = f"{root}/twice"
+    _replace(uri, "d0", 0, opts)
+    _replace(uri, "d1", 0, opts)
+    version = delta.table_version(uri, opts)
+    fault_drill.injected()
+    _replace(uri, "d1", 1, opts)
+    _replace(uri, "d1", 2, opts, stream=True)  # a RecordBatchReader replaces the same way
+    fault_drill.recovered()
+    assert delta.table_version(uri, opts) == version + 2
+    df = delta.read(uri, storage_options=opts)
+    assert sorted(df["id"].to_list()) == sorted(f"{d}-{i}" for d in ("d0", "d1") for i in range(N_ROWS))
+    assert df.filter(df[PART] == "d1")["writer"].unique().to_list() == [2]
+    assert df.filter(df[PART] == "d0")["writer"].unique().to_list() == [0]
+    fault_drill.rows(expected=2 * N_ROWS, present=df.height, distinct=df["id"].n_unique())
+
+
+# ------------------------------------------------------------------------------ losing on purpose
+
+def _stale_writes(monkeypatch, uri: str, opts, lose: int) -> list[int]:
+    """Make the next `lose` write attempts lose a real commit conflict: each starts from a
+    snapshot taken just before a competitor replaces the same partition. Returns a counter."""
+    real = delta.write_deltalake
+    attempts = [0]
+
+    def losing_write(table_or_uri, data, **kw):
+        attempts[0] += 1
+        if attempts[0] > lose:
+            return real(table_or_uri, data, **kw)
+        stale = delta.DeltaTable(uri, storage_options=delta.delta_options(uri, opts))
+        real(uri, _rows("d1", writer=9), mode="overwrite", predicate=f"{PART} = 'd1'",
+             storage_options=delta.delta_options(uri, opts))
+        return real(stale, data, **kw)
+
+    monkeypatch.setattr(delta, "write_deltalake", losing_write)
+    monkeypatch.setattr(delta, "COMMIT_BACKOFF_S", 0.01)
+    return attempts
+
+
+@pytest.mark.fault("commit conflict retried")
+def test_a_lost_commit_conflict_is_retried(where, monkeypatch, fault_drill):
+    root, opts = where
+    uri = f"{root}/conflict"
+    _replace(uri, "d1", 0, opts)
+    attempts = _stale_writes(monkeypatch, uri, opts, lose=2)
+    handler = _listen()
+    fault_drill.injected()
+    try:
+        _replace(uri, "d1", 1, opts)
+    finally:
+        logging.getLogger("lakehouse.delta").removeHandler(handler)
+    fault_drill.recovered()
+    assert attempts[0] == 3 and len(handler.messages) == 2
+    df = delta.read(uri, storage_options=opts)
+    assert sorted(df["id"].to_list()) == [f"d1-{i}" for i in range(N_ROWS)]
+    assert df["writer"].unique().to_list() == [1]  # the retried write won, whole
+    fault_drill.rows(expected=N_ROWS, present=df.height, distinct=df["id"].n_unique())
+    fault_drill.detail["conflict_errors"] = sorted(set(handler.messages))
+
+
+@pytest.mark.fault("commit conflicts that never stop")
+def test_giving_up_names_the_table_and_the_conflict(tmp_path, monkeypatch, fault_drill):
+    uri = str(tmp_path / "lake" / "given_up")
+    _replace(uri, "d1", 0, None)
+    real = delta.write_deltalake
+    attempts = _stale_writes(monkeypatch, uri, None, lose=100)
+    fault_drill.injected()
+    gave_up = rf"{re.escape(uri)}: commit lost to a conflicting concurrent write .* 3 times"
+    with pytest.raises(delta.ConcurrentWriteError, match=gave_up) as err:
+        delta.replace_partitions(uri, _rows("d1", 1), predicate=f"{PART} = 'd1'", partition_by=[PART],
+                                 retries=2)
+    assert attempts[0] == 3
+    assert isinstance(err.value.__cause__, delta.CommitFailedError)
+    fault_drill.detail["error"] = f"{type(err.value).__name__}: {err.value}"
+    # a stream is consumed by the first try: no retry, and the error says to re-run
+    attempts[0] = 0
+    reader = pa.RecordBatchReader.from_batches(_rows("d1", 1).schema, _rows("d1", 1).to_batches())
+    resend = rf"{re.escape(uri)}: .*cannot be re-sent: re-run the step"
+    with pytest.raises(delta.ConcurrentWriteError, match=resend):
+        delta.replace_partitions(uri, reader, predicate=f"{PART} = 'd1'", partition_by=[PART])
+    assert attempts[0] == 1
+    # nothing was lost meanwhile: the competitor's last replace is the partition, whole
+    df = delta.read(uri)
+    assert df.height == N_ROWS and df["writer"].unique().to_list() == [9]
+    # the competitor stops: the next run lands
+    monkeypatch.setattr(delta, "write_deltalake", real)
+    _replace(uri, "d1", 1, None, stream=True)
+    fault_drill.recovered()
+    df = delta.read(uri)
+    assert df.height == N_ROWS and df["writer"].unique().to_list() == [1]
+    fault_drill.rows(expected=N_ROWS, present=df.height, distinct=df["id"].n_unique())

@@ -1,0 +1,192 @@
+"""Fault injection: the Ray Train worker is SIGKILLed from outside in the middle of training.
+
+A thread of the test waits until Train V2's controller has registered a checkpoint (it writes
+`<storage_path>/<run_name>/checkpoint_manager_snapshot.json`), looks the worker's PID up in the
+cluster's actor table and sends it SIGKILL. With retries left Ray restarts the worker group
+within the same `train_on_ray` call; without, the call fails and a rerun with the same run_name
+resumes. Either way training resumes from the last registered checkpoint and the history holds
+every epoch exactly once.
+
+Real Ray (a local 2-CPU instance), one gloo worker, the tiny gold lakehouse of tests/ml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ml.training_job import TrainingJob, fit_encoders
+from tests.ml.test_ray_training import _check_state_dict, _job, lake, ray_local  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+# Each epoch waits for the controller's poll of its report (0.5 s in ray_local, the report
+# queue holds one result), so epochs 1-4 leave ~2 s after the first checkpoint to kill in.
+EPOCHS = 5
+SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+@pytest.fixture(scope="module")
+def job(lake) -> TrainingJob:
+    return _job(lake, epochs=EPOCHS)
+
+
+@pytest.fixture(scope="module")
+def encoders(job):
+    return fit_encoders(job)
+
+
+def registered_epoch(run_dir: Path) -> int | None:
+    """Epoch of the latest checkpoint the controller has registered (None: none yet).
+
+    Not the checkpoint directories: a worker uploads its checkpoint before the controller takes
+    the report, and a report the controller never took is not resumed from.
+    """
+    try:
+        state = json.loads((run_dir / SNAPSHOT).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or mid-write
+        return None
+    latest = state.get("latest_checkpoint_result") or {}
+    epoch = (latest.get("metrics") or {}).get("epoch")
+    return None if epoch is None else int(epoch)
+
+
+def train_worker_pids() -> list[int]:
+    """PIDs of the live Ray Train workers of this test's cluster.
+
+    The GCS actor table: `ray.util.state.list_actors` needs the dashboard, which `init_ray`
+    does not start, and a process-name scan could hit another Ray instance on the machine.
+    """
+    import ray
+
+    actors = ray._private.state.actors(actor_state_name="ALIVE").values()
+    return [a["Pid"] for a in actors if a["ActorClassName"] == "RayTrainWorker" and a["Pid"]]
+
+
+class WorkerKiller(threading.Thread):
+    """SIGKILLs the run's only Ray Train worker once a checkpoint of the run is registered."""
+
+    def __init__(self, run_dir: Path, fault_drill, timeout_s: float = 240.0) -> None:
+        super().__init__(daemon=True, name="ray-worker-killer")
+        self.run_dir, self.fault_drill, self.timeout_s = run_dir, fault_drill, timeout_s
+        self.stop = threading.Event()
+        self.killed_pid: int | None = None
+        self.epoch_at_kill: int | None = None
+        self.started = time.perf_counter()
+        self.kill_after_s: float | None = None  # from the start of the run
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._hunt()
+        except BaseException as exc:  # surfaced by the test after join()
+            self.error = exc
+
+    def _hunt(self) -> None:
+        deadline = self.started + self.timeout_s
+        pid = None
+        while not self.stop.is_set() and time.perf_counter() < deadline:
+            if pid is None:  # look it up before the checkpoint: the kill follows it at once
+                pids = train_worker_pids()
+                if len(pids) > 1:
+                    raise AssertionError(f"expected one Ray Train worker, found PIDs {pids}")
+                pid = pids[0] if pids else None
+            epoch = registered_epoch(self.run_dir)
+            if pid is not None and epoch is not None:
+                os.kill(pid, signal.SIGKILL)
+                self.fault_drill.injected()
+                self.killed_pid, self.epoch_at_kill = pid, epoch
+                self.kill_after_s = round(time.perf_counter() - self.started, 2)
+                return
+            time.sleep(0.02)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(timeout=10)
+        if self.error is not None:
+            raise self.error
+        assert self.killed_pid is not None, "the worker was never killed"
+        # a kill after the last epoch would test nothing: the run must have been mid-way
+        assert self.epoch_at_kill < EPOCHS - 1, f"killed after epoch {self.epoch_at_kill}"
+
+
+def _assert_worker_dead(pid: int) -> None:
+    import ray
+
+    states = {a["State"] for a in ray._private.state.actors().values() if a["Pid"] == pid}
+    assert states == {"DEAD"}, states
+
+
+@pytest.mark.fault("Ray worker killed mid-training (retries left)")
+def test_killed_worker_is_restarted_from_last_checkpoint(
+    ray_local, job, encoders, tmp_path, fault_drill  # noqa: F811
+):
+    from ml.ray_training import train_on_ray
+
+    storage, run_name = tmp_path / "runs", "kill-retry"
+    killer = WorkerKiller(storage / run_name, fault_drill)
+    killer.start()
+    try:
+        out = train_on_ray(job, encoders, num_workers=1, storage_path=str(storage),
+                           run_name=run_name, max_failures=1)
+    finally:
+        killer.stop.set()
+    killer.finish()
+    fault_drill.recovered()
+    _assert_worker_dead(killer.killed_pid)
+
+    # Resumed, not restarted from scratch. A report the controller was already taking when the
+    # signal landed may still be registered: at most one epoch past the one seen before the kill.
+    assert out.resumed_from_epoch is not None
+    assert killer.epoch_at_kill <= out.resumed_from_epoch <= killer.epoch_at_kill + 1
+    assert [h["epoch"] for h in out.history] == [float(e) for e in range(EPOCHS)]
+    assert Path(out.checkpoint_path).parent == storage / run_name
+    _check_state_dict(out, encoders, job)
+    fault_drill.detail.update(
+        epoch_at_kill=killer.epoch_at_kill, resumed_from_epoch=out.resumed_from_epoch,
+        kill_after_s=killer.kill_after_s, run_s=round(out.seconds, 2), epochs=EPOCHS,
+    )
+
+
+@pytest.mark.fault("Ray worker killed mid-training (no retries left)")
+def test_killed_worker_without_retries_fails_then_rerun_resumes(
+    ray_local, job, encoders, tmp_path, fault_drill  # noqa: F811
+):
+    from ml.ray_training import RayTrainingError, train_on_ray
+
+    storage, run_name = tmp_path / "runs", "kill-rerun"
+    run_dir = storage / run_name
+    killer = WorkerKiller(run_dir, fault_drill)
+    killer.start()
+    try:
+        with pytest.raises(RayTrainingError) as info:
+            train_on_ray(job, encoders, num_workers=1, storage_path=str(storage),
+                         run_name=run_name, max_failures=0)
+    finally:
+        killer.stop.set()
+    killer.finish()
+    error = str(info.value)
+    fault_drill.detail["error"] = error
+    assert f"{run_name!r} failed: rank 0: ActorDiedError: The actor died" in error
+    assert "OOM" not in error  # Ray's guesses at a cause are cut: nothing ran out of memory
+    _assert_worker_dead(killer.killed_pid)
+    # the run is over: what the snapshot names now is all a rerun can resume from
+    last_registered = registered_epoch(run_dir)
+    assert last_registered is not None and last_registered >= killer.epoch_at_kill
+
+    out = train_on_ray(job, encoders, num_workers=1, storage_path=str(storage),
+                       run_name=run_name, max_failures=0)
+    fault_drill.recovered()
+    assert out.resumed_from_epoch == last_registered  # no registered checkpoint was lost
+    assert [h["epoch"] for h in out.history] == [float(e) for e in range(EPOCHS)]
+    _check_state_dict(out, encoders, job)
+    fault_drill.detail.update(
+        epoch_at_kill=killer.epoch_at_kill, resumed_from_epoch=out.resumed_from_epoch,
+        kill_after_s=killer.kill_after_s, rerun_s=round(out.seconds, 2), epochs=EPOCHS,
+    )
