@@ -314,7 +314,7 @@ _SECRET_PATTERNS = (
     re.compile(r"(?i)((?:aws_)?secret_access_key|aws_session_token|password|token|secret)"
                r"(\s*[=:]\s*['\"]?)([^'\"\s,&}]+)"),
     re.compile(r"(?i)(\w+://[^/\s:@]+:)([^@\s/]+)(@)"),  # scheme://user:password@host
-    re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"),  # AWS access key ids
+    re.compile(r"\bA(?:K|S)IA[A-Z0-9]{16}\b"),  # AWS access key ids (long-term, temporary)
 )
 
 
@@ -334,7 +334,7 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
             text = text.replace(value, "***")
     text = _SECRET_PATTERNS[0].sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
     text = _SECRET_PATTERNS[1].sub(lambda m: f"{m.group(1)}***{m.group(3)}", text)
-    return _SECRET_PATTERNS[2].sub("AKIA****************", text)
+    return _SECRET_PATTERNS[2].sub("<aws-access-key-id>", text)
 
 
 # ---------------------------------------------------------------------------------------------
