@@ -14,7 +14,6 @@ import contextlib
 import datetime as dt
 import io
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -32,6 +31,7 @@ from lakehouse.contract import (
     Entity,
     bronze_schema,
 )
+from lakehouse.remediation import clean
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import filesystem_for, join_uri, list_files
 
@@ -283,7 +283,6 @@ def _cross_checks(entity: Entity, df: pl.DataFrame, known: dict[str, pl.Series],
 # chain of Rust messages (and ANSI colours); these markers find it in any of them.
 _READ_ONLY = ("os error 30", "read-only file system", "readonlyfilesystem")
 _NO_PERMISSION = ("os error 13", "permission denied", "permissiondenied")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @contextlib.contextmanager
@@ -293,7 +292,7 @@ def refused_writes_named(uri: str, committed: Sequence[str] = ()):
     try:
         yield
     except Exception as exc:
-        text = " ".join(_ANSI.sub("", str(exc)).split())
+        text = " ".join(clean(str(exc)).split())
         low = text.lower()
         if any(m in low for m in _READ_ONLY):
             why = "is read-only"

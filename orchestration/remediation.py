@@ -216,6 +216,7 @@ def build_remediation_sensor(
                                   updated_after=since - dt.timedelta(seconds=5)),
             order_by="update_timestamp", ascending=True, limit=100)
         newest = since
+        events_so_far = None
         for record in records:
             run = record.dagster_run
             newest = max(newest, record.update_timestamp.replace(tzinfo=dt.timezone.utc)
@@ -230,7 +231,9 @@ def build_remediation_sensor(
             evidence = gather_evidence(instance, run)
             diagnosis = classifier.classify(evidence)
             failed_ops = [e.step for e in evidence.errors]
-            prior = _prior_retries(log, evidence.root_run_id)
+            if events_so_far is None:  # the log is read once per tick, and only when needed
+                events_so_far = log.read()
+            prior = _prior_retries(events_so_far, evidence.root_run_id)
             decision = policy.decide(diagnosis, evidence, op_config=effective_op_config(run, failed_ops),
                                      prior_by_category=prior, resumable_ops=RESUMABLE_OPS)
             events.append(decision_row(evidence, decision, now))
@@ -280,10 +283,10 @@ def build_remediation_sensor(
     return run_failure_remediation_sensor
 
 
-def _prior_retries(log: RemediationLog, root_run_id: str) -> dict[str, int]:
+def _prior_retries(events, root_run_id: str) -> dict[str, int]:
+    """Retries already decided for `root_run_id`, per category (`events`: RemediationLog.read())."""
     import polars as pl
 
-    events = log.read()
     if events.height == 0:
         return {}
     done = events.filter((pl.col("event") == "decision") & (pl.col("root_run_id") == root_run_id)
