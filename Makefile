@@ -22,7 +22,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DAGSTER_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: help install demo test test-fast ui mlflow train experiments bench bench-train bench-infer simulate report dbt-parse clean serve bench-serve fault-drill
+.PHONY: byod byod-ui help install demo test test-fast ui mlflow train experiments bench bench-train bench-infer simulate report dbt-parse clean serve bench-serve fault-drill
 
 help:
 	@echo "make demo   - install, simulate $(DAYS) days ($(SIZE)), materialize every asset, print a summary"
@@ -35,6 +35,8 @@ help:
 	@echo "make report - the simulator's realism report on the landing zone"
 	@echo "make serve  - the home-feed read service on the published cache; make bench-serve - its latency benchmark"
 	@echo "make fault-drill - every fault-injection test REPEAT times: survivals, rows lost, time to recover"
+	@echo "make byod   - your own data through the same flow: MAPPING=your.yaml (default: a generated example)"
+	@echo "make byod-ui - the Dagster UI on the byod data"
 
 install: $(VENV)/.installed
 
@@ -109,3 +111,24 @@ bench-infer: install
 REPEAT ?= 3
 fault-drill: install
 	$(BIN)/python -m benchmarks.fault_drill --repeat $(REPEAT)
+
+# Bring your own data: the same flow on any interaction log described by a mapping file.
+# Default: examples/listening/mapping.yaml on a generated listening log (a shape unlike the
+# simulator's). Its run state lives apart from the demo's, in BYOD_DIR.
+MAPPING ?= examples/listening/mapping.yaml
+BYOD_DIR ?= $(CURDIR)/data/byod
+BYOD_URI ?=
+BYOD_ENV = LAKEHOUSE_MAPPING="$(abspath $(MAPPING))" LAKEHOUSE_DATA_DIR="$(BYOD_DIR)" \
+	DAGSTER_HOME="$(BYOD_DIR)/dagster_home" LAKEHOUSE_URI="$(BYOD_URI)" LANDING_URI= LAKEHOUSE_DUCKDB_PATH=
+BYOD_DAYS ?= 42
+
+byod: install
+	mkdir -p "$(BYOD_DIR)/dagster_home" && cp orchestration/dagster.yaml "$(BYOD_DIR)/dagster_home/dagster.yaml"
+	@if [ "$(MAPPING)" = "examples/listening/mapping.yaml" ]; then \
+		$(BIN)/python -m simulator external --out "$(BYOD_DIR)/listening_source" --days $(BYOD_DAYS) \
+			--start-date $(START) --seed $(SEED); fi
+	$(BYOD_ENV) $(BIN)/python -m orchestration.demo --from-source
+
+byod-ui: install
+	mkdir -p "$(BYOD_DIR)/dagster_home" && cp orchestration/dagster.yaml "$(BYOD_DIR)/dagster_home/dagster.yaml"
+	$(BYOD_ENV) $(BIN)/python -m orchestration.ui -w workspace.yaml -h 127.0.0.1 -p $(PORT)

@@ -75,15 +75,18 @@ def build_checks(
     partitions_def: dg.PartitionsDefinition,
     gold_tables: Mapping[str, tuple[dg.AssetKey, str]] | None = None,
     negatives_per_positive: float = 4,
+    dataset: str = "fitness",
 ) -> list[dg.AssetChecksDefinition]:
-    """Bronze suites for every entity; gold suites for the published marts that have one.
+    """Bronze suites for every entity (or the mapped interactions); gold suites for the published
+    marts that have one.
 
     ``gold_tables``: model name -> (asset key, partition column), from the dbt manifest.
     """
-    bronze = {bronze_key(s.table): s for s in bronze_suites()}
+    bronze = {bronze_key(s.table): s for s in bronze_suites(dataset)}
     gold_tables = gold_tables or {}
     gold = {gold_tables[s.table][0]: s
-            for s in gold_suites({t: col for t, (_, col) in gold_tables.items()}, negatives_per_positive)}
+            for s in gold_suites({t: col for t, (_, col) in gold_tables.items()}, negatives_per_positive,
+                                 dataset=dataset)}
     checks = [build_layer_checks("gx_bronze", bronze, partitions_def)]
     if gold:
         checks.append(build_layer_checks("gx_gold", gold, partitions_def))

@@ -25,10 +25,25 @@ from lakehouse.settings import PROJECT_ROOT, LakehouseSettings
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 
-def lakehouse_dbt_project(target: str = "local", project_dir: str | Path | None = None) -> DbtProject:
-    """The dbt project, declared once; its profile lives inside it."""
+def lakehouse_dbt_project(target: str = "local", project_dir: str | Path | None = None,
+                          dataset: str = "fitness") -> DbtProject:
+    """The dbt project, declared once; its profile lives inside it. ``dataset`` ("fitness" or
+    "mapped", the dbt var that enables one family of models) gets its own target folder, so
+    switching datasets never reads the other's manifest."""
     path = Path(project_dir) if project_dir else DBT_PROJECT_DIR
-    return DbtProject(project_dir=path, profiles_dir=path, target=target)
+    target_path = Path("target") if dataset == "fitness" else Path("target") / dataset
+    return DbtProject(project_dir=path, profiles_dir=path, target=target, target_path=target_path)
+
+
+def dataset_of(project: DbtProject) -> str:
+    """The dataset a project object was declared for (its target folder says it)."""
+    return "fitness" if Path(project.target_path).name == "target" else Path(project.target_path).name
+
+
+def dataset_vars(project: DbtProject) -> dict[str, str]:
+    """The vars every dbt invocation of this project passes (parse and build alike: a differing
+    var would make dbt re-parse into the other family of models)."""
+    return {"dataset": dataset_of(project)}
 
 
 def dbt_executable() -> str:
@@ -43,7 +58,8 @@ def dbt_resource(project: DbtProject, target: str) -> DbtCliResource:
 
 def prepare_manifest(project: DbtProject, target: str) -> None:
     """`dbt parse` -> target/manifest.json (what the asset graph is built from)."""
-    dbt_resource(project, target).cli(["parse", "--quiet"], target_path=Path(project.target_path)).wait()
+    dbt_resource(project, target).cli(["parse", "--quiet", "--vars", json.dumps(dataset_vars(project))],
+                                      target_path=Path(project.target_path)).wait()
 
 
 def manifest_is_stale(project: DbtProject) -> bool:
@@ -102,8 +118,8 @@ def environ(values: Mapping[str, str]) -> Iterator[None]:
 
 
 class LakehouseDbtTranslator(DagsterDbtTranslator):
-    """bronze sources keep their bronze keys; published models are keyed by their layer (gold/...),
-    the rest by their folder (staging/..., intermediate/...)."""
+    """bronze sources keep their bronze keys; published models are keyed by their layer (gold/...)
+    and published name, the rest by their folder (staging/..., intermediate/...)."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         rtype = dbt_resource_props["resource_type"]
@@ -113,9 +129,10 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
                 **((dbt_resource_props.get("config") or {}).get("meta") or {})}
         if meta.get("publish"):
             pub = meta["publish"] if isinstance(meta["publish"], dict) else {}
-            return dg.AssetKey([pub.get("layer", "gold"), dbt_resource_props["name"]])
+            return dg.AssetKey([pub.get("layer", "gold"), pub.get("name") or dbt_resource_props["name"]])
         fqn = dbt_resource_props.get("fqn") or []
-        folder = fqn[1] if len(fqn) > 2 else "dbt"
+        # the innermost folder: staging/, intermediate/ (also under mapped/)
+        folder = fqn[-2] if len(fqn) > 2 else "dbt"
         return dg.AssetKey([folder, dbt_resource_props["name"]])
 
     def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition | None:
@@ -148,7 +165,7 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.TimeWindowPartition
         settings = lakehouse.settings()
         window = context.partition_time_window
         start, end = window.start.date(), window.end.date() - dt.timedelta(days=1)
-        dbt_vars = {"start_date": start.isoformat(), "end_date": end.isoformat()}
+        dbt_vars = {**dataset_vars(project), "start_date": start.isoformat(), "end_date": end.isoformat()}
         args = ["build", "--vars", json.dumps(dbt_vars), "--target", dbt_target_for(settings)]
         context.log.info(f"dbt {' '.join(args)}")
         with environ(dbt_env(settings)):

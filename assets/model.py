@@ -41,6 +41,8 @@ MODEL_KEY = dg.AssetKey("dlrm_model")
 EVALUATION_KEY = dg.AssetKey("model_evaluation")
 GOLD_INPUTS = ("training_examples", "user_features_daily", "class_features_daily",
                "scoring_candidates", "user_instructor_affinity")
+# a mapped dataset (bring your own data) has no instructors, so no affinity table
+MAPPED_GOLD_INPUTS = GOLD_INPUTS[:4]
 
 
 class ModelTrainingConfig(dg.Config):
@@ -57,7 +59,9 @@ class ModelTrainingConfig(dg.Config):
     bottom_mlp: list[int] = [128, 64, 16]
     top_mlp: list[int] = [256, 128]
     interaction: str = Field("dot", description="dot (DLRM) or dcn (cross network)")
-    include_ids: bool = Field(False, description="user_id/class_id embeddings (never required)")
+    include_ids: bool | None = Field(None, description="user_id/class_id embeddings; default: off for "
+                                     "the simulator's data (attributes carry cold start), on for a "
+                                     "mapped dataset (its items may have no attributes)")
     num_workers: int = Field(1, description="Ray Train workers")
     use_gpu: bool = Field(False, description="NCCL + sharded embeddings on GPU workers")
     seed: int = 0
@@ -65,8 +69,9 @@ class ModelTrainingConfig(dg.Config):
                                                "run (set by the failure sensor after a lost worker)")
 
     def job(self, lakehouse_uri: str, storage_options: dict | None,
-            window: DataWindow | None = None) -> TrainingJob:
+            window: DataWindow | None = None, dataset: str = "fitness") -> TrainingJob:
         """The training job on the latest gold window (or on `window`, to repeat a job)."""
+        include_ids = self.include_ids if self.include_ids is not None else dataset == "mapped"
         window = window or plan_window(
             lakehouse_uri, train_days=self.train_days, valid_days=self.valid_days,
             storage_options=storage_options, sample_fraction=self.sample_fraction, seed=self.seed)
@@ -74,11 +79,12 @@ class ModelTrainingConfig(dg.Config):
             data=window,
             model=ModelHParams(embedding_dim=self.embedding_dim, bottom_mlp=list(self.bottom_mlp),
                                top_mlp=list(self.top_mlp), interaction=self.interaction,
-                               include_ids=self.include_ids),
+                               include_ids=include_ids),
             train=TrainConfig(epochs=self.epochs, lr=self.lr, sparse_lr=self.sparse_lr,
                               batch_size=self.batch_size, optimizer="adam",
                               sparse_optimizer="adagrad", fused=True,
                               seed=self.seed),
+            dataset=dataset,
         )
 
     def run_name(self, job: TrainingJob, root_run_id: str) -> str:
@@ -99,14 +105,15 @@ def failed_blocking_checks(instance: dg.DagsterInstance,
     return failed
 
 
-def blocking_checks_on_inputs(checks: Sequence[dg.AssetChecksDefinition]) -> list[dg.AssetCheckKey]:
-    inputs = set(_gold_deps())
+def blocking_checks_on_inputs(checks: Sequence[dg.AssetChecksDefinition],
+                              gold_inputs: Sequence[str] = GOLD_INPUTS) -> list[dg.AssetCheckKey]:
+    inputs = set(_gold_deps(gold_inputs))
     return [spec.key for c in checks for spec in c.check_specs
             if spec.blocking and spec.asset_key in inputs]
 
 
-def _gold_deps() -> list[dg.AssetKey]:
-    return [dg.AssetKey(["gold", name]) for name in GOLD_INPUTS]
+def _gold_deps(gold_inputs: Sequence[str] = GOLD_INPUTS) -> list[dg.AssetKey]:
+    return [dg.AssetKey(["gold", name]) for name in gold_inputs]
 
 
 def _ray_storage(settings) -> str:
@@ -119,13 +126,14 @@ class EvaluationConfig(dg.Config):
     eval_user_fraction: float = Field(0.25, description="share of users whose lists are evaluated")
 
 
-def _job_of(model_meta: dict, lakehouse_uri: str, so: dict | None) -> tuple[ModelTrainingConfig, TrainingJob]:
+def _job_of(model_meta: dict, lakehouse_uri: str, so: dict | None,
+            dataset: str = "fitness") -> tuple[ModelTrainingConfig, TrainingJob]:
     """The model's own config and window, from its materialization metadata."""
     cfg = ModelTrainingConfig(**model_meta["config"])
     w = {k: dt.date.fromisoformat(v) for k, v in model_meta["window"].items() if v != "None"}
     window = DataWindow(lakehouse_uri=lakehouse_uri, storage_options=so,
                         sample_fraction=cfg.sample_fraction, seed=cfg.seed, **w)
-    return cfg, cfg.job(lakehouse_uri, so, window)
+    return cfg, cfg.job(lakehouse_uri, so, window, dataset=dataset)
 
 
 def _r(x: float) -> float:
@@ -140,14 +148,15 @@ def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = ()) -> list[dg.AssetsDefinition]:
+def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
+                       gold_inputs: Sequence[str] = GOLD_INPUTS) -> list[dg.AssetsDefinition]:
     """The three assets; `blocking_checks`: the blocking checks on the gold inputs (from the
     definitions), whose latest failure keeps training and promotion from starting."""
 
     @dg.asset(
         key=MODEL_KEY,
         group_name=GROUP,
-        deps=_gold_deps(),
+        deps=_gold_deps(gold_inputs),
         kinds={"pytorch", "ray", "mlflow"},
         description="Multi-head TorchRec DLRM trained on Ray Train workers; registered in MLflow.",
     )
@@ -162,7 +171,8 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = ()) -> list
                 metadata={"failed_checks": failed},
             )
         so = settings.storage_options() or None
-        job = config.job(settings.uri, so)  # missing / empty table: a clear error naming it
+        # missing / empty table: a clear error naming it
+        job = config.job(settings.uri, so, dataset=settings.dataset)
         tr = mlflow.tracking(settings)
         run_name = config.run_name(job, config.resume_run_id or context.run.root_run_id or context.run.run_id)
         context.log.info(f"training {run_name} on {job.data.train_start}..{job.data.train_end} "
@@ -216,7 +226,7 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = ()) -> list
         models = {"candidate": (lambda d, s: module(d, s), encoders)}
 
         # the context-free ablation: the same job, without context features, same data and seed
-        model_cfg, job = _job_of(model_meta, settings.uri, so)
+        model_cfg, job = _job_of(model_meta, settings.uri, so, settings.dataset)
         abl = ablation_job(job)
         context.log.info("training the context-free ablation")
         abl_result, abl_enc, _ = train(abl, use_ray=False)
@@ -224,16 +234,20 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = ()) -> list
 
         champ = champion_scorer(tr)
         champion_version = None
-        if champ is not None and champ[0] != model_meta.get("version"):
+        # a champion trained on the other dataset (a lakehouse switched to a mapping) is no rival
+        if (champ is not None and champ[0] != model_meta.get("version")
+                and champ[2].spec.dataset == settings.dataset):
             champion_version, fn, enc = champ
             models["champion"] = (fn, enc)
 
-        oracle = load_oracle(settings.landing_uri, settings.uri, so)
+        # only the simulator knows true preferences; a mapped dataset has no oracle
+        oracle = load_oracle(settings.landing_uri, settings.uri, so) if settings.dataset == "fitness" else None
         eval_settings = EvalSettings(days=eval_days(job), user_fraction=config.eval_user_fraction,
-                                     seed=model_cfg.seed)
+                                     seed=model_cfg.seed, dataset=settings.dataset)
         out_dir = Path(settings.data_dir) / "evaluation" / model_meta["mlflow_run_id"]
         ev = evaluate_models(settings.uri, models, eval_settings, oracle=oracle,
-                             storage_options=so, out_dir=out_dir, log=context.log.info)
+                             storage_options=so, out_dir=out_dir, log=context.log.info,
+                             train_window=(job.data.train_start, job.data.train_end))
         log_evaluation(ev, model_meta["mlflow_run_id"])
         report = "\n\n".join([ev.markdown, png_markdown(ev.plots["map_at_k"], "MAP@K"),
                               png_markdown(ev.plots["calibration"], "calibration")])

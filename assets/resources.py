@@ -13,6 +13,7 @@ class LakehouseResource(dg.ConfigurableResource):
     landing_uri: str = ""
     duckdb_path: str = ""
     data_dir: str = ""
+    mapping: str = ""  # a bring-your-own-data mapping file; empty: LAKEHOUSE_MAPPING, else none
 
     def settings(self) -> LakehouseSettings:
         base = LakehouseSettings.from_env()
@@ -21,6 +22,7 @@ class LakehouseResource(dg.ConfigurableResource):
             landing_uri=self.landing_uri or (None if self.uri else base.landing_uri),
             duckdb_path=self.duckdb_path or base.duckdb_path,
             data_dir=self.data_dir or base.data_dir,
+            mapping_path=self.mapping or base.mapping_path,
         )
 
 

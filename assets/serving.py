@@ -57,7 +57,10 @@ class InferenceConfig(dg.Config):
     """Knobs of one day's batch inference (editable in the launchpad)."""
 
     top_k: int = Field(10, description="classes per row")
-    max_per_instructor: int = Field(2, description="at most this many classes of one instructor per row")
+    max_per_instructor: int = Field(2, description="at most this many classes of one instructor (or "
+                                                   "of one cap_column value) per row")
+    cap_column: str = Field("", description="mapped data: cap per value of this item column, e.g. "
+                                            "item_attr_artist (empty: no cap; fitness: instructor_id)")
     exclude_days: int = Field(14, description="classes the user took in these days are not recommended")
     users_per_batch: int = Field(512, description="users scored together (bounds memory)")
     num_workers: int = Field(2, description="Ray actors scoring batches in parallel")
@@ -107,16 +110,18 @@ def _stage_rows(frames, schema: pa.Schema, staging: Path) -> int:
 
 
 def build_serving_assets(partitions_def: dg.PartitionsDefinition,
-                         automation: dg.AutomationCondition | None = None) -> list:
+                         automation: dg.AutomationCondition | None = None,
+                         gold_inputs: tuple[str, ...] = GOLD_INPUTS) -> list:
     @dg.asset(
         key=RECS_KEY,
         group_name=GROUP,
         partitions_def=partitions_def,
-        deps=[*(dg.AssetKey(["gold", n]) for n in GOLD_INPUTS), CHAMPION_KEY],
+        deps=[*(dg.AssetKey(["gold", n]) for n in gold_inputs), CHAMPION_KEY],
         kinds={"ray", "pytorch", "delta"},
         automation_condition=automation,
-        description="Home-screen rows (For you, morning, evening, recover) for every active user "
-                    "and platform, scored by the MLflow champion; partition D serves D + 1.",
+        description="Home-screen rows (For you, morning, evening, recover; a mapped dataset: For you) "
+                    "for every active user and platform, scored by the MLflow champion; partition D "
+                    "serves D + 1.",
     )
     def recommendations(context: dg.AssetExecutionContext, config: InferenceConfig,
                         lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
@@ -137,7 +142,8 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
         ref = ModelRef(model_uri=mv.source, version=int(mv.version), tracking_uri=tr.tracking_uri)
         inf = InferenceSettings(top_k=config.top_k, max_per_instructor=config.max_per_instructor,
                                 exclude_days=config.exclude_days, users_per_batch=config.users_per_batch,
-                                precision=config.precision)
+                                precision=config.precision, dataset=settings.dataset,
+                                cap_column=config.cap_column or None)
         stats = InferenceStats()
         try:
             day, frames = run_inference(ref, settings.uri, feature_date, inf, storage_options=so,

@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import sqlite3
 import sys
 import threading
@@ -36,7 +37,9 @@ if TYPE_CHECKING:  # polars is only needed to publish; the read path stays light
 
 log = logging.getLogger(__name__)
 
-PLATFORMS = ("bike", "tread", "app")
+PLATFORMS = ("bike", "tread", "app")  # the simulator's; a mapped dataset brings its own
+# any platform id a dataset may use (a mapped one without platforms has the single "all")
+PLATFORM_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 POPULAR_ROW = "popular"
 CURRENT = "CURRENT"
 VERSIONS = "versions"
@@ -68,6 +71,7 @@ class CacheVersion:
     keys: int  # (user_id, platform) pairs
     rows: int  # input recommendation rows (items)
     row_ids: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = PLATFORMS
 
 
 def default_cache_dir() -> Path:
@@ -98,7 +102,8 @@ def _version_from(conn: sqlite3.Connection, path: Path) -> CacheVersion:
             model_version=int(meta["model_version"]),
             created_at=dt.datetime.fromisoformat(meta["created_at"]),
             keys=int(meta["keys"]), rows=int(meta["rows"]),
-            row_ids=tuple(json.loads(meta.get("row_ids", "[]"))))
+            row_ids=tuple(json.loads(meta.get("row_ids", "[]"))),
+            platforms=tuple(json.loads(meta["platforms"])) if "platforms" in meta else PLATFORMS)
     except KeyError as e:
         raise CacheError(f"{path.name}: meta table lacks {e}") from e
 
@@ -178,7 +183,7 @@ class CacheStore:
             try:
                 conn.executescript(_SCHEMA)
                 conn.execute("BEGIN")
-                keys, rows, row_ids = 0, 0, set()
+                keys, rows, row_ids, platforms = 0, 0, set(), set()
                 for i, frame in enumerate(frames):
                     P.validate(frame, P.RECS_COLUMNS, what=f"recommendations frame {i}",
                                serve_date=serve_date, model_version=model_version)
@@ -192,14 +197,21 @@ class CacheStore:
                     keys += _insert(conn, batch, frame_no=i)
                     rows += frame.height
                     row_ids.update(frame.get_column("row_id").cast(str).unique().to_list())
+                    platforms.update(frame.get_column("platform").cast(str).unique().to_list())
                 if keys == 0:
                     raise CacheError("refusing to publish an empty cache (no recommendation rows); "
                                      "the current version keeps serving")
-                conn.executemany("INSERT INTO popular VALUES (?, ?)",
-                                 P.popular_payloads(popular, **common).items())
+                # the simulator's cache must cover its three platforms even when a small day's
+                # rows miss one; a mapped dataset's, the platforms its rows use
+                if platforms <= set(PLATFORMS):
+                    platforms |= set(PLATFORMS)
+                pop = P.popular_payloads(popular, platforms=platforms, **common)
+                conn.executemany("INSERT INTO popular VALUES (?, ?)", pop.items())
+                platforms |= set(pop)
                 meta = {"name": name, "serve_date": serve_date.isoformat(),
                         "model_version": str(int(model_version)), "created_at": created.isoformat(),
                         "keys": str(keys), "rows": str(rows), "row_ids": json.dumps(sorted(row_ids)),
+                        "platforms": json.dumps(sorted(platforms)),
                         "format": "1"}
                 conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
                 conn.execute("COMMIT")

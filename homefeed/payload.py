@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import orjson
 import polars as pl
 
-from homefeed.cache import PLATFORMS, POPULAR_ROW, CacheError
+from homefeed.cache import PLATFORM_ID, PLATFORMS, POPULAR_ROW, CacheError
 
 # column -> (dtype family, the dtype the producer is expected to write)
 _STR, _INT, _NUM = "string", "integer", "numeric"
@@ -62,8 +62,8 @@ def validate(frame: pl.DataFrame, columns: dict[str, str], *, what: str,
                for c in ("rank", "row_rank") if c in columns]
     checks += [("score", pl.col("score").cast(pl.Float64).is_nan()
                 | pl.col("score").cast(pl.Float64).is_infinite(), "must be finite"),
-               ("platform", ~pl.col("platform").cast(pl.String).is_in(list(PLATFORMS)),
-                f"must be one of {list(PLATFORMS)}")]
+               ("platform", ~pl.col("platform").cast(pl.String).str.contains(f"^{PLATFORM_ID.pattern}$"),
+                f"must match ^{PLATFORM_ID.pattern}$")]
     # Consistency with what the publisher was told, when the frame carries these columns.
     if model_version is not None and "model_version" in frame.columns:
         checks.append(("model_version", pl.col("model_version") != model_version,
@@ -117,8 +117,9 @@ def personal_payloads(frame: pl.DataFrame, *, serve_date: dt.date, model_version
 
 
 def popular_payloads(popular: pl.DataFrame, *, serve_date: dt.date, model_version: int,
-                     cache_version: str) -> dict[str, bytes]:
-    """platform -> popular payload ("user_id": null); every platform must have a list."""
+                     cache_version: str, platforms=PLATFORMS) -> dict[str, bytes]:
+    """platform -> popular payload ("user_id": null); every platform recommended (`platforms`)
+    must have a list."""
     validate(popular, POPULAR_COLUMNS, what="popular")
     items = (popular.select(pl.col("platform").cast(pl.String), pl.col("rank").cast(pl.Int64),
                             pl.col("class_id").cast(pl.String), _score())
@@ -126,7 +127,7 @@ def popular_payloads(popular: pl.DataFrame, *, serve_date: dt.date, model_versio
              .group_by("platform", maintain_order=True)
              .agg(pl.struct("rank", "class_id", "score").alias("items")))
     by_platform = dict(items.iter_rows())
-    absent = [p for p in PLATFORMS if p not in by_platform]
+    absent = [p for p in sorted(platforms) if p not in by_platform]
     if absent:
         raise CacheError(f"popular: no rows for platform(s) {absent}; unknown users there would get nothing")
     return {p: orjson.dumps({

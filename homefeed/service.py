@@ -11,7 +11,7 @@ does not apply to it: the popular row stands in for every row, so a new user nev
 screen). The service only reads: GET (and HEAD) routes only, the cache's SQLite files opened
 read-only, CURRENT followed.
 
-Inputs are checked before any lookup: user_id ^[A-Za-z0-9_-]{1,64}$, platform one of PLATFORMS,
+Inputs are checked before any lookup: user_id ^[A-Za-z0-9_-]{1,64}$, platform one of the published cache's platforms,
 k ASCII digits in 1..max_k, row one of the version's rows; each at most once; the query string at
 most MAX_QUERY bytes (414). A bad one is a 400 naming the field, echoing at most ECHO characters of
 it. Query parameters other than platform, k and row are ignored (clients may add cache busters).
@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from homefeed.cache import PLATFORMS, POPULAR_ROW, CacheReader, default_cache_dir
+from homefeed.cache import PLATFORM_ID, POPULAR_ROW, CacheReader, default_cache_dir
 
 USER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 K = re.compile(r"[0-9]{1,6}")  # not int(): it also takes " 5", "+5", "5_0" and non-ASCII digits
@@ -80,9 +80,11 @@ def create_app(cache_dir: str | Path, *, refresh_s: float = 0.5, max_k: int = 50
             if len(q.getlist(name)) > 1:
                 return _bad(name, f"{name} given {len(q.getlist(name))} times, expected at most once")
         platform = q.get("platform")
-        if platform not in PLATFORMS:
+        version = reader.version
+        known = list(version.platforms) if version is not None else []
+        if platform is None or not PLATFORM_ID.fullmatch(platform) or (known and platform not in known):
             got = "nothing" if platform is None else _echo(platform)
-            return _bad("platform", f"platform must be one of {list(PLATFORMS)}, got {got}")
+            return _bad("platform", f"platform must be one of {known}, got {got}")
         k = _parse_k(q.get("k"), max_k)
         if isinstance(k, Response):
             return k

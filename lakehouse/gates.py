@@ -11,7 +11,16 @@ import polars as pl
 
 from lakehouse import delta
 from lakehouse.contract import BY_NAME, ENTITIES
-from lakehouse.quality import CheckOutcome, SuiteSpec, bronze_suite, gold_suite, run_suite, training_examples_suite
+from lakehouse.quality import (
+    MAPPED_GOLD_TABLES,
+    CheckOutcome,
+    SuiteSpec,
+    bronze_suite,
+    gold_suite,
+    mapped_bronze_suite,
+    run_suite,
+    training_examples_suite,
+)
 from lakehouse.settings import LakehouseSettings
 
 
@@ -35,18 +44,27 @@ class GateResult:
     outcomes: list[CheckOutcome]
 
 
-def bronze_suites() -> list[TableSuite]:
+def bronze_suites(dataset: str = "fitness") -> list[TableSuite]:
+    if dataset == "mapped":
+        return [TableSuite(mapped_bronze_suite(), "bronze", "mapped_interactions", "event_date")]
     return [TableSuite(bronze_suite(e), "bronze", e.name, "landing_date") for e in ENTITIES]
 
 
-def gold_suites(published: Mapping[str, str], negatives_per_positive: float, layer: str = "gold") -> list[TableSuite]:
+def gold_suites(published: Mapping[str, str], negatives_per_positive: float, layer: str = "gold",
+                dataset: str = "fitness") -> list[TableSuite]:
     """Suites for published marts (model -> partition column); a mart without a suite is skipped
     (its dbt tests still guard it)."""
     out = []
     for table, partition_col in published.items():
         try:
-            spec = (training_examples_suite(negatives_per_positive) if table == "training_examples"
-                    else gold_suite(table))
+            if dataset == "mapped":
+                spec = (gold_suite(table, tables=MAPPED_GOLD_TABLES,
+                                   negatives_per_positive=negatives_per_positive)
+                        if table == "training_examples"
+                        else gold_suite(table, tables=MAPPED_GOLD_TABLES))
+            else:
+                spec = (training_examples_suite(negatives_per_positive) if table == "training_examples"
+                        else gold_suite(table))
         except KeyError:
             continue
         out.append(TableSuite(spec, layer, table, partition_col))

@@ -2,7 +2,8 @@
 
 Which models are published is dbt config, not Python: a model whose ``meta`` has
 ``publish: {layer: gold, partition_by: <date column>}`` is written to ``<lakehouse>/<layer>/<model>``
-after ``dbt build``. A run over a date range replaces exactly those dates (one commit), so a failed
+after ``dbt build`` (``name: <table>`` publishes it under another table name: the mapped dataset's
+marts publish the same gold tables as the fitness ones). A run over a date range replaces exactly those dates (one commit), so a failed
 run leaves the previous version, and every version stays readable (Delta time travel).
 """
 
@@ -22,7 +23,7 @@ BATCH_ROWS = 256_000
 
 @dataclass(frozen=True)
 class PublishSpec:
-    model: str
+    model: str  # the gold table name (the dbt model's name unless its meta says `name`)
     relation: str  # the DuckDB relation dbt built, e.g. "warehouse"."main"."user_features_daily"
     layer: str
     partition_by: str | None
@@ -49,7 +50,7 @@ def published_models(manifest: Mapping[str, Any]) -> dict[str, PublishSpec]:
         if pub is True:
             pub = {}
         out[uid] = PublishSpec(
-            model=node["name"],
+            model=pub.get("name") or node["name"],
             relation=node.get("relation_name") or f'"{node["schema"]}"."{node["alias"] or node["name"]}"',
             layer=pub.get("layer", "gold"),
             partition_by=pub.get("partition_by"),

@@ -102,6 +102,58 @@ GOLD_TABLES: dict[str, dict[str, Any]] = {
     },
 }
 
+# The same marts built from a mapping file (dbt_project/models/mapped): generic columns only.
+# Referential integrity is left out: a declared side table need not list every id.
+MAPPED_EVENT_TYPES = ("take", "complete", "music_like", "other", "below_threshold")
+MAPPED_GOLD_TABLES: dict[str, dict[str, Any]] = {
+    "user_features_daily": {
+        "unique_key": ("user_id", "feature_date"),
+        "not_null": ("user_id", "feature_date", "events_total"),
+        "ranges": {"events_7d": (0, None), "events_total": (0, None),
+                   "complete_rate_28d": (0.0, 1.0), "usual_hour": (0, 23)},
+        "row_volume_vs_previous": VOLUME_BAND,
+        "blocking": ("unique_key", "not_null", "ranges"),
+    },
+    "class_features_daily": {
+        "unique_key": ("class_id", "feature_date"),
+        "not_null": ("class_id", "feature_date", "release_date"),
+        "ranges": {"age_days": (0, None), "events_total": (0, None),
+                   "complete_rate": (0.0, 1.0), "music_like_rate": (0.0, 1.0)},
+        "row_volume_vs_previous": VOLUME_BAND,
+        "blocking": ("unique_key", "not_null", "ranges"),
+    },
+    "training_examples": {
+        "unique_key": ("example_id",),
+        "not_null": ("user_id", "class_id", "platform", "label_take"),
+        "accepted_values": {"label_take": (0, 1), "label_complete": (0, 1), "label_music_like": (0, 1)},
+        "ranges": {"hour_of_day": (0, 23), "day_of_week": (1, 7)},
+        "positive_ratio": "label_take",
+        "row_volume_vs_previous": VOLUME_BAND,
+        # a small catalogue gives some positives fewer than K negatives: the ratio only warns
+        "blocking": ("unique_key", "not_null", "accepted_values", "ranges"),
+    },
+    "scoring_candidates": {
+        "unique_key": ("feature_date", "platform", "class_id"),
+        "not_null": ("feature_date", "platform", "class_id"),
+        "blocking": ("unique_key", "not_null"),
+    },
+}
+
+
+def mapped_bronze_suite(volume_band: tuple[float, float] = VOLUME_BAND) -> SuiteSpec:
+    """bronze mapped_interactions (one event_date partition at a time)."""
+    return SuiteSpec(
+        table="bronze_mapped_interactions",
+        checks=(
+            UniqueKey(("interaction_id",)),
+            NotNull(("interaction_id", "user_id", "item_id", "event_ts", "platform", "event_type")),
+            AcceptedValues({"event_type": MAPPED_EVENT_TYPES}),
+            RowVolume(volume_band, blocking=False),
+        ),
+        description="bronze mapped_interactions: the import's contract",
+    )
+
+
 # Bronze: which checks block (the rest warn). Accepted values and ranges are enforced at
 # ingest (quarantine) already, so here they only warn.
 BRONZE_BLOCKING = ("unique_key", "not_null", "referential_integrity")
@@ -275,14 +327,16 @@ def bronze_suite(entity: Entity | str, *, volume_band: tuple[float, float] = VOL
                      description=f"bronze {e.name}: generated from the landing contract")
 
 
-def gold_suite(table: str, **overrides: Any) -> SuiteSpec:
-    """A gold mart's suite from :data:`GOLD_TABLES` (``overrides`` replace entries of its dict).
+def gold_suite(table: str, *, tables: Mapping[str, dict] | None = None, **overrides: Any) -> SuiteSpec:
+    """A gold mart's suite from :data:`GOLD_TABLES` (or ``tables``, e.g. :data:`MAPPED_GOLD_TABLES`;
+    ``overrides`` replace entries of its dict).
 
     ``training_examples`` needs ``negatives_per_positive``: use :func:`training_examples_suite`.
     """
-    if table not in GOLD_TABLES:
-        raise KeyError(f"no gold suite for {table!r}; known: {sorted(GOLD_TABLES)}")
-    conf = {**GOLD_TABLES[table], **overrides}
+    tables = GOLD_TABLES if tables is None else tables
+    if table not in tables:
+        raise KeyError(f"no gold suite for {table!r}; known: {sorted(tables)}")
+    conf = {**tables[table], **overrides}
     blocking = set(conf.get("blocking", ()))
     b = lambda name: name in blocking  # noqa: E731
     checks: list[Check] = []

@@ -27,6 +27,8 @@ class LakehouseSettings:
     landing_uri: str  # where the app's exports land
     duckdb_path: str  # dbt's working database (always local: it is a cache of Delta)
     data_dir: str  # local folder for run state (DuckDB file, Dagster home, MLflow)
+    # a bring-your-own-data mapping file (LAKEHOUSE_MAPPING); None: the simulator's fitness data
+    mapping_path: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "LakehouseSettings":
@@ -38,6 +40,7 @@ class LakehouseSettings:
             landing_uri=env.get("LANDING_URI") or None,
             duckdb_path=env.get("LAKEHOUSE_DUCKDB_PATH") or str(data_dir / "warehouse.duckdb"),
             data_dir=str(data_dir),
+            mapping_path=env.get("LAKEHOUSE_MAPPING") or None,
         )
 
     @classmethod
@@ -47,6 +50,7 @@ class LakehouseSettings:
         landing_uri: str | None = None,
         duckdb_path: str | None = None,
         data_dir: str | None = None,
+        mapping_path: str | None = None,
     ) -> "LakehouseSettings":
         if not _is_s3(uri):
             if "://" in uri:
@@ -61,7 +65,13 @@ class LakehouseSettings:
             landing_uri=(landing_uri or f"{uri}/landing").rstrip("/"),
             duckdb_path=str(duckdb_path or data / "warehouse.duckdb"),
             data_dir=str(data),
+            mapping_path=str(Path(mapping_path).resolve()) if mapping_path else None,
         )
+
+    @property
+    def dataset(self) -> str:
+        """"mapped" when a mapping file describes the data, else "fitness" (the simulator's)."""
+        return "mapped" if self.mapping_path else "fitness"
 
     @property
     def is_s3(self) -> bool:

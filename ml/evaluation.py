@@ -13,6 +13,14 @@ Rankers:
 * `PopularityRanker`: workouts of each class on that platform over the `popularity_days` before.
 * `ml.oracle.OracleRanker`: the simulator's true preferences (only when a simulator made the data).
 
+Mapped data (`EvalSettings(dataset="mapped")`, any interaction log imported through a mapping
+file): the platforms are those present in the held-out day's takes, the candidates the gold
+scoring_candidates of each, and the list context is the user's usual hour (over all platforms;
+else the most common usual hour of the day before), the day's weekday and, for each ctx_*
+column, the value of the user's latest take (`last_ctx_*`). There is no oracle: the model is
+compared with popularity and the context-free ablation on a temporal split (trained on the
+earlier days, evaluated on the held-out last days).
+
 Figures: MAP/nDCG/recall/hit@K per platform and overall, catalogue coverage, a cold-start-class
 slice (classes at most `new_class_days` old: their share of the recommended slots and their
 recall), a cold-start-user slice (fewer than `cold_user_workouts` workouts before the day), and,
@@ -31,11 +39,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from ml.features import AFFINITY_COLUMN, PLATFORMS, Encoders
+from ml.features import AFFINITY_COLUMN, DATASETS, LAST_CTX_PREFIX, PLATFORMS, Encoders
 from ml.gold_reader import (
     _affinity,
-    _class_catalogue,
     _scan,
+    class_catalogue,
     class_popularity_at,
     iter_batches,
     read_examples,
@@ -73,6 +81,8 @@ class ListBatch:
     is_new_class: np.ndarray  # [C] bool
     is_cold_user: np.ndarray  # [U] bool
     new_relevant: np.ndarray  # [U] relevant classes that are new (candidates or not)
+    # mapped data: the hour of a list whose user has no usual hour yet (None: fitness rule)
+    default_hour: int | None = None
 
 
 class Ranker(Protocol):
@@ -87,16 +97,43 @@ class Ranker(Protocol):
 
 
 def usual_hour(users: pl.DataFrame, platform: str) -> pl.Series:
+    """The user's usual hour on the platform (fitness: usual_hour_<platform>; mapped data has
+    one usual_hour over every platform), null where there is none."""
     col = f"usual_hour_{platform}"
+    if col not in users.columns:
+        col = "usual_hour"
     if col not in users.columns:
         return pl.Series("hour", [None] * users.height, dtype=pl.Int32)
     return users[col].cast(pl.Float64).round().cast(pl.Int32)
 
 
+def mapped_list_context(users: pl.DataFrame, platform: str, day: dt.date,
+                        hour: int | pl.Series | None = None) -> pl.DataFrame:
+    """The context a mapped list assumes: the platform, an hour (default: the user's usual
+    hour), the weekday of the day, and ctx_<name> = the user's last_ctx_<name> (the context of
+    their latest take; null for a user without one)."""
+    hours = usual_hour(users, platform) if hour is None else hour
+    hour_expr = pl.lit(hours, pl.Int32) if isinstance(hours, int) else hours.cast(pl.Int32)
+    dow = day.isoweekday()
+    ctx = [pl.col(c).alias("ctx_" + c[len(LAST_CTX_PREFIX):])
+           for c in users.columns if c.startswith(LAST_CTX_PREFIX)]
+    return users.with_columns(
+        pl.lit(platform).alias("platform"),
+        hour_expr.alias("hour_of_day"),
+        pl.lit(dow, pl.Int32).alias("day_of_week"),
+        pl.lit(dow >= 6).alias("is_weekend"),
+        *ctx,
+        pl.lit(day).alias("event_date"),
+    )
+
+
 def list_context(users: pl.DataFrame, platform: str, day: dt.date,
-                 hour: int | pl.Series | None = None) -> pl.DataFrame:
+                 hour: int | pl.Series | None = None, *, dataset: str = "fitness") -> pl.DataFrame:
     """The context a "For you" list assumes: the platform, an hour (default: the user's usual
-    hour there), the weekday, and no previous class in the session."""
+    hour there), the weekday, and no previous class in the session (mapped data:
+    `mapped_list_context`)."""
+    if dataset == "mapped":
+        return mapped_list_context(users, platform, day, hour)
     hours = usual_hour(users, platform) if hour is None else hour
     hour_expr = pl.lit(hours, pl.Int32) if isinstance(hours, int) else hours.cast(pl.Int32)
     dow = day.isoweekday()
@@ -125,8 +162,17 @@ class ModelRanker:
 
     def score(self, batch: ListBatch) -> np.ndarray:
         """log P(take) per (user, candidate); averaged over UNKNOWN_HOURS for a user with no
-        usual hour on the platform (a new user, or a first visit to it)."""
+        usual hour on the platform (a new user, or a first visit to it). Mapped data: such a
+        user's list assumes the batch's default hour instead."""
         classes = self.pairs.encode_classes(batch.classes.with_columns(pl.lit(batch.day).alias("event_date")))
+        if self.encoders.spec.dataset == "mapped":
+            hours = usual_hour(batch.users, batch.platform)
+            if batch.default_hour is not None:
+                hours = hours.fill_null(batch.default_hour)
+            side = self.pairs.encode_users(
+                mapped_list_context(batch.users, batch.platform, batch.day, hours))
+            logits = score_matrix(self.score_fn, self.pairs, side, classes, head=self.head)
+            return -np.logaddexp(0.0, -logits.astype(np.float64))  # log sigmoid
         hours = usual_hour(batch.users, batch.platform)
         known = hours.is_not_null().to_numpy()
         out = np.empty(batch.relevant.shape, dtype=np.float64)
@@ -174,9 +220,17 @@ class EvalSettings:
     exclude_days: int = 14
     popularity_days: int = 7
     new_class_days: int = 3
-    cold_user_workouts: int = 3
-    platforms: tuple[str, ...] = PLATFORMS
+    cold_user_workouts: int = 3  # cold user: fewer takes (workouts; mapped: events_total) before
+    # None: fitness -> PLATFORMS; mapped -> every platform with takes on the evaluated day
+    platforms: tuple[str, ...] | None = None
     ks: tuple[int, ...] = KS
+    dataset: str = "fitness"  # or "mapped"
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.platforms is None and self.dataset == "fitness":
+            self.platforms = PLATFORMS
 
 
 def _positives(lakehouse_uri: str, so, start: dt.date, end: dt.date) -> pl.LazyFrame:
@@ -188,9 +242,29 @@ def _positives(lakehouse_uri: str, so, start: dt.date, end: dt.date) -> pl.LazyF
     )
 
 
+def _default_hour(lakehouse_uri: str, so, fdate: dt.date) -> int:
+    """Mapped data: the most common usual hour among the users at fdate (ties: the earliest),
+    else the most common hour of the takes up to fdate, else 18."""
+    uf = _scan(table_uri(lakehouse_uri, "gold", "user_features_daily"), so)
+    for lf, col, filt in (
+        (uf, "usual_hour", pl.col("feature_date") == fdate),
+        (_scan(table_uri(lakehouse_uri, "gold", "training_examples"), so), "hour_of_day",
+         (pl.col("event_date") <= fdate) & (pl.col("label_take") == 1)),
+    ):
+        if col not in lf.collect_schema().names():
+            continue
+        top = (lf.filter(filt).select(pl.col(col).cast(pl.Float64).round().cast(pl.Int32).alias("h"))
+               .drop_nulls().group_by("h").len().sort(["len", "h"], descending=[True, False])
+               .head(1).collect())
+        if top.height:
+            return int(top["h"][0])
+    return 18
+
+
 def build_lists(lakehouse_uri: str, day: dt.date, settings: EvalSettings,
                 storage_options: dict | None = None) -> list[ListBatch]:
     so = storage_options or None
+    mapped = settings.dataset == "mapped"
     fdate = day - dt.timedelta(days=1)
     taken = _positives(lakehouse_uri, so, day, day).collect()
     if settings.user_fraction < 1.0:
@@ -203,7 +277,7 @@ def build_lists(lakehouse_uri: str, day: dt.date, settings: EvalSettings,
 
     uf = _scan(table_uri(lakehouse_uri, "gold", "user_features_daily"), so)
     ufeat = uf.filter((pl.col("feature_date") == fdate) & pl.col("user_id").is_in(list_users)).collect()
-    aff = _affinity(lakehouse_uri, so)
+    aff = None if mapped else _affinity(lakehouse_uri, so)
     if aff is not None:  # each user's instructors as one list column (the pair features' lookup)
         per_user = (
             aff.filter((pl.col("feature_date") == fdate) & pl.col("user_id").is_in(list_users))
@@ -224,11 +298,15 @@ def build_lists(lakehouse_uri: str, day: dt.date, settings: EvalSettings,
         _scan(table_uri(lakehouse_uri, "gold", "scoring_candidates"), so)
         .filter(pl.col("serve_date") == day).select("platform", "class_id").collect()
     )
-    cfeat = class_popularity_at(lakehouse_uri, so, fdate)
-    catalogue = _class_catalogue(lakehouse_uri, so)
+    cfeat = class_popularity_at(lakehouse_uri, so, fdate, settings.dataset)
+    catalogue = class_catalogue(lakehouse_uri, so, settings.dataset)
+    platforms = settings.platforms
+    if platforms is None:  # mapped: the platforms of the day's takes
+        platforms = tuple(sorted(taken["platform"].unique().to_list()))
+    default_hour = _default_hour(lakehouse_uri, so, fdate) if mapped else None
 
     out: list[ListBatch] = []
-    for platform in settings.platforms:
+    for platform in platforms:
         t = taken.filter(pl.col("platform") == platform)
         if t.height == 0:
             continue
@@ -242,13 +320,14 @@ def build_lists(lakehouse_uri: str, day: dt.date, settings: EvalSettings,
         cidx = {cid: j for j, cid in enumerate(c["class_id"].to_list())}
         uidx = {u: i for i, u in enumerate(users["user_id"].to_list())}
         U, C = users.height, c.height
-        age = np.array([(day - r).days if r is not None else 10**6
-                        for r in c["release_date"].to_list()])
+        releases = c["release_date"].to_list() if "release_date" in c.columns else [None] * C
+        age = np.array([(day - r).days if r is not None else 10**6 for r in releases])
         is_new = age <= settings.new_class_days
         new_ids = {cid for cid, n in zip(c["class_id"].to_list(), is_new) if n}
-        rel_catalogue = catalogue.filter(
-            pl.col("release_date") >= day - dt.timedelta(days=settings.new_class_days))
-        new_ids |= set(rel_catalogue["class_id"].to_list())
+        if "release_date" in catalogue.columns:
+            rel_catalogue = catalogue.filter(
+                pl.col("release_date") >= day - dt.timedelta(days=settings.new_class_days))
+            new_ids |= set(rel_catalogue["class_id"].to_list())
         relevant = np.zeros((U, C), dtype=bool)
         n_rel = np.zeros(U, dtype=np.int64)
         n_new = np.zeros(U, dtype=np.int64)
@@ -269,12 +348,13 @@ def build_lists(lakehouse_uri: str, day: dt.date, settings: EvalSettings,
             j = cidx.get(cid)
             if j is not None:
                 popularity[j] = n
-        wt = users["workouts_total"] if "workouts_total" in users.columns else pl.Series([None] * U)
+        count = "events_total" if mapped else "workouts_total"
+        wt = users[count] if count in users.columns else pl.Series([None] * U)
         cold = wt.fill_null(0).cast(pl.Int64).to_numpy() < settings.cold_user_workouts
         out.append(ListBatch(
             day=day, platform=platform, users=users, classes=c, relevant=relevant,
             n_relevant=n_rel, excluded=excluded, popularity=popularity, is_new_class=is_new,
-            is_cold_user=cold, new_relevant=n_new,
+            is_cold_user=cold, new_relevant=n_new, default_hour=default_hour,
         ))
     return out
 
@@ -306,6 +386,11 @@ def evaluate(
     storage_options: dict | None = None,
     log=None,
 ) -> EvalResult:
+    for r in rankers:
+        spec = getattr(getattr(r, "encoders", None), "spec", None)
+        if spec is not None and spec.dataset != settings.dataset:
+            raise ValueError(f"ranker {r.name!r} was trained on {spec.dataset!r} data; the "
+                             f"evaluation is of {settings.dataset!r} data")
     rows: list[pl.DataFrame] = []
     recommended: dict[str, set] = {r.name: set() for r in rankers}
     candidates: set = set()
@@ -360,6 +445,14 @@ def evaluate(
             pl.col("cold_user").sum().alias("cold_user_lists"),
             (pl.col("new_hits@10").sum() / pl.col("new_relevant").sum()).alias("recall@10_new_classes")]
     per_platform = lists.group_by("ranker", "platform").agg(*agg, *cold)
+    # a platform named "all" (mapped data without a platform column) is the overall row itself;
+    # beside other platforms it is labelled apart from the overall row
+    if set(lists["platform"].unique().to_list()) == {"all"}:
+        per_platform = per_platform.filter(pl.col("platform") != "all")
+    else:
+        per_platform = per_platform.with_columns(
+            pl.when(pl.col("platform") == "all").then(pl.lit("platform:all"))
+            .otherwise(pl.col("platform")).alias("platform"))
     overall = lists.group_by("ranker").agg(*agg, *cold).with_columns(pl.lit("all").alias("platform"))
     summary = pl.concat([overall.select(per_platform.columns), per_platform]).sort("ranker", "platform")
     coverage = {k: len(v) / max(len(candidates), 1) for k, v in recommended.items()}
@@ -382,7 +475,7 @@ def head_metrics(
     """AUC and log-loss per head on the held-out training examples (positives and their sampled
     negatives), and the take head's calibration table (predicted decile vs actual take rate)."""
     lf = read_examples(lakehouse_uri, start=min(days), end=max(days), storage_options=storage_options,
-                       sample_fraction=sample_fraction, seed=seed)
+                       sample_fraction=sample_fraction, seed=seed, dataset=encoders.spec.dataset)
     probs, labels = [], []
     for batch in iter_batches(lf, encoders, 65_536):
         probs.append(torch.sigmoid(score_fn(batch.dense, batch.sparse).float()).numpy())
@@ -430,7 +523,8 @@ def comparison_table(result: EvalResult, *, reference: str | None = None,
 def platform_table(result: EvalResult, metric: str = "map@10") -> str:
     wide = (result.summary.select("ranker", "platform", metric)
             .pivot(on="platform", index="ranker", values=metric).sort("ranker"))
-    cols = [c for c in ("all", *PLATFORMS) if c in wide.columns]
+    others = sorted(c for c in wide.columns if c not in ("ranker", "all", *PLATFORMS))
+    cols = [c for c in ("all", *PLATFORMS, *others) if c in wide.columns]
     lines = ["| ranker | " + " | ".join(f"{metric} {c}" for c in cols) + " |",
              "|" + "---|" * (len(cols) + 1)]
     for row in wide.iter_rows(named=True):
@@ -489,6 +583,6 @@ def plot_calibration(tables: dict[str, list[dict]], path) -> None:
 
 __all__ = [
     "EvalSettings", "EvalResult", "ListBatch", "Ranker", "ModelRanker", "PopularityRanker",
-    "torch_score_fn", "list_context", "build_lists", "evaluate", "head_metrics",
+    "torch_score_fn", "list_context", "mapped_list_context", "usual_hour", "build_lists", "evaluate", "head_metrics",
     "comparison_table", "platform_table", "plot_map_by_k", "plot_calibration",
 ]

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ml.features import CLASS_SIDE, PAIR_FEATURES, FeatureSpec
+from ml.features import PAIR_FEATURES, FeatureSpec, class_side
 from ml.pairs import PairEncoder, Side
 
 
@@ -50,11 +50,11 @@ class FactorizedDLRM:
         self.dtype = dtype
         dense, sparse = list(spec.dense), list(spec.sparse)
         self.q_dense = torch.tensor([j for j, n in enumerate(dense)
-                                     if n not in CLASS_SIDE and n not in PAIR_FEATURES])
-        self.c_dense = torch.tensor([j for j, n in enumerate(dense) if n in CLASS_SIDE])
-        self.p_dense = torch.tensor([j for j, n in enumerate(dense) if n in PAIR_FEATURES])
-        self.q_sparse = [i for i, n in enumerate(sparse) if n not in CLASS_SIDE]
-        self.c_sparse = [i for i, n in enumerate(sparse) if n in CLASS_SIDE]
+                                     if not class_side(n) and n not in PAIR_FEATURES], dtype=torch.long)
+        self.c_dense = torch.tensor([j for j, n in enumerate(dense) if class_side(n)], dtype=torch.long)
+        self.p_dense = torch.tensor([j for j, n in enumerate(dense) if n in PAIR_FEATURES], dtype=torch.long)
+        self.q_sparse = [i for i, n in enumerate(sparse) if not class_side(n)]
+        self.c_sparse = [i for i, n in enumerate(sparse) if class_side(n)]
         # both backends name a table's weights like TorchRec's EmbeddingBagCollection
         self.tables = [state[f"sparse_arch.embedding_bag_collection.embedding_bags.t_{n}.weight"].float()
                        for n in sparse]
@@ -107,6 +107,8 @@ class FactorizedDLRM:
 
     # -- sides -------------------------------------------------------------------------------
     def _embed(self, sparse: torch.Tensor, features: list[int]) -> torch.Tensor:
+        if not features:  # e.g. a mapped dataset without item attributes: no class embedding
+            return torch.zeros(sparse.shape[0], 0, self.tables[0].shape[1])
         return torch.stack([self.tables[i][sparse[:, i]] for i in features], dim=1)  # [n, k, D]
 
     @staticmethod

@@ -13,6 +13,14 @@ serialize to JSON (spec included) and travel with the model.
 
 No user_id / class_id features by default, so new users and classes score through their
 attributes; `default_spec(include_ids=True)` adds them.
+
+Two datasets (`FeatureSpec.dataset`, saved with the encoders): "fitness" (the simulator's gold
+tables, `default_spec`) and "mapped" (any interaction log imported through a mapping file: gold
+tables of the same names with generic columns, `mapped_spec`). A "mapped" frame has the item id
+in `class_id`, the user's `user_features_daily` columns (events_*, usual_hour, last_ctx_*,
+user_attr_*), the item's static `release_date` / `item_attr_*` and its `class_`-prefixed
+popularity (`MAPPED_CLASS_POPULARITY`), and the event's context (platform, hour_of_day,
+day_of_week, is_weekend, ctx_*).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import polars as pl
@@ -42,6 +51,15 @@ CLASS_POPULARITY = (
 )
 CLASS_PREFIX = "class_"
 
+DATASETS = ("fitness", "mapped")
+# Popularity columns of class_features_daily of a mapped dataset (prefixed in the joined frame).
+MAPPED_CLASS_POPULARITY = (
+    "events_1d", "events_7d", "events_28d", "events_total", "complete_rate", "music_like_rate",
+)
+# Prefixes of the columns a mapping file declares (contract sections 2 and 3).
+CTX_PREFIX, LAST_CTX_PREFIX = "ctx_", "last_ctx_"
+USER_ATTR_PREFIX, ITEM_ATTR_PREFIX = "user_attr_", "item_attr_"
+
 # Context of the moment: dropped by the context-free ablation (`with_context(spec, False)`).
 CONTEXT_FEATURES = frozenset({
     "platform", "hour_of_day", "day_of_week", "is_weekend", "prev_discipline",
@@ -55,7 +73,13 @@ CLASS_SIDE = frozenset({
     "class_id", "instructor_id", "discipline", "equipment", "body_focus", "music_genre",
     "duration_bucket", "duration_min", "difficulty", "release_date", "class_age_days",
     "class_is_new", *(CLASS_PREFIX + c for c in CLASS_POPULARITY),
+    *(CLASS_PREFIX + c for c in MAPPED_CLASS_POPULARITY),
 })
+
+
+def class_side(name: str) -> bool:
+    """Whether a feature describes the class (item) alone: `CLASS_SIDE` or a mapped item_attr_*."""
+    return name in CLASS_SIDE or name.startswith(ITEM_ATTR_PREFIX)
 # Features of the pair itself, as computed by `prepare`: name -> (kind, user column, class column).
 # "share": the user's share_<d> for the class's discipline d; "same": user value == class value;
 # "lookup": a field of the user's row for the class's instructor in gold user_instructor_affinity
@@ -87,6 +111,8 @@ class FeatureSpec:
     context_features: names that describe the moment (the ablation drops them).
     log1p: dense columns transformed with log1p (after clipping at 0) before normalization.
     fill_null: value for nulls of a dense column before the transform (else: the fitted mean).
+    dataset: which gold tables the spec reads, "fitness" or "mapped" (an older saved spec
+        without it is fitness).
     """
 
     sparse: list[str]
@@ -94,6 +120,11 @@ class FeatureSpec:
     context_features: set[str] = field(default_factory=lambda: set(CONTEXT_FEATURES))
     log1p: set[str] = field(default_factory=set)
     fill_null: dict[str, float] = field(default_factory=dict)
+    dataset: str = "fitness"
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -109,6 +140,7 @@ class FeatureSpec:
             context_features=set(d.get("context_features", ())),
             log1p=set(d.get("log1p", ())),
             fill_null={k: float(v) for k, v in d.get("fill_null", {}).items()},
+            dataset=str(d.get("dataset", "fitness")),
         )
 
 
@@ -187,7 +219,110 @@ def with_context(spec: FeatureSpec, enabled: bool) -> FeatureSpec:
         context_features=set(ctx),
         log1p={c for c in spec.log1p if c not in ctx},
         fill_null={k: v for k, v in spec.fill_null.items() if k not in ctx},
+        dataset=spec.dataset,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec of a mapped dataset
+
+_TEXT_TYPES = ("string", "str", "utf8", "large_string", "large_utf8", "categorical", "enum")
+_NUMERIC_TYPES = ("int", "uint", "float", "double", "decimal", "bool", "halffloat")
+
+
+def _kind(dtype: Any) -> str | None:
+    """"text", "numeric" or None for a polars / pyarrow dtype or its name."""
+    name = str(dtype).lower()
+    if name.startswith(_TEXT_TYPES):
+        return "text"
+    if name.startswith(_NUMERIC_TYPES):
+        return "numeric"
+    return None
+
+
+def _columns(columns: Mapping[str, Any] | Any) -> dict[str, Any]:
+    if hasattr(columns, "items"):
+        return dict(columns.items())
+    raise TypeError("pass the columns as a mapping name -> dtype (e.g. a polars schema)")
+
+
+def mapped_spec(
+    user_columns: Mapping[str, Any],
+    class_columns: Mapping[str, Any],
+    example_columns: Mapping[str, Any],
+    *,
+    include_ids: bool = False,
+) -> FeatureSpec:
+    """The spec of a mapped dataset, from the columns (name -> dtype) of its gold
+    user_features_daily, class_features_daily and training_examples (contract section 4).
+
+    What a table lacks is simply not a feature: no ctx_* columns -> only the time of the event
+    as context; no side tables -> no user_attr_* / item_attr_* features; a single implicit
+    platform "all" stays as a constant. Text columns are sparse, numeric ones dense.
+    Context (dropped by `with_context(spec, False)`): platform, hour_of_day, day_of_week,
+    is_weekend, every ctx_* and hour_gap_usual (the hour's distance to the user's usual hour,
+    derived from hour_of_day).
+    """
+    users, classes, examples = _columns(user_columns), _columns(class_columns), _columns(example_columns)
+
+    def by_prefix(cols: dict, prefix: str, kind: str) -> list[str]:
+        return [c for c, t in cols.items() if c.startswith(prefix) and _kind(t) == kind]
+
+    sparse: list[str] = []
+    dense: list[str] = []
+    log1p: set[str] = set()
+    fill_null: dict[str, float] = {}
+    if include_ids:
+        sparse += [c for c in ("user_id", "class_id") if c in examples]
+
+    # user side
+    sparse += [c for c in ("last_platform",) if c in users]
+    sparse += by_prefix(users, LAST_CTX_PREFIX, "text") + by_prefix(users, USER_ATTR_PREFIX, "text")
+    counts = [c for c in ("events_total", "events_7d", "events_28d", "music_likes_28d") if c in users]
+    dense += counts
+    log1p |= set(counts)
+    fill_null |= {c: 0.0 for c in counts}  # a cold-start user has done nothing yet
+    if "complete_rate_28d" in users:
+        dense.append("complete_rate_28d")
+    if "days_since_first_seen" in users:
+        dense += ["days_since_first_seen", "user_is_cold"]
+        log1p.add("days_since_first_seen")
+        fill_null["days_since_first_seen"] = 0.0
+    if "days_since_last_event" in users:
+        dense += ["days_since_last_event", "never_active"]
+        log1p.add("days_since_last_event")
+        fill_null["days_since_last_event"] = NEVER_DAYS
+    dense += by_prefix(users, LAST_CTX_PREFIX, "numeric") + by_prefix(users, USER_ATTR_PREFIX, "numeric")
+
+    # class (item) side
+    sparse += by_prefix(classes, ITEM_ATTR_PREFIX, "text")
+    class_counts = [CLASS_PREFIX + c for c in ("events_1d", "events_7d", "events_28d", "events_total")
+                    if c in classes]
+    dense += class_counts
+    log1p |= set(class_counts)
+    fill_null |= {c: 0.0 for c in class_counts}  # an item first seen on the event day
+    dense += [CLASS_PREFIX + c for c in ("complete_rate", "music_like_rate") if c in classes]
+    if "release_date" in classes:
+        dense.append("class_age_days")
+        log1p.add("class_age_days")
+    if "events_total" in classes:
+        dense.append("class_is_new")
+    dense += by_prefix(classes, ITEM_ATTR_PREFIX, "numeric")
+
+    # context of the event
+    sparse += [c for c in ("platform", "hour_of_day", "day_of_week") if c in examples]
+    sparse += by_prefix(examples, CTX_PREFIX, "text")
+    dense += [c for c in ("is_weekend",) if c in examples]
+    if "usual_hour" in users and "hour_of_day" in examples:
+        dense.append("hour_gap_usual")
+    dense += by_prefix(examples, CTX_PREFIX, "numeric")
+    context = {"platform", "hour_of_day", "day_of_week", "is_weekend", "hour_gap_usual",
+               *(c for c in examples if c.startswith(CTX_PREFIX))}
+    if not sparse:
+        raise FeatureError("a mapped spec needs at least one categorical feature: the gold tables "
+                           "have neither platform nor last_platform")
+    return FeatureSpec(sparse=sparse, dense=dense, context_features=context, log1p=log1p,
+                       fill_null=fill_null, dataset="mapped")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +359,16 @@ def prepare(frame: pl.DataFrame) -> pl.DataFrame:
                          ("last_instructor_id", "instructor_id"))
     exprs += _if_present(f, "is_top_discipline", same("top_discipline", "discipline"),
                          ("top_discipline", "discipline"))
+    # mapped: cold start = no user_features_daily row (days_since_first_seen is never null there)
+    if "days_since_signup" not in cols:
+        exprs += _if_present(f, "user_is_cold", pl.col("days_since_first_seen").is_null().cast(pl.Float64),
+                             ("days_since_first_seen",))
+    exprs += _if_present(f, "never_active", pl.col("days_since_last_event").is_null().cast(pl.Float64),
+                         ("days_since_last_event",))
+    if CLASS_PREFIX + "workouts_total" not in cols:
+        exprs += _if_present(f, "class_is_new",
+                             pl.col(CLASS_PREFIX + "events_total").is_null().cast(pl.Float64),
+                             (CLASS_PREFIX + "events_total",))
     exprs += _if_present(f, "never_worked_out",
                          pl.col("days_since_last_workout").is_null().cast(pl.Float64),
                          ("days_since_last_workout",))
@@ -246,6 +391,10 @@ def prepare(frame: pl.DataFrame) -> pl.DataFrame:
             u = pl.when(pl.col("platform") == p).then(pl.col(f"usual_hour_{p}").cast(pl.Float64)).otherwise(u)
         diff = (pl.col("hour_of_day").cast(pl.Float64) - u).abs() % 24.0
         # circular distance in hours, 0..12; null (imputed) until the user worked out there
+        exprs.append(pl.min_horizontal(diff, 24.0 - diff).alias("hour_gap_usual"))
+    elif {"usual_hour", "hour_of_day"} <= cols and "hour_gap_usual" not in cols:
+        # mapped: one usual hour per user (over every platform)
+        diff = (pl.col("hour_of_day").cast(pl.Float64) - pl.col("usual_hour").cast(pl.Float64)).abs() % 24.0
         exprs.append(pl.min_horizontal(diff, 24.0 - diff).alias("hour_gap_usual"))
     # no affinity table joined (older lakehouse, or a frame built by hand): no affinity
     exprs += [pl.lit(None, pl.Float64).alias(name) for name, (kind, _, _) in PAIR_FEATURES.items()

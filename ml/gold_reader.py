@@ -11,6 +11,12 @@
   never change after release, so reading them as of now leaks nothing, and a class released on
   the event day still has them.
 
+A "mapped" dataset (`dataset="mapped"`, any interaction log imported through a mapping file) has
+no bronze catalogue and no affinity table: the item's static columns (release_date, item_attr_*)
+come from gold class_features_daily itself (static per item), its popularity (events_*, rates)
+from the row at feature_date, prefixed ``class_`` as for fitness, and every column of
+user_features_daily is joined (events_*, usual_hour, last_ctx_*, user_attr_*, ...).
+
 Delta is read through `pl.scan_delta` only (STACK.md: never `DeltaTable.to_pyarrow_table()`).
 `iter_batches` collects a few event dates at a time: the date filter reaches every scan (the
 feature tables through the `feature_date` join key), so memory follows the chunk, not the table.
@@ -29,7 +35,16 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from ml.batch import Batch
-from ml.features import CLASS_POPULARITY, CLASS_PREFIX, Encoders
+from ml.features import (
+    CLASS_POPULARITY,
+    CLASS_PREFIX,
+    DATASETS,
+    ITEM_ATTR_PREFIX,
+    MAPPED_CLASS_POPULARITY,
+    Encoders,
+    FeatureSpec,
+    mapped_spec,
+)
 
 GOLD_TABLES = ("training_examples", "user_features_daily", "class_features_daily")
 AFFINITY_TABLE = "user_instructor_affinity"  # optional: (feature_date, user_id, instructor_id)
@@ -114,14 +129,72 @@ def _class_catalogue(lakehouse_uri: str, storage_options: dict | None) -> pl.Dat
     )
 
 
+def _check_dataset(dataset: str) -> None:
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+
+
+def _popularity_columns(dataset: str) -> tuple[str, ...]:
+    return MAPPED_CLASS_POPULARITY if dataset == "mapped" else CLASS_POPULARITY
+
+
+def item_static(lakehouse_uri: str, storage_options: dict | None) -> pl.DataFrame:
+    """Mapped data: class_id + the static item columns (release_date, item_attr_*) of gold
+    class_features_daily, one row per item (its latest row: the values never change)."""
+    lf = _scan(table_uri(lakehouse_uri, "gold", "class_features_daily"), storage_options)
+    names = lf.collect_schema().names()
+    static = [c for c in names if c == "release_date" or c.startswith(ITEM_ATTR_PREFIX)]
+    return (
+        lf.select("class_id", "feature_date", *static)
+        .sort("feature_date", descending=True)
+        .unique(subset=["class_id"], keep="first", maintain_order=True)
+        .select(pl.col("class_id").cast(pl.Utf8), *static)
+        .collect()
+    )
+
+
+def class_catalogue(lakehouse_uri: str, storage_options: dict | None,
+                    dataset: str = "fitness") -> pl.DataFrame:
+    """The static class columns: bronze `classes` (fitness) or gold class_features_daily (mapped)."""
+    _check_dataset(dataset)
+    if dataset == "mapped":
+        return item_static(lakehouse_uri, storage_options)
+    return _class_catalogue(lakehouse_uri, storage_options)
+
+
 def class_popularity_at(lakehouse_uri: str, storage_options: dict | None,
-                        feature_date: dt.date) -> pl.DataFrame:
+                        feature_date: dt.date, dataset: str = "fitness") -> pl.DataFrame:
     """class_id + the `class_`-prefixed popularity columns of class_features_daily at a date."""
+    _check_dataset(dataset)
     cf = _scan(table_uri(lakehouse_uri, "gold", "class_features_daily"), storage_options)
     present = set(cf.collect_schema().names())
     return cf.filter(pl.col("feature_date") == feature_date).select(
-        "class_id", *[pl.col(c).alias(CLASS_PREFIX + c) for c in CLASS_POPULARITY if c in present]
+        "class_id", *[pl.col(c).alias(CLASS_PREFIX + c) for c in _popularity_columns(dataset)
+                      if c in present]
     ).collect()
+
+
+def gold_schemas(lakehouse_uri: str, storage_options: dict | None = None
+                 ) -> tuple[dict, dict, dict]:
+    """(user_features_daily, class_features_daily, training_examples) column -> dtype."""
+    so = storage_options or None
+    return tuple(dict(_scan(table_uri(lakehouse_uri, "gold", t), so).collect_schema().items())
+                 for t in ("user_features_daily", "class_features_daily", "training_examples"))
+
+
+def mapped_spec_from_gold(lakehouse_uri: str, storage_options: dict | None = None, *,
+                          include_ids: bool = False) -> FeatureSpec:
+    """`ml.features.mapped_spec` of the columns the mapped gold tables have."""
+    users, classes, examples = gold_schemas(lakehouse_uri, storage_options)
+    return mapped_spec(users, classes, examples, include_ids=include_ids)
+
+
+def detect_dataset(lakehouse_uri: str, storage_options: dict | None = None) -> str:
+    """"mapped" when gold user_features_daily has the mapped columns (events_total and no
+    workouts_total), else "fitness"."""
+    uf = _scan(table_uri(lakehouse_uri, "gold", "user_features_daily"), storage_options or None)
+    names = set(uf.collect_schema().names())
+    return "mapped" if "events_total" in names and "workouts_total" not in names else "fitness"
 
 
 def read_examples(
@@ -133,8 +206,11 @@ def read_examples(
     sample_fraction: float = 1.0,
     seed: int = 0,
     columns: Sequence[str] | None = None,
+    dataset: str = "fitness",
 ) -> pl.LazyFrame:
     """Training examples of event_date in [start, end] with point-in-time features, lazily.
+
+    dataset: "fitness" (bronze catalogue, affinity) or "mapped" (see the module docstring).
 
     Features come from feature_date = event_date - 1 (the `feature_date` column of
     training_examples). With sample_fraction < 1, whole users are kept or dropped by a stable
@@ -144,13 +220,15 @@ def read_examples(
     """
     if not 0.0 < sample_fraction <= 1.0:
         raise ValueError(f"sample_fraction must be in (0, 1], got {sample_fraction}")
+    _check_dataset(dataset)
     start, end = _as_date(start), _as_date(end)
     so = storage_options or None
     ex_uri = table_uri(lakehouse_uri, "gold", "training_examples")
     ex = _scan(ex_uri, so)
     users = _scan(table_uri(lakehouse_uri, "gold", "user_features_daily"), so)
     classes = _scan(table_uri(lakehouse_uri, "gold", "class_features_daily"), so)
-    catalogue = _class_catalogue(lakehouse_uri, so)
+    mapped = dataset == "mapped"
+    catalogue = item_static(lakehouse_uri, so) if mapped else _class_catalogue(lakehouse_uri, so)
 
     if ex.head(1).collect().height == 0:
         raise ValueError(f"Delta table is empty: {ex_uri}")
@@ -170,21 +248,30 @@ def read_examples(
         kept = [u for u in ids if user_kept(u, sample_fraction, seed)]
         ex = ex.filter(pl.col("user_id").cast(pl.Utf8).is_in(kept))
 
-    ucols = _present(users, USER_FEATURE_COLUMNS)
+    if mapped:  # every user column (the spec picks), but none the examples already have
+        taken = set(ex.collect_schema().names())
+        ucols = [c for c in users.collect_schema().names() if c not in taken]
+    else:
+        ucols = _present(users, USER_FEATURE_COLUMNS)
     users = users.filter(fdate_filter).select("user_id", "feature_date", *ucols)
-    ccols = _present(classes, CLASS_POPULARITY)
+    pop_names = _popularity_columns(dataset)
+    ccols = _present(classes, pop_names)
     classes = classes.filter(fdate_filter).select(
         "class_id", "feature_date", *[pl.col(c).alias(CLASS_PREFIX + c) for c in ccols]
     )
     # popularity columns absent from an older table still exist (null) for the encoders
     missing_pop = [pl.lit(None, dtype=pl.Float64).alias(CLASS_PREFIX + c)
-                   for c in CLASS_POPULARITY if c not in ccols]
+                   for c in pop_names if c not in ccols]
 
     out = (
         ex.join(users, on=["user_id", "feature_date"], how="left")
         .join(classes, on=["class_id", "feature_date"], how="left")
         .join(catalogue.lazy(), on="class_id", how="left")
     )
+    if mapped:  # no affinity table for mapped data
+        if missing_pop:
+            out = out.with_columns(missing_pop)
+        return out.select(list(columns)) if columns is not None else out
     affinity = _affinity(lakehouse_uri, so)
     if affinity is not None:
         aff = affinity.filter(fdate_filter).select(
@@ -298,5 +385,6 @@ def table_versions(
 
 
 __all__ = [
-    "GOLD_TABLES", "read_examples", "iter_batches", "table_versions", "table_uri", "user_kept",
+    "GOLD_TABLES", "read_examples", "class_catalogue", "class_popularity_at", "item_static",
+    "gold_schemas", "mapped_spec_from_gold", "detect_dataset", "iter_batches", "table_versions", "table_uri", "user_kept",
 ]

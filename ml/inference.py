@@ -13,6 +13,15 @@ For feature date D (the day whose events are in the gold tables) the rows are se
   right after that workout. Top-K per row by P(take), at most `max_per_instructor` classes of
   one instructor per row, and no class twice on one screen (`distinct_rows`).
 
+Mapped data (`InferenceSettings(dataset="mapped")`, any interaction log imported through a
+mapping file): users active in the last 28 days (`events_28d > 0`) or first seen on D; every
+platform of the day's scoring_candidates for every such user; the context is the evaluation's
+(`ml.evaluation.mapped_list_context`: the user's usual hour, else the day's most common one, and
+the ctx_* values of the user's latest take); rows `MAPPED_ROWS` ("For you"; hour rows such as
+"morning" work too, the recent-state row does not: it needs the fitness prev_* context); no
+per-instructor cap (there is no instructor) unless `cap_column` names an item column to cap by.
+The output rows have the same schema.
+
 Users stream through in batches (`iter_user_batches`), each scored by a `BatchScorer` in a Ray
 actor (or in-process), so memory depends on the batch size, not on the number of users.
 Scoring is exhaustive and factorized by side (`ml.factorized`); a DCN model falls back to
@@ -33,8 +42,8 @@ import torch
 
 from ml.evaluation import list_context, usual_hour
 from ml.factorized import FactorizedDLRM, factorized_score_matrix
-from ml.features import AFFINITY_COLUMN, PLATFORMS, Encoders
-from ml.gold_reader import _affinity, _class_catalogue, _scan, class_popularity_at, table_uri
+from ml.features import AFFINITY_COLUMN, DATASETS, PLATFORMS, Encoders
+from ml.gold_reader import _affinity, _scan, class_catalogue, class_popularity_at, table_uri
 from ml.pairs import PairEncoder, score_matrix
 
 # The recommendations table (one Delta partition per serve_date).
@@ -87,11 +96,18 @@ DEFAULT_ROWS = (
     RowSpec("evening", "End your day with...", hour=20),
     RowSpec("recover", "Recover from yesterday's {activity}", after_last_workout=True),
 )
+# Mapped data: the rows that need no fitness column.
+MAPPED_ROWS = (RowSpec("for_you", "For you"),)
 
 
 @dataclass(kw_only=True)
 class InferenceSettings:
-    rows: tuple[RowSpec, ...] = DEFAULT_ROWS
+    """rows / platforms None: the dataset's defaults (fitness: DEFAULT_ROWS and PLATFORMS;
+    mapped: MAPPED_ROWS and every platform of the day's scoring_candidates).
+    max_per_instructor: at most this many classes of one `cap_column` value per row; cap_column
+    None: "instructor_id" for fitness, no cap for mapped (set e.g. "item_attr_artist")."""
+
+    rows: tuple[RowSpec, ...] | None = None
     top_k: int = 10
     max_per_instructor: int = 2
     exclude_days: int = 14  # no class the user took in these days (the evaluation's setting)
@@ -102,9 +118,23 @@ class InferenceSettings:
     precision: str = "bf16"
     popular_k: int = 20
     popular_days: int = 7
-    platforms: tuple[str, ...] = PLATFORMS
+    platforms: tuple[str, ...] | None = None
+    dataset: str = "fitness"  # or "mapped"
+    cap_column: str | None = None
 
     def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        mapped = self.dataset == "mapped"
+        if self.rows is None:
+            self.rows = MAPPED_ROWS if mapped else DEFAULT_ROWS
+        if self.platforms is None and not mapped:
+            self.platforms = PLATFORMS
+        if self.cap_column is None and not mapped:
+            self.cap_column = "instructor_id"
+        if mapped and any(r.after_last_workout for r in self.rows):
+            raise ValueError("the recent-state row (after_last_workout) needs the fitness prev_* "
+                             "context: not available on mapped data")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.top_k < 1 or self.max_per_instructor < 1 or self.users_per_batch < 1:
@@ -149,7 +179,11 @@ class DayInputs:
     n_users: int
 
 
-def _active(lf: pl.LazyFrame, feature_date: dt.date) -> pl.LazyFrame:
+def _active(lf: pl.LazyFrame, feature_date: dt.date, dataset: str = "fitness") -> pl.LazyFrame:
+    if dataset == "mapped":
+        return lf.filter((pl.col("feature_date") == feature_date)
+                         & ((pl.col("events_28d").fill_null(0) > 0)
+                            | (pl.col("days_since_first_seen") == 0)))
     return lf.filter((pl.col("feature_date") == feature_date)
                      & ((pl.col("workouts_28d").fill_null(0) > 0) | (pl.col("days_since_signup") == 0)))
 
@@ -157,31 +191,41 @@ def _active(lf: pl.LazyFrame, feature_date: dt.date) -> pl.LazyFrame:
 def load_day(lakehouse_uri: str, feature_date: dt.date, settings: InferenceSettings,
              storage_options: dict | None = None) -> DayInputs:
     so = storage_options or None
+    mapped = settings.dataset == "mapped"
     serve = feature_date + dt.timedelta(days=1)
     uf = _scan(table_uri(lakehouse_uri, "gold", "user_features_daily"), so)
     names = set(uf.collect_schema().names())
-    hour_cols = [p for p in settings.platforms if f"usual_hour_{p}" in names]
-    summary = _active(uf, feature_date).select(
+    cand = (_scan(table_uri(lakehouse_uri, "gold", "scoring_candidates"), so)
+            .filter(pl.col("feature_date") == feature_date).select("platform", "class_id").collect())
+    platforms = settings.platforms
+    if platforms is None:  # mapped: every platform with candidates that day
+        platforms = tuple(sorted(cand["platform"].unique().to_list()))
+    if mapped:  # one usual hour per user, over every platform
+        hour_of = {p: "usual_hour" for p in platforms} if "usual_hour" in names else {}
+    else:
+        hour_of = {p: f"usual_hour_{p}" for p in platforms if f"usual_hour_{p}" in names}
+    hour_cols = sorted(set(hour_of.values()))
+    summary = _active(uf, feature_date, settings.dataset).select(
         pl.len().alias("_users"),
-        *[pl.col(f"usual_hour_{p}").round().cast(pl.Int32).drop_nulls().mode().first().alias(p)
-          for p in hour_cols]).collect()
+        *[pl.col(c).round().cast(pl.Int32).drop_nulls().mode().min().alias(c)
+          if mapped else pl.col(c).round().cast(pl.Int32).drop_nulls().mode().first().alias(c)
+          for c in hour_cols]).collect()
     n_users = int(summary["_users"][0])
     if n_users == 0:
         raise InferenceError(
             f"gold/user_features_daily has no active user for feature_date {feature_date}: "
             "materialize that day's features first")
     # a user with no usual hour on a platform yet gets its most common one (else the evening)
-    default_hour = {p: int(summary[p][0]) if p in hour_cols and summary[p][0] is not None else 18
-                    for p in settings.platforms}
+    default_hour = {p: int(summary[hour_of[p]][0])
+                    if p in hour_of and summary[hour_of[p]][0] is not None else 18
+                    for p in platforms}
 
-    cand = (_scan(table_uri(lakehouse_uri, "gold", "scoring_candidates"), so)
-            .filter(pl.col("feature_date") == feature_date).select("platform", "class_id").collect())
     if cand.height == 0:
         raise InferenceError(f"gold/scoring_candidates has no candidate for feature_date {feature_date}")
-    cfeat = class_popularity_at(lakehouse_uri, so, feature_date)
-    catalogue = _class_catalogue(lakehouse_uri, so)
+    cfeat = class_popularity_at(lakehouse_uri, so, feature_date, settings.dataset)
+    catalogue = class_catalogue(lakehouse_uri, so, settings.dataset)
     candidates = {}
-    for p in settings.platforms:
+    for p in platforms:
         c = (cand.filter(pl.col("platform") == p).select("class_id")
              .join(catalogue, on="class_id", how="left").join(cfeat, on="class_id", how="left")
              .sort("class_id"))
@@ -210,7 +254,7 @@ def iter_user_batches(lakehouse_uri: str, feature_date: dt.date, settings: Infer
                       storage_options: dict | None = None) -> Iterator[pl.DataFrame]:
     """The active users' feature rows of the day, `users_per_batch` at a time (streamed)."""
     uf = _scan(table_uri(lakehouse_uri, "gold", "user_features_daily"), storage_options or None)
-    lf = _active(uf, feature_date).sort("user_id")
+    lf = _active(uf, feature_date, settings.dataset).sort("user_id")
     yield from lf.collect_batches(chunk_size=settings.users_per_batch)
 
 
@@ -221,7 +265,7 @@ def user_state(lakehouse_uri: str, feature_date: dt.date, users: pl.DataFrame,
     window as (user_id, class_id)), for one batch of users."""
     so = storage_options or None
     ids = users["user_id"].to_list()
-    aff = _affinity(lakehouse_uri, so)
+    aff = None if settings.dataset == "mapped" else _affinity(lakehouse_uri, so)
     if aff is not None:
         per_user = (aff.filter((pl.col("feature_date") == feature_date) & pl.col("user_id").is_in(ids))
                     .group_by("user_id")
@@ -237,9 +281,10 @@ def user_state(lakehouse_uri: str, feature_date: dt.date, users: pl.DataFrame,
     return users, taken
 
 
-def platforms_used(users: pl.DataFrame, platform: str) -> pl.Series:
-    """Whether each user uses the platform: the app for everyone; a device if owned or used."""
-    if platform == "app":
+def platforms_used(users: pl.DataFrame, platform: str, dataset: str = "fitness") -> pl.Series:
+    """Whether each user uses the platform: the app for everyone; a device if owned or used.
+    Mapped data: every platform for everyone (no per-platform usage in the user features)."""
+    if platform == "app" or dataset == "mapped":
         return pl.Series([True] * users.height)
     owns = users[f"owns_{platform}"].fill_null(False) if f"owns_{platform}" in users.columns \
         else pl.Series([False] * users.height)
@@ -251,10 +296,20 @@ def platforms_used(users: pl.DataFrame, platform: str) -> pl.Series:
 # Ranking
 
 
-def top_k_capped(scores: np.ndarray, groups: np.ndarray, k: int, cap: int) -> np.ndarray:
+def top_k_capped(scores: np.ndarray, groups: np.ndarray | None, k: int, cap: int) -> np.ndarray:
     """[n, k] column indices of the best scores per row, at most `cap` per group (instructor),
-    -1 where fewer remain; -inf scores are never chosen. `groups`: [C] int codes >= 0."""
+    -1 where fewer remain; -inf scores are never chosen. `groups`: [C] int codes >= 0, or None
+    for no cap."""
     n, C = scores.shape
+    if groups is None:
+        kk = min(k, C)
+        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < C else np.tile(np.arange(C), (n, 1))
+        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+        idx = np.take_along_axis(part, order, axis=1)
+        idx = np.where(np.isfinite(np.take_along_axis(scores, idx, axis=1)), idx, -1)
+        out = np.full((n, k), -1, dtype=np.int64)
+        out[:, :kk] = idx
+        return out
     pool = min(C, k * (1 + 5 * (cap < k)))  # enough depth for the cap to bite
     part = np.argpartition(-scores, pool - 1, axis=1)[:, :pool] if pool < C else np.tile(np.arange(C), (n, 1))
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
@@ -275,7 +330,7 @@ class _Platform:
     frame: pl.DataFrame
     side: object
     class_ids: np.ndarray
-    groups: np.ndarray
+    groups: np.ndarray | None
     index: dict
     cs: dict | None = None
 
@@ -286,6 +341,9 @@ class BatchScorer:
     def __init__(self, module: torch.nn.Module, encoders: Encoders, heads: Sequence[str],
                  day: DayInputs, settings: InferenceSettings, model_version: int) -> None:
         self.settings, self.day, self.version = settings, day, int(model_version)
+        if encoders.spec.dataset != settings.dataset:
+            raise InferenceError(f"the model was trained on {encoders.spec.dataset!r} data; "
+                                 f"the inference settings are for {settings.dataset!r} data")
         self.module = module
         self.pairs = PairEncoder(encoders)
         dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32
@@ -298,10 +356,15 @@ class BatchScorer:
         for p, frame in day.candidates.items():
             side = self.pairs.encode_classes(frame.with_columns(pl.lit(day.serve_date).alias("event_date")))
             ids = np.array(frame["class_id"].to_list(), dtype=object)
-            inst = frame["instructor_id"].to_list()
-            codes = {v: i for i, v in enumerate(sorted({v for v in inst if v is not None}))}
-            groups = np.array([codes[v] if v is not None else len(codes) + j
-                               for j, v in enumerate(inst)], dtype=np.int64)
+            groups = None
+            if settings.cap_column is not None and settings.cap_column in frame.columns:
+                inst = frame[settings.cap_column].cast(pl.Utf8).to_list()
+                codes = {v: i for i, v in enumerate(sorted({v for v in inst if v is not None}))}
+                groups = np.array([codes[v] if v is not None else len(codes) + j
+                                   for j, v in enumerate(inst)], dtype=np.int64)
+            elif settings.cap_column is not None and settings.dataset == "mapped":
+                raise InferenceError(f"cap_column {settings.cap_column!r} is not an item column "
+                                     f"(have: {frame.columns})")
             self.platforms[p] = _Platform(frame, side, ids, groups, {c: j for j, c in enumerate(ids)},
                                           self.fast.class_side(side) if self.fast else None)
         self.pairs_scored = 0
@@ -318,7 +381,7 @@ class BatchScorer:
             hour: int | pl.Series = row.hour
         else:
             hour = usual_hour(users, platform).fill_null(self.day.default_hour[platform])
-        ctx = list_context(users, platform, self.day.serve_date, hour)
+        ctx = list_context(users, platform, self.day.serve_date, hour, dataset=self.settings.dataset)
         if row.after_last_workout:
             ctx = ctx.with_columns(
                 pl.col("last_discipline").alias("prev_discipline"),
@@ -335,7 +398,7 @@ class BatchScorer:
         now = dt.datetime.now(dt.timezone.utc)
         out: list[pl.DataFrame] = []
         for p, plat in self.platforms.items():
-            up = users.filter(platforms_used(users, p))
+            up = users.filter(platforms_used(users, p, s.dataset))
             if up.height == 0:
                 continue
             # classes a row may not show: taken in the exclusion window, or (distinct_rows)
@@ -497,7 +560,7 @@ def _account(stats: InferenceStats, users, rows: pl.DataFrame, pairs: int, t0: f
 
 
 __all__ = [
-    "BatchScorer", "DEFAULT_ROWS", "DayInputs", "InferenceError", "InferenceSettings",
+    "BatchScorer", "DEFAULT_ROWS", "MAPPED_ROWS", "DayInputs", "InferenceError", "InferenceSettings",
     "InferenceStats", "ModelRef", "POPULAR_SCHEMA", "RECOMMENDATION_SCHEMA", "RowSpec",
     "iter_user_batches", "load_day", "run_inference", "top_k_capped", "user_state",
 ]

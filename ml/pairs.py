@@ -24,11 +24,11 @@ import torch
 
 from ml.features import (
     AFFINITY_COLUMN,
-    CLASS_SIDE,
     DISCIPLINES,
     PAIR_FEATURES,
     Encoders,
     FeatureError,
+    class_side,
     prepare,
 )
 
@@ -58,8 +58,8 @@ class PairEncoder:
             if name in spec.sparse:
                 raise FeatureError(f"pair feature {name!r} must be dense")
         self.pair_cols = [(j, n) for j, n in enumerate(spec.dense) if n in PAIR_FEATURES]
-        self.dense_class = torch.tensor([n in CLASS_SIDE for n in spec.dense])
-        self.sparse_class = torch.tensor([n in CLASS_SIDE for n in spec.sparse])
+        self.dense_class = torch.tensor([class_side(n) for n in spec.dense], dtype=torch.bool)
+        self.sparse_class = torch.tensor([class_side(n) for n in spec.sparse], dtype=torch.bool)
         self._codes: dict[str, int] = {}
 
     # -- sides -----------------------------------------------------------------------------

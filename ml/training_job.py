@@ -14,6 +14,9 @@ Typical use::
     job = TrainingJob(data=window, model=ModelHParams(), train=TrainConfig(epochs=2))
     encoders = fit_encoders(job)
     result = run_training(job, encoders)
+
+A mapped dataset (any interaction log imported through a mapping file) is the same job with
+`dataset="mapped"`: its spec is `ml.features.mapped_spec` of the gold tables' columns.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ import torch
 from torch import nn
 
 from ml.batch import Batch
-from ml.features import Encoders, FeatureError, default_spec, with_context
-from ml.gold_reader import _scan, iter_batches, read_examples, table_uri
+from ml.features import DATASETS, Encoders, FeatureError, FeatureSpec, default_spec, with_context
+from ml.gold_reader import _scan, iter_batches, mapped_spec_from_gold, read_examples, table_uri
 from ml.model import ModelConfig, build_model
 from ml.train import (
     TrainConfig,
@@ -110,10 +113,16 @@ class TrainingJob:
     ))
     backend: str = "torchrec"
     encoder_fit_rows: int = 400_000
+    # "fitness" (the simulator's gold tables) or "mapped" (a mapping file's gold tables)
+    dataset: str = "fitness"
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
 
     def params(self) -> dict[str, Any]:
         """Flat name -> value, for MLflow params and Dagster metadata."""
-        out: dict[str, Any] = {"backend": self.backend}
+        out: dict[str, Any] = {"backend": self.backend, "dataset": self.dataset}
         for prefix, obj in (("data", self.data), ("model", self.model), ("train", self.train)):
             for k, v in asdict(obj).items():
                 if k == "storage_options":
@@ -182,11 +191,24 @@ def plan_window(
 # Data
 
 
-def _examples(window: DataWindow, start: dt.date, end: dt.date) -> pl.LazyFrame:
+def _examples(window: DataWindow, start: dt.date, end: dt.date,
+              dataset: str = "fitness") -> pl.LazyFrame:
     return read_examples(
         window.lakehouse_uri, start=start, end=end, storage_options=window.storage_options,
-        sample_fraction=window.sample_fraction, seed=window.seed,
+        sample_fraction=window.sample_fraction, seed=window.seed, dataset=dataset,
     )
+
+
+def job_spec(job: TrainingJob) -> FeatureSpec:
+    """The job's feature spec: `default_spec` (fitness) or the mapped spec of the gold tables'
+    columns, without the context features for the ablation (`model.with_context=False`)."""
+    if job.dataset == "mapped":
+        w = job.data
+        spec = mapped_spec_from_gold(w.lakehouse_uri, w.storage_options,
+                                     include_ids=job.model.include_ids)
+    else:
+        spec = default_spec(include_ids=job.model.include_ids)
+    return with_context(spec, job.model.with_context)
 
 
 def fit_encoders(job: TrainingJob) -> Encoders:
@@ -198,7 +220,7 @@ def fit_encoders(job: TrainingJob) -> Encoders:
     """
     w = job.data
     days = w.train_days()
-    lf = _examples(w, w.train_start, w.train_end)
+    lf = _examples(w, w.train_start, w.train_end, job.dataset)
     per_day = lf.group_by("event_date").len().collect()
     if per_day.height == 0:
         raise FeatureError(
@@ -211,7 +233,7 @@ def fit_encoders(job: TrainingJob) -> Encoders:
     step = len(present) / n_days
     chosen = sorted({present[int(i * step)] for i in range(n_days)})
     frame = lf.filter(pl.col("event_date").is_in(chosen)).collect()
-    spec = with_context(default_spec(include_ids=job.model.include_ids), job.model.with_context)
+    spec = job_spec(job)
     return Encoders.fit(frame, spec, max_vocab=job.model.max_vocab, table="gold.training_examples")
 
 
@@ -246,7 +268,7 @@ def train_batches(
     """This rank's training batches for one epoch (days shuffled per epoch, rows within days)."""
     w = job.data
     mine = days_for_rank(w.train_days(), rank, world_size, w.seed)
-    lf = _examples(w, w.train_start, w.train_end).filter(pl.col("event_date").is_in(mine))
+    lf = _examples(w, w.train_start, w.train_end, job.dataset).filter(pl.col("event_date").is_in(mine))
     return iter_batches(
         lf, encoders, job.train.batch_size,
         shuffle_seed=job.train.seed * 1000 + epoch, days_per_chunk=1,
@@ -257,7 +279,7 @@ def valid_batches(job: TrainingJob, encoders: Encoders) -> Iterator[Batch]:
     w = job.data
     if w.valid_start is None or w.valid_end is None:
         return iter(())
-    lf = _examples(w, w.valid_start, w.valid_end)
+    lf = _examples(w, w.valid_start, w.valid_end, job.dataset)
     return iter_batches(lf, encoders, max(job.train.batch_size, 8192))
 
 
@@ -333,6 +355,6 @@ def finite_or_nan(metrics: dict[str, float]) -> dict[str, float]:
 
 __all__ = [
     "DataWindow", "ModelHParams", "TrainingJob", "TrainingResult", "event_dates", "plan_window",
-    "fit_encoders", "model_config", "days_for_rank", "train_batches", "valid_batches",
+    "fit_encoders", "job_spec", "model_config", "days_for_rank", "train_batches", "valid_batches",
     "run_training", "checkpoint_hook",
 ]

@@ -197,13 +197,21 @@ def evaluate_models(
     candidate: str = "candidate",
     out_dir: str | Path | None = None,
     log: Log | None = None,
+    train_window: tuple[dt.date, dt.date] | None = None,
 ) -> Evaluation:
     """Rank the held-out lists with every model (name -> (score_fn, encoders)), popularity and,
-    when given, the oracle; per-head AUC/log-loss and calibration for each model."""
+    when given, the oracle; per-head AUC/log-loss and calibration for each model.
+
+    Mapped data (`settings.dataset == "mapped"`) never has an oracle; the report says so and
+    describes the temporal split (`train_window`: the models' training event days, if given)."""
     rankers: list = [ModelRanker(n, fn, enc) for n, (fn, enc) in models.items()]
     rankers.append(PopularityRanker())
     notes = []
-    if oracle is not None:
+    if settings.dataset == "mapped":
+        if oracle is not None:
+            raise ValueError("mapped data has no simulator: there is no oracle to evaluate")
+        notes.append(mapped_notes(settings, train_window))
+    elif oracle is not None:
         rankers.append(oracle)
     else:
         notes.append("no oracle: the data has no simulator behind it (no _simulator/config.json "
@@ -237,13 +245,28 @@ def evaluate_models(
     return ev
 
 
+def mapped_notes(settings: EvalSettings, train_window: tuple[dt.date, dt.date] | None) -> str:
+    """The report's plain statement of what a mapped evaluation is (and is not)."""
+    days = ", ".join(d.isoformat() for d in settings.days)
+    trained = (f"trained on the event days {train_window[0].isoformat()}..{train_window[1].isoformat()}"
+               if train_window else f"trained on the days before {min(settings.days).isoformat()}")
+    return ("no oracle: this is a mapped dataset (an interaction log imported through a mapping "
+            "file) with no simulator behind it, so no ranker knows the users' true preferences; "
+            "the model is compared with popularity and the context-free ablation only. "
+            f"Temporal split: {trained}, evaluated on the held-out last day(s) {days} "
+            "(features as of the day before each list; relevant = the items taken that day).")
+
+
 def evaluation_markdown(ev: Evaluation, candidate: str) -> str:
     r = ev.result
     days = ", ".join(d.isoformat() for d in r.settings.days)
+    what = ("item seen on the platform" if r.settings.dataset == "mapped"
+            else "class of the platform released")
     parts = [
         f"**Held-out days:** {days}; users evaluated: {r.settings.user_fraction:.0%}; "
-        f"candidates: every class of the platform released by the day before, minus the user's "
-        f"classes of the last {r.settings.exclude_days} days.",
+        f"candidates: every {what} by the day before, minus the user's "
+        f"{'items' if r.settings.dataset == 'mapped' else 'classes'} of the last "
+        f"{r.settings.exclude_days} days.",
         "",
         comparison_table(r, reference="popularity"),
         "",
@@ -338,6 +361,6 @@ def eval_days(job: TrainingJob) -> list[dt.date]:
 
 __all__ = [
     "Tracking", "TrainedModel", "Evaluation", "train", "train_and_log", "reference_scorer",
-    "evaluate_models", "evaluation_markdown", "png_markdown", "log_evaluation", "champion_scorer",
+    "evaluate_models", "evaluation_markdown", "mapped_notes", "png_markdown", "log_evaluation", "champion_scorer",
     "promote", "ablation_job", "eval_days",
 ]

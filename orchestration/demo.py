@@ -89,6 +89,15 @@ def run_day(day: dt.date, job: str = DAILY_JOB) -> int:
     return execute({"dagster/partition": day.isoformat()}, job)
 
 
+def source_range(settings: LakehouseSettings) -> tuple[dt.date, dt.date]:
+    """First and last day of a mapped source (every file read and checked; nothing written)."""
+    from lakehouse.mapped_import import import_dataset
+    from lakehouse.mapping import load_mapping
+
+    days = import_dataset(settings, load_mapping(settings.mapping_path), dry_run=True, log=None).days_written
+    return days[0], days[-1]
+
+
 def home_screen_summary(settings: LakehouseSettings) -> str:
     """One user's home screen per platform, read back from the published cache."""
     import polars as pl
@@ -100,16 +109,18 @@ def home_screen_summary(settings: LakehouseSettings) -> str:
     if current is None:
         return "\nNo cache published."
     reader = CacheReader(cache_dir(settings), refresh_s=0)
-    # a user with a bike screen, from the rows the cache was built from
+    # a user with a screen on the first platform (bike for the simulator's data), from the rows
+    # the cache was built from
+    platforms = [p for p in ("bike", "tread", "app") if p in current.platforms] or list(current.platforms)
     users = (pl.scan_delta(recommendations_uri(settings), storage_options=settings.storage_options() or None)
-             .filter((pl.col("serve_date") == current.serve_date) & (pl.col("platform") == "bike"))
+             .filter((pl.col("serve_date") == current.serve_date) & (pl.col("platform") == platforms[0]))
              .select("user_id").unique().sort("user_id").slice(7, 1).collect())
     user = users["user_id"].to_list()[:1] or None
     lines = ["", f"Cache {current.name}: {current.keys:,} user x platform keys for {current.serve_date}, "
                  f"model v{current.model_version} ({current.path})"]
     if user is None:
         return "\n".join(lines)
-    for platform in ("bike", "tread", "app"):
+    for platform in platforms:
         body = reader.get(user[0], platform)
         if body is None:
             continue
@@ -119,16 +130,21 @@ def home_screen_summary(settings: LakehouseSettings) -> str:
             items = ", ".join(f"{i['class_id']} {i['score']:.2f}" for i in row["items"][:5])
             lines.append(f"  {row['title']:<38} {items}")
     lines += ["", "Serve it:  make serve   then  curl 'http://127.0.0.1:8000/users/"
-              f"{user[0]}/recommendations?platform=bike'"]
+              f"{user[0]}/recommendations?platform={platforms[0]}'"]
     return "\n".join(lines)
 
 
 def summary(settings: LakehouseSettings) -> str:
     opts = settings.storage_options()
     lines = ["", f"Lakehouse: {settings.uri}", "", f"{'table':<34}{'rows':>12}{'version':>9}"]
-    published = published_models(load_manifest(lakehouse_dbt_project())).values()
-    tables = ([("bronze", e.name) for e in ENTITIES] + [("bronze", QUARANTINE)]
-              + [(p.layer, p.model) for p in published])
+    published = published_models(load_manifest(lakehouse_dbt_project(dataset=settings.dataset))).values()
+    if settings.dataset == "mapped":
+        from assets.mapped import MAPPED_TABLES
+
+        bronze = [("bronze", t) for t in MAPPED_TABLES]
+    else:
+        bronze = [("bronze", e.name) for e in ENTITIES] + [("bronze", QUARANTINE)]
+    tables = bronze + [(p.layer, p.model) for p in published]
     for layer, name in tables:
         uri = settings.table_uri(layer, name)
         lines.append(f"{layer + '/' + name:<34}{delta.row_count(uri, storage_options=opts):>12,}"
@@ -159,10 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-model", action="store_true", help="only the lakehouse, no training")
     p.add_argument("--model-only", action="store_true", help="only train/evaluate/promote")
     p.add_argument("--model-config", default="", help="JSON overrides of ModelTrainingConfig")
+    p.add_argument("--from-source", action="store_true",
+                   help="a mapped dataset (LAKEHOUSE_MAPPING): every day its source holds")
     args = p.parse_args(argv)
+    t0 = time.perf_counter()
     start = dt.date.fromisoformat(args.start)
     end = start + dt.timedelta(days=args.days - 1)
-    t0 = time.perf_counter()
+    if args.from_source:
+        settings = LakehouseSettings.from_env()
+        if settings.dataset != "mapped":
+            p.error("--from-source needs LAKEHOUSE_MAPPING (a mapping file)")
+        start, end = source_range(settings)
+        args.days = (end - start).days + 1
+        print(f"[demo] mapped dataset {settings.mapping_path}: {start}..{end} ({args.days} days)", flush=True)
     if args.model_only:
         rc = run_training(json.loads(args.model_config) if args.model_config else None)
         print(model_summary())

@@ -1,8 +1,9 @@
-"""Jobs: the daily chain for a partition, its lakehouse-only part, training, re-scoring."""
+"""Jobs: the daily chain for a partition, its lakehouse-only part, training, re-scoring.
+
+The daily jobs take their partitions from their assets (the simulator's first day, or a mapped
+dataset's), so one set of jobs serves both."""
 
 import dagster as dg
-
-from orchestration.partitions import daily_partitions
 
 _SERVING = dg.AssetSelection.groups("serving")
 # Jobs that run dbt on the DuckDB working file; dagster.yaml lets one such run go at a time.
@@ -14,7 +15,6 @@ _DAILY = dg.AssetSelection.all() - dg.AssetSelection.groups("landing", "ml", "op
 daily_job = dg.define_asset_job(
     name="daily_recommendations_job",
     selection=_DAILY,
-    partitions_def=daily_partitions,
     # One process for the whole chain: on a small machine, process start-up (imports of
     # Dagster, dbt, GX) costs more than parallel steps gain; dbt and Ray run their own processes.
     executor_def=dg.in_process_executor,
@@ -26,7 +26,6 @@ daily_job = dg.define_asset_job(
 lakehouse_job = dg.define_asset_job(
     name="daily_lakehouse_job",
     selection=_DAILY - _SERVING,
-    partitions_def=daily_partitions,
     executor_def=dg.in_process_executor,
     tags=_DUCKDB,
     description="Ingest, features, publication and checks of a day (or a range), without "
@@ -36,7 +35,6 @@ lakehouse_job = dg.define_asset_job(
 ingest_job = dg.define_asset_job(
     name="bronze_ingest_job",
     selection=dg.AssetSelection.groups("bronze"),
-    partitions_def=daily_partitions,
     description="Only the bronze ingest of a day (landing -> bronze Delta + quarantine).",
 )
 
@@ -51,7 +49,6 @@ train_model_job = dg.define_asset_job(
 rescore_job = dg.define_asset_job(
     name="rescore_job",
     selection=_SERVING,
-    partitions_def=daily_partitions,
     executor_def=dg.in_process_executor,
     description="Re-score a day with the current champion and republish the cache.",
 )

@@ -18,6 +18,7 @@ def build_resources(settings: LakehouseSettings, project: DbtProject) -> dict[st
             landing_uri=settings.landing_uri,
             duckdb_path=settings.duckdb_path,
             data_dir=settings.data_dir,
+            mapping=settings.mapping_path or "",
         ),
         "dbt": dbt_resource(project, dbt_target_for(settings)),
         # MLFLOW_TRACKING_URI (read at run time) picks any tracking server; default: SQLite

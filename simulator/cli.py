@@ -1,4 +1,4 @@
-"""Command line: `python -m simulator generate ...` and `python -m simulator report ...`."""
+"""Command line: `python -m simulator generate ...`, `... report ...` and `... external ...`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,16 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="realism statistics computed from the landing files")
     r.add_argument("--landing", required=True)
     r.add_argument("--json", help="also write the figures to this file")
+    e = sub.add_parser("external", help="write an example music-listening dataset for a mapping file "
+                                        "(examples/listening/mapping.yaml)")
+    e.add_argument("--out", required=True, help="local folder to write into")
+    e.add_argument("--days", type=int, default=30)
+    e.add_argument("--start-date", type=date.fromisoformat, default=date(2026, 9, 1))
+    e.add_argument("--seed", type=int, default=7)
+    e.add_argument("--users", type=int, default=400)
+    e.add_argument("--items", type=int, default=300)
+    e.add_argument("--files", type=int, default=3, help="split the events into this many CSV files")
+    e.add_argument("--ratings", action="store_true", help="also write ratings.csv (explicit 1-5 stars)")
     return p
 
 
@@ -39,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
               f"from {cfg.start_date} -> {args.landing}", flush=True)
         generate(cfg, args.landing, start_day=args.start_day, n_days=n_days, state_dir=args.state_dir,
                  log=lambda s: print(s, flush=True))
+        return 0
+    if args.command == "external":
+        from .external import ExternalConfig, generate_external
+
+        cfg = ExternalConfig(days=args.days, start_date=args.start_date, seed=args.seed, users=args.users,
+                             items=args.items, ratings=args.ratings, files=args.files)
+        generate_external(args.out, cfg, log=lambda s: print(s, flush=True))
         return 0
     from .report import format_report, report
 

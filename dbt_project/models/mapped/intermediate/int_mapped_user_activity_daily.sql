@@ -1,0 +1,110 @@
+{{
+    config(
+        materialized='incremental',
+        meta={'range_column': 'activity_date', 'carry_forward': true},
+    )
+}}
+-- One row per user and day with any interaction: that day's interactions, takes, completed takes
+-- (label rule of int_mapped_takes_labeled), music_like events and takes per UTC hour, the day's
+-- last take (last_take_at, last_platform, one last_ctx_<name> per ctx column; null on a day
+-- without takes), and running totals at the END of that day (`*_cum`). Features for a date D
+-- read the latest row on or before D (ASOF join): the user's state with nothing after D.
+-- Incremental: a range run recomputes its days on, starting from each user's opening balance.
+{%- set from_date = recompute_from() %}
+{%- set measures = ['takes', 'completed', 'music_likes'] %}
+{%- for h in range(24) %}
+{%- do measures.append('takes_hour_' ~ '%02d' | format(h)) %}
+{%- endfor %}
+
+with interactions as (
+    select user_id, event_date, event_type
+    from {{ ref('stg_mapped__interactions') }}
+    where {{ days_from(from_date, 'event_date') }}
+),
+
+takes as (
+    select * from {{ ref('int_mapped_takes_labeled') }}
+    where {{ days_from(from_date, 'event_date') }}
+),
+
+interaction_counts as (
+    select
+        user_id,
+        event_date as activity_date,
+        count(*) as interactions,
+        count(*) filter (where event_type = 'music_like') as music_likes
+    from interactions
+    group by user_id, event_date
+),
+
+take_counts as (
+    select
+        user_id,
+        event_date as activity_date,
+        count(*) as takes,
+        count(*) filter (where is_completed) as completed,
+        {% for h in range(24) -%}
+        count(*) filter (where hour_of_day = {{ h }}) as takes_hour_{{ '%02d' | format(h) }}{{ "," if not loop.last }}
+        {% endfor %}
+    from takes
+    group by user_id, event_date
+),
+
+last_takes as (
+    -- the day's last take (ties: the larger interaction_id); platform and ctx_* renamed last_*
+    -- in one pattern, which always matches `platform` (so no context column is fine)
+    select
+        user_id,
+        event_date as activity_date,
+        event_at as last_take_at,
+        columns('^(platform|ctx_.+)$') as 'last_\1'
+    from takes
+    qualify row_number() over (
+        partition by user_id, event_date order by event_at desc, interaction_id desc
+    ) = 1
+),
+
+days as (
+    select
+        i.user_id,
+        i.activity_date,
+        i.interactions,
+        i.music_likes,
+        {% for m in measures if m != 'music_likes' -%}
+        coalesce(t.{{ m }}, 0) as {{ m }},
+        {% endfor -%}
+        l.* exclude (user_id, activity_date)
+    from interaction_counts as i
+    left join take_counts as t
+        on i.user_id = t.user_id and i.activity_date = t.activity_date
+    left join last_takes as l
+        on i.user_id = l.user_id and i.activity_date = l.activity_date
+)
+
+{%- if from_date is not none %},
+
+opening as (
+    {{ opening_balance(this, ['user_id'], 'activity_date', from_date) }}
+)
+{%- endif %}
+
+select
+    days.user_id,
+    days.activity_date,
+    cast(days.interactions as integer) as interactions,
+    {% for m in measures -%}
+    cast(days.{{ m }} as integer) as {{ m }},
+    {% endfor -%}
+    {% for m in measures -%}
+    {{ running_total(m, from_date, 'days') }},
+    {% endfor -%}
+    -- last_take_at, last_platform, last_ctx_*
+    days.* exclude (user_id, activity_date, interactions, {{ measures | join(', ') }})
+from days
+{%- if from_date is not none %}
+left join opening on days.user_id = opening.user_id
+{%- endif %}
+window running as (
+    partition by days.user_id order by days.activity_date
+    rows between unbounded preceding and current row
+)

@@ -1,0 +1,265 @@
+"""A model on mapped gold tables: training (local path), evaluation without an oracle, inference.
+
+One tiny model (and its context-free ablation) per variant of `build_mapped_lakehouse`: "rich"
+(two platforms, ctx_* and attribute columns; TorchRec backend) and "bare" (platform "all", no
+context columns, no side tables; reference backend). Scores are checked against the model applied
+to an explicit (user x item) frame whose context is built here by hand from the gold rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from ml.evaluation import EvalSettings, ModelRanker, build_lists
+from ml.features import CLASS_PREFIX, Encoders, MAPPED_CLASS_POPULARITY, default_spec, with_context
+from ml.gold_reader import mapped_spec_from_gold
+from ml.inference import (
+    DEFAULT_ROWS,
+    RECOMMENDATION_SCHEMA,
+    InferenceError,
+    InferenceSettings,
+    InferenceStats,
+    ModelRef,
+    run_inference,
+)
+from ml.serving import score_frame
+from ml.tracking import export_torchscript
+from ml.train import TrainConfig
+from ml.training_job import ModelHParams, TrainingJob, plan_window
+from ml.workflow import ablation_job, evaluate_models, reference_scorer, train
+from tests.ml.test_mapped_gold import DAYS, build_mapped_lakehouse
+
+TINY = ModelHParams(embedding_dim=4, bottom_mlp=[8, 4], top_mlp=[8])
+EVAL_DAY = DAYS[-1]
+
+
+@pytest.fixture(scope="module", params=["rich", "bare"])
+def trained(request, tmp_path_factory):
+    variant = request.param
+    uri, log = build_mapped_lakehouse(tmp_path_factory.mktemp("mapped-model"), variant)
+    window = plan_window(uri, train_days=5, valid_days=1)
+    job = TrainingJob(data=window, model=TINY, dataset="mapped",
+                      backend="torchrec" if variant == "rich" else "reference",
+                      train=TrainConfig(epochs=2, lr=0.02, batch_size=64))
+    result, enc, info = train(job, use_ray=False)
+    abl, abl_enc, _ = train(ablation_job(job), use_ray=False)
+    return SimpleNamespace(variant=variant, uri=uri, log=log, job=job, result=result, enc=enc,
+                           info=info, abl=abl, abl_enc=abl_enc)
+
+
+def _default_hour(uri: str, fdate: dt.date) -> int:
+    hours = (pl.read_delta(f"{uri}/gold/user_features_daily")
+             .filter(pl.col("feature_date") == fdate)["usual_hour"].drop_nulls().to_list())
+    counts = {h: hours.count(h) for h in set(hours)}
+    return min(h for h, c in counts.items() if c == max(counts.values()))
+
+
+def explicit_frame(uri: str, user_ids: list[str], item_ids: list[str], platform: str,
+                   day: dt.date, rich: bool) -> pl.DataFrame:
+    """The (user x item) frame a list of `day` scores, context written out by hand: the user's
+    usual hour (else the most common one), the day's weekday, ctx_* = the user's last_ctx_*."""
+    fdate = day - dt.timedelta(days=1)
+    uf = (pl.read_delta(f"{uri}/gold/user_features_daily").filter(pl.col("feature_date") == fdate)
+          .drop("feature_date"))
+    users = pl.DataFrame({"user_id": user_ids}).join(uf, on="user_id", how="left", maintain_order="left")
+    ctx = {"platform": pl.lit(platform),
+           "hour_of_day": pl.col("usual_hour").fill_null(_default_hour(uri, fdate)),
+           "day_of_week": pl.lit(day.isoweekday()), "is_weekend": pl.lit(day.isoweekday() >= 6),
+           "event_date": pl.lit(day)}
+    if rich:
+        ctx |= {"ctx_network": pl.col("last_ctx_network"), "ctx_battery": pl.col("last_ctx_battery")}
+    users = users.with_columns(**ctx)
+    cf = pl.read_delta(f"{uri}/gold/class_features_daily").filter(pl.col("feature_date") == fdate)
+    items = pl.DataFrame({"class_id": item_ids}).join(
+        cf.select("class_id", "release_date", *[c for c in cf.columns if c.startswith("item_attr_")],
+                  *[pl.col(c).alias(CLASS_PREFIX + c) for c in MAPPED_CLASS_POPULARITY]),
+        on="class_id", how="left", maintain_order="left")
+    return users.join(items, how="cross")
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def test_training_runs_on_the_mapped_spec(trained):
+    t = trained
+    ex = pl.read_delta(f"{t.uri}/gold/training_examples")
+    w = t.job.data
+    assert (w.train_start, w.train_end, w.valid_start) == (DAYS[0], DAYS[4], DAYS[5])
+    hist = t.result.history
+    assert [h["epoch"] for h in hist] == [0.0, 1.0]
+    assert hist[0]["samples"] == ex.filter(pl.col("event_date") <= DAYS[4]).height
+    assert all(np.isfinite(h["loss"]) and 0.0 <= h["valid_auc_take"] <= 1.0 for h in hist)
+    assert t.enc.spec == mapped_spec_from_gold(t.uri)
+    assert t.abl_enc.spec == with_context(mapped_spec_from_gold(t.uri), False)
+    assert t.result.model_config.sparse_names == t.enc.spec.sparse
+    assert t.enc.vocab["platform"] == (["all"] if t.variant == "bare" else sorted(t.enc.vocab["platform"]))
+    assert t.job.params()["dataset"] == "mapped" and t.info["num_workers"] == 1
+    with pytest.raises(ValueError, match="dataset"):
+        dataclasses.replace(t.job, dataset="music")
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+def _pop_map10(log, day: dt.date, exclude_days: int, popularity_days: int, uri: str) -> dict:
+    """MAP@10 of the popularity ranker per platform, computed from the log and the candidates."""
+    cand = pl.read_delta(f"{uri}/gold/scoring_candidates").filter(pl.col("serve_date") == day)
+    out = {}
+    for p in log.platforms:
+        items = sorted(cand.filter(pl.col("platform") == p)["class_id"].to_list())
+        pop = {i: sum(t["item"] == i and t["platform"] == p
+                      and day - dt.timedelta(days=popularity_days) <= t["event_date"] < day
+                      for t in log.takes) for i in items}
+        aps = []
+        for u in sorted({t["user"] for t in log.takes if t["event_date"] == day and t["platform"] == p}):
+            rel = {t["item"] for t in log.takes if t["user"] == u and t["event_date"] == day
+                   and t["platform"] == p}
+            seen = {t["item"] for t in log.takes if t["user"] == u
+                    and day - dt.timedelta(days=exclude_days) <= t["event_date"] < day}
+            ranked = sorted((i for i in items if i not in seen), key=lambda i: (-pop[i], i))[:10]
+            hits, s = 0, 0.0
+            for r, i in enumerate(ranked, start=1):
+                if i in rel:
+                    hits += 1
+                    s += hits / r
+            aps.append(s / min(len(rel), 10))
+        out[p] = (float(np.mean(aps)), len(aps))
+    return out
+
+
+def test_evaluation_without_oracle_on_a_temporal_split(trained, tmp_path):
+    t = trained
+    settings = EvalSettings(days=[EVAL_DAY], dataset="mapped", exclude_days=3, popularity_days=7)
+    models = {"candidate": (reference_scorer(t.result.state_dict, t.result.model_config), t.enc),
+              "ablation": (reference_scorer(t.abl.state_dict, t.abl.model_config), t.abl_enc)}
+    w = t.job.data
+    ev = evaluate_models(t.uri, models, settings, out_dir=tmp_path,
+                         train_window=(w.train_start, w.train_end))
+    s = ev.result.summary
+    assert set(s["ranker"]) == {"candidate", "ablation", "popularity"}
+    assert set(s["platform"]) == {"all", *t.log.platforms}
+    expected = _pop_map10(t.log, EVAL_DAY, 3, 7, t.uri)
+    for p, (m, n_lists) in expected.items():
+        for ranker in ("candidate", "ablation", "popularity"):
+            assert ev.result.metric(ranker, "lists", p) == n_lists
+        assert ev.result.metric("popularity", "map@10", p) == pytest.approx(m)
+    for ranker in ("candidate", "ablation"):
+        assert 0.0 < ev.metrics[f"{ranker}.map@10"] <= 1.0
+        assert 0.0 <= ev.metrics[f"{ranker}.auc_take"] <= 1.0
+    assert ev.metrics["popularity.map@10"] == pytest.approx(
+        sum(m * n for m, n in expected.values()) / sum(n for _, n in expected.values()))
+    # cold user: events_total below the threshold (u12 is first seen on the evaluated day)
+    cold = ev.result.lists.filter(pl.col("ranker") == "popularity")
+    assert set(cold.filter(pl.col("cold_user"))["user_id"]) == {"u12"}
+    md = ev.markdown
+    assert "no oracle" in md and "popularity and the context-free ablation only" in md
+    assert (f"Temporal split: trained on the event days {DAYS[0]}..{DAYS[4]}, evaluated on the "
+            f"held-out last day(s) {EVAL_DAY}") in md
+    assert "every item seen on the platform by the day before" in md
+    with pytest.raises(ValueError, match="no oracle"):
+        evaluate_models(t.uri, models, settings, oracle=object(), out_dir=tmp_path)
+
+
+def test_model_ranker_scores_the_list_context_of_the_user(trained):
+    t = trained
+    model_fn = reference_scorer(t.result.state_dict, t.result.model_config)
+    batches = build_lists(t.uri, EVAL_DAY, EvalSettings(days=[EVAL_DAY], dataset="mapped"))
+    assert sorted(b.platform for b in batches) == t.log.platforms  # not the fitness tuple
+    for b in batches:
+        got = ModelRanker("candidate", model_fn, t.enc).score(b)
+        users, items = b.users["user_id"].to_list(), b.classes["class_id"].to_list()
+        frame = explicit_frame(t.uri, users, items, b.platform, EVAL_DAY, t.variant == "rich")
+        batch = t.enc.transform(frame)
+        want = torch.nn.functional.logsigmoid(model_fn(batch.dense, batch.sparse)[:, 0]).numpy()
+        np.testing.assert_allclose(got, want.reshape(len(users), len(items)), rtol=1e-4, atol=1e-5)
+        assert b.default_hour == _default_hour(t.uri, EVAL_DAY - dt.timedelta(days=1))
+
+
+def test_rankers_of_another_dataset_are_refused(trained):
+    t = trained
+    fitness = Encoders(spec=default_spec(), vocab={}, mean={}, std={})
+    with pytest.raises(ValueError, match="trained on 'fitness' data"):
+        evaluate_models(t.uri, {"candidate": (lambda d, s: d, fitness)},
+                        EvalSettings(days=[EVAL_DAY], dataset="mapped"))
+
+
+# ---------------------------------------------------------------------------------------------
+# inference
+
+
+def _infer(t, settings: InferenceSettings):
+    module = export_torchscript(t.result.state_dict, t.result.model_config)
+    stats = InferenceStats()
+    day, frames = run_inference(ModelRef("unused", 5), t.uri, EVAL_DAY, settings, use_ray=False,
+                                stats=stats, loaded=(module, t.enc, t.result.model_config.heads))
+    return module, day, pl.concat(list(frames)), stats
+
+
+def test_inference_writes_rows_for_each_platform(trained):
+    t = trained
+    settings = InferenceSettings(dataset="mapped", top_k=3, exclude_days=2, precision="fp32")
+    module, day, rows, stats = _infer(t, settings)
+    assert rows.schema == pl.from_arrow(RECOMMENDATION_SCHEMA.empty_table()).schema
+    assert day.serve_date == EVAL_DAY + dt.timedelta(days=1)
+    assert set(rows["platform"]) == set(t.log.platforms) == set(day.candidates)
+    assert set(rows["row_id"]) == {"for_you"} and set(rows["model_version"]) == {5}
+    # every user active in the last 28 days, on every platform, a full top 3
+    assert stats.users == 12 and rows["user_id"].n_unique() == 12
+    per = rows.group_by("user_id", "platform").agg(pl.col("rank").sort(), pl.col("class_id"))
+    assert per.height == 12 * len(t.log.platforms)
+    assert all(r == [1, 2, 3] for r in per["rank"].to_list())
+    # candidates of that platform only, nothing taken in the exclusion window
+    cand = pl.read_delta(f"{t.uri}/gold/scoring_candidates").filter(pl.col("feature_date") == EVAL_DAY)
+    assert rows.join(cand, on=["platform", "class_id"], how="anti").height == 0
+    taken = {(x["user"], x["item"]) for x in t.log.takes if x["event_date"] >= EVAL_DAY - dt.timedelta(days=1)}
+    assert not [r for r in rows.iter_rows(named=True) if (r["user_id"], r["class_id"]) in taken]
+    assert set(day.popular["platform"]) == set(t.log.platforms)
+    # the factorized scores are the model's on the explicit frame (serve day context)
+    for p in t.log.platforms:
+        for u in ("u01", "u12"):
+            mine = rows.filter((pl.col("user_id") == u) & (pl.col("platform") == p)).sort("rank")
+            items = sorted(cand.filter(pl.col("platform") == p)["class_id"].to_list())
+            frame = explicit_frame(t.uri, [u], items, p, day.serve_date, t.variant == "rich")
+            probs = score_frame(module, t.enc, frame)[:, 0]
+            allowed = [j for j, i in enumerate(items) if (u, i) not in taken]
+            best = sorted(allowed, key=lambda j: -probs[j])[:3]
+            assert mine["class_id"].to_list() == [items[j] for j in best]
+            np.testing.assert_allclose(mine["score"].to_numpy(), probs[best], rtol=1e-4, atol=1e-6)
+
+
+def test_inference_cap_by_an_item_column(trained):
+    t = trained
+    if t.variant == "bare":
+        with pytest.raises(InferenceError, match="not an item column"):
+            _infer(t, InferenceSettings(dataset="mapped", cap_column="item_attr_genre"))
+        return
+    _, _, free, _ = _infer(t, InferenceSettings(dataset="mapped", top_k=3, exclude_days=0))
+    _, _, capped, _ = _infer(t, InferenceSettings(dataset="mapped", top_k=3, exclude_days=0,
+                                                  cap_column="item_attr_genre", max_per_instructor=1))
+    genre = {f"i{i:02d}": f"g{i % 3}" for i in range(1, 13)}
+
+    def repeats(rows):
+        lists = rows.sort("rank").group_by("user_id", "platform").agg(pl.col("class_id"))
+        return sum(len({genre[c] for c in cs}) < len(cs) for cs in lists["class_id"].to_list())
+
+    assert repeats(free) > 0  # without a cap, some list repeats a genre
+    assert repeats(capped) == 0
+    assert capped.group_by("user_id", "platform").len()["len"].min() == 3
+
+
+def test_inference_refuses_fitness_models_and_rows(trained):
+    t = trained
+    with pytest.raises(ValueError, match="recent-state row"):
+        InferenceSettings(dataset="mapped", rows=DEFAULT_ROWS)
+    fitness = SimpleNamespace(**{**vars(t), "enc": Encoders(spec=default_spec(), vocab={}, mean={}, std={})})
+    with pytest.raises(InferenceError, match="trained on 'fitness' data"):
+        _infer(fitness, InferenceSettings(dataset="mapped"))
