@@ -22,7 +22,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DAGSTER_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: byod byod-ui help install demo test test-fast ui mlflow train experiments bench bench-train bench-infer simulate report dbt-parse clean serve bench-serve fault-drill
+.PHONY: byod byod-ui movielens help install demo test test-fast ui mlflow train experiments bench bench-train bench-infer simulate report dbt-parse clean serve bench-serve fault-drill
 
 help:
 	@echo "make demo   - install, simulate $(DAYS) days ($(SIZE)), materialize every asset, print a summary"
@@ -37,6 +37,7 @@ help:
 	@echo "make fault-drill - every fault-injection test REPEAT times: survivals, rows lost, time to recover"
 	@echo "make byod   - your own data through the same flow: MAPPING=your.yaml (default: a generated example)"
 	@echo "make byod-ui - the Dagster UI on the byod data"
+	@echo "make movielens - MovieLens-100K (real ratings, read from the installed recbole wheel) through the byod flow"
 
 install: $(VENV)/.installed
 
@@ -114,9 +115,9 @@ fault-drill: install
 
 # Bring your own data: the same flow on any interaction log described by a mapping file.
 # Default: examples/listening/mapping.yaml on a generated listening log (a shape unlike the
-# simulator's). Its run state lives apart from the demo's, in BYOD_DIR.
+# simulator's). Its run state lives apart from the demo's, in BYOD_DIR (one folder per mapping).
 MAPPING ?= examples/listening/mapping.yaml
-BYOD_DIR ?= $(CURDIR)/data/byod
+BYOD_DIR ?= $(CURDIR)/data/byod/$(subst /,_,$(basename $(MAPPING)))
 BYOD_URI ?=
 BYOD_ENV = LAKEHOUSE_MAPPING="$(abspath $(MAPPING))" LAKEHOUSE_DATA_DIR="$(BYOD_DIR)" \
 	DAGSTER_HOME="$(BYOD_DIR)/dagster_home" LAKEHOUSE_URI="$(BYOD_URI)" LANDING_URI= LAKEHOUSE_DUCKDB_PATH=
@@ -124,11 +125,17 @@ BYOD_DAYS ?= 42
 
 byod: install
 	mkdir -p "$(BYOD_DIR)/dagster_home" && cp orchestration/dagster.yaml "$(BYOD_DIR)/dagster_home/dagster.yaml"
-	@if [ "$(MAPPING)" = "examples/listening/mapping.yaml" ]; then \
+	@case "$(MAPPING)" in examples/listening/*) \
 		$(BIN)/python -m simulator external --out "$(BYOD_DIR)/listening_source" --days $(BYOD_DAYS) \
-			--start-date $(START) --seed $(SEED); fi
+			--start-date $(START) --seed $(SEED) --ratings;; esac
 	$(BYOD_ENV) $(BIN)/python -m orchestration.demo --from-source
 
 byod-ui: install
 	mkdir -p "$(BYOD_DIR)/dagster_home" && cp orchestration/dagster.yaml "$(BYOD_DIR)/dagster_home/dagster.yaml"
 	$(BYOD_ENV) $(BIN)/python -m orchestration.ui -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+
+# MovieLens-100K, read from the installed recbole wheel (it ships the files; never copied here).
+movielens: install
+	$(BIN)/python -m pip install -q --no-deps recbole==1.2.1
+	MOVIELENS_DIR="$$($(BIN)/python -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("recbole").origin), "dataset_example", "ml-100k"))')" \
+		$(MAKE) byod MAPPING=examples/movielens/mapping.yaml

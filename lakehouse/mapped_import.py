@@ -41,6 +41,7 @@ from lakehouse.mapping import (
     DatasetMapping,
     SideTable,
     TimestampSpec,
+    bronze_name,
 )
 from lakehouse.remediation import clean
 from lakehouse.settings import LakehouseSettings
@@ -545,9 +546,9 @@ def _interactions_frame(m: DatasetMapping, f: _File, problems: list[_Problem]) -
     cols["event_type"] = etype
     cols["rating"] = rating
     for c in it.context.categorical:
-        cols[CTX_PREFIX + c.lower()] = _categorical(f, c)
+        cols[CTX_PREFIX + bronze_name(c)] = _categorical(f, c)
     for c in it.context.numeric:
-        cols[CTX_PREFIX + c.lower()] = _numeric(f, c, "interactions.context.numeric", problems)
+        cols[CTX_PREFIX + bronze_name(c)] = _numeric(f, c, "interactions.context.numeric", problems)
     cols["_source_file"] = pl.Series([f.uri] * n, dtype=pl.String)
     cols["_row"] = f.df["_row"].cast(pl.Int64)
     return pl.DataFrame({k: v.alias(k) for k, v in cols.items()})
@@ -562,9 +563,9 @@ def _side_frame(m: DatasetMapping, side: str, t: SideTable, f: _File, problems: 
     prefix = USER_ATTR_PREFIX if side == "users" else ITEM_ATTR_PREFIX
     cols = {key: _ids(f, t.key, f"{side}.key", problems)}
     for c in t.categorical:
-        cols[prefix + c.lower()] = _categorical(f, c)
+        cols[prefix + bronze_name(c)] = _categorical(f, c)
     for c in t.numeric:
-        cols[prefix + c.lower()] = _numeric(f, c, f"{side}.numeric", problems)
+        cols[prefix + bronze_name(c)] = _numeric(f, c, f"{side}.numeric", problems)
     cols["_source_file"] = pl.Series([f.uri] * f.df.height, dtype=pl.String)
     cols["_row"] = f.df["_row"].cast(pl.Int64)
     return pl.DataFrame({k: v.alias(k) for k, v in cols.items()})

@@ -32,7 +32,6 @@ CTX_PREFIX = "ctx_"
 USER_ATTR_PREFIX = "user_attr_"
 ITEM_ATTR_PREFIX = "item_attr_"
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -216,9 +215,15 @@ class DatasetMapping:
                 f"items table {'yes' if self.items else 'no'})")
 
 
+def bronze_name(column: str) -> str:
+    """A source column's name in bronze (after its prefix): lower-cased, because DuckDB/dbt
+    identifiers are case-insensitive and Delta's are not, and anything but letters, digits and
+    '_' made '_' (MovieLens's "age:token" -> "age_token")."""
+    return re.sub(r"[^0-9a-z_]+", "_", column.lower()).strip("_")
+
+
 def _prefixed(prefix: str, group: ColumnGroup) -> dict[str, str]:
-    # lower-cased: DuckDB/dbt identifiers are case-insensitive, Delta's are not
-    return {prefix + c.lower(): kind for c, kind in group.kinds().items()}
+    return {prefix + bronze_name(c): kind for c, kind in group.kinds().items()}
 
 
 # ---------------------------------------------------------------- loading and validation
@@ -454,9 +459,9 @@ class _Validator:
     def column(self, value: Any, where: str) -> str:
         if not isinstance(value, str):
             self.fail(where, f"expected a column name, got {_kind(value)}")
-        if not _IDENT.match(value):
-            self.fail(where, f"{value!r} is not a simple column name; expected letters, digits and "
-                             f"'_' (not starting with a digit)")
+        if not bronze_name(value) or any(ch in value for ch in "\n\r\t\x00"):
+            self.fail(where, f"{value!r} is not a usable column name; expected a name with at least "
+                             f"one letter or digit, on one line")
         return value
 
     def columns(self, value: Any, where: str) -> tuple[str, ...]:
@@ -502,10 +507,10 @@ class _Validator:
     def distinct(self, where: str, fields: list[tuple[str, str]]) -> None:
         seen: dict[str, str] = {}
         for path, col in fields:
-            low = col.lower()
+            low = bronze_name(col)
             if low in seen:
-                self.fail(where, f"column {col!r} is declared twice: at {seen[low]} and at {path}; "
-                                 f"each source column maps to one field")
+                self.fail(where, f"column {col!r} is declared twice (as {low!r}): at {seen[low]} and "
+                                 f"at {path}; each source column maps to one field")
             seen[low] = path
 
 

@@ -47,11 +47,15 @@ def execute(tags: dict, job: str = JOB, config: dict | None = None) -> int:
         return subprocess.call(cmd + ["--config", f.name])
 
 
-def run_training(model_config: dict | None = None) -> int:
+def run_training(model_config: dict | None = None, eval_config: dict | None = None) -> int:
     """Train (Ray Train), evaluate against the baselines, promote: the `ml` asset group."""
     print(f"[demo] model: train, evaluate and promote as one run of {TRAIN_JOB}", flush=True)
-    config = {"ops": {"dlrm_model": {"config": model_config}}} if model_config else None
-    return execute({}, TRAIN_JOB, config)
+    ops = {}
+    if model_config:
+        ops["dlrm_model"] = {"config": model_config}
+    if eval_config:
+        ops["model_evaluation"] = {"config": eval_config}
+    return execute({}, TRAIN_JOB, {"ops": ops} if ops else None)
 
 
 def model_summary() -> str:
@@ -129,7 +133,9 @@ def home_screen_summary(settings: LakehouseSettings) -> str:
         for row in screen["rows"]:
             items = ", ".join(f"{i['class_id']} {i['score']:.2f}" for i in row["items"][:5])
             lines.append(f"  {row['title']:<38} {items}")
-    lines += ["", "Serve it:  make serve   then  curl 'http://127.0.0.1:8000/users/"
+    serve = (f"HOMEFEED_CACHE_DIR={cache_dir(settings)} make serve" if settings.dataset == "mapped"
+             else "make serve")
+    lines += ["", f"Serve it:  {serve}   then  curl 'http://127.0.0.1:8000/users/"
               f"{user[0]}/recommendations?platform={platforms[0]}'"]
     return "\n".join(lines)
 
@@ -162,7 +168,8 @@ def summary(settings: LakehouseSettings) -> str:
             label = f"{ev.asset_key.to_user_string()}:{ev.check_name}"
             warn = getattr(ev.severity, "value", ev.severity) == "WARN"
             lines.append(f"{label:<60}{'PASS' if ev.passed else ('WARN' if warn else 'FAIL'):>8}")
-    lines += ["", "Open the Dagster UI on the same data:  make ui   (http://127.0.0.1:3000)",
+    ui = "make byod-ui MAPPING=..." if settings.dataset == "mapped" else "make ui"
+    lines += ["", f"Open the Dagster UI on the same data:  {ui}   (http://127.0.0.1:3000)",
               "Query a table:  .venv/bin/python -c \"import polars as pl; "
               f"print(pl.read_delta('{settings.table_uri('gold', 'user_features_daily')}').head())\""]
     return "\n".join(lines)
@@ -196,8 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     # check's result for the latest partition (a range run records one result for its window).
     settings = LakehouseSettings.from_env()
     rc = run_range(start, end - dt.timedelta(days=1)) if args.days > 1 else 0
+    model_config = json.loads(args.model_config) if args.model_config else None
+    eval_config = None
+    if settings.dataset == "mapped":
+        # a smaller dataset than the simulator's: hold out the last 3 days, evaluate every user
+        model_config = {"valid_days": 3, **(model_config or {})}
+        eval_config = {"eval_user_fraction": 1.0}
     if rc == 0 and not args.skip_model:
-        rc = run_training(json.loads(args.model_config) if args.model_config else None)
+        rc = run_training(model_config, eval_config)
         print(model_summary())
     if rc == 0:
         rc = run_day(end, JOB if args.skip_model else DAILY_JOB)

@@ -134,14 +134,18 @@ def _no_take(d):
     (lambda d: d["interactions"]["event"].update(complete=["play"]),
      "interactions.event.complete: value 'play' is also listed under take"),
     (lambda d: d["interactions"].update(platform="listener"),
-     "interactions: column 'listener' is declared twice: at interactions.user and at interactions.platform"),
+     "interactions: column 'listener' is declared twice (as 'listener'): at interactions.user and at "
+     "interactions.platform"),
     (lambda d: d["interactions"]["context"].update(numeric=["network"]),
-     "column 'network' is declared twice: at interactions.context.categorical[0] and at "
+     "column 'network' is declared twice (as 'network'): at interactions.context.categorical[0] and at "
      "interactions.context.numeric[0]"),
     (lambda d: d["users"].update(numeric=["listener_id"]),
-     "users: column 'listener_id' is declared twice: at users.key and at users.numeric[0]"),
-    (lambda d: d["interactions"].update(item="track id"),
-     "interactions.item: 'track id' is not a simple column name; expected letters, digits and '_'"),
+     "users: column 'listener_id' is declared twice (as 'listener_id'): at users.key and at users.numeric[0]"),
+    # two source names that become one bronze column
+    (lambda d: d["interactions"]["context"].update(numeric=["Network!"]),
+     "column 'Network!' is declared twice (as 'network')"),
+    (lambda d: d["interactions"].update(item="::"),
+     "interactions.item: '::' is not a usable column name; expected a name with at least one letter"),
     (lambda d: d["interactions"].update(format="xlsx"),
      "interactions.format: 'xlsx' is not a supported format; expected one of csv|parquet|jsonl"),
     (lambda d: d["interactions"].update(rating={"column": "stars", "positive_threshold": "four"}) or

@@ -232,8 +232,12 @@ def test_inference_writes_rows_for_each_platform(trained):
             probs = score_frame(module, t.enc, frame)[:, 0]
             allowed = [j for j, i in enumerate(items) if (u, i) not in taken]
             best = sorted(allowed, key=lambda j: -probs[j])[:3]
-            assert mine["class_id"].to_list() == [items[j] for j in best]
-            np.testing.assert_allclose(mine["score"].to_numpy(), probs[best], rtol=1e-4, atol=1e-6)
+            chosen = [items.index(c) for c in mine["class_id"].to_list()]
+            assert set(chosen) <= set(allowed)
+            # each row's score is the model's for that item, and they are the best three allowed
+            # (two items within float error of each other may swap places)
+            np.testing.assert_allclose(mine["score"].to_numpy(), probs[chosen], rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(probs[chosen], probs[best], rtol=1e-4, atol=1e-6)
 
 
 def test_inference_cap_by_an_item_column(trained):
