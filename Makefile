@@ -122,13 +122,16 @@ BYOD_URI ?=
 BYOD_ENV = LAKEHOUSE_MAPPING="$(abspath $(MAPPING))" LAKEHOUSE_DATA_DIR="$(BYOD_DIR)" \
 	DAGSTER_HOME="$(BYOD_DIR)/dagster_home" LAKEHOUSE_URI="$(BYOD_URI)" LANDING_URI= LAKEHOUSE_DUCKDB_PATH=
 BYOD_DAYS ?= 42
+# JSON overrides of ModelTrainingConfig, e.g. MODEL_CONFIG='{"train_days": 90, "valid_days": 7}'
+MODEL_CONFIG ?=
+MODEL_ARG = $(if $(MODEL_CONFIG),--model-config '$(MODEL_CONFIG)')
 
 byod: install
 	mkdir -p "$(BYOD_DIR)/dagster_home" && cp orchestration/dagster.yaml "$(BYOD_DIR)/dagster_home/dagster.yaml"
 	@case "$(MAPPING)" in examples/listening/*) \
 		$(BIN)/python -m simulator external --out "$(BYOD_DIR)/listening_source" --days $(BYOD_DAYS) \
 			--start-date $(START) --seed $(SEED) --ratings;; esac
-	$(BYOD_ENV) $(BIN)/python -m orchestration.demo --from-source
+	$(BYOD_ENV) $(BIN)/python -m orchestration.demo --from-source $(MODEL_ARG)
 
 byod-ui: install
 	mkdir -p "$(BYOD_DIR)/dagster_home" && cp orchestration/dagster.yaml "$(BYOD_DIR)/dagster_home/dagster.yaml"
@@ -138,4 +141,5 @@ byod-ui: install
 movielens: install
 	$(BIN)/python -m pip install -q --no-deps recbole==1.2.1
 	MOVIELENS_DIR="$$($(BIN)/python -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("recbole").origin), "dataset_example", "ml-100k"))')" \
-		$(MAKE) byod MAPPING=examples/movielens/mapping.yaml
+		$(MAKE) byod MAPPING=examples/movielens/mapping.yaml \
+		MODEL_CONFIG='{"train_days": 150, "valid_days": 14}'  # sparse last days: a longer window

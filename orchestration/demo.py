@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         args.days = (end - start).days + 1
         print(f"[demo] mapped dataset {settings.mapping_path}: {start}..{end} ({args.days} days)", flush=True)
     if args.model_only:
-        rc = run_training(json.loads(args.model_config) if args.model_config else None)
+        mapped = LakehouseSettings.from_env().dataset == "mapped"
+        rc = run_training(json.loads(args.model_config) if args.model_config else None,
+                          {"eval_user_fraction": 1.0} if mapped else None)
         print(model_summary())
         return rc
     # Backfill all but the last day, then the last day as a daily run: the UI then shows each
