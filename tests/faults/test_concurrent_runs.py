@@ -38,6 +38,7 @@ def _copies(settings: LakehouseSettings) -> dict[str, tuple[int, int]]:
     return out
 
 
+@pytest.mark.drill_only
 @pytest.mark.fault("two runs of the same day at once")
 def test_two_runs_of_one_day_at_once_leave_one_copy(tmp_path, monkeypatch, fault_drill):
     data = tmp_path / "data"

@@ -353,6 +353,7 @@ def test_truncated_reexport_fails_naming_it_keeps_the_day_then_recovers(referenc
     assert versions(s)["bronze/workouts"] > before_versions["bronze/workouts"]
 
 
+@pytest.mark.drill_only
 @pytest.mark.fault("landing file with a wrong schema")
 def test_wrong_schema_rows_are_quarantined_naming_the_column(backfilled, tmp_path, fault_drill):
     s = copy_lake(backfilled, tmp_path / "data")
@@ -391,6 +392,7 @@ def test_wrong_schema_rows_are_quarantined_naming_the_column(backfilled, tmp_pat
                               reason=q["reason"][0])
 
 
+@pytest.mark.drill_only
 @pytest.mark.fault("landing file repeating yesterday's rows")
 def test_repeated_rows_of_yesterday_are_quarantined_once(backfilled, reference, tmp_path, fault_drill):
     s = copy_lake(backfilled, tmp_path / "data")
@@ -425,6 +427,7 @@ def test_repeated_rows_of_yesterday_are_quarantined_once(backfilled, reference, 
 # ---------------------------------------------------------------- 4. backfill against daily runs
 # (a day materialized twice leaves one copy of every row: the truncated re-export test above)
 
+@pytest.mark.drill_only
 @pytest.mark.fault("backfill vs daily runs")
 def test_backfill_equals_daily_runs(landed, backfilled, tmp_path, fault_drill):
     s = copy_lake(landed, tmp_path / "data")
