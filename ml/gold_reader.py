@@ -189,14 +189,6 @@ def mapped_spec_from_gold(lakehouse_uri: str, storage_options: dict | None = Non
     return mapped_spec(users, classes, examples, include_ids=include_ids)
 
 
-def detect_dataset(lakehouse_uri: str, storage_options: dict | None = None) -> str:
-    """"mapped" when gold user_features_daily has the mapped columns (events_total and no
-    workouts_total), else "fitness"."""
-    uf = _scan(table_uri(lakehouse_uri, "gold", "user_features_daily"), storage_options or None)
-    names = set(uf.collect_schema().names())
-    return "mapped" if "events_total" in names and "workouts_total" not in names else "fitness"
-
-
 def read_examples(
     lakehouse_uri: str,
     *,
@@ -386,5 +378,5 @@ def table_versions(
 
 __all__ = [
     "GOLD_TABLES", "read_examples", "class_catalogue", "class_popularity_at", "item_static",
-    "gold_schemas", "mapped_spec_from_gold", "detect_dataset", "iter_batches", "table_versions", "table_uri", "user_kept",
+    "gold_schemas", "mapped_spec_from_gold", "iter_batches", "table_versions", "table_uri", "user_kept",
 ]

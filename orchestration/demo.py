@@ -186,28 +186,27 @@ def main(argv: list[str] | None = None) -> int:
                    help="a mapped dataset (LAKEHOUSE_MAPPING): every day its source holds")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
+    settings = LakehouseSettings.from_env()
+    mapped = settings.dataset == "mapped"
     start = dt.date.fromisoformat(args.start)
     end = start + dt.timedelta(days=args.days - 1)
     if args.from_source:
-        settings = LakehouseSettings.from_env()
-        if settings.dataset != "mapped":
+        if not mapped:
             p.error("--from-source needs LAKEHOUSE_MAPPING (a mapping file)")
         start, end = source_range(settings)
         args.days = (end - start).days + 1
         print(f"[demo] mapped dataset {settings.mapping_path}: {start}..{end} ({args.days} days)", flush=True)
     if args.model_only:
-        mapped = LakehouseSettings.from_env().dataset == "mapped"
         rc = run_training(json.loads(args.model_config) if args.model_config else None,
                           {"eval_user_fraction": 1.0} if mapped else None)
         print(model_summary())
         return rc
     # Backfill all but the last day, then the last day as a daily run: the UI then shows each
     # check's result for the latest partition (a range run records one result for its window).
-    settings = LakehouseSettings.from_env()
     rc = run_range(start, end - dt.timedelta(days=1)) if args.days > 1 else 0
     model_config = json.loads(args.model_config) if args.model_config else None
     eval_config = None
-    if settings.dataset == "mapped":
+    if mapped:
         # a smaller dataset than the simulator's: hold out the last 3 days, evaluate every user
         model_config = {"valid_days": 3, **(model_config or {})}
         eval_config = {"eval_user_fraction": 1.0}

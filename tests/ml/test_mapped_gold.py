@@ -30,7 +30,7 @@ from ml.features import (
     prepare,
     with_context,
 )
-from ml.gold_reader import detect_dataset, mapped_spec_from_gold, read_examples
+from ml.gold_reader import mapped_spec_from_gold, read_examples
 
 D = dt.date
 DAYS = [D(2025, 5, 5) + dt.timedelta(days=i) for i in range(6)]  # Mon 5 .. Sat 10 May
@@ -282,10 +282,6 @@ def test_dataset_travels_with_the_encoders_and_old_json_is_fitness(rich):
     assert default_spec().dataset == "fitness"
     with pytest.raises(ValueError, match="dataset"):
         FeatureSpec(sparse=[], dense=[], dataset="music")
-
-
-def test_detect_dataset(rich, bare):
-    assert detect_dataset(rich[0]) == detect_dataset(bare[0]) == "mapped"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@
 -- the positive) are numbered 0..m-1 in release order; the ring is rotated by a hash of the
 -- workout_id and cut into K equal strata, and negative k takes a hashed position in stratum k.
 -- A workout with fewer than K candidates gets all of them (min(K, m) negatives). Hashes are
--- MD5-based (macros/stable_hash.sql), so the sample is the same on every run and machine.
+-- MD5-based (macros/stable_hash.sql), so the sample is the same on every run and machine. The
+-- draws are macros/negative_sampling.sql, shared with the mapped mart.
 --
 -- feature_date = event_date - 1: join user_features_daily and class_features_daily on it
 -- (the state at the end of the day before: point-in-time correct).
@@ -70,32 +71,7 @@ pools as (
     from sized
 ),
 
-draws as (
-    select
-        p.* exclude (class_id),
-        k.sample_index,
-        greatest(p.n_candidates // {{ k_neg }}, 1) as stratum_size,
-        {{ hex_slice_int('p.draw_md5', 0) }} as rotation_hash,
-        case
-            when k.sample_index <= 4 then {{ hex_slice_int('p.draw_md5', 'k.sample_index') }}
-            else {{ stable_hash("p.workout_id || '#' || cast(k.sample_index as varchar)") }}
-        end as draw_hash
-    from pools as p
-    cross join (
-        select cast(unnest(generate_series(1, {{ k_neg }})) as integer) as sample_index
-    ) as k
-    where k.sample_index <= p.n_candidates
-),
-
-sampled as (
-    select
-        *,
-        -- a candidate offset in 0..n_candidates-1, distinct across sample_index
-        (rotation_hash % n_candidates
-            + (sample_index - 1) * stratum_size
-            + draw_hash % stratum_size) % n_candidates as candidate_offset
-    from draws
-),
+{{ ring_draws('pools', 'workout_id', k_neg, exclude='class_id') }},
 
 negatives as (
     select

@@ -15,7 +15,8 @@
 -- Sampling as the fitness training_examples (deterministic, without replacement): the m
 -- candidates (available items minus the positive) are numbered 0..m-1 in first-seen order; the
 -- ring is rotated by an MD5 hash of the interaction_id and cut into K equal strata, and negative
--- k takes a hashed position in stratum k; fewer than K candidates -> all of them.
+-- k takes a hashed position in stratum k; fewer than K candidates -> all of them
+-- (macros/negative_sampling.sql, shared with the fitness mart).
 --
 -- feature_date = event_date - 1: join mapped user/class features on it (point in time).
 {%- set k_neg = var('negatives_per_positive') | int %}
@@ -53,32 +54,7 @@ pools as (
     from sized
 ),
 
-draws as (
-    select
-        p.*,
-        k.sample_index,
-        greatest(p.n_candidates // {{ k_neg }}, 1) as stratum_size,
-        {{ hex_slice_int('p.draw_md5', 0) }} as rotation_hash,
-        case
-            when k.sample_index <= 4 then {{ hex_slice_int('p.draw_md5', 'k.sample_index') }}
-            else {{ stable_hash("p.interaction_id || '#' || cast(k.sample_index as varchar)") }}
-        end as draw_hash
-    from pools as p
-    cross join (
-        select cast(unnest(generate_series(1, {{ k_neg }})) as integer) as sample_index
-    ) as k
-    where k.sample_index <= p.n_candidates
-),
-
-sampled as (
-    select
-        *,
-        -- a candidate offset in 0..n_candidates-1, distinct across sample_index
-        (rotation_hash % n_candidates
-            + (sample_index - 1) * stratum_size
-            + draw_hash % stratum_size) % n_candidates as candidate_offset
-    from draws
-),
+{{ ring_draws('pools', 'interaction_id', k_neg) }},
 
 negatives as (
     select
