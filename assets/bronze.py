@@ -1,21 +1,41 @@
-"""Bronze: landing files -> one Delta table per entity + the quarantine, daily partitions."""
+"""Bronze: landing files -> one Delta table per entity + the quarantine, daily partitions.
+
+Write, audit, publish: the day's files are verified against their manifest, the rows checked
+against the contract, and the staged rows audited (the bronze suites, ``no_shrink``,
+``quarantine_share``) before one commit per table; a blocking failure commits nothing. The
+checks are this asset's own asset checks (``assets.checks``)."""
 
 import datetime as dt
 
 import dagster as dg
+from pydantic import Field
 
+from assets.checks import ReplaceConfig, check_results, check_specs
 from assets.landing import landing_key
 from assets.resources import LakehouseResource
-from lakehouse import delta
 from lakehouse.contract import ENTITIES
-from lakehouse.ingest import QUARANTINE, ingest_days
+from lakehouse.io import delta
+from lakehouse.landing.ingest import QUARANTINE, AuditSettings, ingest_days
+from lakehouse.quality.gates import BRONZE_AUDITS, MAX_QUARANTINE_SHARE, AuditFailedError, bronze_suites
 
 
 def bronze_key(entity: str) -> dg.AssetKey:
     return dg.AssetKey(["bronze", entity])
 
 
+class IngestConfig(ReplaceConfig):
+    """How strict the audit before the commit is (launchpad: ops: bronze_ingest: config)."""
+
+    max_quarantine_share: float = Field(MAX_QUARANTINE_SHARE, description="a day of an entity whose "
+                                        "rejected share of rows is above this fails")
+
+    def audit(self) -> AuditSettings:
+        return AuditSettings(allow_shrink=self.allow_shrink, min_kept_ratio=self.min_kept_ratio,
+                             max_quarantine_share=self.max_quarantine_share)
+
+
 def build_bronze_assets(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
+    suites = {bronze_key(s.table): s for s in bronze_suites()}
     specs = [
         dg.AssetSpec(
             key=bronze_key(e.name),
@@ -39,17 +59,24 @@ def build_bronze_assets(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg
     @dg.multi_asset(
         name="bronze_ingest",
         specs=specs,
+        check_specs=check_specs(suites, BRONZE_AUDITS, partitions_def),
         partitions_def=partitions_def,
         # A range of days (a backfill, the demo) runs as one step: one Delta commit per table.
         backfill_policy=dg.BackfillPolicy.single_run(),
         can_subset=False,
     )
-    def bronze_ingest(context: dg.AssetExecutionContext, lakehouse: LakehouseResource):
+    def bronze_ingest(context: dg.AssetExecutionContext, config: IngestConfig, lakehouse: LakehouseResource):
         settings = lakehouse.settings()
-        window = context.partition_time_window
-        days = _days(window)
-        context.log.info(f"ingesting {len(days)} day(s) {days[0]}..{days[-1]} from {settings.landing_uri}")
-        report = ingest_days(settings, days, log=context.log.info)
+        days = _days(context.partition_time_window)
+        window = f"{days[0]}..{days[-1]}"
+        context.log.info(f"ingesting {len(days)} day(s) {window} from {settings.landing_uri}")
+        try:
+            report = ingest_days(settings, days, log=context.log.info, audit=config.audit())
+        except AuditFailedError as exc:
+            # report every check of the audit, then fail: nothing was committed
+            for entity, outcomes in exc.outcomes.items():
+                yield from check_results(bronze_key(entity), outcomes, window)
+            raise
         context.log.info(report.summary())
         opts = settings.storage_options()
         for e in ENTITIES:
@@ -63,9 +90,14 @@ def build_bronze_assets(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg
                     "rows_read": r.rows_read,
                     "rows_valid": r.rows_valid,
                     "rows_quarantined": r.rows_quarantined,
+                    "rows_replaced": r.rows_replaced,
+                    # committed days whose rows this run changed: later days' features depend on
+                    # them (orchestration.sensors.correction_sensor recomputes those)
+                    "corrected_days": dg.MetadataValue.json([d.isoformat() for d in r.corrected_days]),
                     "dagster/row_count": r.rows_valid,
                     "quarantine_reasons": dg.MetadataValue.json(dict(r.reasons.most_common(20))),
                 },
+                check_results=check_results(bronze_key(e.name), r.checks, window),
             )
         yield dg.MaterializeResult(
             asset_key=bronze_key(QUARANTINE),

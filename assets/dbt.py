@@ -1,7 +1,9 @@
-"""dbt models as assets: staging -> intermediate -> marts, marts published to gold Delta.
+"""dbt models as assets: staging -> intermediate -> marts, built in the DuckDB working file.
 
 The dbt project is declared once here (``lakehouse_dbt_project``); its manifest is read when the
 definitions load, never at import. Daily partitions reach dbt as ``--vars`` (start/end date).
+The marts that ask to be published become gold Delta tables in a step of their own, after
+their audit (``assets.gold``): dbt writes, the checks audit, then gold is published.
 """
 
 
@@ -19,31 +21,22 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from assets.automation import rebuild_when_changed
 from assets.resources import LakehouseResource
-from lakehouse.publish import published_models, publish
-from lakehouse.settings import PROJECT_ROOT, LakehouseSettings
+from lakehouse.io.settings import PROJECT_ROOT, LakehouseSettings
+from ml.datasets import FITNESS, Dataset
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 
 def lakehouse_dbt_project(target: str = "local", project_dir: str | Path | None = None,
-                          dataset: str = "fitness") -> DbtProject:
-    """The dbt project, declared once; its profile lives inside it. ``dataset`` ("fitness" or
-    "mapped", the dbt var that enables one family of models) gets its own target folder, so
-    switching datasets never reads the other's manifest."""
-    path = Path(project_dir) if project_dir else DBT_PROJECT_DIR
-    target_path = Path("target") if dataset == "fitness" else Path("target") / dataset
-    return DbtProject(project_dir=path, profiles_dir=path, target=target, target_path=target_path)
-
-
-def dataset_of(project: DbtProject) -> str:
-    """The dataset a project object was declared for (its target folder says it)."""
-    return "fitness" if Path(project.target_path).name == "target" else Path(project.target_path).name
-
-
-def dataset_vars(project: DbtProject) -> dict[str, str]:
-    """The vars every dbt invocation of this project passes (parse and build alike: a differing
+                          dataset: Dataset = FITNESS) -> DbtProject:
+    """The dbt project, declared once; its profile lives inside it. Each dataset (whose
+    `Dataset.dbt_vars` enable one family of models) has its own target folder
+    (`Dataset.dbt_target`), so switching datasets never reads the other's manifest. Every dbt
+    invocation of the project passes the same dataset's vars (parse and build alike: a differing
     var would make dbt re-parse into the other family of models)."""
-    return {"dataset": dataset_of(project)}
+    path = Path(project_dir) if project_dir else DBT_PROJECT_DIR
+    return DbtProject(project_dir=path, profiles_dir=path, target=target,
+                      target_path=Path(dataset.dbt_target))
 
 
 def dbt_executable() -> str:
@@ -56,10 +49,14 @@ def dbt_resource(project: DbtProject, target: str) -> DbtCliResource:
     return DbtCliResource(project_dir=project, target=target, dbt_executable=dbt_executable())
 
 
-def prepare_manifest(project: DbtProject, target: str) -> None:
-    """`dbt parse` -> target/manifest.json (what the asset graph is built from)."""
-    dbt_resource(project, target).cli(["parse", "--quiet", "--vars", json.dumps(dataset_vars(project))],
-                                      target_path=Path(project.target_path)).wait()
+def prepare_manifest(project: DbtProject, settings: LakehouseSettings, dataset: Dataset) -> None:
+    """`dbt parse` -> target/manifest.json (what the asset graph is built from), with the profile's
+    variables taken from `settings` (an empty LAKEHOUSE_DUCKDB_PATH in the caller's environment,
+    as `make byod` sets it, would otherwise reach the profile as an empty path)."""
+    with environ(dbt_env(settings)):
+        dbt_resource(project, dbt_target_for(settings)).cli(
+            ["parse", "--quiet", "--vars", json.dumps(dataset.dbt_vars)],
+            target_path=Path(project.target_path)).wait()
 
 
 def manifest_is_stale(project: DbtProject) -> bool:
@@ -118,20 +115,16 @@ def environ(values: Mapping[str, str]) -> Iterator[None]:
 
 
 class LakehouseDbtTranslator(DagsterDbtTranslator):
-    """bronze sources keep their bronze keys; published models are keyed by their layer (gold/...)
-    and published name, the rest by their folder (staging/..., intermediate/...)."""
+    """bronze sources keep their bronze keys; models are keyed by their folder (staging/...,
+    intermediate/..., marts/...). A published mart's gold Delta table is another asset
+    (assets.gold), downstream of it."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         rtype = dbt_resource_props["resource_type"]
         if rtype == "source":
             return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
-        meta = {**(dbt_resource_props.get("meta") or {}),
-                **((dbt_resource_props.get("config") or {}).get("meta") or {})}
-        if meta.get("publish"):
-            pub = meta["publish"] if isinstance(meta["publish"], dict) else {}
-            return dg.AssetKey([pub.get("layer", "gold"), pub.get("name") or dbt_resource_props["name"]])
         fqn = dbt_resource_props.get("fqn") or []
-        # the innermost folder: staging/, intermediate/ (also under mapped/)
+        # the innermost folder: staging/, intermediate/, marts/ (also under mapped/)
         folder = fqn[-2] if len(fqn) > 2 else "dbt"
         return dg.AssetKey([folder, dbt_resource_props["name"]])
 
@@ -142,52 +135,35 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         key = self.get_asset_key(dbt_resource_props)
-        return key.path[0] if key.path[0] in ("staging", "intermediate", "gold") else "dbt"
+        return key.path[0] if key.path[0] in ("staging", "intermediate", "marts") else "dbt"
 
 
-def build_dbt_assets(project: DbtProject, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
-    translator = LakehouseDbtTranslator()
-    manifest = load_manifest(project)
-    to_publish = published_models(manifest)
-    uid_of = {translator.get_asset_key(manifest["nodes"][uid]): uid for uid in to_publish}
-
+def build_dbt_assets(project: DbtProject, partitions_def: dg.TimeWindowPartitionsDefinition,
+                     dataset: Dataset) -> dg.AssetsDefinition:
     @dbt_assets(
         # the parsed dict, not the path: dagster-dbt caches manifests by path within a process,
         # and a reload after a data engineer's edit must see the new code versions
-        manifest=manifest,
+        manifest=load_manifest(project),
         project=project,
         name="dbt_models",
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        dagster_dbt_translator=translator,
+        dagster_dbt_translator=LakehouseDbtTranslator(),
     )
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
         settings = lakehouse.settings()
         window = context.partition_time_window
         start, end = window.start.date(), window.end.date() - dt.timedelta(days=1)
-        dbt_vars = {**dataset_vars(project), "start_date": start.isoformat(), "end_date": end.isoformat()}
+        dbt_vars = {**dataset.dbt_vars, "start_date": start.isoformat(), "end_date": end.isoformat()}
         args = ["build", "--vars", json.dumps(dbt_vars), "--target", dbt_target_for(settings)]
         context.log.info(f"dbt {' '.join(args)}")
         with environ(dbt_env(settings)):
+            # a failing dbt test (severity error) fails the step: nothing downstream, gold included,
+            # is published
             invocation = dbt.cli(args, context=context)
-            # Buffered: the DuckDB file stays locked by dbt until it exits; publish afterwards.
-            events = list(invocation.stream())
-        selected = context.selected_asset_keys
-        for event in events:
-            if isinstance(event, dg.Output):
-                key = context.asset_key_for_output(event.output_name)
-                uid = uid_of.get(key)
-                if uid is not None and key in selected:
-                    result = publish(settings, to_publish[uid], start=start, end=end)
-                    context.log.info(f"published {key.to_user_string()} -> {result.uri} "
-                                     f"v{result.version} ({result.rows} rows for {start}..{end})")
-                    event = event.with_metadata({
-                        **event.metadata,
-                        "delta_uri": result.uri,
-                        "delta_version": result.version,
-                        "dagster/row_count": result.rows,
-                        "published_range": f"{start}..{end}",
-                    })
-            yield event
+            yield from invocation.stream()
+        # every invocation leaves a ~7 MB copy of dbt's target folder (manifest, logs, compiled
+        # SQL); a daily job would pile one up per run. A failed one stays, for its logs.
+        shutil.rmtree(invocation.target_path, ignore_errors=True)
 
     return dbt_models

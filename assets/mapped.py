@@ -1,10 +1,11 @@
 """Bring your own data: the mapping file's source -> the mapped bronze tables.
 
 With ``LAKEHOUSE_MAPPING`` set, these assets stand where the simulator's landing zone and bronze
-ingest stand: one import (``lakehouse.mapped_import``) reads the files the mapping names (CSV,
-Parquet or JSON Lines; a folder or S3), validates all of them before writing anything, and
-writes ``bronze/mapped_interactions`` (the partition's days replaced in one commit) and the
-``mapped_users`` / ``mapped_items`` snapshots. dbt's mapped models take it from there.
+ingest stand: one import (``lakehouse.mapped.importer``) reads the files the mapping names (CSV,
+Parquet or JSON Lines; a folder or S3) in batches, in bounded memory whatever their size,
+validates all of them before writing anything, and writes ``bronze/mapped_interactions`` (the
+partition's days replaced in one commit) and the ``mapped_users`` / ``mapped_items`` snapshots.
+dbt's mapped models take it from there.
 """
 
 import datetime as dt
@@ -51,8 +52,8 @@ def build_mapped_import(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg
         can_subset=False,
     )
     def mapped_import(context: dg.AssetExecutionContext, lakehouse: LakehouseResource):
-        from lakehouse.mapped_import import import_dataset
-        from lakehouse.mapping import load_mapping
+        from lakehouse.mapped.importer import import_dataset
+        from lakehouse.mapped.mapping_file import load_mapping
 
         settings = lakehouse.settings()
         if not settings.mapping_path:

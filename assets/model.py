@@ -1,17 +1,22 @@
-"""The model assets: train (Ray Train workers, MLflow) -> evaluate (baselines, oracle) -> promote.
+"""The model assets: train (Ray Train workers, MLflow) -> ablation -> evaluate (baselines,
+oracle) -> promote.
 
 * `dlrm_model`: trains the multi-head DLRM on the latest gold window; the run and the registered
   version are linked in its metadata. Hyper-parameters are `ModelTrainingConfig` (launchpad).
-* `model_evaluation`: scores the held-out days with the new model, a context-free ablation
-  trained on the same data, the popularity baseline, the current champion and (on simulated
-  data) the oracle; the comparison table and plots are shown on the asset and logged to MLflow.
+* `ablation_model`: the context-free ablation, a model of its own: dlrm_model's job (same window,
+  data, seed and hyper-parameters) without the context features, trained in this process and
+  logged as its own MLflow run (a child of the model's run; not registered).
+* `model_evaluation`: scores the held-out days with the new model, its ablation, the popularity
+  baseline, the current champion and (on simulated data) the oracle; the comparison table and
+  plots are shown on the asset and logged to the model's MLflow run.
 * `champion_model`: the promotion gate; the new version becomes `champion` only if it beats the
   champion on the same lists and no blocking check failed, else `challenger`, and says why.
 
-The three are unpartitioned and read every partition of the gold tables they depend on.
+The four are unpartitioned and read every partition of the gold tables they depend on.
 """
 
 import datetime as dt
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -19,8 +24,9 @@ import dagster as dg
 from pydantic import Field
 
 from assets.resources import LakehouseResource, MlflowResource
-from ml.evaluation import EvalSettings
-from ml.oracle import load_oracle
+from ml.datasets import FITNESS, Dataset
+from ml.gold import GoldStore
+from ml.lists import EvalSettings
 from ml.train import TrainConfig
 from ml.training_job import DataWindow, ModelHParams, TrainingJob, plan_window
 from ml.workflow import (
@@ -30,19 +36,15 @@ from ml.workflow import (
     evaluate_models,
     log_evaluation,
     png_markdown,
-    promote,
-    reference_scorer,
-    train,
     train_and_log,
 )
 
 GROUP = "ml"
 MODEL_KEY = dg.AssetKey("dlrm_model")
+ABLATION_KEY = dg.AssetKey("ablation_model")
 EVALUATION_KEY = dg.AssetKey("model_evaluation")
-GOLD_INPUTS = ("training_examples", "user_features_daily", "class_features_daily",
-               "scoring_candidates", "user_instructor_affinity")
-# a mapped dataset (bring your own data) has no instructors, so no affinity table
-MAPPED_GOLD_INPUTS = GOLD_INPUTS[:4]
+# every gold table a model may read (the definitions pass their dataset's, `Dataset.gold_inputs`)
+GOLD_INPUTS = FITNESS.gold_inputs
 
 
 class ModelTrainingConfig(dg.Config):
@@ -59,22 +61,22 @@ class ModelTrainingConfig(dg.Config):
     bottom_mlp: list[int] = [128, 64, 16]
     top_mlp: list[int] = [256, 128]
     interaction: str = Field("dot", description="dot (DLRM) or dcn (cross network)")
-    include_ids: bool | None = Field(None, description="user_id/class_id embeddings; default: off for "
-                                     "the simulator's data (attributes carry cold start), on for a "
-                                     "mapped dataset (its items may have no attributes)")
+    include_ids: bool | None = Field(None, description="user_id/class_id embeddings; default: the "
+                                     "dataset's (off for the simulator's data: attributes carry cold "
+                                     "start; on for a mapped dataset: its items may have no attributes)")
     num_workers: int = Field(1, description="Ray Train workers")
     use_gpu: bool = Field(False, description="NCCL + sharded embeddings on GPU workers")
     seed: int = 0
     resume_run_id: str = Field("", description="resume the Ray checkpoints of this earlier Dagster "
                                                "run (set by the failure sensor after a lost worker)")
 
-    def job(self, lakehouse_uri: str, storage_options: dict | None,
-            window: DataWindow | None = None, dataset: str = "fitness") -> TrainingJob:
+    def job(self, gold: GoldStore, window: DataWindow | None = None,
+            dataset: Dataset = FITNESS) -> TrainingJob:
         """The training job on the latest gold window (or on `window`, to repeat a job)."""
-        include_ids = self.include_ids if self.include_ids is not None else dataset == "mapped"
+        include_ids = self.include_ids if self.include_ids is not None else dataset.include_ids
         window = window or plan_window(
-            lakehouse_uri, train_days=self.train_days, valid_days=self.valid_days,
-            storage_options=storage_options, sample_fraction=self.sample_fraction, seed=self.seed)
+            gold, train_days=self.train_days, valid_days=self.valid_days,
+            sample_fraction=self.sample_fraction, seed=self.seed)
         return TrainingJob(
             data=window,
             model=ModelHParams(embedding_dim=self.embedding_dim, bottom_mlp=list(self.bottom_mlp),
@@ -105,10 +107,11 @@ def failed_blocking_checks(instance: dg.DagsterInstance,
     return failed
 
 
-def blocking_checks_on_inputs(checks: Sequence[dg.AssetChecksDefinition],
+def blocking_checks_on_inputs(checks: Sequence[dg.AssetsDefinition | dg.AssetChecksDefinition],
                               gold_inputs: Sequence[str] = GOLD_INPUTS) -> list[dg.AssetCheckKey]:
+    """The blocking checks (of assets or check definitions) on the gold inputs."""
     inputs = set(_gold_deps(gold_inputs))
-    return [spec.key for c in checks for spec in c.check_specs
+    return [spec.key for c in checks for spec in getattr(c, "check_specs", ())  # AssetSpecs have none
             if spec.blocking and spec.asset_key in inputs]
 
 
@@ -126,14 +129,18 @@ class EvaluationConfig(dg.Config):
     eval_user_fraction: float = Field(0.25, description="share of users whose lists are evaluated")
 
 
-def _job_of(model_meta: dict, lakehouse_uri: str, so: dict | None,
-            dataset: str = "fitness") -> tuple[ModelTrainingConfig, TrainingJob]:
+def gold_store(settings) -> GoldStore:
+    """The lakehouse's tables as `ml` reads them (`settings`: the resource's LakehouseSettings)."""
+    return GoldStore(settings.uri, settings.storage_options() or None)
+
+
+def _job_of(model_meta: dict, gold: GoldStore,
+            dataset: Dataset) -> tuple[ModelTrainingConfig, TrainingJob]:
     """The model's own config and window, from its materialization metadata."""
     cfg = ModelTrainingConfig(**model_meta["config"])
     w = {k: dt.date.fromisoformat(v) for k, v in model_meta["window"].items() if v != "None"}
-    window = DataWindow(lakehouse_uri=lakehouse_uri, storage_options=so,
-                        sample_fraction=cfg.sample_fraction, seed=cfg.seed, **w)
-    return cfg, cfg.job(lakehouse_uri, so, window, dataset=dataset)
+    window = DataWindow(gold=gold, sample_fraction=cfg.sample_fraction, seed=cfg.seed, **w)
+    return cfg, cfg.job(gold, window, dataset=dataset)
 
 
 def _r(x: float) -> float:
@@ -150,7 +157,7 @@ def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
 
 def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
                        gold_inputs: Sequence[str] = GOLD_INPUTS) -> list[dg.AssetsDefinition]:
-    """The three assets; `blocking_checks`: the blocking checks on the gold inputs (from the
+    """The four assets; `blocking_checks`: the blocking checks on the gold inputs (from the
     definitions), whose latest failure keeps training and promotion from starting."""
 
     @dg.asset(
@@ -170,9 +177,8 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
                 + ", ".join(failed),
                 metadata={"failed_checks": failed},
             )
-        so = settings.storage_options() or None
         # missing / empty table: a clear error naming it
-        job = config.job(settings.uri, so, dataset=settings.dataset)
+        job = config.job(gold_store(settings), dataset=lakehouse.dataset())
         tr = mlflow.tracking(settings)
         run_name = config.run_name(job, config.resume_run_id or context.run.root_run_id or context.run.run_id)
         context.log.info(f"training {run_name} on {job.data.train_start}..{job.data.train_end} "
@@ -186,6 +192,7 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
         return dg.MaterializeResult(metadata={
             "mlflow_run": dg.MetadataValue.url(tr.run_url(trained.experiment_id, trained.run_id)),
             "mlflow_run_id": trained.run_id,
+            "mlflow_run_name": run_name,
             "mlflow_experiment_id": trained.experiment_id,
             "model_uri": trained.model_uri,
             "registered_model": tr.registered_model,
@@ -205,48 +212,90 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
 
 
     @dg.asset(
-        key=EVALUATION_KEY,
+        key=ABLATION_KEY,
         group_name=GROUP,
         deps=[MODEL_KEY],
+        kinds={"pytorch", "mlflow"},
+        description="The context-free ablation: dlrm_model's job without the context features "
+                    "(same window, data and seed), trained in this process; its own MLflow run.",
+    )
+    def ablation_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
+                       mlflow: MlflowResource) -> dg.MaterializeResult:
+        settings = lakehouse.settings()
+        model_meta = _latest_metadata(context.instance, MODEL_KEY)
+        _, job = _job_of(model_meta, gold_store(settings), lakehouse.dataset())
+        tr = mlflow.tracking(settings)
+        of = model_meta["mlflow_run_id"]
+        run_name = f"{model_meta.get('mlflow_run_name') or of[:8]}-ablation"
+        context.log.info(f"training the context-free ablation of {run_name[:-len('-ablation')]}")
+        trained = train_and_log(
+            ablation_job(job), tr, run_name=run_name, use_ray=False, register=False,
+            parent_run_id=of, tags={"dagster.run_id": context.run.run_id, "ablation_of": of},
+            log=context.log.info,
+        )
+        last = trained.history[-1] if trained.history else {}
+        return dg.MaterializeResult(metadata={
+            "mlflow_run": dg.MetadataValue.url(tr.run_url(trained.experiment_id, trained.run_id)),
+            "mlflow_run_id": trained.run_id,
+            "model_uri": trained.model_uri,
+            "ablation_of_run_id": of,
+            "ablation_of_version": model_meta.get("version"),
+            "delta_versions": dg.MetadataValue.json(trained.table_versions),
+            "train_seconds": round(trained.seconds, 1),
+            "valid_auc_take": _r(last.get("valid_auc_take", float("nan"))),
+            "valid_logloss_take": _r(last.get("valid_logloss_take", float("nan"))),
+        })
+
+    @dg.asset(
+        key=EVALUATION_KEY,
+        group_name=GROUP,
+        deps=[MODEL_KEY, ABLATION_KEY],
         kinds={"pytorch", "mlflow"},
         description="Held-out ranking metrics: model vs context-free ablation vs popularity vs "
                     "champion vs oracle; per platform, cold start, calibration.",
     )
     def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
                          lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-        settings = lakehouse.settings()
-        so = settings.storage_options() or None
+        settings, dataset = lakehouse.settings(), lakehouse.dataset()
+        gold = gold_store(settings)
         model_meta = _latest_metadata(context.instance, MODEL_KEY)
         tr = mlflow.tracking(settings)
         from ml import tracking as mlt
 
         mlt.ensure_experiment(tr.experiment, tr.tracking_uri, tr.artifact_root)
-        module, encoders, _ = mlt.load_torchscript(model_meta["model_uri"])
-        module.eval()
-        models = {"candidate": (lambda d, s: module(d, s), encoders)}
-
-        # the context-free ablation: the same job, without context features, same data and seed
-        model_cfg, job = _job_of(model_meta, settings.uri, so, settings.dataset)
-        abl = ablation_job(job)
-        context.log.info("training the context-free ablation")
-        abl_result, abl_enc, _ = train(abl, use_ray=False)
-        models["ablation"] = (reference_scorer(abl_result.state_dict, abl_result.model_config), abl_enc)
+        abl_meta = _latest_metadata(context.instance, ABLATION_KEY)
+        if abl_meta.get("ablation_of_run_id") != model_meta["mlflow_run_id"]:
+            raise dg.Failure(description=(
+                f"ablation_model is the ablation of MLflow run {abl_meta.get('ablation_of_run_id')}, "
+                f"the latest dlrm_model is run {model_meta['mlflow_run_id']}: materialize "
+                "ablation_model first"))
+        models = {}
+        for name, meta in (("candidate", model_meta), ("ablation", abl_meta)):
+            module, encoders, _ = mlt.load_torchscript(meta["model_uri"])
+            module.eval()
+            models[name] = (module, encoders)
+        model_cfg, job = _job_of(model_meta, gold, dataset)
 
         champ = champion_scorer(tr)
         champion_version = None
         # a champion trained on the other dataset (a lakehouse switched to a mapping) is no rival
         if (champ is not None and champ[0] != model_meta.get("version")
-                and champ[2].spec.dataset == settings.dataset):
+                and dataset.matches(champ[2].spec)):
             champion_version, fn, enc = champ
             models["champion"] = (fn, enc)
 
         # only the simulator knows true preferences; a mapped dataset has no oracle
-        oracle = load_oracle(settings.landing_uri, settings.uri, so) if settings.dataset == "fitness" else None
+        oracle = None
+        if dataset.simulated:
+            from simulator.oracle import load_oracle
+
+            oracle = load_oracle(settings.landing_uri,
+                                 functools.partial(gold.scan, "workouts", layer="bronze"))
         eval_settings = EvalSettings(days=eval_days(job), user_fraction=config.eval_user_fraction,
-                                     seed=model_cfg.seed, dataset=settings.dataset)
+                                     seed=model_cfg.seed, dataset=dataset)
         out_dir = Path(settings.data_dir) / "evaluation" / model_meta["mlflow_run_id"]
-        ev = evaluate_models(settings.uri, models, eval_settings, oracle=oracle,
-                             storage_options=so, out_dir=out_dir, log=context.log.info,
+        ev = evaluate_models(gold, models, eval_settings, oracle=oracle,
+                             out_dir=out_dir, log=context.log.info,
                              train_window=(job.data.train_start, job.data.train_end))
         log_evaluation(ev, model_meta["mlflow_run_id"])
         report = "\n\n".join([ev.markdown, png_markdown(ev.plots["map_at_k"], "MAP@K"),
@@ -257,6 +306,7 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
             "mlflow_run": dg.MetadataValue.url(
                 tr.run_url(model_meta["mlflow_experiment_id"], model_meta["mlflow_run_id"])),
             "version": model_meta.get("version"),
+            "ablation_run_id": abl_meta["mlflow_run_id"],
             "champion_version": champion_version if champion_version is not None else -1,
             "eval_days": ", ".join(d.isoformat() for d in eval_settings.days),
             "lists": int(r.summary.filter((r.summary["ranker"] == "candidate") & (r.summary["platform"] == "all"))["lists"][0]),
@@ -319,4 +369,4 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
             "map@10 champion before": decision.champion if decision.champion is not None else float("nan"),
         })
 
-    return [dlrm_model, model_evaluation, champion_model]
+    return [dlrm_model, ablation_model, model_evaluation, champion_model]

@@ -50,8 +50,9 @@ def log_materialization(decisions, new_events: list[Mapping[str, Any]], uri: str
     }
     last = next((e for e in reversed(new_events) if e.get("event") == "decision"), None)
     if last is not None:
+        if last.get("failed_run_id"):
+            metadata["last_failed_run"] = dg.MetadataValue.dagster_run(last["failed_run_id"])
         metadata.update({
-            "last_failed_run": dg.MetadataValue.dagster_run(last["failed_run_id"]),
             "last_category": last["category"],
             "last_action": last["action"],
             "last_reason": last["reason"],

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io.settings import LakehouseSettings
 
 
 class LakehouseResource(dg.ConfigurableResource):
@@ -14,6 +14,9 @@ class LakehouseResource(dg.ConfigurableResource):
     duckdb_path: str = ""
     data_dir: str = ""
     mapping: str = ""  # a bring-your-own-data mapping file; empty: LAKEHOUSE_MAPPING, else none
+    # a landing day whose manifest is still missing (or disagrees with its files) this long after
+    # its first file landed is reported to ops/remediation_log by the landing sensor
+    landing_grace_hours: float = 6.0
 
     def settings(self) -> LakehouseSettings:
         base = LakehouseSettings.from_env()
@@ -24,6 +27,13 @@ class LakehouseResource(dg.ConfigurableResource):
             data_dir=self.data_dir or base.data_dir,
             mapping_path=self.mapping or base.mapping_path,
         )
+
+    def dataset(self):
+        """The `ml.datasets.Dataset` these settings describe (the simulator's or a mapping's):
+        what every asset asks instead of which data it is."""
+        from ml.datasets import dataset_for
+
+        return dataset_for(self.settings())
 
 
 class MlflowResource(dg.ConfigurableResource):

@@ -23,8 +23,8 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from assets.resources import LakehouseResource, MlflowResource
-from lakehouse.delta import replace_partitions, table_exists
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io.delta import replace_partitions, table_exists
+from lakehouse.io.settings import LakehouseSettings
 
 GROUP = "serving"
 RECS_KEY = dg.AssetKey(["serving", "recommendations"])
@@ -125,15 +125,9 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
     )
     def recommendations(context: dg.AssetExecutionContext, config: InferenceConfig,
                         lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-        from ml.inference import (
-            POPULAR_SCHEMA,
-            RECOMMENDATION_SCHEMA,
-            InferenceError,
-            InferenceSettings,
-            InferenceStats,
-            ModelRef,
-            run_inference,
-        )
+        from ml.gold import GoldStore
+        from ml.inference import InferenceStats, ModelRef, run_inference
+        from ml.rows import POPULAR_SCHEMA, RECOMMENDATION_SCHEMA, InferenceError, InferenceSettings
 
         settings = lakehouse.settings()
         so = settings.storage_options() or None
@@ -142,11 +136,11 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
         ref = ModelRef(model_uri=mv.source, version=int(mv.version), tracking_uri=tr.tracking_uri)
         inf = InferenceSettings(top_k=config.top_k, max_per_instructor=config.max_per_instructor,
                                 exclude_days=config.exclude_days, users_per_batch=config.users_per_batch,
-                                precision=config.precision, dataset=settings.dataset,
+                                precision=config.precision, dataset=lakehouse.dataset(),
                                 cap_column=config.cap_column or None)
         stats = InferenceStats()
         try:
-            day, frames = run_inference(ref, settings.uri, feature_date, inf, storage_options=so,
+            day, frames = run_inference(ref, GoldStore(settings.uri, so), feature_date, inf,
                                         use_ray=config.use_ray, num_workers=config.num_workers,
                                         stats=stats, log=context.log.info)
         except (InferenceError, FileNotFoundError) as e:

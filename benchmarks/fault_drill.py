@@ -81,6 +81,41 @@ def table(rows: list[dict]) -> str:
         + " |" for r in rows)
 
 
+def landing_rows(records: list[dict]) -> list[dict]:
+    """The landing cases (tests/faults/test_landing_faults.py): outcome, what the message names,
+    rows lost, gold against a rebuild, the cache, time to recover; one row per fault."""
+    by_fault: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if "outcome" in r.get("detail", {}):
+            by_fault[r["fault"]].append(r)
+    rows = []
+    for fault, rs in sorted(by_fault.items()):
+        d = rs[-1]["detail"]
+        rec = [r["recover_s"] for r in rs if r.get("recover_s") is not None]
+        named = d.get("names") or {}
+        rows.append({
+            "fault": fault, "runs": len(rs), "survived": sum(bool(r["survived"]) for r in rs),
+            "outcome": d["outcome"],
+            "names": "/".join(("yes" if named.get(k) else "no") for k in ("file", "column", "row")) if named else "-",
+            "rows_lost": sum(r.get("rows_lost") or 0 for r in rs),
+            "gold_equals_rebuild": all(r["detail"].get("gold_equals_rebuild") for r in rs),
+            "cache_served": all(r["detail"].get("cache_served") for r in rs),
+            "recover_s_median": round(statistics.median(rec), 1) if rec else None,
+            "message": d.get("message", "")[:160],
+        })
+    return rows
+
+
+def landing_table(rows: list[dict]) -> str:
+    head = ("| landing fault | runs | survived | outcome | message names file / column / row | rows lost | "
+            "gold = rebuild | cache served | time to recover (median) |\n"
+            "|---|---:|---:|---|---|---:|---|---|---:|\n")
+    return head + "\n".join(
+        f"| {r['fault']} | {r['runs']} | {r['survived']} | {r['outcome']} | {r['names']} | {r['rows_lost']} | "
+        f"{'yes' if r['gold_equals_rebuild'] else 'NO'} | {'yes' if r['cache_served'] else 'NO'} | "
+        f"{r['recover_s_median']} s |" for r in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs of every fault test")
@@ -88,13 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     records, code, seconds = run(args.repeat, args.select)
     rows = summarize(records)
+    landing = landing_rows(records)
     dec = decisions(records)
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"repeat": args.repeat, "pytest_exit": code, "seconds": round(seconds, 1),
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
-              "faults": rows, "remediation_decisions": dec, "records": records}
+              "faults": rows, "landing_faults": landing, "remediation_decisions": dec, "records": records}
     (RESULTS / "fault_drill.json").write_text(json.dumps(result, indent=2, default=str))
     print(table(rows))
+    if landing:
+        print("\n" + landing_table(landing))
+        for r in landing:
+            if r["message"]:
+                print(f"\n{r['fault']}: {r['message']}")
     if dec:
         print(f"\nremediation decisions right: {dec['right']} of {dec['total']}")
     print(f"\n{len(records)} injections in {seconds:.0f} s; pytest exit {code}; "

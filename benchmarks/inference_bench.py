@@ -39,14 +39,16 @@ def _agreement(a: list[set], b: list[set]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lakehouse.settings import LakehouseSettings
+    from lakehouse.io.settings import LakehouseSettings
     from ml import tracking
-    from ml.evaluation import list_context
+    from ml.datasets import FITNESS
     from ml.factorized import FactorizedDLRM, factorized_score_matrix
     from ml.features import AFFINITY_COLUMN
-    from ml.gold_reader import _scan, table_uri
-    from ml.inference import BatchScorer, InferenceSettings, iter_user_batches, load_day, user_state
+    from ml.gold import GoldStore
+    from ml.inference import iter_user_batches, load_day, user_state
     from ml.pairs import PairEncoder, score_matrix
+    from ml.row_scorer import BatchScorer
+    from ml.rows import InferenceSettings
 
     settings = LakehouseSettings.from_env()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,17 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     mv = tracking.get_alias_version("class_recommender", "champion", client_or_uri=args.tracking_uri)
     if mv is None:
         raise SystemExit(f"no champion in {args.tracking_uri}: run `make demo` or `make train` first")
-    import mlflow
-
-    mlflow.set_tracking_uri(args.tracking_uri)
-    module, enc, heads = tracking.load_torchscript(mv.source)
-    uf = _scan(table_uri(args.lakehouse, "gold", "user_features_daily"), None)
-    fdate = uf.select(pl.col("feature_date").max()).collect().item()
+    module, enc, heads = tracking.load_torchscript(mv.source, tracking_uri=args.tracking_uri)
+    gold = GoldStore(args.lakehouse)
+    fdate = gold.scan("user_features_daily").select(pl.col("feature_date").max()).collect().item()
     inf = InferenceSettings(users_per_batch=args.users)
-    day = load_day(args.lakehouse, fdate, inf)
-    users, taken = user_state(args.lakehouse, fdate, next(iter_user_batches(args.lakehouse, fdate, inf)), inf)
+    day = load_day(gold, fdate, inf)
+    users, taken = user_state(gold, fdate, next(iter_user_batches(gold, fdate, inf)), inf)
     classes = day.candidates[args.platform].with_columns(pl.lit(day.serve_date).alias("event_date"))
-    ctx = list_context(users, args.platform, day.serve_date, 18)
+    ctx = FITNESS.list_context(users, args.platform, day.serve_date, 18)
     C = classes.height
     results: dict[str, dict] = {}
 

@@ -30,7 +30,7 @@ STAGES = ("ingest", "dbt_build", "publish", "checks")
 # ----------------------------------------------------------------------------- child side
 
 def _settings(lake: str, data: str):
-    from lakehouse.settings import LakehouseSettings
+    from lakehouse.io.settings import LakehouseSettings
 
     return LakehouseSettings.build(uri=lake, landing_uri=os.environ["BENCH_LANDING"],
                                    duckdb_path=str(Path(data) / "warehouse.duckdb"), data_dir=data)
@@ -44,7 +44,7 @@ def run_stage(stage: str, lake: str, data: str, start: dt.date, end: dt.date) ->
     settings = _settings(lake, data)
     info: dict = {}
     if stage == "ingest":
-        from lakehouse.ingest import ingest_days
+        from lakehouse.landing.ingest import ingest_days
 
         report = ingest_days(settings, _days(start, end))
         info["rows"] = sum(r.rows_valid for r in report.entities.values())
@@ -67,8 +67,8 @@ def run_stage(stage: str, lake: str, data: str, start: dt.date, end: dt.date) ->
         info["rows"] = rows
     elif stage == "checks":
         from assets.dbt import dbt_var, lakehouse_dbt_project
-        from lakehouse.gates import bronze_suites, gold_suites, validate_tables
         from lakehouse.publish import published_models
+        from lakehouse.quality.gates import bronze_suites, gold_suites, validate_tables
 
         # the same suites the asset checks run, for the marts the dbt manifest publishes
         manifest = json.loads((Path(data) / "dbt_target" / "manifest.json").read_text())

@@ -3,6 +3,7 @@
 client here. Speed is measured here, never in tests.
 
     python -m benchmarks.serve_bench [--cache DIR] [--rate 500] [--duration 15] [--connections 64]
+                                     [--http h11|httptools]
 
 The cache is DIR's current version when given and published, else a synthetic one (20k users x
 2 platforms x 4 rows x 10 items) in a temp folder. Requests are scheduled at a fixed rate
@@ -10,6 +11,9 @@ whatever the server does (open loop) and latency is counted from the scheduled t
 behind a slow response is in the figures. The mix: known users (some with k/row filters),
 unknown users (popular fallback) and bad requests (400 expected). /healthz under the same load
 in the same run is the baseline: the ratio of p99s is the cost of the lookup itself.
+`--http httptools` runs the same app on uvicorn's httptools protocol, without the service's
+protocol limits (head size while it arrives, arrival time, connections), as it ran before them:
+the difference is what forcing h11 costs.
 Writes benchmarks/results/serve.json and prints a table.
 """
 
@@ -187,10 +191,17 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def start_service(cache: Path, port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "homefeed.service", "--cache", str(cache),
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+# the app on httptools without the service's protocol limits, as `python -m homefeed.service` ran it before
+UNBOUNDED_HTTPTOOLS = ("import sys, uvicorn; from homefeed.service import create_app; "
+                       "uvicorn.run(create_app(sys.argv[1]), host='127.0.0.1', port=int(sys.argv[2]), "
+                       "workers=1, access_log=False, log_level='warning', http='httptools')")
+
+
+def start_service(cache: Path, port: int, log: Path, http: str = "h11") -> subprocess.Popen:
+    cmd = ([sys.executable, "-m", "homefeed.service", "--cache", str(cache), "--host", "127.0.0.1",
+            "--port", str(port)] if http == "h11" else
+           [sys.executable, "-c", UNBOUNDED_HTTPTOOLS, str(cache), str(port)])
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -214,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load first")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--timeout", type=float, default=5.0, help="per request, seconds")
+    p.add_argument("--http", choices=("h11", "httptools"), default="h11",
+                   help="h11: the service as shipped; httptools: without its limits, for comparison")
     p.add_argument("--out", type=Path, default=RESULTS / "serve.json")
     args = p.parse_args(argv)
 
@@ -246,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         health_reqs = [("healthz", "/healthz", 200)] * (warm_n + n)
 
         port = free_port()
-        proc = start_service(cache, port, Path(tmp) / "service.log")
+        proc = start_service(cache, port, Path(tmp) / "service.log", args.http)
         try:
             with asyncio.Runner(loop_factory=loop_factory) as runner:
                 for name, reqs in (("healthz", health_reqs), ("recommendations", rec_reqs)):

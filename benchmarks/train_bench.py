@@ -26,10 +26,11 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def _job(lakehouse: str, days: int, backend: str, fused: bool, batch_size: int):
+    from ml.gold import GoldStore
     from ml.train import TrainConfig
     from ml.training_job import ModelHParams, TrainingJob, plan_window
 
-    window = plan_window(lakehouse, train_days=days, valid_days=1)
+    window = plan_window(GoldStore(lakehouse), train_days=days, valid_days=1)
     return TrainingJob(
         data=window, model=ModelHParams(), backend=backend,
         train=TrainConfig(epochs=1, lr=2e-3, batch_size=batch_size, optimizer="adam",
@@ -40,7 +41,8 @@ def _job(lakehouse: str, days: int, backend: str, fused: bool, batch_size: int):
 def model_only(job, encoders, n_batches: int) -> dict:
     """Samples/s of the training step alone: batches encoded up front, held in memory."""
     from ml.model import build_model
-    from ml.train import seed_everything, setup_training, train_epoch
+    from ml.optim import setup_training
+    from ml.train import seed_everything, train_epoch
     from ml.training_job import model_config, train_batches
 
     batches = []

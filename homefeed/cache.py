@@ -11,6 +11,9 @@ publish or rollback removes what it left (see _remove_stale_temps).
 
     python -m homefeed.cache status   --cache DIR
     python -m homefeed.cache rollback --cache DIR [--to VERSION]
+
+Over 400 lines: the publish protocol, the reader and the clean-up after a killed publisher
+share one on-disk layout and must change together.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ if TYPE_CHECKING:  # polars is only needed to publish; the read path stays light
 
 log = logging.getLogger(__name__)
 
-PLATFORMS = ("bike", "tread", "app")  # the simulator's; a mapped dataset brings its own
+# the simulator's (lakehouse/contract.py; homefeed imports nothing from the lakehouse, and
+# tests/test_vocabulary.py holds this copy to it); a mapped dataset brings its own
+PLATFORMS = ("bike", "tread", "app")
 # any platform id a dataset may use (a mapped one without platforms has the single "all")
 PLATFORM_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 POPULAR_ROW = "popular"

@@ -1,4 +1,5 @@
-"""The landing contract: what the app's exports look like, entity by entity.
+"""The landing contract: what the app's exports look like, entity by entity, and the platform's
+vocabulary (platforms, equipment, disciplines, ...), defined here once.
 
 Landing layout (local folder or S3 prefix)::
 
@@ -21,6 +22,13 @@ import pyarrow as pa
 
 TS = pa.timestamp("us", tz="UTC")
 
+# The platform's vocabulary, defined here once: the categorical values of the landing data, in
+# the order dbt lays out its per-value columns. Everything that may import the lakehouse imports
+# these. The copies that must exist are held to them by tests/test_vocabulary.py:
+# simulator/vocab.py (the simulator is the outside world and imports nothing from the lakehouse),
+# ml/features.py (the model ships its own, with its encoders), homefeed/cache.py (the read service
+# imports nothing from the lakehouse) and dbt_project/ (the vars `platforms` and `disciplines` in
+# dbt_project.yml, the accepted_values tests and the per-value columns of the fitness models).
 PLATFORMS = ("bike", "tread", "app")
 # Equipment a class needs decides where it is offered: bike classes on the bike (and in the
 # app), tread classes on the treadmill (and in the app), equipment-free classes everywhere.
@@ -40,6 +48,18 @@ BODY_FOCUS = ("lower", "upper", "full", "core", "mind")
 FITNESS_LEVELS = ("beginner", "intermediate", "advanced")
 
 
+# One id grammar for every entity of every dataset. The landing ingest quarantines, and the mapped
+# import refuses, an id that breaks it; the read service serves every id it accepts (percent-encoded
+# in the URL when it is not ASCII). 1 to ID_MAX_LENGTH characters: the first a letter, digit or
+# underscore (any script), the rest letters, digits or one of _ . : @ + -. No spaces, slashes,
+# control characters or emoji, so an id is safe in a URL path, a file name and a log line.
+# Evaluated by polars (Rust regex: \w is Unicode) at ingest and import, with `fullmatch` semantics.
+ID_MAX_LENGTH = 128
+ID_PATTERN = rf"^\w[\w.:@+-]{{0,{ID_MAX_LENGTH - 1}}}$"
+ID_RULE = (f"1-{ID_MAX_LENGTH} characters: a letter, digit or '_' first, then letters, digits "
+           "or _ . : @ + -")
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -49,6 +69,8 @@ class Column:
     accepted: tuple | None = None
     min: float | None = None
     max: float | None = None
+    # an identifier (a key or a reference): must follow ID_PATTERN
+    is_id: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,7 +100,7 @@ class Entity:
 USERS = Entity(
     name="users",
     columns=(
-        Column("user_id", pa.string()),
+        Column("user_id", pa.string(), is_id=True),
         Column("signup_ts", TS),
         Column("birth_year", pa.int32(), nullable=True, min=1920, max=2015),
         Column("gender", pa.string(), nullable=True),
@@ -95,7 +117,7 @@ USERS = Entity(
 INSTRUCTORS = Entity(
     name="instructors",
     columns=(
-        Column("instructor_id", pa.string()),
+        Column("instructor_id", pa.string(), is_id=True),
         Column("name", pa.string()),
         Column("primary_discipline", pa.string(), accepted=DISCIPLINES),
         Column("joined_ts", TS),
@@ -108,9 +130,9 @@ INSTRUCTORS = Entity(
 CLASSES = Entity(
     name="classes",
     columns=(
-        Column("class_id", pa.string()),
+        Column("class_id", pa.string(), is_id=True),
         Column("title", pa.string()),
-        Column("instructor_id", pa.string()),
+        Column("instructor_id", pa.string(), is_id=True),
         Column("discipline", pa.string(), accepted=DISCIPLINES),
         Column("equipment", pa.string(), accepted=EQUIPMENT),
         Column("duration_min", pa.int32(), min=1, max=180),
@@ -128,9 +150,9 @@ CLASSES = Entity(
 WORKOUTS = Entity(
     name="workouts",
     columns=(
-        Column("workout_id", pa.string()),
-        Column("user_id", pa.string()),
-        Column("class_id", pa.string()),
+        Column("workout_id", pa.string(), is_id=True),
+        Column("user_id", pa.string(), is_id=True),
+        Column("class_id", pa.string(), is_id=True),
         Column("platform", pa.string(), accepted=PLATFORMS),
         Column("start_ts", TS),
         Column("completed", pa.bool_()),
@@ -145,8 +167,8 @@ WORKOUTS = Entity(
 MUSIC_LIKES = Entity(
     name="music_likes",
     columns=(
-        Column("user_id", pa.string()),
-        Column("class_id", pa.string()),
+        Column("user_id", pa.string(), is_id=True),
+        Column("class_id", pa.string(), is_id=True),
         Column("liked_ts", TS),
     ),
     key=("user_id", "class_id", "liked_ts"),
@@ -157,8 +179,8 @@ MUSIC_LIKES = Entity(
 BOOKMARKS = Entity(
     name="bookmarks",
     columns=(
-        Column("user_id", pa.string()),
-        Column("class_id", pa.string()),
+        Column("user_id", pa.string(), is_id=True),
+        Column("class_id", pa.string(), is_id=True),
         Column("bookmarked_ts", TS),
     ),
     key=("user_id", "class_id", "bookmarked_ts"),
@@ -169,11 +191,11 @@ BOOKMARKS = Entity(
 IMPRESSIONS = Entity(
     name="impressions",
     columns=(
-        Column("impression_id", pa.string()),
-        Column("user_id", pa.string()),
+        Column("impression_id", pa.string(), is_id=True),
+        Column("user_id", pa.string(), is_id=True),
         Column("platform", pa.string(), accepted=PLATFORMS),
         Column("shown_ts", TS),
-        Column("class_id", pa.string()),
+        Column("class_id", pa.string(), is_id=True),
         Column("position", pa.int32(), min=1, max=100),
     ),
     key=("impression_id",),

@@ -3,8 +3,10 @@
 Which models are published is dbt config, not Python: a model whose ``meta`` has
 ``publish: {layer: gold, partition_by: <date column>}`` is written to ``<lakehouse>/<layer>/<model>``
 after ``dbt build`` (``name: <table>`` publishes it under another table name: the mapped dataset's
-marts publish the same gold tables as the fitness ones). A run over a date range replaces exactly those dates (one commit), so a failed
-run leaves the previous version, and every version stays readable (Delta time travel).
+marts publish the same gold tables as the fitness ones). A run over a date range replaces exactly
+those dates (one commit), so a failed run leaves the previous version, and every version stays
+readable (Delta time travel). The pipeline stages the rows (:func:`stage`), audits them, and only
+then commits them (:func:`commit`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import duckdb
+import pyarrow as pa
 
-from lakehouse import delta
-from lakehouse.settings import LakehouseSettings
-
-BATCH_ROWS = 256_000
+from lakehouse.io import delta
+from lakehouse.io.settings import LakehouseSettings
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,36 @@ def published_models(manifest: Mapping[str, Any]) -> dict[str, PublishSpec]:
     return out
 
 
+def stage(settings: LakehouseSettings, spec: PublishSpec, *, start: dt.date | None = None,
+          end: dt.date | None = None) -> pa.Table:
+    """The rows dbt built for the model (all, or the dates start..end of its partition column),
+    read from the DuckDB working file: what a publish would commit, for the audit first."""
+    where, params = "", []
+    if spec.partition_by and start and end:
+        where, params = f" WHERE {spec.partition_by} BETWEEN ? AND ?", [start, end]
+    con = duckdb.connect(settings.duckdb_path, read_only=True)
+    try:
+        return con.execute(f"SELECT * FROM {spec.relation}{where}", params).fetch_arrow_table()
+    finally:
+        con.close()
+
+
+def commit(settings: LakehouseSettings, spec: PublishSpec, table: pa.Table, *, start: dt.date | None = None,
+           end: dt.date | None = None) -> PublishResult:
+    """Replace the model's Delta rows (all, or the dates start..end) with `table`, one commit."""
+    uri = settings.table_uri(spec.layer, spec.model)
+    partition_by = [spec.partition_by] if spec.partition_by else []
+    opts = settings.storage_options()
+    predicate = None
+    if spec.partition_by and start and end:
+        predicate = f"{spec.partition_by} >= '{start.isoformat()}' AND {spec.partition_by} <= '{end.isoformat()}'"
+        version = delta.replace_partitions(uri, table, predicate=predicate, partition_by=partition_by,
+                                           storage_options=opts)
+    else:
+        version = delta.overwrite(uri, table, partition_by=partition_by, storage_options=opts)
+    return PublishResult(uri=uri, version=version, rows=table.num_rows, predicate=predicate)
+
+
 def publish(
     settings: LakehouseSettings,
     spec: PublishSpec,
@@ -65,25 +96,6 @@ def publish(
     start: dt.date | None = None,
     end: dt.date | None = None,
 ) -> PublishResult:
-    """Copy a model's rows (all, or the dates start..end of its partition column) into Delta."""
-    uri = settings.table_uri(spec.layer, spec.model)
-    where, predicate, params = "", None, []
-    if spec.partition_by and start and end:
-        where = f" WHERE {spec.partition_by} BETWEEN ? AND ?"
-        predicate = f"{spec.partition_by} >= '{start.isoformat()}' AND {spec.partition_by} <= '{end.isoformat()}'"
-        params = [start, end]
-    partition_by = [spec.partition_by] if spec.partition_by else []
-    opts = settings.storage_options()
-    con = duckdb.connect(settings.duckdb_path, read_only=True)
-    try:
-        rows = con.execute(f"SELECT count(*) FROM {spec.relation}{where}", params).fetchone()[0]
-        # Streams batches: memory stays bounded by BATCH_ROWS, not by the table.
-        reader = con.execute(f"SELECT * FROM {spec.relation}{where}", params).fetch_record_batch(BATCH_ROWS)
-        if predicate:
-            version = delta.replace_partitions(uri, reader, predicate=predicate,
-                                               partition_by=partition_by, storage_options=opts)
-        else:
-            version = delta.overwrite(uri, reader, partition_by=partition_by, storage_options=opts)
-    finally:
-        con.close()
-    return PublishResult(uri=uri, version=version, rows=int(rows), predicate=predicate)
+    """Copy a model's rows (all, or the dates start..end of its partition column) into Delta,
+    unaudited (benchmarks and tools; the pipeline audits between stage and commit)."""
+    return commit(settings, spec, stage(settings, spec, start=start, end=end), start=start, end=end)

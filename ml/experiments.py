@@ -39,7 +39,9 @@ def run_one(base_job, overrides: dict, tracking_cfg, parent_run_id: str, eval_fr
     """Train + evaluate + log one config (runs inside a Ray task)."""
     import torch
 
-    from ml.evaluation import EvalSettings, ModelRanker, PopularityRanker, evaluate
+    from ml.evaluation import evaluate
+    from ml.lists import EvalSettings
+    from ml.rankers import ModelRanker, PopularityRanker
     from ml.workflow import eval_days, reference_scorer, train_and_log
 
     torch.set_num_threads(threads)
@@ -48,11 +50,11 @@ def run_one(base_job, overrides: dict, tracking_cfg, parent_run_id: str, eval_fr
     t0 = time.perf_counter()
     trained = train_and_log(job, tracking_cfg, run_name=name, use_ray=False, register=False,
                             parent_run_id=parent_run_id, tags={"grid": json.dumps(overrides)})
-    settings = EvalSettings(days=eval_days(job), user_fraction=eval_fraction, seed=job.data.seed)
+    settings = EvalSettings(days=eval_days(job), user_fraction=eval_fraction, seed=job.data.seed,
+                            dataset=job.dataset)
     fn = reference_scorer(trained.state_dict, trained.model_config)
-    res = evaluate(job.data.lakehouse_uri, [ModelRanker("model", fn, trained.encoders),
-                                            PopularityRanker()], settings,
-                   storage_options=job.data.storage_options)
+    res = evaluate(job.data.gold, [ModelRanker("model", fn, trained.encoders), PopularityRanker()],
+                   settings)
     metrics = {
         "map@10": res.metric("model", "map@10"), "ndcg@10": res.metric("model", "ndcg@10"),
         "recall@10": res.metric("model", "recall@10"),
@@ -63,8 +65,7 @@ def run_one(base_job, overrides: dict, tracking_cfg, parent_run_id: str, eval_fr
     }
     from ml import tracking
 
-    mlflow = tracking._mlflow()
-    with mlflow.start_run(run_id=trained.run_id):
+    with tracking.start_run(run_id=trained.run_id):
         tracking.log_dict_metrics({f"eval.{k}": v for k, v in metrics.items()})
     return {"config": overrides, "run_id": trained.run_id, **metrics}
 
@@ -91,11 +92,10 @@ def run_grid(base_job, grid: dict[str, list], tracking_cfg, *, parallel: int = 2
     from ml.ray_training import init_ray
 
     configs = expand(grid)
-    mlflow = tracking._mlflow()
     exp_id = tracking.ensure_experiment(tracking_cfg.experiment, tracking_cfg.tracking_uri,
                                         tracking_cfg.artifact_root)
-    with mlflow.start_run(experiment_id=exp_id, run_name=name) as parent:
-        mlflow.log_params({"grid": json.dumps(grid), "configs": len(configs),
+    with tracking.start_run(experiment_id=exp_id, run_name=name) as parent:
+        tracking.log_params({"grid": json.dumps(grid), "configs": len(configs),
                            **{k: v for k, v in base_job.params().items()
                               if k.startswith("data.") or k in ("train.epochs",)}})
         parent_id = parent.info.run_id
@@ -110,15 +110,16 @@ def run_grid(base_job, grid: dict[str, list], tracking_cfg, *, parallel: int = 2
         pending.append(task.remote(base_job, cfg, tracking_cfg, parent_id, eval_fraction, threads))
     rows += ray.get(pending)
     table = comparison(rows)
-    with mlflow.start_run(run_id=parent_id):
-        mlflow.log_text(table, "comparison.md")
+    with tracking.start_run(run_id=parent_id):
+        tracking.log_text(table, "comparison.md")
         best = max(rows, key=lambda r: r["map@10"])
         tracking.log_dict_metrics({"best.map@10": best["map@10"]})
-        mlflow.set_tag("best_run", best["run_id"])
+        tracking.set_tag("best_run", best["run_id"])
     return parent_id, rows
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ml.gold import GoldStore
     from ml.train import TrainConfig
     from ml.training_job import ModelHParams, TrainingJob, plan_window
     from ml.workflow import Tracking
@@ -138,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri(args.data_dir)
     tr = Tracking(tracking_uri=uri, artifact_root=None if os.environ.get("MLFLOW_TRACKING_URI")
                   else tracking.default_artifact_root(args.data_dir))
-    from lakehouse.settings import LakehouseSettings
+    from lakehouse.io.settings import LakehouseSettings
 
     so = LakehouseSettings.from_env().storage_options() if args.lakehouse.startswith("s3://") else None
-    window = plan_window(args.lakehouse, train_days=args.train_days, valid_days=1,
-                         storage_options=so or None, sample_fraction=args.sample_fraction)
+    window = plan_window(GoldStore(args.lakehouse, so or None), train_days=args.train_days,
+                         valid_days=1, sample_fraction=args.sample_fraction)
     base = TrainingJob(data=window, model=ModelHParams(),
                        train=TrainConfig(epochs=args.epochs, lr=2e-3, batch_size=2048,
                                          optimizer="adam", sparse_optimizer="adagrad",

@@ -17,6 +17,8 @@ explicit pairs (up to float rounding; a test holds them together). Only the "dot
 factorizes; a "dcn" model is scored pair by pair (`ml.pairs.score_matrix`).
 
 No Dagster, no torchrec: the weights come from the logged TorchScript module's state dict.
+`FactorizedDLRM(..., device=...)` keeps the weights and does the work on that device (CPU by
+default); `factorized_score_matrix` copies each chunk's inputs there and the scores back.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ class FactorizedDLRM:
 
     def __init__(self, state: Mapping[str, torch.Tensor], spec: FeatureSpec,
                  heads: Sequence[str], *, head: str = "take",
-                 dtype: torch.dtype = torch.float32) -> None:
-        state = {k: v.detach().cpu() for k, v in state.items()}
+                 dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        state = {k: v.detach().to(self.device) for k, v in state.items()}
         if not any(k.startswith("over_arch.") for k in state) or any(
                 k.startswith("inter_arch.layers") for k in state):
             raise ValueError("only a dot-interaction DLRM factorizes")
@@ -85,9 +89,9 @@ class FactorizedDLRM:
         self.bt = bt
         self.wt_qq, self.qq_pairs = [], []
         self.wt_cc, self.cc_pairs = [], []
-        self.wt_zq = torch.zeros(H, nq)
-        self.wt_zc = torch.zeros(H, nc)
-        self.wt_qc = torch.zeros(H, nq, nc)
+        self.wt_zq = torch.zeros(H, nq, device=self.device)
+        self.wt_zc = torch.zeros(H, nc, device=self.device)
+        self.wt_qc = torch.zeros(H, nq, nc, device=self.device)
         for col, (a, b) in enumerate(zip(triu[0].tolist(), triu[1].tolist())):
             w = wt[:, D + col]
             kinds = (side[a], side[b])
@@ -104,53 +108,68 @@ class FactorizedDLRM:
             else:
                 qi, cj = (a, b) if kinds == ("q", "c") else (b, a)
                 self.wt_qc[:, pos[qi - 1], pos[cj - 1]] = w
+        # index tensors on the device once, so scoring copies nothing from the host
+        self._q_idx, self._c_idx = self.q_dense.to(self.device), self.c_dense.to(self.device)
+        self._qq_idx, self._cc_idx = self._pair_index(self.qq_pairs), self._pair_index(self.cc_pairs)
+
+    def _pair_index(self, pairs: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.tensor([p[0] for p in pairs], dtype=torch.long, device=self.device),
+                torch.tensor([p[1] for p in pairs], dtype=torch.long, device=self.device))
 
     # -- sides -------------------------------------------------------------------------------
     def _embed(self, sparse: torch.Tensor, features: list[int]) -> torch.Tensor:
         if not features:  # e.g. a mapped dataset without item attributes: no class embedding
-            return torch.zeros(sparse.shape[0], 0, self.tables[0].shape[1])
+            return torch.zeros(sparse.shape[0], 0, self.tables[0].shape[1], device=self.device)
         return torch.stack([self.tables[i][sparse[:, i]] for i in features], dim=1)  # [n, k, D]
 
     @staticmethod
-    def _pair_dots(e: torch.Tensor, pairs: list[tuple[int, int]], w: list[torch.Tensor]) -> torch.Tensor:
-        if not pairs:
-            return torch.zeros(e.shape[0], 0), torch.zeros(0)
-        a = torch.tensor([p[0] for p in pairs])
-        b = torch.tensor([p[1] for p in pairs])
+    def _pair_dots(e: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor],
+                   w: list[torch.Tensor]) -> torch.Tensor:
+        a, b = pairs
+        if not len(a):
+            return torch.zeros(e.shape[0], 0, device=e.device), torch.zeros(0, device=e.device)
         return (e[:, a] * e[:, b]).sum(-1), torch.stack(w, dim=1)  # [n, P], [H, P]
+
+    def _on_device(self, side: Side) -> Side:
+        return Side(side.dense.to(self.device, non_blocking=True),
+                    side.sparse.to(self.device, non_blocking=True), side.raw)
 
     @torch.no_grad()
     def query_side(self, q: Side) -> dict[str, torch.Tensor]:
+        q = self._on_device(q)
         e = self._embed(q.sparse, self.q_sparse)  # [n, nq, D]
-        dots, w = self._pair_dots(e, self.qq_pairs, self.wt_qq)
+        dots, w = self._pair_dots(e, self._qq_idx, self.wt_qq)
         t = self.bt + dots @ w.T if dots.shape[1] else self.bt.expand(e.shape[0], -1)
         # [z, z.c_j] -> H per query: z part W_z + sum_i e_i w_zq_i; the z.c_j part is shared
         m_z = self.wt_z.T.unsqueeze(0) + torch.einsum("nid,hi->ndh", e, self.wt_zq)  # [n, D, H]
         g = torch.einsum("nid,hij->njdh", e, self.wt_qc).flatten(1, 2)  # [n, nc*D, H]
         # one right-hand side per query for the pair inputs [z, z.c_j, c_flat] (see score)
         r = torch.cat([m_z, self.wt_zc.T.expand(e.shape[0], -1, -1), g], dim=1)
-        return {"a": q.dense[:, self.q_dense] @ self.w1_q.T + self.b1, "t": t,
+        return {"a": q.dense[:, self._q_idx] @ self.w1_q.T + self.b1, "t": t,
                 "r": r.to(self.dtype)}
 
     @torch.no_grad()
     def class_side(self, c: Side) -> dict[str, torch.Tensor]:
+        c = self._on_device(c)
         e = self._embed(c.sparse, self.c_sparse)  # [C, nc, D]
-        dots, w = self._pair_dots(e, self.cc_pairs, self.wt_cc)
-        t = dots @ w.T if dots.shape[1] else torch.zeros(e.shape[0], self.bt.shape[0])
-        return {"a": c.dense[:, self.c_dense] @ self.w1_c.T, "t": t.to(self.dtype),
+        dots, w = self._pair_dots(e, self._cc_idx, self.wt_cc)
+        t = dots @ w.T if dots.shape[1] else torch.zeros(e.shape[0], self.bt.shape[0],
+                                                         device=self.device)
+        return {"a": c.dense[:, self._c_idx] @ self.w1_c.T, "t": t.to(self.dtype),
                 "e": e.to(self.dtype), "e_flat": e.flatten(1).to(self.dtype)}
 
     # -- pairs -------------------------------------------------------------------------------
     @torch.no_grad()
     def score(self, qs: dict[str, torch.Tensor], cs: dict[str, torch.Tensor],
               pair_dense: torch.Tensor | None) -> torch.Tensor:
-        """Logits [n_queries, n_classes]; `pair_dense` [n, C, n_pair] normalized pair features.
+        """Logits [n_queries, n_classes] on the model's device; `pair_dense` [n, C, n_pair]
+        normalized pair features (copied to the device when elsewhere).
 
         Memory-bound steps work in place on one [n*C, width] buffer at a time; keep n*C to a
         few tens of thousands so the buffers stay in cache (`factorized_score_matrix` chunks)."""
         n, C = qs["a"].shape[0], cs["a"].shape[0]
         if pair_dense is not None and pair_dense.shape[-1]:
-            h = torch.matmul(pair_dense, self.w1_p.T)
+            h = torch.matmul(pair_dense.to(self.device, non_blocking=True), self.w1_p.T)
             h += cs["a"]
         else:
             h = cs["a"].expand(n, -1, -1).clone()
@@ -187,7 +206,8 @@ def factorized_score_matrix(model: FactorizedDLRM, encoder: PairEncoder, users: 
                             classes: Side, *, max_pairs: int = 32_768,
                             class_side: dict[str, torch.Tensor] | None = None) -> np.ndarray:
     """[n_users, n_classes] logits, users chunked so a chunk holds <= max_pairs pairs.
-    `class_side`: `model.class_side(classes)` when the caller keeps it across calls."""
+    `class_side`: `model.class_side(classes)` when the caller keeps it across calls.
+    The sides and pair features are built on the host; each chunk is scored on `model.device`."""
     n_users, n_classes = users.dense.shape[0], classes.dense.shape[0]
     out = np.empty((n_users, n_classes), dtype=np.float32)
     cs = class_side if class_side is not None else model.class_side(classes)
@@ -197,7 +217,7 @@ def factorized_score_matrix(model: FactorizedDLRM, encoder: PairEncoder, users: 
         sub = Side(users.dense[ui], users.sparse[ui], {})
         qs = model.query_side(sub)
         pd = pair_dense_features(encoder, users, ui, classes, model.p_dense)
-        out[ui] = model.score(qs, cs, pd).numpy()
+        out[ui] = model.score(qs, cs, pd).cpu().numpy()
     return out
 
 

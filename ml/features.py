@@ -1,6 +1,6 @@
-"""Feature spec and encoders: a joined example frame (see `ml.gold_reader`) -> `ml.batch.Batch`.
+"""Feature spec and encoders: a joined example frame (see `ml.examples`) -> `ml.batch.Batch`.
 
-The input frame is what `gold_reader.read_examples` returns: one row per training example
+The input frame is what `ml.examples.read_examples` returns: one row per training example
 (or scoring candidate) with the context columns of `training_examples`, the user's
 `user_features_daily` columns (names unchanged; all null for a cold-start user), the class's
 static catalogue columns (`instructor_id`, `discipline`, ...) and its popularity columns from
@@ -21,6 +21,10 @@ in `class_id`, the user's `user_features_daily` columns (events_*, usual_hour, l
 user_attr_*), the item's static `release_date` / `item_attr_*` and its `class_`-prefixed
 popularity (`MAPPED_CLASS_POPULARITY`), and the event's context (platform, hour_of_day,
 day_of_week, is_weekend, ctx_*).
+
+Over 400 lines on purpose: this module travels inside the logged model (`ml/serving.py`
+loads it without the training code), so the spec, the derived columns and the encoders stay in
+one self-contained file.
 """
 
 from __future__ import annotations
@@ -29,13 +33,17 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import polars as pl
 import torch
 
 from ml.batch import HEADS, Batch
+
+if TYPE_CHECKING:  # pragma: no cover
+    import polars as pl
+# polars is imported where frames are handled, so the spec, the encoders' statistics and the
+# pair/factorized scoring import without it (e.g. on a GPU machine with torch alone)
 
 DISCIPLINES = (
     "cycling", "running", "walking", "strength", "yoga",
@@ -337,6 +345,8 @@ def _if_present(frame: pl.DataFrame, name: str, expr: pl.Expr, needs: tuple[str,
 
 def prepare(frame: pl.DataFrame) -> pl.DataFrame:
     """Add the derived columns whose inputs are present (existing columns are kept as they are)."""
+    import polars as pl
+
     cols = set(frame.columns)
     exprs: list[pl.Expr] = []
     f = frame
@@ -429,6 +439,8 @@ def _check_columns(frame: pl.DataFrame, names: list[str], table: str | None) -> 
 
 def _dense_raw(frame: pl.DataFrame, spec: FeatureSpec, table: str | None) -> np.ndarray:
     """[n, n_dense] float64 after null fill and transform, NaN where still null (to impute)."""
+    import polars as pl
+
     out = np.empty((frame.height, len(spec.dense)), dtype=np.float64)
     for j, name in enumerate(spec.dense):
         s = frame[name]
@@ -475,6 +487,8 @@ class Encoders:
         table: str | None = None,
     ) -> "Encoders":
         """Fit on the training frame (the joined frame of `read_examples`, collected)."""
+        import polars as pl
+
         _check_not_empty(frame, table)
         frame = prepare(frame)
         _check_columns(frame, [*spec.sparse, *spec.dense], table)
@@ -509,6 +523,8 @@ class Encoders:
 
     def transform(self, frame: pl.DataFrame, *, table: str | None = None) -> Batch:
         """Encode a frame; labels are zeros where the frame has none (scoring candidates)."""
+        import polars as pl
+
         _check_not_empty(frame, table)
         frame = prepare(frame)
         spec = self.spec

@@ -2,7 +2,7 @@
 
 * `TorchRecDLRM`: sparse features go through a TorchRec `EmbeddingBagCollection`
   (`sparse_arch.embedding_bag_collection`, like `torchrec.models.dlrm.DLRM`), so the model can be
-  sharded later with `DistributedModelParallel` (see `ml.train.prepare_fused`).
+  sharded later with `DistributedModelParallel` (see `ml.optim.prepare_fused`).
 * `ReferenceDLRM`: the same architecture in plain PyTorch, one `nn.EmbeddingBag` per feature. It
   never imports torchrec (importing torchrec takes ~2.4 s), and its `state_dict` has the same keys
   as the TorchRec model's, so weights and checkpoints move between the two unchanged.

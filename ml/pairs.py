@@ -16,10 +16,9 @@ explicit cross join exactly (a test holds them together).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import polars as pl
 import torch
 
 from ml.features import (
@@ -31,6 +30,11 @@ from ml.features import (
     class_side,
     prepare,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    import polars as pl
+# polars only where frames are encoded: gathering pairs (`PairEncoder.pairs`, `score_matrix`)
+# and `ml.factorized` import without it
 
 # (dense [N, n_dense] float32, sparse [N, n_sparse] int64) -> logits [N, n_heads]
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -47,6 +51,8 @@ class Side:
 
 
 def _null_like(name: str, sparse: bool) -> pl.Expr:
+    import polars as pl
+
     return pl.lit(None, dtype=pl.Utf8 if sparse else pl.Float64).alias(name)
 
 
@@ -72,6 +78,8 @@ class PairEncoder:
         return frame.with_columns(missing) if missing else frame
 
     def _code(self, values: pl.Series) -> np.ndarray:
+        import polars as pl
+
         out = np.full(len(values), -1, dtype=np.int64)
         for i, v in enumerate(values.cast(pl.Utf8).to_list()):
             if v is not None:
@@ -80,6 +88,8 @@ class PairEncoder:
 
     def encode_users(self, users: pl.DataFrame) -> Side:
         """Users with the context of the list (platform, hour_of_day, day_of_week, ...)."""
+        import polars as pl
+
         frame = self._complete(users)
         batch = self.encoders.transform(frame, table="users")
         raw: dict[str, np.ndarray] = {}
@@ -113,6 +123,8 @@ class PairEncoder:
 
     def encode_classes(self, classes: pl.DataFrame) -> Side:
         """Candidate classes: catalogue, `class_`-prefixed popularity, release_date, event_date."""
+        import polars as pl
+
         frame = self._complete(classes)
         batch = self.encoders.transform(frame, table="classes")
         raw: dict[str, np.ndarray] = {}

@@ -9,8 +9,8 @@ Typical use::
     model = build_model(out.model_config, "reference"); model.load_state_dict(out.state_dict)
 
 Each worker trains on its own share of the training days (`days_for_rank`). After every epoch
-rank 0 writes `checkpoint.pt` (`ml.train.save_checkpoint`: plain weights, optimizer, epoch),
-`history.json` (every epoch so far, earlier attempts included) and `run.json` into a fresh
+rank 0 writes the epoch's checkpoint (`ml.checkpoint`: plain weights, optimizer state, epoch,
+every epoch's metrics so far, earlier attempts included, and the optimizer layout) into a fresh
 directory and reports it to Ray Train (`ray.train.report(metrics, checkpoint=...)`); the other
 ranks report the same metrics without a checkpoint. In Ray Train V2 every rank must call
 `report` the same number of times (it is a barrier), and a checkpoint is registered when at
@@ -20,8 +20,8 @@ least one rank passes one, so `checkpoint=None` on the other ranks is the docume
 Resuming (Ray 2.60 runs Train V2 by default: `RAY_TRAIN_V2_ENABLED` defaults to on):
 
 * worker failure within a run: `FailureConfig(max_failures=...)` restarts the worker group and
-  `ray.train.get_checkpoint()` returns the last reported checkpoint; the loop passes its
-  `checkpoint.pt` to `run_training(resume_from=...)`, which continues with the next epoch.
+  `ray.train.get_checkpoint()` returns the last reported checkpoint; the worker passes it to
+  `run_training(resume_from=...)`, which continues with the next epoch.
 * the whole run restarted (driver crashed, the user runs again with the same `storage_path` and
   `run_name`): V2's CheckpointManager reads the run snapshot
   (`<storage_path>/<run_name>/checkpoint_manager_snapshot.json`) at start-up and hands the latest
@@ -49,20 +49,20 @@ workers under Ray on this 2-core machine, torch 2.13, torchrec 1.8):
   World size 1 keeps the fused path (`job.train.fused`), the fast one on CPU.
 * the ranks read different days, hence different numbers of batches: plain DDP then pairs one
   rank's gradient all-reduce with another rank's next collective and gloo aborts the process
-  (seen: "Received data size doesn't match expected size"). `_plain_keys_ddp` runs each epoch
+  (seen: "Received data size doesn't match expected size"). `ml.ddp.plain_keys_ddp` runs each epoch
   inside DDP's `Join`: a rank out of batches shadows the others' all-reduces with zero
   gradients, and the replicas are made equal again at the end of each epoch. Optimizer state
   (e.g. Adam's step count) may then differ slightly between ranks; rank 0's is checkpointed.
-* a checkpoint's optimizer state resumes only under the same layout (`run.json` "strategy":
-  cpu-fused, cpu-ddp, ...); resuming a 1-worker run with 2 workers (or back) restores the
-  weights and the epoch and starts a fresh optimizer.
+* a checkpoint's optimizer state resumes only under the same layout ("strategy" in its
+  checkpoint.json: cpu-fused, cpu-ddp, ...); resuming a 1-worker run with 2 workers (or back)
+  restores the weights, the epoch and the history and starts a fresh optimizer.
 
 On a GPU (`use_gpu=True`) the intended path is NCCL with DistributedModelParallel and the
-default sharded plan on `ray.train.torch.get_device()`. `run_training` / `prepare_fused` do not
-take a device yet (CPU only), so `train_on_ray(use_gpu=True)` raises NotImplementedError up front
-unless `run_training` accepts a `device` argument; the worker passes it when it does. A sharded
-GPU model also needs its ShardedTensors gathered on every rank before rank 0 can save it
-(the same "not fully local" limit as above): untested here (no GPU, no CUDA fbgemm).
+default sharded plan on `ray.train.torch.get_device()`. `prepare_fused` is CPU-only
+(`run_training(device=...)` trains the plain, unfused model on any device), so
+`train_on_ray(use_gpu=True)` raises NotImplementedError up front. A sharded GPU model also needs
+its ShardedTensors gathered on every rank before rank 0 can save it (the same "not fully local"
+limit as above): untested here (no CUDA fbgemm).
 
 Ray Train consumes a report when its controller next polls the worker
 (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, default 2 s): a crash within that window after a report
@@ -70,34 +70,29 @@ resumes from the checkpoint before it.
 
 `ml` never imports dagster; `ray` is imported inside the functions, so importing this module is
 cheap.
+
+Over 400 lines (barely): the launcher, the worker loop and the resume logic share the
+checkpoint bookkeeping.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import json
 import logging
-import math
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
+from ml.checkpoint import copy_checkpoint, read_info, read_weights
+from ml.ddp import plain_keys_ddp
 from ml.features import Encoders
-from ml.model import ModelConfig
-from ml.training_job import TrainingJob, model_config, run_training
-from ml.train import plain_state_dict, save_checkpoint
-
-CHECKPOINT_FILE = "checkpoint.pt"  # ml.train.save_checkpoint: weights, optimizer, epoch
-MODEL_FILE = "model.pt"  # plain weights only: loadable without a process group
-HISTORY_FILE = "history.json"
-RUN_FILE = "run.json"
+from ml.metrics import finite_or_nan
+from ml.training_job import EpochEnd, TrainingJob, TrainingResult, model_config, run_training
 
 _RAY_ENV_DEFAULTS = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -111,17 +106,6 @@ class RayTrainingError(RuntimeError):
     def __init__(self, message: str, worker_errors: dict[int, str] | None = None) -> None:
         super().__init__(message)
         self.worker_errors = dict(worker_errors or {})
-
-
-@dataclass
-class RayTrainOutput:
-    state_dict: dict[str, torch.Tensor]  # plain (unsharded) weights, loadable by either backend
-    model_config: ModelConfig
-    history: list[dict[str, float]]  # one dict per epoch, earlier attempts included when resumed
-    checkpoint_path: str  # the last reported checkpoint directory
-    resumed_from_epoch: int | None  # epoch of the checkpoint it resumed from, if any
-    seconds: float
-    num_workers: int
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,77 +155,6 @@ def init_ray(
 # The worker
 
 
-def _plain_keys_ddp(model: torch.nn.Module) -> torch.nn.Module:
-    """DistributedDataParallel for `run_training(wrap_model=...)`, for ranks with uneven batches.
-
-    * load_state_dict takes the unwrapped model's keys: `run_training` wraps the model before
-      it loads a checkpoint, and checkpoints hold plain keys (`plain_state_dict` strips
-      `module.`).
-    * uneven inputs: each rank reads its own days, so the ranks take different numbers of steps
-      per epoch; plain DDP then pairs one rank's gradient all-reduce with another's next
-      collective and gloo aborts. The training forwards of an epoch run inside DDP's `Join`
-      context (entered at the first training forward, left at the first forward that is not
-      training, e.g. rank 0's validation, or by `finish_epoch()` from the epoch hook): a rank
-      that runs out of batches shadows the others' all-reduces with zero gradients, and on
-      leaving, every rank takes the weights of the rank that ran longest.
-    * buffers are not broadcast in forward (rank 0 validates alone).
-    """
-    from torch.distributed.algorithms.join import _JoinConfig
-    from torch.nn.parallel import DistributedDataParallel
-
-    class _DDP(DistributedDataParallel):
-        _epoch_join: Any = None  # the Join entered at this epoch's first training forward
-        _joined = False  # this rank has left this epoch's Join (validation ran after it)
-
-        def load_state_dict(  # type: ignore[override]
-            self, state_dict: Any, strict: bool = True, assign: bool = False
-        ) -> Any:
-            return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
-
-        def forward(self, *inputs: Any, **kwargs: Any) -> Any:
-            if self.training and torch.is_grad_enabled():
-                if self._joined:
-                    raise RuntimeError(
-                        "training forward after this epoch's join: call finish_epoch() first"
-                    )
-                if self._epoch_join is None:
-                    self._enter_join()
-            elif self._epoch_join is not None:
-                self._leave_join()
-            return super().forward(*inputs, **kwargs)
-
-        def finish_epoch(self) -> None:
-            """End of an epoch on this rank: join (once) and wait until every rank has joined."""
-            if not self._joined:
-                if self._epoch_join is None:  # no training batch on this rank this epoch
-                    self._enter_join()
-                self._leave_join()
-            self._joined = False
-
-        def _enter_join(self) -> None:
-            self._epoch_join = self.join()
-            self._epoch_join.__enter__()
-
-        def _leave_join(self) -> None:
-            join, self._epoch_join = self._epoch_join, None
-            join.__exit__(None, None, None)  # shadows the others' all-reduces until all joined
-            self._joined = True
-            # later forwards (validation) must not announce themselves to a finished Join
-            self._join_config = _JoinConfig.construct_disabled_join_config()
-
-    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
-        return _DDP(model, forward_sync_buffers=False)  # torch >= 2.13 name; init still syncs
-    return _DDP(model, broadcast_buffers=False)
-
-
-def _finite(metrics: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for k, v in metrics.items():
-        v = float(v)
-        out[k] = v if math.isfinite(v) else float("nan")
-    return out
-
-
 def _gather_samples(samples: float, world_size: int) -> list[float]:
     """Every rank's training-sample count for this epoch (a collective: all ranks call it)."""
     import torch.distributed as dist
@@ -269,7 +182,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     config: job (TrainingJob), encoders_json (str), use_gpu (bool), cpus_per_worker (float).
     """
     import ray.train
-    import ray.train.torch
 
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -278,93 +190,66 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     encoders = Encoders.from_json(config["encoders_json"])
     use_gpu = bool(config.get("use_gpu", False))
 
-    kwargs: dict[str, Any] = {}
     wrap_model = None
-    if use_gpu:
-        kwargs["device"] = ray.train.torch.get_device()  # guarded on the driver
-    elif world_size > 1:
+    if world_size > 1 and not use_gpu:
         # DDP over full replicas (see the module docstring): the fused kernel only exists for
         # model-parallel sharding, whose weights are not all on rank 0.
         job = dataclasses.replace(job, train=dataclasses.replace(job.train, fused=False))
-        wrap_model = _plain_keys_ddp
+        wrap_model = plain_keys_ddp
     strategy = _strategy(job, world_size, use_gpu)
 
     # -- resume ---------------------------------------------------------------------------------
     restored = ray.train.get_checkpoint()
     local_dir = Path(tempfile.mkdtemp(prefix=f"ray_ckpt_r{rank}_"))
-    resume_from: Path | None = None
+    restored_dir: Path | None = None
     resumed_from_epoch: int | None = None
-    history: list[dict[str, float]] = []
+    same_layout = True
     if restored is not None:
-        restored.to_directory(str(local_dir / "restored"))
         restored_dir = local_dir / "restored"
-        resume_from = restored_dir / CHECKPOINT_FILE
-        history = json.loads((restored_dir / HISTORY_FILE).read_text())
-        run_info = json.loads((restored_dir / RUN_FILE).read_text())
-        resumed_from_epoch = int(run_info["epoch"])
-        if run_info.get("strategy") != strategy:
-            # e.g. a 1-worker fused run resumed with 2 DDP workers: the optimizer state has
-            # another structure, so resume the weights and the epoch with a fresh optimizer.
-            resume_from = restored_dir / "weights_only.pt"
-            save_checkpoint_payload = {
-                "model": torch.load(restored_dir / MODEL_FILE, map_location="cpu"),
-                "optimizer": None,
-                "epoch": resumed_from_epoch,
-            }
-            torch.save(save_checkpoint_payload, resume_from)
+        restored.to_directory(str(restored_dir))
+        info = read_info(restored_dir)
+        resumed_from_epoch = info.epoch
+        # e.g. a 1-worker fused run resumed with 2 DDP workers: the optimizer state has another
+        # structure, so resume the weights, the epoch and the history with a fresh optimizer
+        same_layout = info.meta.get("strategy") == strategy
+    meta = {"strategy": strategy, "resumed_from_epoch": resumed_from_epoch,
+            "world_size": world_size, "job_epochs": job.train.epochs}
+    reported = 0
 
-    def write_and_report(metrics: dict[str, float], epoch: int, write_checkpoint) -> None:
-        run_info = {
-            "epoch": epoch,
-            "strategy": strategy,
-            "resumed_from_epoch": resumed_from_epoch,
-            "world_size": world_size,
-            "job_epochs": job.train.epochs,
-        }
+    def report(metrics: dict[str, float], write_checkpoint: Callable[[Path], Any]) -> None:
+        nonlocal reported
+        reported += 1
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
         out_dir = Path(tempfile.mkdtemp(prefix="report_", dir=local_dir))
         write_checkpoint(out_dir)
-        (out_dir / HISTORY_FILE).write_text(json.dumps(history))
-        (out_dir / RUN_FILE).write_text(json.dumps(run_info))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(out_dir)))
         shutil.rmtree(out_dir, ignore_errors=True)  # SYNC upload mode: already persisted
 
-    def on_epoch_end(epoch: int, metrics: dict[str, float], model, optimizer) -> None:
-        finish_epoch = getattr(model, "finish_epoch", None)
+    def on_epoch_end(end: EpochEnd) -> None:
+        finish_epoch = getattr(end.model, "finish_epoch", None)
         if finish_epoch is not None:
             finish_epoch()  # DDP: every rank joins before the collectives below
-        metrics = _finite(metrics)
+        metrics = end.metrics
+        metrics.update(finite_or_nan(metrics))
         per_rank = _gather_samples(metrics.get("samples", 0.0), world_size)
         metrics.update({f"samples_rank{r}": s for r, s in enumerate(per_rank)})
         metrics["samples_total"] = float(sum(per_rank))
         metrics["world_size"] = float(world_size)
-        if rank == 0:
-            history.append(dict(metrics))
-
-        def write(out_dir: Path) -> None:
-            save_checkpoint(out_dir / CHECKPOINT_FILE, model, optimizer, epoch)
-            torch.save(plain_state_dict(model), out_dir / MODEL_FILE)
-
-        write_and_report(metrics, epoch, write)
+        report(dict(metrics), lambda out_dir: end.save(out_dir, **meta))
 
     try:
         result = run_training(
-            job, encoders, rank=rank, world_size=world_size, resume_from=resume_from,
-            on_epoch_end=on_epoch_end, wrap_model=wrap_model, **kwargs,
+            job, encoders, rank=rank, world_size=world_size, resume_from=restored_dir,
+            resume_optimizer=same_layout, on_epoch_end=on_epoch_end, wrap_model=wrap_model,
         )
-        if not result.history and resume_from is not None:
+        if reported == 0 and restored_dir is not None:
             # Nothing left to train (a rerun of a finished run): report the restored checkpoint
             # again, so this run's result names a checkpoint it reported.
-            epoch = resumed_from_epoch if resumed_from_epoch is not None else -1
-            last = history[-1] if history else {"epoch": float(epoch)}
-
-            def copy(out_dir: Path) -> None:
-                for name in (CHECKPOINT_FILE, MODEL_FILE):
-                    shutil.copy2(restored_dir / name, out_dir / name)
-
-            write_and_report(_finite(last), epoch, copy)
+            last = result.history[-1] if result.history else {"epoch": float(resumed_from_epoch)}
+            report(finite_or_nan(last), lambda out_dir: copy_checkpoint(
+                restored_dir, out_dir, resumed_from_epoch=resumed_from_epoch))
     finally:
         shutil.rmtree(local_dir, ignore_errors=True)
 
@@ -440,7 +325,7 @@ def train_on_ray(
     run_name: str,
     max_failures: int = 1,
     cpus_per_worker: float = 1.0,
-) -> RayTrainOutput:
+) -> TrainingResult:
     """Train `job` with `num_workers` Ray Train workers; returns the final weights and history.
 
     storage_path: where Ray Train persists checkpoints (absolute local path, or a URI such as
@@ -461,10 +346,10 @@ def train_on_ray(
         if not os.path.isabs(storage_path):
             raise ValueError(f"a local storage_path must be absolute, got {storage_path!r}")
         Path(storage_path).mkdir(parents=True, exist_ok=True)
-    if use_gpu and "device" not in inspect.signature(run_training).parameters:
+    if use_gpu:
         raise NotImplementedError(
-            "use_gpu=True needs ml.training_job.run_training(device=...) and a CUDA "
-            "DistributedModelParallel in ml.train.prepare_fused; both are CPU-only for now"
+            "use_gpu=True needs a CUDA DistributedModelParallel in ml.optim.prepare_fused (the "
+            "fused path is CPU-only for now) and sharded weights gathered before rank 0 saves"
         )
 
     import ray.train
@@ -507,24 +392,22 @@ def train_on_ray(
         raise RayTrainingError(f"Ray training run {run_name!r} reported no checkpoint")
 
     with result.checkpoint.as_directory() as directory:
-        d = Path(directory)
-        # checkpoint.pt may hold ShardedTensors (fused optimizer state), which unpickle only
-        # inside a process group: the driver reads the plain weights from model.pt
-        state_dict = torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True)
-        history = json.loads((d / HISTORY_FILE).read_text())
-        run_info = json.loads((d / RUN_FILE).read_text())
-    resumed = run_info.get("resumed_from_epoch")
-    return RayTrainOutput(
+        # the optimizer state may hold ShardedTensors (fused path), which unpickle only inside a
+        # process group: the driver reads the plain weights and the history only
+        state_dict = read_weights(directory)
+        info = read_info(directory)
+    resumed = info.meta.get("resumed_from_epoch")
+    return TrainingResult(
         state_dict=state_dict,
         model_config=model_config(job, encoders),
-        history=history,
-        checkpoint_path=_checkpoint_uri(result.checkpoint, storage_path),
+        history=info.history,
         resumed_from_epoch=None if resumed is None else int(resumed),
-        seconds=seconds,
+        checkpoint_path=_checkpoint_uri(result.checkpoint, storage_path),
         num_workers=num_workers,
+        seconds=seconds,
     )
 
 
 __all__ = [
-    "RayTrainOutput", "RayTrainingError", "init_ray", "train_on_ray", "train_loop_per_worker",
+    "RayTrainingError", "init_ray", "train_on_ray", "train_loop_per_worker",
 ]

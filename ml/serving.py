@@ -102,7 +102,7 @@ def score_frame(
 class DLRMScorer(mlflow.pyfunc.PythonModel):
     """pyfunc model: candidate frame -> one sigmoid-probability column per head.
 
-    The input is the joined frame `gold_reader.read_examples` returns (or a pandas copy of it);
+    The input is the joined frame `ml.examples.read_examples` returns (or a pandas copy of it);
     extra columns are ignored, missing feature columns raise `FeatureError`.
     """
 

@@ -6,17 +6,21 @@ Why these exist:
 * telemetry off before MLflow is imported here (`disable_telemetry`);
 * a logged model that scores without the training code: a TorchScript export of the plain-PyTorch
   `ReferenceDLRM` + the Encoders JSON + `ml/serving.py` as the pyfunc (see `log_scoring_model`);
-* registry look-ups that answer None instead of raising when a model or alias does not exist.
+* registry look-ups that answer None instead of raising when a model or alias does not exist;
+* the run API the rest of `ml` uses (`start_run`, `log_params`, `log_text`, `log_artifact`,
+  `set_tag`), so nothing outside this module imports mlflow itself.
 
 `mlflow` is imported lazily (inside the functions), after `disable_telemetry()`: `import mlflow`
 itself creates a telemetry client (and writes an installation id under `~/.config`) unless
 telemetry is already disabled in the environment.
+
+Over 400 lines: it is the one module that imports mlflow (telemetry off first); the scoring
+model and the run API share that guarded import.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -32,6 +36,7 @@ import polars as pl
 import torch
 
 from ml.features import Encoders
+from ml.metrics import finite
 from ml.model import ModelConfig, ReferenceDLRM
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,6 +151,43 @@ def _active_run():
     return run
 
 
+def start_run(*, run_id: str | None = None, experiment_id: str | None = None,
+              run_name: str | None = None, tags: Mapping[str, str] | None = None):
+    """`mlflow.start_run`: a new run (in `experiment_id`, named, tagged), or `run_id` resumed.
+    Use as a context manager; the run is `.info.run_id`."""
+    return _mlflow().start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name,
+                               tags=dict(tags) if tags else None)
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Params of the active run; lists, tuples, sets and dicts as JSON."""
+    mlflow = _mlflow()
+    _active_run()
+    mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict, tuple, set)) else v
+                       for k, v in params.items()})
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    """A text artifact of the active run (e.g. "evaluation/report.md")."""
+    mlflow = _mlflow()
+    _active_run()
+    mlflow.log_text(text, artifact_file)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    """A local file as an artifact of the active run, under `artifact_path`."""
+    mlflow = _mlflow()
+    _active_run()
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def set_tag(key: str, value: str) -> None:
+    """A tag on the active run."""
+    mlflow = _mlflow()
+    _active_run()
+    mlflow.set_tag(key, value)
+
+
 def log_lineage(
     table_versions: Mapping[str, int], uris: Mapping[str, str] | None = None
 ) -> None:
@@ -162,14 +204,6 @@ def log_lineage(
         mlflow.set_tag(metric_key(f"data.{table}.uri"), str(uri))
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def log_dict_metrics(
     metrics: Mapping[str, Any], step: int | None = None, prefix: str = ""
 ) -> dict[str, float]:
@@ -181,7 +215,7 @@ def log_dict_metrics(
     _active_run()
     logged = {}
     for name, value in metrics.items():
-        v = _finite(value)
+        v = finite(value)
         if v is not None:
             logged[metric_key(f"{prefix}{name}")] = v
     if logged:
@@ -357,16 +391,20 @@ def load_scorer(model_uri: str) -> Callable[[pl.DataFrame], np.ndarray]:
 
 
 def load_torchscript(
-    model_uri: str, dst_path: str | Path | None = None
+    model_uri: str, dst_path: str | Path | None = None, *, tracking_uri: str | None = None
 ) -> tuple[torch.jit.ScriptModule, Encoders, tuple[str, ...]]:
     """The fast path for batch scoring: (TorchScript module, Encoders, heads), no pandas.
 
     Use with `ml.serving.score_frame(module, encoders, frame)` on millions of rows.
     Artifacts are downloaded to `dst_path` (a temp folder when None; the files are loaded
-    into memory before it is removed).
+    into memory before it is removed). `tracking_uri`: the store that resolves `model_uri`
+    (set process-wide, as in a Ray actor that has not set one), else the current one.
     """
     mlflow = _mlflow()
     from ml import serving
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
 
     def _load(folder: str) -> tuple[torch.jit.ScriptModule, Encoders, tuple[str, ...]]:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder))

@@ -1,35 +1,19 @@
-"""Single-process training of the multi-head DLRM: loss, epoch loop, evaluation, checkpoints.
+"""One epoch of the multi-head DLRM, and its evaluation: the steps every training path takes.
 
-No Ray and no orchestration here; a Ray Train wrapper and the Dagster assets call these pieces.
-
-Typical use::
-
-    model = build_model(model_config, backend="torchrec")
-    history = fit(model, lambda: iter_batches(...), TrainConfig(epochs=3),
-                  on_epoch_end=lambda epoch, metrics, model: ...)
-
-`fit` builds the optimizer itself (`setup_training`); to resume, build it yourself::
-
-    model, optimizer = setup_training(model, config)
-    epoch = load_checkpoint(path, model, optimizer)
-    fit(model, batches_fn, config, optimizer=optimizer, start_epoch=epoch + 1)
-
-With `TrainConfig(fused=True)` and a `TorchRecDLRM`, `setup_training` wraps the model in TorchRec's
-`DistributedModelParallel` on a gloo process group (world size 1 when none exists yet): every table
-is placed table-wise with the fused FBGEMM kernel and its optimizer runs inside backward; the
-other parameters get an ordinary optimizer (the in-backward ones filtered out, see STACK.md).
+`ml.training_job.run_training` is the one loop over epochs (it builds the model, the optimizer
+with `ml.optim.setup_training`, resumes from `ml.checkpoint`, validates and calls the epoch hook);
+`train_epoch` is one pass over the batches it is given, on the CPU or any `device`.
+No Ray, no data reading and no orchestration here (benchmarks/gpu_bench.py imports it where only
+torch and numpy exist).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -37,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.batch import HEADS, Batch
+from ml.metrics import roc_auc
 
 OPTIMIZERS = ("adam", "adagrad")
 
@@ -120,181 +105,6 @@ def head_names(model: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(inner, "head_names", HEADS))
 
 
-def _is_embedding_param(name: str) -> bool:
-    return "sparse_arch." in name
-
-
-def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict with ordinary tensors (ShardedTensor of a world-size-1 DMP made whole).
-
-    The keys are those of the unwrapped model, so either backend can load the result.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
-        key = key.removeprefix("module.")
-        if hasattr(value, "local_shards"):  # torch.distributed ShardedTensor
-            value = _gather_sharded(value)
-        out[key] = value.detach().clone()
-    return out
-
-
-def _gather_sharded(value: Any) -> torch.Tensor:
-    full = torch.empty(tuple(value.size()), dtype=value.dtype)
-    covered = 0
-    for shard in value.local_shards():
-        offsets = shard.metadata.shard_offsets
-        sizes = shard.metadata.shard_sizes
-        index = tuple(slice(o, o + s) for o, s in zip(offsets, sizes))
-        full[index] = shard.tensor.detach().cpu()
-        covered += math.prod(sizes)
-    if covered != full.numel():
-        raise RuntimeError("sharded tensor is not fully local; gather it on every rank first")
-    return full
-
-
-# ---------------------------------------------------------------------------------------------
-# Optimizers and the fused (DistributedModelParallel) path
-
-
-def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    return {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[name]
-
-
-class MultiOptimizer:
-    """Steps several torch optimizers as one (dense and sparse with different algorithms)."""
-
-    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        self.optimizers = optimizers
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [g for o in self.optimizers for g in o.param_groups]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for o in self.optimizers:
-            o.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for o in self.optimizers:
-            o.step()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizers": [o.state_dict() for o in self.optimizers]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if len(state["optimizers"]) != len(self.optimizers):
-            raise ValueError("optimizer state does not match this MultiOptimizer")
-        for o, s in zip(self.optimizers, state["optimizers"]):
-            o.load_state_dict(s)
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> Any:
-    """Plain PyTorch optimizer(s): weight decay on dense parameters, none on embeddings.
-
-    One torch optimizer with two parameter groups, or a `MultiOptimizer` when the sparse
-    optimizer differs from the dense one.
-    """
-    dense, sparse = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (sparse if _is_embedding_param(name) else dense).append(p)
-    dense_group = {"params": dense, "weight_decay": config.weight_decay}
-    sparse_group = {"params": sparse, "weight_decay": 0.0, "lr": config.sparse_lr or config.lr}
-    dense_cls = _optimizer_class(config.optimizer)
-    sparse_cls = _optimizer_class(config.sparse_optimizer_name)
-    if sparse_cls is dense_cls or not sparse:
-        return dense_cls(
-            [dense_group, sparse_group] if sparse else [dense_group], lr=config.lr, foreach=True
-        )
-    return MultiOptimizer(
-        [
-            dense_cls([dense_group], lr=config.lr, foreach=True),
-            sparse_cls([sparse_group], lr=config.lr, foreach=True),
-        ]
-    )
-
-
-def _ensure_process_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return
-    store_file = tempfile.NamedTemporaryFile(prefix="dlrm_gloo_", delete=False)
-    store_file.close()
-    os.unlink(store_file.name)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{store_file.name}", rank=0, world_size=1
-    )
-
-
-def prepare_fused(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, Any]:
-    """Wrap a TorchRecDLRM in DistributedModelParallel with the fused FBGEMM CPU kernel.
-
-    Returns (dmp_model, optimizer). The embedding optimizer runs inside backward; the returned
-    `CombinedOptimizer` steps the dense parameters and carries the fused optimizer's state for
-    checkpoints. The wrapped model's current weights are kept.
-    """
-    import torch.distributed as dist
-    from torchrec.distributed import DistributedModelParallel
-    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-    from torchrec.distributed.planner import (
-        EmbeddingShardingPlanner,
-        ParameterConstraints,
-        Topology,
-    )
-    from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
-    from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
-    from torchrec.optim.optimizers import in_backward_optimizer_filter
-
-    from ml.model import TorchRecDLRM
-
-    if not isinstance(model, TorchRecDLRM):
-        raise TypeError(f"fused training needs a TorchRecDLRM, got {type(model).__name__}")
-    _ensure_process_group()
-    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    ebc = model.sparse_arch.embedding_bag_collection
-    sparse_kwargs: dict[str, Any] = {"lr": config.sparse_lr or config.lr}
-    apply_optimizer_in_backward(
-        _optimizer_class(config.sparse_optimizer_name), ebc.parameters(), sparse_kwargs
-    )
-
-    world = dist.get_world_size()
-    constraints = {
-        table: ParameterConstraints(sharding_types=["table_wise"], compute_kernels=["fused"])
-        for table in model.config.table_names()
-    }
-    planner = EmbeddingShardingPlanner(
-        topology=Topology(world_size=world, compute_device="cpu"), constraints=constraints
-    )
-    sharders = [EmbeddingBagCollectionSharder()]
-    plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
-    dmp = DistributedModelParallel(
-        model,
-        device=torch.device("cpu"),
-        plan=plan,
-        sharders=sharders,
-        init_data_parallel=world > 1,  # DDP over one rank only adds hooks and copies
-    )
-    dmp.load_state_dict(weights)  # sharding re-initialises the tables
-
-    dense_params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
-    opt_cls = _optimizer_class(config.optimizer)
-    dense_opt = KeyedOptimizerWrapper(
-        dense_params,
-        lambda params: opt_cls(
-            params, lr=config.lr, weight_decay=config.weight_decay, foreach=True
-        ),
-    )
-    return dmp, CombinedOptimizer([dmp.fused_optimizer, dense_opt])
-
-
-def setup_training(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, Any]:
-    """(model to train, optimizer): the fused DMP path when config.fused, else plain PyTorch."""
-    if config.fused:
-        return prepare_fused(model, config)
-    return model, make_optimizer(model, config)
-
-
 # ---------------------------------------------------------------------------------------------
 # Loss, epoch, evaluation
 
@@ -319,18 +129,25 @@ def train_epoch(
     config: TrainConfig,
     *,
     epoch: int = 0,
+    device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """One pass over `batches`. Returns loss (weighted), loss_<head>, samples, samples_per_s, seconds.
 
+    device: where the model is; each batch is copied there (`non_blocking`, so a batch in
+    pinned host memory overlaps its copy) and the loss sums stay there, read once at the end.
+    On the CPU (the default) nothing is copied.
     Raises FloatingPointError naming the head, epoch and step when a loss is NaN or infinite.
     """
     heads = head_names(model)
     weights = config.weights_for(heads)
+    device = torch.device(device)
     model.train()
-    sums = torch.zeros(len(heads), dtype=torch.float64)
-    total_sum, samples, step = 0.0, 0, -1
+    sums = torch.zeros(len(heads), dtype=torch.float64, device=device)
+    total_sum = torch.zeros((), dtype=torch.float64, device=device)
+    samples, step = 0, -1
     start = time.perf_counter()
     for step, batch in enumerate(batches):
+        batch = _batch_to(batch, device)
         logits = model(batch.dense, batch.sparse)
         total, per_head = multi_head_loss(logits, batch.labels, weights)
         per_head_d = per_head.detach()
@@ -344,12 +161,12 @@ def train_epoch(
         optimizer.step()
         n = len(batch)
         sums += per_head_d.double() * n
-        total_sum += float(total.detach()) * n
+        total_sum += total.detach().double() * n
         samples += n
     seconds = time.perf_counter() - start
     denom = max(samples, 1)
-    metrics: dict[str, float] = {"loss": total_sum / denom}
-    metrics.update({f"loss_{h}": float(s) / denom for h, s in zip(heads, sums)})
+    metrics: dict[str, float] = {"loss": float(total_sum) / denom}
+    metrics.update({f"loss_{h}": float(s) / denom for h, s in zip(heads, sums.tolist())})
     metrics.update(
         samples=float(samples),
         steps=float(step + 1),
@@ -359,33 +176,29 @@ def train_epoch(
     return metrics
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Rank-based (Mann-Whitney) AUC with tied scores averaged; NaN when only one class."""
-    labels = np.asarray(labels).astype(bool).ravel()
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(scores.size, dtype=np.float64)
-    # average rank (1-based) within each run of equal scores
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+def _batch_to(batch: Batch, device: torch.device) -> Batch:
+    """The batch on `device` (itself when already there)."""
+    if batch.dense.device == device and batch.sparse.device == device and batch.labels.device == device:
+        return batch
+    return Batch(batch.dense.to(device, non_blocking=True), batch.sparse.to(device, non_blocking=True),
+                 batch.labels.to(device, non_blocking=True))
 
 
 @torch.no_grad()
-def evaluate_logloss(model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-    """logloss_<head> and auc_<head> over all batches, plus logloss (mean over heads), samples."""
+def evaluate_logloss(
+    model: nn.Module, batches: Iterable[Batch], *, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """logloss_<head> and auc_<head> over all batches, plus logloss (mean over heads), samples.
+
+    device: where the model is; batches are copied there (see `train_epoch`)."""
     heads = head_names(model)
+    device = torch.device(device)
     was_training = model.training
     model.eval()
     all_logits, all_labels = [], []
     try:
         for batch in batches:
+            batch = _batch_to(batch, device)
             all_logits.append(model(batch.dense, batch.sparse).float().cpu())
             all_labels.append(batch.labels.float().cpu())
     finally:
@@ -403,77 +216,7 @@ def evaluate_logloss(model: nn.Module, batches: Iterable[Batch]) -> dict[str, fl
     return out
 
 
-def fit(
-    model: nn.Module,
-    train_batches_fn: Callable[[], Iterable[Batch]],
-    config: TrainConfig,
-    *,
-    on_epoch_end: Callable[[int, dict[str, float], nn.Module], None] | None = None,
-    optimizer: Any = None,
-    start_epoch: int = 0,
-) -> list[dict[str, float]]:
-    """Train epochs start_epoch .. config.epochs-1; returns each epoch's train metrics.
-
-    Without `optimizer`, seeds and calls `setup_training` (with fused=True the model is wrapped
-    in DistributedModelParallel; `on_epoch_end` then receives the wrapped model). With one, the
-    model is used as given (already set up, e.g. after `load_checkpoint`).
-    `on_epoch_end(epoch, metrics, model)` is where checkpointing and MLflow logging hook in.
-    """
-    if optimizer is None:
-        seed_everything(config.seed)
-        model, optimizer = setup_training(model, config)
-    history = []
-    for epoch in range(start_epoch, config.epochs):
-        metrics = train_epoch(model, train_batches_fn(), optimizer, config, epoch=epoch)
-        metrics["epoch"] = float(epoch)
-        history.append(metrics)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics, model)
-    return history
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer: Any, epoch: int) -> Path:
-    """torch.save {model, optimizer, epoch}; written to a temp file then renamed (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "model": plain_state_dict(model),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "epoch": int(epoch),
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def load_checkpoint(path: str | Path, model: nn.Module, optimizer: Any = None) -> int:
-    """Restore model (and optimizer, when given) in place; returns the saved epoch."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
-    restore_optimizer = optimizer is not None and payload.get("optimizer") is not None
-    if restore_optimizer:
-        _init_keyed_optimizer_state(optimizer)  # before the weights: it takes a zero-grad step
-    model.load_state_dict(payload["model"])
-    if restore_optimizer:
-        optimizer.load_state_dict(payload["optimizer"])
-    return int(payload["epoch"])
-
-
-def _init_keyed_optimizer_state(optimizer: Any) -> None:
-    """TorchRec's KeyedOptimizer loads state only into initialised state: initialise lazy parts.
-
-    A CombinedOptimizer from `prepare_fused` holds the fused (already initialised) embedding
-    optimizer and a KeyedOptimizerWrapper whose state is empty until its first step.
-    """
-    if not hasattr(optimizer, "init_state"):
-        return  # plain torch optimizers load into empty state
-    subs = getattr(optimizer, "optimizers", None)
-    parts = [o for _, o in subs] if isinstance(subs, list) else [optimizer]
-    for part in parts:
-        if hasattr(part, "init_state") and len(part.state) == 0 and len(part.params) > 0:
-            part.init_state()
-            part.zero_grad(set_to_none=True)
+__all__ = [
+    "TrainConfig", "evaluate_logloss", "head_names", "multi_head_loss",
+    "seed_everything", "train_epoch", "unwrap",
+]

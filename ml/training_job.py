@@ -3,27 +3,29 @@
 A `TrainingJob` says which gold window to read, how much of it, which model and which training
 hyper-parameters. It is a picklable dataclass, so the same object drives:
 
-* `run_training(job, encoders)` here: one process, no Ray (tests, the GPU entry point,
-  benchmarks of the model itself);
-* `ml.ray_training.train_on_ray(job, encoders, num_workers=...)`: the same loop inside Ray
-  Train workers, each reading its own share of the days.
+* `run_training(job, encoders)` here: the one loop over epochs, in this process (the ablation,
+  the experiment grid, tests, benchmarks of the model itself);
+* `ml.ray_training.train_on_ray(job, encoders, num_workers=...)`: `run_training` inside Ray
+  Train workers, each reading its own share of the days (the model asset).
+
+Both resume from and write the one checkpoint format of `ml.checkpoint`.
 
 Typical use::
 
-    window = plan_window(lakehouse_uri, train_days=28, valid_days=1)
+    window = plan_window(GoldStore(lakehouse_uri, storage_options), train_days=28, valid_days=1)
     job = TrainingJob(data=window, model=ModelHParams(), train=TrainConfig(epochs=2))
     encoders = fit_encoders(job)
     result = run_training(job, encoders)
 
 A mapped dataset (any interaction log imported through a mapping file) is the same job with
-`dataset="mapped"`: its spec is `ml.features.mapped_spec` of the gold tables' columns.
+`dataset=MAPPED` (`ml.datasets`): its spec is `ml.features.mapped_spec` of the gold tables' columns.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import random
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -33,19 +35,14 @@ import torch
 from torch import nn
 
 from ml.batch import Batch
-from ml.features import DATASETS, Encoders, FeatureError, FeatureSpec, default_spec, with_context
-from ml.gold_reader import _scan, iter_batches, mapped_spec_from_gold, read_examples, table_uri
+from ml.checkpoint import load_checkpoint, plain_state_dict, save_checkpoint
+from ml.datasets import FITNESS, Dataset
+from ml.features import Encoders, FeatureError, FeatureSpec, with_context
+from ml.examples import iter_batches, read_examples
+from ml.gold import GoldStore
 from ml.model import ModelConfig, build_model
-from ml.train import (
-    TrainConfig,
-    evaluate_logloss,
-    load_checkpoint,
-    plain_state_dict,
-    save_checkpoint,
-    seed_everything,
-    setup_training,
-    train_epoch,
-)
+from ml.optim import setup_training
+from ml.train import TrainConfig, evaluate_logloss, seed_everything, train_epoch
 
 
 @dataclass(kw_only=True)
@@ -53,16 +50,15 @@ class DataWindow:
     """Which examples: event dates [train_start, train_end] to train on, and the held-out days
     [valid_start, valid_end] (strictly later) for per-epoch log-loss/AUC.
 
-    sample_fraction keeps whole users by a stable hash (ml.gold_reader.user_kept), so the
+    sample_fraction keeps whole users by a stable hash (ml.gold.user_kept), so the
     downsampled set is the same in every process and on every run.
     """
 
-    lakehouse_uri: str
+    gold: GoldStore
     train_start: dt.date
     train_end: dt.date
     valid_start: dt.date | None = None
     valid_end: dt.date | None = None
-    storage_options: dict[str, str] | None = None
     sample_fraction: float = 1.0
     seed: int = 0
 
@@ -113,59 +109,50 @@ class TrainingJob:
     ))
     backend: str = "torchrec"
     encoder_fit_rows: int = 400_000
-    # "fitness" (the simulator's gold tables) or "mapped" (a mapping file's gold tables)
-    dataset: str = "fitness"
-
-    def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+    # whose gold tables: the simulator's (FITNESS) or a mapping file's (MAPPED)
+    dataset: Dataset = FITNESS
 
     def params(self) -> dict[str, Any]:
         """Flat name -> value, for MLflow params and Dagster metadata."""
-        out: dict[str, Any] = {"backend": self.backend, "dataset": self.dataset}
+        out: dict[str, Any] = {"backend": self.backend, "dataset": self.dataset.name,
+                               "data.lakehouse_uri": self.data.gold.uri}  # no storage options:
         for prefix, obj in (("data", self.data), ("model", self.model), ("train", self.train)):
-            for k, v in asdict(obj).items():
-                if k == "storage_options":
-                    continue  # may carry credentials
-                out[f"{prefix}.{k}"] = v.isoformat() if isinstance(v, dt.date) else v
+            for k, v in asdict(obj).items():  # they may carry credentials
+                if k != "gold":
+                    out[f"{prefix}.{k}"] = v.isoformat() if isinstance(v, dt.date) else v
         return out
 
 
 @dataclass
 class TrainingResult:
-    state_dict: dict[str, torch.Tensor]
+    """What a training run leaves, in this process or on Ray workers (`train_on_ray`)."""
+
+    state_dict: dict[str, torch.Tensor]  # plain CPU weights, loadable by either backend
     model_config: ModelConfig
-    history: list[dict[str, float]]  # per epoch: train metrics + valid_* metrics
-    start_epoch: int = 0  # > 0 when resumed from a checkpoint
+    # per epoch: train metrics + valid_* metrics; a resumed run's starts with the checkpoint's
+    history: list[dict[str, float]]
+    resumed_from_epoch: int | None = None  # the epoch of the checkpoint it resumed from
+    checkpoint_path: str | None = None  # Ray: the last checkpoint it reported
+    num_workers: int = 1
+    seconds: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------
 # Planning the window
 
 
-def event_dates(lakehouse_uri: str, storage_options: dict | None = None) -> list[dt.date]:
-    """The event dates present in gold training_examples (missing/empty table: a clear error)."""
-    uri = table_uri(lakehouse_uri, "gold", "training_examples")
-    lf = _scan(uri, storage_options)
-    dates = lf.select(pl.col("event_date").unique()).collect()["event_date"].to_list()
-    if not dates:
-        raise ValueError(f"no training examples: Delta table {uri} is empty")
-    return sorted(dates)
-
-
 def plan_window(
-    lakehouse_uri: str,
+    gold: GoldStore,
     *,
     train_days: int = 28,
     valid_days: int = 1,
     end: dt.date | None = None,
-    storage_options: dict | None = None,
     sample_fraction: float = 1.0,
     seed: int = 0,
 ) -> DataWindow:
     """The last `valid_days` event dates up to `end` (default: the latest) are held out; the
     `train_days` before them are trained on. Fails naming the table when too few days exist."""
-    dates = [d for d in event_dates(lakehouse_uri, storage_options) if end is None or d <= end]
+    dates = [d for d in gold.event_dates() if end is None or d <= end]
     if len(dates) < valid_days + 1:
         raise ValueError(
             f"gold training_examples has {len(dates)} event date(s) up to {end or 'now'}; "
@@ -176,12 +163,11 @@ def plan_window(
     train_end = (valid_start or last + dt.timedelta(days=1)) - dt.timedelta(days=1)
     train_start = max(dates[0], train_end - dt.timedelta(days=train_days - 1))
     return DataWindow(
-        lakehouse_uri=lakehouse_uri,
+        gold=gold,
         train_start=train_start,
         train_end=train_end,
         valid_start=valid_start,
         valid_end=last if valid_days else None,
-        storage_options=storage_options,
         sample_fraction=sample_fraction,
         seed=seed,
     )
@@ -192,22 +178,18 @@ def plan_window(
 
 
 def _examples(window: DataWindow, start: dt.date, end: dt.date,
-              dataset: str = "fitness") -> pl.LazyFrame:
+              dataset: Dataset = FITNESS) -> pl.LazyFrame:
     return read_examples(
-        window.lakehouse_uri, start=start, end=end, storage_options=window.storage_options,
-        sample_fraction=window.sample_fraction, seed=window.seed, dataset=dataset,
+        window.gold, start=start, end=end, sample_fraction=window.sample_fraction,
+        seed=window.seed, dataset=dataset,
     )
 
 
 def job_spec(job: TrainingJob) -> FeatureSpec:
-    """The job's feature spec: `default_spec` (fitness) or the mapped spec of the gold tables'
-    columns, without the context features for the ablation (`model.with_context=False`)."""
-    if job.dataset == "mapped":
-        w = job.data
-        spec = mapped_spec_from_gold(w.lakehouse_uri, w.storage_options,
-                                     include_ids=job.model.include_ids)
-    else:
-        spec = default_spec(include_ids=job.model.include_ids)
+    """The job's feature spec (`Dataset.feature_spec`: `default_spec` for fitness, the mapped
+    spec of the gold tables' columns), without the context features for the ablation
+    (`model.with_context=False`)."""
+    spec = job.dataset.feature_spec(job.data.gold, include_ids=job.model.include_ids)
     return with_context(spec, job.model.with_context)
 
 
@@ -225,7 +207,7 @@ def fit_encoders(job: TrainingJob) -> Encoders:
     if per_day.height == 0:
         raise FeatureError(
             f"no training examples in {w.train_start}..{w.train_end} "
-            f"(gold training_examples under {w.lakehouse_uri})"
+            f"(gold training_examples under {w.gold.uri})"
         )
     rows_per_day = max(1, int(per_day["len"].mean()))
     n_days = max(1, min(len(days), job.encoder_fit_rows // rows_per_day))
@@ -286,7 +268,25 @@ def valid_batches(job: TrainingJob, encoders: Encoders) -> Iterator[Batch]:
 # ---------------------------------------------------------------------------------------------
 # The loop
 
-EpochHook = Callable[[int, dict[str, float], nn.Module, Any], None]
+
+@dataclass
+class EpochEnd:
+    """What the epoch hook gets after each epoch. `metrics` is the epoch's row of `history`: a
+    hook may add to it before it saves."""
+
+    epoch: int
+    metrics: dict[str, float]
+    history: list[dict[str, float]]  # every epoch so far, a resumed checkpoint's included
+    model: nn.Module
+    optimizer: Any
+
+    def save(self, directory: str | Path, **meta: Any) -> Path:
+        """The checkpoint of this epoch (`ml.checkpoint`), with `meta` in its checkpoint.json."""
+        return save_checkpoint(directory, self.model, self.optimizer, self.epoch,
+                               history=self.history, **meta)
+
+
+EpochHook = Callable[[EpochEnd], None]
 
 
 def run_training(
@@ -296,65 +296,71 @@ def run_training(
     rank: int = 0,
     world_size: int = 1,
     resume_from: str | Path | None = None,
+    resume_optimizer: bool = True,
     on_epoch_end: EpochHook | None = None,
     validate: bool = True,
     wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+    device: torch.device | str = "cpu",
 ) -> TrainingResult:
     """Train `job` in this process (one rank of `world_size` when a process group exists).
 
-    resume_from: a checkpoint written by `ml.train.save_checkpoint`; training continues with
-    the epoch after the saved one. on_epoch_end(epoch, metrics, model, optimizer) runs after
-    every epoch (checkpointing and reporting hook in there). wrap_model: e.g. Ray's
-    prepare_model (DDP) for the non-fused multi-worker path.
+    resume_from: a checkpoint directory (`ml.checkpoint`); training continues with the epoch
+    after the saved one, from its weights and (unless resume_optimizer=False, e.g. another
+    optimizer layout) its optimizer state; the result's history starts with the checkpoint's.
+    on_epoch_end(EpochEnd) runs after every epoch (checkpointing and reporting hook in there).
+    wrap_model: e.g. DDP for the non-fused multi-worker path. device: where the plain (not
+    fused) model trains; batches are copied there as they come.
     """
+    t0 = time.perf_counter()
     seed_everything(job.train.seed)
     config = model_config(job, encoders)
-    model = build_model(config, backend=job.backend)
     train_cfg = job.train
+    device = torch.device(device)
     if train_cfg.fused and job.backend != "torchrec":
         raise ValueError("train.fused needs backend='torchrec'")
+    if train_cfg.fused and device.type != "cpu":
+        raise ValueError("train.fused is the CPU path (FBGEMM's CPU kernel): set fused=False "
+                         f"to train on {device}")
+    model = build_model(config, backend=job.backend).to(device)
     model, optimizer = setup_training(model, train_cfg)
     if wrap_model is not None and not train_cfg.fused:
         model = wrap_model(model)  # DDP keeps the parameter tensors: the optimizer stays valid
-    start_epoch = 0
-    if resume_from is not None:
-        start_epoch = load_checkpoint(resume_from, model, optimizer) + 1
-
     history: list[dict[str, float]] = []
-    for epoch in range(start_epoch, train_cfg.epochs):
+    resumed: int | None = None
+    if resume_from is not None:
+        info = load_checkpoint(resume_from, model, optimizer if resume_optimizer else None)
+        history, resumed = info.history, info.epoch
+
+    for epoch in range(0 if resumed is None else resumed + 1, train_cfg.epochs):
         metrics = train_epoch(
             model, train_batches(job, encoders, epoch=epoch, rank=rank, world_size=world_size),
-            optimizer, train_cfg, epoch=epoch,
+            optimizer, train_cfg, epoch=epoch, device=device,
         )
         metrics["epoch"] = float(epoch)
         if validate and rank == 0:
-            metrics.update({f"valid_{k}": v for k, v in
-                            evaluate_logloss(model, valid_batches(job, encoders)).items()})
+            valid = evaluate_logloss(model, valid_batches(job, encoders), device=device)
+            metrics.update({f"valid_{k}": v for k, v in valid.items()})
         history.append(metrics)
         if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics, model, optimizer)
+            on_epoch_end(EpochEnd(epoch, metrics, history, model, optimizer))
     return TrainingResult(
         state_dict=plain_state_dict(model), model_config=config, history=history,
-        start_epoch=start_epoch,
+        resumed_from_epoch=resumed, num_workers=world_size, seconds=time.perf_counter() - t0,
     )
 
 
 def checkpoint_hook(directory: str | Path) -> EpochHook:
-    """An on_epoch_end that saves `<directory>/checkpoint.pt` after each epoch (atomically)."""
-    path = Path(directory) / "checkpoint.pt"
+    """An on_epoch_end that writes the checkpoint of each epoch to `directory` (replacing the
+    previous one; `ml.checkpoint.save_checkpoint`)."""
 
-    def hook(epoch: int, metrics: dict[str, float], model: nn.Module, optimizer: Any) -> None:
-        save_checkpoint(path, model, optimizer, epoch)
+    def hook(end: EpochEnd) -> None:
+        end.save(directory)
 
     return hook
 
 
-def finite_or_nan(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: (float(v) if math.isfinite(float(v)) else float("nan")) for k, v in metrics.items()}
-
-
 __all__ = [
-    "DataWindow", "ModelHParams", "TrainingJob", "TrainingResult", "event_dates", "plan_window",
+    "DataWindow", "ModelHParams", "TrainingJob", "TrainingResult", "plan_window",
     "fit_encoders", "job_spec", "model_config", "days_for_rank", "train_batches", "valid_batches",
-    "run_training", "checkpoint_hook",
+    "EpochEnd", "run_training", "checkpoint_hook",
 ]

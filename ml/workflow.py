@@ -1,4 +1,5 @@
-"""The model's life cycle in plain functions: train -> log to MLflow -> evaluate -> promote.
+"""The model's life cycle in plain functions: train -> log to MLflow -> evaluate (the gate that
+promotes is `ml.promotion`).
 
 The Dagster assets (`assets/model.py`) and the experiment grid (`ml.experiments`) are thin
 callers of these, so everything here runs and is tested without the orchestrator.
@@ -9,35 +10,24 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
-import json
 import math
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable
 
 import torch
 
 from ml import tracking
-from ml.evaluation import (
-    EvalResult,
-    EvalSettings,
-    ModelRanker,
-    PopularityRanker,
-    comparison_table,
-    evaluate,
-    head_metrics,
-    platform_table,
-    plot_calibration,
-    plot_map_by_k,
-    torch_score_fn,
-)
+from ml.evaluation import EvalResult, evaluate, head_metrics
 from ml.features import Encoders
-from ml.gold_reader import AFFINITY_TABLE, GOLD_TABLES, table_uri, table_versions
+from ml.gold import GoldStore
+from ml.lists import EvalSettings
+from ml.rankers import ModelRanker, PopularityRanker, Ranker, torch_score_fn
+from ml.report import comparison_table, platform_table, plot_calibration, plot_map_by_k
 from ml.model import ModelConfig, build_model
-from ml.promotion import PromotionDecision, apply, decide
-from ml.training_job import TrainingJob, TrainingResult, fit_encoders, run_training
+from ml.training_job import TrainingJob, fit_encoders, run_training
 
 Log = Callable[[str], None]
 
@@ -76,34 +66,6 @@ class TrainedModel:
 # Training
 
 
-def train(
-    job: TrainingJob,
-    *,
-    num_workers: int = 1,
-    use_ray: bool = True,
-    use_gpu: bool = False,
-    ray_storage: str | None = None,
-    ray_run_name: str | None = None,
-    encoders: Encoders | None = None,
-) -> tuple[TrainingResult, Encoders, dict]:
-    """Fit encoders (unless given) and train; on Ray Train workers when use_ray."""
-    encoders = encoders or fit_encoders(job)
-    info: dict[str, Any] = {"num_workers": num_workers if use_ray else 1}
-    if use_ray:
-        from ml.ray_training import train_on_ray
-
-        if not ray_storage or not ray_run_name:
-            raise ValueError("Ray training needs ray_storage and ray_run_name (checkpoints, resume)")
-        out = train_on_ray(job, encoders, num_workers=num_workers, use_gpu=use_gpu,
-                           storage_path=ray_storage, run_name=ray_run_name)
-        result = TrainingResult(state_dict=out.state_dict, model_config=out.model_config,
-                                history=out.history, start_epoch=0)
-        info.update(resumed_from_epoch=out.resumed_from_epoch, checkpoint=out.checkpoint_path)
-    else:
-        result = run_training(job, encoders)
-    return result, encoders, info
-
-
 def train_and_log(
     job: TrainingJob,
     tracking_cfg: Tracking,
@@ -118,31 +80,35 @@ def train_and_log(
     tags: dict[str, str] | None = None,
     log: Log | None = None,
 ) -> TrainedModel:
-    """Train, then log params, input lineage (Delta versions), per-epoch metrics and the scoring
-    model (+ encoders) to one MLflow run; register it as `tracking_cfg.registered_model`."""
-    mlflow = tracking._mlflow()
+    """Fit the encoders, train (`train_on_ray` with `num_workers` Ray Train workers, checkpoints
+    under `ray_storage/run_name`; or `run_training` in this process when not use_ray), then log
+    params, input lineage (Delta versions), per-epoch metrics and the scoring model (+ encoders)
+    to one MLflow run; register it as `tracking_cfg.registered_model` when `register`."""
     exp_id = tracking.ensure_experiment(tracking_cfg.experiment, tracking_cfg.tracking_uri,
                                         tracking_cfg.artifact_root)
-    w = job.data
-    versions = table_versions(w.lakehouse_uri, GOLD_TABLES, w.storage_options)
-    for optional in ("scoring_candidates", AFFINITY_TABLE):  # lineage of what exists
-        try:
-            versions.update(table_versions(w.lakehouse_uri, [optional], w.storage_options))
-        except FileNotFoundError:
-            pass
+    gold = job.data.gold
+    versions = gold.lineage()
     t0 = time.perf_counter()
-    result, encoders, info = train(job, num_workers=num_workers, use_ray=use_ray, use_gpu=use_gpu,
-                                   ray_storage=ray_storage, ray_run_name=run_name)
+    encoders = fit_encoders(job)
+    if use_ray:
+        from ml.ray_training import train_on_ray
+
+        if not ray_storage:
+            raise ValueError("Ray training needs ray_storage (checkpoints, resume)")
+        result = train_on_ray(job, encoders, num_workers=num_workers, use_gpu=use_gpu,
+                              storage_path=ray_storage, run_name=run_name)
+    else:
+        result = run_training(job, encoders)
     seconds = time.perf_counter() - t0
     if log:
         log(f"trained {run_name} in {seconds:.1f}s: {result.history[-1] if result.history else {}}")
     run_tags = {"mlflow.runName": run_name, **(tags or {})}
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
-    with mlflow.start_run(experiment_id=exp_id, tags=run_tags) as run:
-        mlflow.log_params({k: _param(v) for k, v in job.params().items()})
-        mlflow.log_params({"num_workers": info["num_workers"], "use_ray": use_ray})
-        tracking.log_lineage(versions, {t: table_uri(w.lakehouse_uri, "gold", t) for t in versions})
+    with tracking.start_run(experiment_id=exp_id, tags=run_tags) as run:
+        tracking.log_params(job.params())
+        tracking.log_params({"num_workers": result.num_workers, "use_ray": use_ray})
+        tracking.log_lineage(versions, {t: gold.table_uri(t) for t in versions})
         for row in result.history:
             tracking.log_dict_metrics(row, step=int(row.get("epoch", 0)))
         tracking.log_dict_metrics({"train_seconds": seconds})
@@ -154,13 +120,9 @@ def train_and_log(
         run_id=run.info.run_id, experiment_id=exp_id, model_uri=model.model_uri,
         version=model.registered_version, encoders=encoders, model_config=result.model_config,
         state_dict=result.state_dict, history=result.history, table_versions=versions,
-        seconds=seconds, resumed_from_epoch=info.get("resumed_from_epoch"),
-        num_workers=info["num_workers"],
+        seconds=seconds, resumed_from_epoch=result.resumed_from_epoch,
+        num_workers=result.num_workers,
     )
-
-
-def _param(v: Any) -> Any:
-    return json.dumps(v) if isinstance(v, (list, dict, tuple, set)) else v
 
 
 def reference_scorer(state_dict: dict, config: ModelConfig):
@@ -188,12 +150,11 @@ class Evaluation:
 
 
 def evaluate_models(
-    lakehouse_uri: str,
+    gold: GoldStore,
     models: dict[str, tuple[Callable, Encoders]],
     settings: EvalSettings,
     *,
-    oracle=None,
-    storage_options: dict | None = None,
+    oracle: Ranker | None = None,
     candidate: str = "candidate",
     out_dir: str | Path | None = None,
     log: Log | None = None,
@@ -202,22 +163,16 @@ def evaluate_models(
     """Rank the held-out lists with every model (name -> (score_fn, encoders)), popularity and,
     when given, the oracle; per-head AUC/log-loss and calibration for each model.
 
-    Mapped data (`settings.dataset == "mapped"`) never has an oracle; the report says so and
-    describes the temporal split (`train_window`: the models' training event days, if given)."""
+    The report's notes on the protocol are the dataset's (`Dataset.evaluation_notes`: mapped
+    data never has an oracle, and its report describes the temporal split; `train_window`: the
+    models' training event days, if given)."""
     rankers: list = [ModelRanker(n, fn, enc) for n, (fn, enc) in models.items()]
     rankers.append(PopularityRanker())
-    notes = []
-    if settings.dataset == "mapped":
-        if oracle is not None:
-            raise ValueError("mapped data has no simulator: there is no oracle to evaluate")
-        notes.append(mapped_notes(settings, train_window))
-    elif oracle is not None:
+    notes = settings.dataset.evaluation_notes(settings.days, train_window, oracle=oracle is not None)
+    if oracle is not None:
         rankers.append(oracle)
-    else:
-        notes.append("no oracle: the data has no simulator behind it (no _simulator/config.json "
-                     "in the landing zone); compared with popularity and the ablation only")
-    result = evaluate(lakehouse_uri, rankers, settings, storage_options=storage_options, log=log)
-    heads = {n: head_metrics(lakehouse_uri, fn, enc, settings.days, storage_options=storage_options,
+    result = evaluate(gold, rankers, settings, log=log)
+    heads = {n: head_metrics(gold, fn, enc, settings.days,
                              sample_fraction=settings.user_fraction, seed=settings.seed)
              for n, (fn, enc) in models.items()}
     out = Path(out_dir or tempfile.mkdtemp(prefix="evaluation-"))
@@ -245,27 +200,14 @@ def evaluate_models(
     return ev
 
 
-def mapped_notes(settings: EvalSettings, train_window: tuple[dt.date, dt.date] | None) -> str:
-    """The report's plain statement of what a mapped evaluation is (and is not)."""
-    days = ", ".join(d.isoformat() for d in settings.days)
-    trained = (f"trained on the event days {train_window[0].isoformat()}..{train_window[1].isoformat()}"
-               if train_window else f"trained on the days before {min(settings.days).isoformat()}")
-    return ("no oracle: this is a mapped dataset (an interaction log imported through a mapping "
-            "file) with no simulator behind it, so no ranker knows the users' true preferences; "
-            "the model is compared with popularity and the context-free ablation only. "
-            f"Temporal split: {trained}, evaluated on the held-out last day(s) {days} "
-            "(features as of the day before each list; relevant = the items taken that day).")
-
-
 def evaluation_markdown(ev: Evaluation, candidate: str) -> str:
     r = ev.result
     days = ", ".join(d.isoformat() for d in r.settings.days)
-    what = ("item seen on the platform" if r.settings.dataset == "mapped"
-            else "class of the platform released")
+    ds = r.settings.dataset
     parts = [
         f"**Held-out days:** {days}; users evaluated: {r.settings.user_fraction:.0%}; "
-        f"candidates: every {what} by the day before, minus the user's "
-        f"{'items' if r.settings.dataset == 'mapped' else 'classes'} of the last "
+        f"candidates: every {ds.candidates_phrase} by the day before, minus the user's "
+        f"{ds.items_word} of the last "
         f"{r.settings.exclude_days} days.",
         "",
         comparison_table(r, reference="popularity"),
@@ -296,17 +238,16 @@ def png_markdown(path: str, alt: str) -> str:
 
 def log_evaluation(ev: Evaluation, run_id: str) -> None:
     """Evaluation metrics, the markdown report and the plots into the candidate's MLflow run."""
-    mlflow = tracking._mlflow()
-    with mlflow.start_run(run_id=run_id):
+    with tracking.start_run(run_id=run_id):
         tracking.log_dict_metrics({f"eval.{k}": v for k, v in ev.metrics.items()})
-        mlflow.log_text(ev.markdown, "evaluation/report.md")
-        mlflow.log_text(ev.result.summary.write_csv(), "evaluation/summary.csv")
+        tracking.log_text(ev.markdown, "evaluation/report.md")
+        tracking.log_text(ev.result.summary.write_csv(), "evaluation/summary.csv")
         for p in ev.plots.values():
-            mlflow.log_artifact(p, "evaluation")
+            tracking.log_artifact(p, "evaluation")
 
 
 # ---------------------------------------------------------------------------------------------
-# Promotion
+# The champion and the jobs it is compared with
 
 
 def champion_scorer(tracking_cfg: Tracking):
@@ -325,27 +266,6 @@ def champion_scorer(tracking_cfg: Tracking):
     return int(mv.version), fn, encoders
 
 
-def promote(
-    tracking_cfg: Tracking,
-    version: int,
-    ev: Evaluation,
-    *,
-    candidate: str = "candidate",
-    champion_version: int | None = None,
-    failed_checks: Sequence[str] = (),
-    metric: str = "map@10",
-) -> PromotionDecision:
-    """The gate: champion only if the candidate beats the champion on the same lists."""
-    cand = {metric: ev.result.metric(candidate, metric)}
-    champ = ({metric: ev.result.metric("champion", metric)} if champion_version is not None
-             else None)
-    decision = decide(cand, champ, metric=metric, failed_checks=failed_checks,
-                      champion_version=champion_version)
-    apply(tracking_cfg.tracking_uri, tracking_cfg.registered_model, version, decision,
-          champion_version=champion_version)
-    return decision
-
-
 def ablation_job(job: TrainingJob) -> TrainingJob:
     """The same job without the context features."""
     return dataclasses.replace(job, model=dataclasses.replace(job.model, with_context=False))
@@ -360,7 +280,7 @@ def eval_days(job: TrainingJob) -> list[dt.date]:
 
 
 __all__ = [
-    "Tracking", "TrainedModel", "Evaluation", "train", "train_and_log", "reference_scorer",
-    "evaluate_models", "evaluation_markdown", "mapped_notes", "png_markdown", "log_evaluation", "champion_scorer",
-    "promote", "ablation_job", "eval_days",
+    "Tracking", "TrainedModel", "Evaluation", "train_and_log", "reference_scorer",
+    "evaluate_models", "evaluation_markdown", "png_markdown", "log_evaluation", "champion_scorer",
+    "ablation_job", "eval_days",
 ]

@@ -22,11 +22,11 @@ import time
 import dagster as dg
 
 from assets.dbt import lakehouse_dbt_project, load_manifest
-from lakehouse import delta
-from lakehouse.contract import ENTITIES
-from lakehouse.ingest import QUARANTINE
+from lakehouse.contract import PLATFORMS
+from lakehouse.io import delta
+from lakehouse.io.settings import LakehouseSettings
 from lakehouse.publish import published_models
-from lakehouse.settings import LakehouseSettings
+from ml.datasets import dataset_for
 
 JOB = "daily_lakehouse_job"
 DAILY_JOB = "daily_recommendations_job"
@@ -95,8 +95,8 @@ def run_day(day: dt.date, job: str = DAILY_JOB) -> int:
 
 def source_range(settings: LakehouseSettings) -> tuple[dt.date, dt.date]:
     """First and last day of a mapped source (every file read and checked; nothing written)."""
-    from lakehouse.mapped_import import import_dataset
-    from lakehouse.mapping import load_mapping
+    from lakehouse.mapped.importer import import_dataset
+    from lakehouse.mapped.mapping_file import load_mapping
 
     days = import_dataset(settings, load_mapping(settings.mapping_path), dry_run=True, log=None).days_written
     return days[0], days[-1]
@@ -115,7 +115,7 @@ def home_screen_summary(settings: LakehouseSettings) -> str:
     reader = CacheReader(cache_dir(settings), refresh_s=0)
     # a user with a screen on the first platform (bike for the simulator's data), from the rows
     # the cache was built from
-    platforms = [p for p in ("bike", "tread", "app") if p in current.platforms] or list(current.platforms)
+    platforms = [p for p in PLATFORMS if p in current.platforms] or list(current.platforms)
     users = (pl.scan_delta(recommendations_uri(settings), storage_options=settings.storage_options() or None)
              .filter((pl.col("serve_date") == current.serve_date) & (pl.col("platform") == platforms[0]))
              .select("user_id").unique().sort("user_id").slice(7, 1).collect())
@@ -133,8 +133,7 @@ def home_screen_summary(settings: LakehouseSettings) -> str:
         for row in screen["rows"]:
             items = ", ".join(f"{i['class_id']} {i['score']:.2f}" for i in row["items"][:5])
             lines.append(f"  {row['title']:<38} {items}")
-    serve = (f"HOMEFEED_CACHE_DIR={cache_dir(settings)} make serve" if settings.dataset == "mapped"
-             else "make serve")
+    serve = dataset_for(settings).serve_command(cache_dir(settings))
     lines += ["", f"Serve it:  {serve}   then  curl 'http://127.0.0.1:8000/users/"
               f"{user[0]}/recommendations?platform={platforms[0]}'"]
     return "\n".join(lines)
@@ -143,14 +142,9 @@ def home_screen_summary(settings: LakehouseSettings) -> str:
 def summary(settings: LakehouseSettings) -> str:
     opts = settings.storage_options()
     lines = ["", f"Lakehouse: {settings.uri}", "", f"{'table':<34}{'rows':>12}{'version':>9}"]
-    published = published_models(load_manifest(lakehouse_dbt_project(dataset=settings.dataset))).values()
-    if settings.dataset == "mapped":
-        from assets.mapped import MAPPED_TABLES
-
-        bronze = [("bronze", t) for t in MAPPED_TABLES]
-    else:
-        bronze = [("bronze", e.name) for e in ENTITIES] + [("bronze", QUARANTINE)]
-    tables = bronze + [(p.layer, p.model) for p in published]
+    dataset = dataset_for(settings)
+    published = published_models(load_manifest(lakehouse_dbt_project(dataset=dataset))).values()
+    tables = [("bronze", t) for t in dataset.bronze_tables] + [(p.layer, p.model) for p in published]
     for layer, name in tables:
         uri = settings.table_uri(layer, name)
         lines.append(f"{layer + '/' + name:<34}{delta.row_count(uri, storage_options=opts):>12,}"
@@ -168,8 +162,7 @@ def summary(settings: LakehouseSettings) -> str:
             label = f"{ev.asset_key.to_user_string()}:{ev.check_name}"
             warn = getattr(ev.severity, "value", ev.severity) == "WARN"
             lines.append(f"{label:<60}{'PASS' if ev.passed else ('WARN' if warn else 'FAIL'):>8}")
-    ui = "make byod-ui MAPPING=..." if settings.dataset == "mapped" else "make ui"
-    lines += ["", f"Open the Dagster UI on the same data:  {ui}   (http://127.0.0.1:3000)",
+    lines += ["", f"Open the Dagster UI on the same data:  {dataset.ui_command}   (http://127.0.0.1:3000)",
               "Query a table:  .venv/bin/python -c \"import polars as pl; "
               f"print(pl.read_delta('{settings.table_uri('gold', 'user_features_daily')}').head())\""]
     return "\n".join(lines)
@@ -187,31 +180,29 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     settings = LakehouseSettings.from_env()
-    mapped = settings.dataset == "mapped"
+    dataset = dataset_for(settings)
     start = dt.date.fromisoformat(args.start)
     end = start + dt.timedelta(days=args.days - 1)
     if args.from_source:
-        if not mapped:
+        if not settings.mapping_path:
             p.error("--from-source needs LAKEHOUSE_MAPPING (a mapping file)")
         start, end = source_range(settings)
         args.days = (end - start).days + 1
         print(f"[demo] mapped dataset {settings.mapping_path}: {start}..{end} ({args.days} days)", flush=True)
     if args.model_only:
         rc = run_training(json.loads(args.model_config) if args.model_config else None,
-                          {"eval_user_fraction": 1.0} if mapped else None)
+                          dataset.demo_evaluation)
         print(model_summary())
         return rc
     # Backfill all but the last day, then the last day as a daily run: the UI then shows each
     # check's result for the latest partition (a range run records one result for its window).
     rc = run_range(start, end - dt.timedelta(days=1)) if args.days > 1 else 0
-    model_config = json.loads(args.model_config) if args.model_config else None
-    eval_config = None
-    if mapped:
-        # a smaller dataset than the simulator's: hold out the last 3 days, evaluate every user
-        model_config = {"valid_days": 3, **(model_config or {})}
-        eval_config = {"eval_user_fraction": 1.0}
+    # the dataset's demo run (a mapped one, smaller than the simulator's: hold out the last 3
+    # days, evaluate every user), under the caller's overrides
+    model_config = {**dataset.demo_training,
+                    **(json.loads(args.model_config) if args.model_config else {})} or None
     if rc == 0 and not args.skip_model:
-        rc = run_training(model_config, eval_config)
+        rc = run_training(model_config, dataset.demo_evaluation)
         print(model_summary())
     if rc == 0:
         rc = run_day(end, JOB if args.skip_model else DAILY_JOB)

@@ -32,6 +32,15 @@ lakehouse_job = dg.define_asset_job(
     "scoring: backfills, and days before a first model exists.",
 )
 
+recompute_job = dg.define_asset_job(
+    name="recompute_features_job",
+    selection=dg.AssetSelection.groups("staging", "intermediate", "marts", "gold"),
+    executor_def=dg.in_process_executor,
+    tags=_DUCKDB,
+    description="dbt and the gold publish (with their checks) for a range of days, from bronze as "
+    "it is: what the correction sensor runs after a committed day was corrected.",
+)
+
 ingest_job = dg.define_asset_job(
     name="bronze_ingest_job",
     selection=dg.AssetSelection.groups("bronze"),

@@ -18,22 +18,12 @@ from assets.model import MODEL_KEY, ModelTrainingConfig
 from assets.ops import log_materialization
 from assets.resources import LakehouseResource
 from assets.serving import RECS_KEY, InferenceConfig
-from lakehouse.remediation import (
-    Decision,
-    FailedCheck,
-    FailureClassifier,
-    FailureEvidence,
-    RemediationLog,
-    RemediationPolicy,
-    RuleClassifier,
-    StepError,
-    decision_row,
-    merge_run_config,
-    clean,
-    outcome_row,
-    redact,
-)
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io.errors import clean
+from lakehouse.io.settings import LakehouseSettings
+from operations.diagnosis import FailedCheck, FailureClassifier, FailureEvidence, RuleClassifier, StepError
+from operations.policy import Decision, RemediationPolicy, merge_run_config
+from operations.redaction import redact
+from operations.remediation_log import RemediationLog, decision_row, outcome_row
 from orchestration.jobs import daily_job, ingest_job, lakehouse_job, rescore_job, train_model_job
 
 TAG_OF = "lakehouse/remediation_of"  # on a retry run: the decision (= failed run id) it carries out

@@ -8,7 +8,7 @@ from dagster_dbt import DbtProject
 
 from assets.dbt import dbt_resource, dbt_target_for
 from assets.resources import LakehouseResource, MlflowResource
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io.settings import LakehouseSettings
 
 
 def build_resources(settings: LakehouseSettings, project: DbtProject) -> dict[str, object]:

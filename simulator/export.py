@@ -3,12 +3,15 @@
 Layout: <landing>/<entity>/date=YYYY-MM-DD/part-0000.parquet (users, instructors, classes,
 workouts) or .jsonl (music_likes, bookmarks, impressions: one JSON object per line, timestamps
 ISO-8601 UTC with "Z"). Every entity gets a file every day (possibly empty), then the day's
-manifest <landing>/_manifests/date=YYYY-MM-DD.json (row counts) is written last: a reader that
-sees the manifest sees the whole day. Each file appears whole: a local file is written under a
+manifest <landing>/_manifests/date=YYYY-MM-DD.json is written last, listing every file with its
+row count, size and sha256 (the lakehouse's landing contract, lakehouse/landing/manifest.py): a
+reader that sees the manifest sees the whole day and can verify it. Each file appears whole: a local file is written under a
 temporary name and renamed; an S3 object becomes visible only when its upload completes."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import uuid
@@ -109,13 +112,10 @@ def _put(fs: pafs.FileSystem, path: str, write) -> None:
             write(out)
 
 
-def write_parquet(fs, path: str, table: pa.Table) -> None:
-    _put(fs, path, lambda out: pq.write_table(table, out, compression="zstd"))
-
-
-def write_jsonl(fs, path: str, table: pa.Table) -> None:
-    data = jsonl_bytes(table)
-    _put(fs, path, lambda out: out.write(data))
+def parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
 
 
 # ---- how -------------------------------------------------------------------------------
@@ -280,12 +280,15 @@ def day_tables(world: World, ev: DayEvents, day: int) -> dict[str, pa.Table]:
 def write_day(landing: str, day_date: date, tables: dict[str, pa.Table], fs=None, root=None) -> dict[str, int]:
     if fs is None:
         fs, root = resolve(landing)
-    counts = {}
+    counts, files = {}, []
     for name in ENTITIES:
         ext = "parquet" if name in PARQUET else "jsonl"
-        path = f"{day_dir(root, name, day_date)}/part-0000.{ext}"
-        (write_parquet if ext == "parquet" else write_jsonl)(fs, path, tables[name])
+        rel = f"{name}/date={day_date.isoformat()}/part-0000.{ext}"
+        data = parquet_bytes(tables[name]) if ext == "parquet" else jsonl_bytes(tables[name])
+        _put(fs, f"{root}/{rel}", lambda out, data=data: out.write(data))
         counts[name] = tables[name].num_rows
-    manifest = json.dumps({"date": day_date.isoformat(), "rows": counts}, sort_keys=True).encode()
+        files.append({"path": rel, "entity": name, "rows": counts[name], "bytes": len(data),
+                      "sha256": hashlib.sha256(data).hexdigest()})
+    manifest = json.dumps({"date": day_date.isoformat(), "files": files}, sort_keys=True, indent=1).encode()
     _put(fs, f"{root}/_manifests/date={day_date.isoformat()}.json", lambda out: out.write(manifest))
     return counts

@@ -42,6 +42,8 @@ second one follows with P = sigmoid(-1.35 + CHAIN_P[disc] + chain propensity N(0
 is taken on the app 60/70% of the time. Completion: sigmoid(2.3 - 0.35 relu(difficulty -
 fitness) - 2 relu(dur - m)/m + 0.4 [favourite instructor]). Music like: sigmoid(-2.4 +
 1.6 taste[u, genre] + 0.8 completed).
+
+Over 400 lines: the whole utility model in one place, term by term, as the design describes it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The platform's vocabulary: the categorical values the simulator writes (re-declared here on
-purpose: the simulator is the outside world and does not import the lakehouse contract) and the
-catalogue's make-up per discipline (what kind of classes exist, not what users like)."""
+purpose: the simulator is the outside world and does not import the lakehouse contract;
+tests/test_vocabulary.py holds them to lakehouse/contract.py) and the catalogue's make-up per
+discipline (what kind of classes exist, not what users like)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,131 @@ def s3_env(s3_server, monkeypatch, tmp_path):
         monkeypatch.setenv(k, v)
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
     return f"s3://{bucket}/lake"
+
+
+# ---------------------------------------------------------------- lakehouses built by real runs
+# (tests copy them before changing anything: see tests/pipeline_runs.py)
+
+@pytest.fixture(scope="session")
+def landed(tmp_path_factory) -> Path:
+    """A data dir holding only the landing zone of days 1-4 (tiny, seed 11; never written to by a
+    test). Day 4 is a new day for tests that need one after day 3."""
+    from tests.pipeline_runs import lake_settings, simulate
+
+    data = tmp_path_factory.mktemp("landed") / "data"
+    simulate(lake_settings(data).landing_uri, days=4)
+    return data
+
+
+@pytest.fixture(scope="session")
+def backfilled(landed, tmp_path_factory) -> Path:
+    """Days 1-2 built by one range run (a backfill); tests copy it and run day 3."""
+    from tests.pipeline_runs import DAY1, DAY2, assert_ok, copy_lake, run_job
+
+    data = tmp_path_factory.mktemp("backfilled") / "data"
+    s = copy_lake(landed, data)
+    assert_ok(run_job(s, days=(DAY1, DAY2)))
+    return data
+
+
+@pytest.fixture(scope="session")
+def daily_day1(landed, tmp_path_factory) -> Path:
+    """Day 1 built by its own daily run (no backfill): what any complete run of day 1 commits."""
+    from tests.pipeline_runs import DAY1, assert_ok, copy_lake, run_job
+
+    data = tmp_path_factory.mktemp("daily_day1") / "data"
+    assert_ok(run_job(copy_lake(landed, data), day=DAY1))
+    return data
+
+
+@pytest.fixture(scope="session")
+def daily_days(daily_day1, tmp_path_factory) -> Path:
+    """Days 1 and 2 built by one daily run each, in order (what the backfill must equal)."""
+    from tests.pipeline_runs import DAY2, assert_ok, copy_lake, run_job
+
+    data = tmp_path_factory.mktemp("daily_days") / "data"
+    assert_ok(run_job(copy_lake(daily_day1, data), day=DAY2))
+    return data
+
+
+@pytest.fixture(scope="session")
+def reference(backfilled, tmp_path_factory) -> tuple[Path, dict]:
+    """The undisturbed next day: `backfilled` plus a daily run of day 3, and its tables."""
+    from tests.pipeline_runs import DAY3, GOLD, assert_ok, copy_lake, day_rows, run_job, snapshot
+
+    data = tmp_path_factory.mktemp("reference") / "data"
+    s = copy_lake(backfilled, data)
+    assert_ok(run_job(s, day=DAY3))
+    snap = snapshot(s)
+    published = {p.name for p in Path(s.uri, "gold").iterdir()}
+    assert published == set(GOLD), f"gold tables changed: add their keys to GOLD ({published ^ set(GOLD)})"
+    assert all(df.height for df in day_rows(snap, DAY3, on=True).values())
+    return data, snap
+
+
+@pytest.fixture(scope="session")
+def tiny_built(tmp_path_factory):
+    """The end-to-end lakehouse: the tiny landing (seed 7, 6 days) and one range run of the daily
+    job over it, as a backfill runs it. Returns (data dir, the run's result); tests copy the data
+    (`copy_lake`) before changing anything."""
+    import datetime as dt
+
+    from tests.pipeline_runs import DAY1, E2E_DAYS, lake_settings, run_job, simulate
+
+    data = tmp_path_factory.mktemp("tiny_built") / "data"
+    s = lake_settings(data)
+    simulate(s.landing_uri, days=E2E_DAYS, seed=7)
+    return data, run_job(s, days=(DAY1, DAY1 + dt.timedelta(days=E2E_DAYS - 1)))
+
+
+@pytest.fixture
+def built_copy(tiny_built, tmp_path, monkeypatch):
+    """A copy of `tiny_built` of this test's own, with LAKEHOUSE_DATA_DIR pointing at it."""
+    from tests.pipeline_runs import AMBIENT, assert_ok, copy_lake
+
+    data, result = tiny_built
+    assert_ok(result)
+    s = copy_lake(data, tmp_path / "data")
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", s.data_dir)
+    for k in AMBIENT:
+        monkeypatch.delenv(k, raising=False)
+    return s
+
+
+# ---------------------------------------------------------------- Ray Train on a tiny gold lakehouse
+# (tests/ml/test_ray_training.py and tests/faults/test_ray_worker_kill.py)
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local 2-CPU Ray instance for the module. Its workers read the gold joins with one polars
+    thread: the row order, hence every batch, is then the same on every run, so a resumed run can
+    be compared with an uninterrupted one tensor for tensor."""
+    import shutil
+    import tempfile
+
+    import ray
+
+    from ml.ray_training import init_ray
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # quicker polls: shorter tests
+        mp.setenv("POLARS_MAX_THREADS", "1")  # inherited by the workers (see above)
+        # short and absolute: Ray's Unix sockets live under it (path length limit ~107)
+        temp_dir = tempfile.mkdtemp(prefix="rt_", dir="/tmp")
+        init_ray(num_cpus=2, temp_dir=temp_dir)
+        init_ray(num_cpus=2, temp_dir=temp_dir)  # idempotent
+        try:
+            yield
+        finally:
+            ray.shutdown()
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_gold_lake(tmp_path_factory) -> str:
+    """The tiny gold lakehouse of tests/ml (event dates E1, E2 to train on, E3 held out)."""
+    from tests.ml.tiny_gold import build_lakehouse
+
+    return build_lakehouse(tmp_path_factory.mktemp("ray_gold"))

@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lakehouse.contract import BY_NAME
+from lakehouse.contract import BY_NAME, ENTITIES
+from lakehouse.landing.manifest import seal_day
 
 DAY0 = dt.date(2026, 9, 1)
 UTC = dt.timezone.utc
@@ -59,6 +60,11 @@ def workout(wid: str, user: str, cls: str, day: dt.date, hour: int = 7, **kw) ->
     return row
 
 
+def seal(landing: Path, day: dt.date) -> dict:
+    """Write the day's manifest from the files there, as an exporter does last."""
+    return seal_day(str(landing), day, [e.name for e in ENTITIES])
+
+
 def write_day(landing: Path, day: dt.date, *, with_catalogue: bool, workouts: list[dict]) -> None:
     if with_catalogue:
         for entity, rows in catalogue(day).items():
@@ -68,3 +74,4 @@ def write_day(landing: Path, day: dt.date, *, with_catalogue: bool, workouts: li
     write_jsonl(landing, "impressions", day, [
         dict(impression_id=f"im-{day}-{p}", user_id="u1", platform="bike", shown_ts=ts(day, 6),
              class_id=f"c{p}", position=p) for p in (1, 2, 3)])
+    seal(landing, day)

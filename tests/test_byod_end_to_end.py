@@ -15,8 +15,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from lakehouse import delta
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io import delta
+from lakehouse.io.settings import LakehouseSettings
+from ml.datasets import MAPPED, dataset_for
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def test_mapped_dataset_runs_the_whole_flow(byod_settings):
     from homefeed.cache import CacheReader, CacheStore
 
     s = byod_settings
-    assert s.dataset == "mapped"
+    assert dataset_for(s) == MAPPED
     instance = dg.DagsterInstance.ephemeral()
     before_last = (START + dt.timedelta(days=DAYS - 2)).isoformat()
     lake = run(s, instance, "daily_lakehouse_job", {"dagster/asset_partition_range_start": START.isoformat(),
@@ -79,7 +80,9 @@ def test_mapped_dataset_runs_the_whole_flow(byod_settings):
     assert {"item_attr_genre", "item_attr_duration_s"} <= set(cf.columns)
     checks = {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed
               for e in lake.get_asset_check_evaluations()}
-    assert "bronze/mapped_interactions:unique_key" in checks and "gold/training_examples:not_null" in checks
+    assert "bronze/mapped_interactions:unique_key" in checks and "gold/training_examples:positive_ratio" in checks
+    # row rules (keys, not null, ranges) are dbt tests on the marts, run inside dbt build
+    assert any(k.startswith("marts/mapped_training_examples:not_null") for k in checks), sorted(checks)
     failed = [k for k, v in checks.items() if not v and not k.endswith(("row_volume_vs_previous", "positive_ratio"))]
     assert not failed, failed
 
@@ -93,8 +96,12 @@ def test_mapped_dataset_runs_the_whole_flow(byod_settings):
     ev = meta["model_evaluation"]
     assert ev["has_oracle"] is False and "no oracle" in ev["report"].lower()
     assert "temporal" in ev["report"].lower()
-    for k in ("map@10", "map@10 popularity", "map@10 ablation"):
-        assert 0.0 <= ev[k] <= 1.0, k
+    # the same 80 lists: the model beats popularity (seen 0.067-0.068 vs 0.036). Not asserted:
+    # model vs the context-free ablation, a tie on this tiny log (seen 0.070-0.075)
+    maps = {k: ev[k] for k in ("map@10", "map@10 popularity", "map@10 ablation")}
+    assert ev["lists"] == 80
+    assert ev["map@10"] > ev["map@10 popularity"] > 0.0, maps
+    assert 0.0 < ev["map@10 ablation"] <= 1.0, maps
     assert meta["champion_model"]["promoted"] is True
 
     # the last day through the daily chain: import, features, checks, inference, cache

@@ -11,8 +11,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from lakehouse import delta
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io import delta
+from lakehouse.io.settings import LakehouseSettings
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,9 @@ def test_new_dbt_model_with_publish_meta_becomes_a_gold_delta_table(tmp_path, mo
     key = dg.AssetKey(["gold", "platform_daily_workouts"])
     graph = defs.resolve_asset_graph()
     assert key in graph.get_all_asset_keys()
-    assert dg.AssetKey(["staging", "stg_app__workouts"]) in graph.get(key).parent_keys
+    mart = dg.AssetKey(["marts", "platform_daily_workouts"])
+    assert graph.get(key).parent_keys == {mart}  # published after its audit, from the mart dbt built
+    assert dg.AssetKey(["staging", "stg_app__workouts"]) in graph.get(mart).parent_keys
     job = defs.resolve_job_def("daily_lakehouse_job")
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, tags={
         "dagster/asset_partition_range_start": START.isoformat(),

@@ -11,8 +11,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from lakehouse import delta
-from tests.test_end_to_end import DAYS, START, TINY_MODEL, local_settings, run_train_job, simulate  # noqa: F401
+from lakehouse.io import delta
+from tests.pipeline_runs import DAY1 as START
+from tests.pipeline_runs import E2E_DAYS as DAYS
+from tests.pipeline_runs import TINY_MODEL, run_train_job
 
 pytestmark = pytest.mark.slow
 LAST = (START + dt.timedelta(days=DAYS - 1)).isoformat()
@@ -30,19 +32,15 @@ def failure_text(result) -> str:
                     if e.event_type_value == "STEP_FAILURE")
 
 
-def test_daily_chain_scores_publishes_and_survives_a_failed_rescore(local_settings, monkeypatch):  # noqa: F811
+def test_daily_chain_scores_publishes_and_survives_a_failed_rescore(built_copy, monkeypatch):
     from assets.serving import cache_dir, recommendations_uri
     from homefeed.cache import CacheReader, CacheStore
     from orchestration.sensors import new_champion_sensor
 
-    s = local_settings
+    s = built_copy  # the tiny lakehouse, every day built by the backfill (conftest `tiny_built`)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    simulate(s.landing_uri)
     instance = dg.DagsterInstance.ephemeral()
     before_last = (START + dt.timedelta(days=DAYS - 2)).isoformat()
-    lake = run(s, instance, "daily_lakehouse_job", {"dagster/asset_partition_range_start": START.isoformat(),
-                                                    "dagster/asset_partition_range_end": before_last})
-    assert lake.success
 
     # no champion yet: inference does not run and says so; nothing is written
     none = run(s, instance, "rescore_job", {"dagster/partition": before_last})
@@ -51,7 +49,8 @@ def test_daily_chain_scores_publishes_and_survives_a_failed_rescore(local_settin
 
     assert run_train_job(s, instance, TINY_MODEL).success
 
-    # the daily chain for the last day, as the schedule runs it: Ray actors score, cache published
+    # the daily chain for the last day, as the schedule (or its retry) runs it: Ray actors score,
+    # cache published
     daily = run(s, instance, "daily_recommendations_job", {"dagster/partition": LAST})
     assert daily.success, failure_text(daily)
     serve = START + dt.timedelta(days=DAYS)
@@ -80,13 +79,13 @@ def test_daily_chain_scores_publishes_and_survives_a_failed_rescore(local_settin
 
     # a scoring run that fails midway: the Delta table and the cache are untouched
     version_before = delta.table_version(recommendations_uri(s))
-    import ml.inference
+    import ml.row_scorer
 
     def broken(self, users, taken):
         raise RuntimeError("scorer crashed")
 
     with monkeypatch.context() as m:
-        m.setattr(ml.inference.BatchScorer, "score", broken)
+        m.setattr(ml.row_scorer.BatchScorer, "score", broken)
         failed = run(s, instance, "rescore_job", {"dagster/partition": LAST},
                      {"ops": {"serving__recommendations": {"config": {"use_ray": False}}}})
     assert not failed.success and "scorer crashed" in failure_text(failed)

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.dbt.test_dbt_project import PROJECT_DIR, _dbt_executable
+from tests.dbt.dbt_cli import PROJECT_DIR, dbt_executable
 
 deltalake = pytest.importorskip("deltalake")
 
@@ -134,7 +134,7 @@ def start_dbt(work: Path, warehouse: Path, lakehouse: Path, *extra_vars: str) ->
         "DBT_TARGET": "local",
     }
     variables = ", ".join(['"dataset": "mapped"', *extra_vars])
-    cmd = [_dbt_executable(), "build", "--vars", f"{{{variables}}}",
+    cmd = [dbt_executable(), "build", "--vars", f"{{{variables}}}",
            "--target-path", str(work / f"target_{warehouse.stem}"), "--log-path", str(work / f"logs_{warehouse.stem}")]
     return subprocess.Popen(cmd, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -3,7 +3,9 @@ two people clicking "Materialize", or a sensor and a schedule, would start outsi
 
 Whatever the race gives (both succeed, or one loses DuckDB's file lock or a Delta commit), every
 committed row exists exactly once; a run that lost is diagnosed as transient by the failure
-sensor and its retry succeeds.
+sensor and its retry succeeds. Afterwards the lakehouse holds exactly the rows one undisturbed
+daily run of the day commits (`daily_day1`, tests/conftest.py, on the same landing zone), row
+for row: nothing lost, nothing twice.
 """
 
 import json
@@ -18,13 +20,14 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from lakehouse import delta
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io import delta
+from lakehouse.io.settings import LakehouseSettings
+from tests.pipeline_runs import DAY1, assert_same, lake_settings, record_rows, snapshot
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-DAY = "2026-09-01"
+DAY = DAY1.isoformat()
 GOLD = ("user_features_daily", "class_features_daily", "training_examples", "scoring_candidates")
 
 
@@ -40,8 +43,9 @@ def _copies(settings: LakehouseSettings) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.drill_only
 @pytest.mark.fault("two runs of the same day at once")
-def test_two_runs_of_one_day_at_once_leave_one_copy(tmp_path, monkeypatch, fault_drill):
+def test_two_runs_of_one_day_at_once_leave_one_copy(landed, daily_day1, tmp_path, monkeypatch, fault_drill):
     data = tmp_path / "data"
+    shutil.copytree(landed, data)  # the landing zone of days 1-4 (tiny, seed 11)
     home = data / "dagster_home"
     home.mkdir(parents=True)
     shutil.copy(ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
@@ -52,9 +56,8 @@ def test_two_runs_of_one_day_at_once_leave_one_copy(tmp_path, monkeypatch, fault
     monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(data))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     settings = LakehouseSettings.from_env()
-    subprocess.run([sys.executable, "-m", "simulator", "generate", "--size", "tiny", "--seed", "3",
-                    "--days", "1", "--start-date", DAY, "--landing", settings.landing_uri],
-                   check=True, capture_output=True, cwd=ROOT, env=env)
+    assert (settings.uri, settings.landing_uri) == (lake_settings(data).uri, lake_settings(data).landing_uri)
+    expected = snapshot(lake_settings(daily_day1))  # one undisturbed daily run of the same day
 
     with dg.DagsterInstance.get():  # create the instance's storage once, before the race
         pass
@@ -66,9 +69,9 @@ def test_two_runs_of_one_day_at_once_leave_one_copy(tmp_path, monkeypatch, fault
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     codes = [p.returncode for p in procs]
 
+    from operations.policy import RemediationPolicy
     from orchestration.definitions import build_definitions
     from orchestration.remediation import build_remediation_sensor, remediation_log
-    from lakehouse.remediation import RemediationPolicy
 
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_run_records(dg.RunsFilter(job_name="daily_lakehouse_job"))
@@ -102,9 +105,9 @@ def test_two_runs_of_one_day_at_once_leave_one_copy(tmp_path, monkeypatch, fault
         fault_drill.recovered()
         after = _copies(settings)
         assert after == copies or all(r == d for r, d in after.values())
-        total = sum(r for r, _ in after.values())
-        fault_drill.rows(expected=total, present=total,
-                         distinct=sum(d for _, d in after.values()))
+        got = snapshot(settings)
+        record_rows(fault_drill, got, expected)  # rows lost: expected keys missing from `got`
+        assert_same(got, expected)
         # the bronze day holds exactly the landing zone's valid workouts
         landed = pl.read_parquet(f"{settings.landing_uri}/workouts/date={DAY}/*.parquet")
         quarantined = delta.row_count(settings.table_uri("bronze", "quarantine"),

@@ -1,10 +1,13 @@
-"""Idempotence and concurrent writers at the Delta layer (lakehouse.delta.replace_partitions).
+"""Idempotence and concurrent writers at the Delta layer (lakehouse.io.delta.replace_partitions).
 
-Writers are released together by a barrier, on a fresh table (both create it) and on a table
-that already holds the partition (both replace it), ROUNDS times, as threads and as processes,
-on a local folder and on S3 (conditional_put=etag). Whatever the race gives (a commit conflict
-that the loser retries, or no overlap at all), every row must end up exactly once and a replaced
-partition must hold one writer's rows, whole.
+Writers race on a fresh table (both create it) and on a table that already holds the partition
+(both replace it), ROUNDS times, as threads and as processes, on a local folder and on S3
+(conditional_put=etag). The race is real every round: each writer reads the table, waits at a
+barrier until every writer has read the same version, and only then commits from that snapshot.
+Two writers of one partition must then conflict: the loser retries on the new snapshot (at least
+one retried conflict per round). Two writers of two partitions do not conflict (delta-rs checks
+the partitions each read). Either way every row ends up exactly once, a replaced partition holds
+one writer's rows, whole, and every writer committed exactly once.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import time
 import pyarrow as pa
 import pytest
 
-from lakehouse import delta
-from lakehouse.settings import s3_storage_options
+from lakehouse.io import delta
+from lakehouse.io.settings import s3_storage_options
 
 ROUNDS = 5
 PART = "p"
@@ -80,74 +83,118 @@ class _Conflicts(logging.Handler):
     def __init__(self):
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
+        self.tables: list[str] = []  # the table of each retried conflict
 
     def emit(self, record):
         self.messages.append(record.getMessage().split(": ", 2)[-1])
+        self.tables.append(str(record.args[0]) if record.args else "")
 
 
 def _listen() -> _Conflicts:
     handler = _Conflicts()
-    logging.getLogger("lakehouse.delta").addHandler(handler)
+    logging.getLogger("lakehouse.io.delta").addHandler(handler)
     return handler
 
 
-def _race_threads(root: str, opts, days: list[str]) -> list[str]:
-    """ROUNDS races of len(days) threads (writer i replaces days[i]); returns the errors."""
+class _FromOneSnapshot:
+    """Replaces `lakehouse.io.delta.write_deltalake` so that a writer's first commit attempt of a
+    round reads the table, waits at `barrier` until every writer has read it, and then commits
+    from that snapshot: all writers start from the same version, and the ones that come second
+    commit against a table that moved since they read it. Later attempts (retries) are left
+    alone. Records the version each first attempt read (`read[table]`)."""
+
+    def __init__(self, barrier) -> None:
+        self.barrier, self.real = barrier, delta.write_deltalake
+        self.local = threading.local()
+        self.read: dict[str, list[int]] = {}
+
+    def new_round(self) -> None:
+        self.local.raced = False
+
+    def __call__(self, table_or_uri, data, **kw):
+        if getattr(self.local, "raced", False):
+            return self.real(table_or_uri, data, **kw)
+        self.local.raced = True
+        uri = str(table_or_uri)
+        snapshot = delta.DeltaTable(uri, storage_options=kw.get("storage_options"))
+        self.read.setdefault(uri, []).append(snapshot.version())
+        self.barrier.wait(timeout=60)
+        return self.real(snapshot, data, **kw)
+
+
+def _race_threads(root: str, opts, days: list[str]) -> tuple[list[str], dict[str, list[int]]]:
+    """ROUNDS races of len(days) threads (writer i replaces days[i]), each commit made from the
+    snapshot every writer read; returns (errors, versions read per table)."""
     errors: list[str] = []
+    read: dict[str, list[int]] = {}
+    real = delta.write_deltalake
     for rnd in range(ROUNDS):
         uri = f"{root}/race{rnd}"
         _prepare(uri, rnd, opts)
-        barrier = threading.Barrier(len(days))
+        synced = _FromOneSnapshot(threading.Barrier(len(days)))
 
         def write(i: int) -> None:
-            barrier.wait(timeout=60)
+            synced.new_round()
             try:
                 _replace(uri, days[i], i, opts)
             except Exception as exc:  # the assertion below reports it
                 errors.append(f"{type(exc).__name__}: {exc}")
 
-        threads = [threading.Thread(target=write, args=(i,)) for i in range(len(days))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-    return errors
+        delta.write_deltalake = synced  # the writer threads' commits only
+        try:
+            threads = [threading.Thread(target=write, args=(i,)) for i in range(len(days))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+        finally:
+            delta.write_deltalake = real
+        read.update(synced.read)
+    return errors, read
 
 
-def _process_writer(root: str, opts, day: str, writer: int, barrier, out) -> None:
-    """One writer process: ROUNDS replaces, each released by the shared barrier."""
+def _process_writer(root: str, opts, day: str, writer: int, barrier, snapshot_barrier, out) -> None:
+    """One writer process: ROUNDS replaces, each released by the shared barrier and committed
+    from the snapshot every writer read (`snapshot_barrier`)."""
     handler = _listen()
+    synced = _FromOneSnapshot(snapshot_barrier)
+    delta.write_deltalake = synced  # this process only
     for rnd in range(ROUNDS):
         barrier.wait(timeout=120)
+        synced.new_round()
         try:
             _replace(f"{root}/race{rnd}", day, writer, opts)
             out.put((writer, rnd, None))
         except Exception as exc:
             out.put((writer, rnd, f"{type(exc).__name__}: {exc}"))
-    out.put((writer, -1, handler.messages))
+    out.put((writer, -1, (handler.messages, handler.tables, synced.read)))
 
 
-def _race_processes(root: str, opts, days: list[str]) -> tuple[list[str], list[str]]:
-    """The same races between processes (spawned: no fork of a process running threads)."""
+def _race_processes(root: str, opts, days: list[str]) -> tuple[list[str], list[str], list[str], dict]:
+    """The same races between processes (spawned: no fork of a process running threads).
+    Returns (errors, conflict messages, their tables, versions read per table)."""
     for rnd in range(ROUNDS):
         _prepare(f"{root}/race{rnd}", rnd, opts)
     ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(len(days)), ctx.Queue()
-    procs = [ctx.Process(target=_process_writer, args=(root, opts, d, i, barrier, out))
+    barrier, snapshot_barrier, out = ctx.Barrier(len(days)), ctx.Barrier(len(days)), ctx.Queue()
+    procs = [ctx.Process(target=_process_writer, args=(root, opts, d, i, barrier, snapshot_barrier, out))
              for i, d in enumerate(days)]
     for p in procs:
         p.start()
-    errors, conflicts = [], []
+    errors, conflicts, tables, read = [], [], [], {}
     for _ in range(len(days) * (ROUNDS + 1)):
         writer, rnd, what = out.get(timeout=240)
         if rnd < 0:
-            conflicts += what
+            conflicts += what[0]
+            tables += what[1]
+            for uri, versions in what[2].items():
+                read.setdefault(uri, []).extend(versions)
         elif what:
             errors.append(what)
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    return errors, conflicts
+    return errors, conflicts, tables, read
 
 
 # ------------------------------------------------------------------------------ the tests
@@ -172,14 +219,25 @@ def test_concurrent_writers_leave_one_copy(where, how, days, fault_drill):
     fault_drill.injected()
     try:
         if how == "threads":
-            errors, conflicts = _race_threads(root, opts, days), None
+            (errors, read), conflicts, tables = _race_threads(root, opts, days), handler.messages, handler.tables
         else:
-            errors, conflicts = _race_processes(root, opts, days)
+            errors, conflicts, tables, read = _race_processes(root, opts, days)
     finally:
-        logging.getLogger("lakehouse.delta").removeHandler(handler)
-    conflicts = handler.messages if conflicts is None else conflicts
+        logging.getLogger("lakehouse.io.delta").removeHandler(handler)
     assert not errors, errors  # every writer landed, conflicts included
     fault_drill.recovered()
+    for rnd in range(ROUNDS):
+        uri = f"{root}/race{rnd}"
+        # the race was real: every writer read the same version before anyone committed ...
+        (version_read,) = set(read[uri])
+        assert len(read[uri]) == len(days), (rnd, read[uri])
+        # ... and each committed exactly once (a lost commit retried, none dropped)
+        assert delta.table_version(uri, opts) == version_read + len(days), rnd
+        retried = tables.count(uri)
+        if days[0] == days[1]:  # one partition: the second commit must conflict and be retried
+            assert retried >= 1, f"round {rnd}: no commit conflict was retried ({conflicts})"
+        else:  # two partitions: both commits land as they are
+            assert retried == 0, f"round {rnd}: {conflicts}"
     totals = [_check(f"{root}/race{rnd}", rnd, sorted(set(days)), opts) for rnd in range(ROUNDS)]
     fault_drill.rows(expected=sum(t[0] for t in totals), present=sum(t[1] for t in totals),
                      distinct=sum(t[2] for t in totals))
@@ -242,7 +300,7 @@ def test_a_lost_commit_conflict_is_retried(where, monkeypatch, fault_drill):
     try:
         _replace(uri, "d1", 1, opts)
     finally:
-        logging.getLogger("lakehouse.delta").removeHandler(handler)
+        logging.getLogger("lakehouse.io.delta").removeHandler(handler)
     fault_drill.recovered()
     assert attempts[0] == 3 and len(handler.messages) == 2
     df = delta.read(uri, storage_options=opts)

@@ -2,7 +2,7 @@
 `daily_lakehouse_job` on tiny simulated data: the DuckDB working file lost, a read-only
 lakehouse disk, broken landing files, and backfills against daily runs.
 
-Every test starts from a copy of a module-level lakehouse (days 1-2 built by one range run, as a
+Every test starts from a copy of a session-wide lakehouse (tests/conftest.py) (days 1-2 built by one range run, as a
 backfill would; or that plus an undisturbed daily run of day 3, the reference) and works on
 day 3, so it costs one run after the fault, not a rebuild.
 """
@@ -17,200 +17,36 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from polars.testing import assert_frame_equal
 
-from lakehouse import delta
-from lakehouse.contract import ENTITIES
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io import delta
+from lakehouse.io.settings import LakehouseSettings
+from tests.pipeline_runs import (
+    AMBIENT,
+    DAY1,
+    DAY2,
+    DAY3,
+    GOLD,
+    ROOT,
+    assert_ok,
+    assert_same,
+    committed_before,
+    copy_lake,
+    count_rows,
+    day_rows,
+    errors,
+    frame,
+    lake_settings,
+    landing_file,
+    record_rows,
+    run_job,
+    snapshot,
+    versions,
+)
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-DAY1 = dt.date(2026, 9, 1)
-DAY2, DAY3 = DAY1 + dt.timedelta(days=1), DAY1 + dt.timedelta(days=2)
-BRONZE_KEYS = {e.name: tuple(e.key) for e in ENTITIES}
-# gold table -> (primary key, partition column), as the marts' dbt tests declare them
-GOLD = {
-    "user_features_daily": (("user_id", "feature_date"), "feature_date"),
-    "class_features_daily": (("class_id", "feature_date"), "feature_date"),
-    "training_examples": (("example_id",), "event_date"),
-    "scoring_candidates": (("feature_date", "platform", "class_id"), "feature_date"),
-    "user_instructor_affinity": (("feature_date", "user_id", "instructor_id"), "feature_date"),
-}
-
-
-# ---------------------------------------------------------------- lakehouses and runs
-
-def lake_settings(data: Path) -> LakehouseSettings:
-    return LakehouseSettings.build(uri=str(data / "lakehouse"), data_dir=str(data))
-
-
-# settings a developer's shell may hold; a run here must not fall back to their lakehouse
-AMBIENT = ("LAKEHOUSE_URI", "LANDING_URI", "LAKEHOUSE_DUCKDB_PATH")
-
-
-def run_job(settings: LakehouseSettings, day: dt.date | None = None,
-            days: tuple[dt.date, dt.date] | None = None) -> dg.ExecuteInProcessResult:
-    """The real daily_lakehouse_job for one day or (as a backfill does) one range of days."""
-    from orchestration.definitions import build_definitions
-
-    tags = ({"dagster/partition": day.isoformat()} if day else
-            {"dagster/asset_partition_range_start": days[0].isoformat(),
-             "dagster/asset_partition_range_end": days[1].isoformat()})
-    job = build_definitions(settings).resolve_job_def("daily_lakehouse_job")
-    with pytest.MonkeyPatch.context() as mp:
-        for k in AMBIENT:
-            mp.delenv(k, raising=False)
-        mp.setenv("LAKEHOUSE_DATA_DIR", settings.data_dir)
-        return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), tags=tags,
-                                      raise_on_error=False)
-
-
-def errors(result) -> list[str]:
-    """Each failed step's error as raised by our code ("<module>.<Class>: <message>"), below
-    Dagster's wrapper."""
-    out = []
-    for e in result.all_events:
-        if e.event_type_value == "STEP_FAILURE":
-            err = e.event_specific_data.error
-            while err.cls_name.startswith("Dagster") and err.cause is not None:
-                err = err.cause
-            out.append(err.message.strip())
-    return out
-
-
-def assert_ok(result) -> None:
-    assert result.success, errors(result)
-
-
-def copy_lake(src: Path, dst: Path) -> LakehouseSettings:
-    shutil.copytree(src, dst)
-    return lake_settings(dst)
-
-
-# ---------------------------------------------------------------- what is committed
-
-def frame(settings: LakehouseSettings, layer: str, name: str, where: pl.Expr | None = None) -> pl.DataFrame:
-    """A table's rows without run bookkeeping (`_ingested_at`, `_source_file`: they name the
-    run's time and folder), sorted by its key so two lakehouses compare row for row."""
-    df = delta.read(settings.table_uri(layer, name), where=where)
-    if name == "quarantine":
-        df = df.drop("quarantined_at", "source_file", strict=False)
-        return df.sort(["entity", "landing_date", "row_number", "reason"]) if df.height else df
-    df = df.drop([c for c in df.columns if c.startswith("_")])
-    key = BRONZE_KEYS.get(name) if layer == "bronze" else GOLD[name][0]
-    return df.sort(list(key)) if df.height else df
-
-
-def snapshot(settings: LakehouseSettings) -> dict[str, pl.DataFrame]:
-    out = {f"bronze/{e}": frame(settings, "bronze", e) for e in [*BRONZE_KEYS, "quarantine"]}
-    out.update({f"gold/{g}": frame(settings, "gold", g) for g in GOLD})
-    return out
-
-
-def versions(settings: LakehouseSettings) -> dict[str, int | None]:
-    tables = [("bronze", e) for e in [*BRONZE_KEYS, "quarantine"]] + [("gold", g) for g in GOLD]
-    return {f"{layer}/{name}": delta.table_version(settings.table_uri(layer, name)) for layer, name in tables}
-
-
-def key_of(table: str) -> tuple[str, ...]:
-    layer, name = table.split("/")
-    return BRONZE_KEYS[name] if layer == "bronze" else GOLD[name][0]
-
-
-def count_rows(snap: dict[str, pl.DataFrame]) -> tuple[int, int]:
-    """(rows present, rows distinct by primary key) over bronze and gold (not the quarantine)."""
-    present = distinct = 0
-    for table, df in snap.items():
-        if table == "bronze/quarantine":
-            continue
-        present += df.height
-        distinct += df.select(key_of(table)).unique().height if df.height else 0
-    return present, distinct
-
-
-def assert_same(got: dict[str, pl.DataFrame], want: dict[str, pl.DataFrame]) -> None:
-    assert got.keys() == want.keys()
-    for table in want:
-        try:
-            # floats: running sums recomputed in another order may differ in the last bits
-            assert_frame_equal(got[table], want[table], check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
-        except AssertionError as exc:
-            raise AssertionError(f"{table}: {exc}") from None
-
-
-def record_rows(fault_drill, got: dict[str, pl.DataFrame], expected: dict[str, pl.DataFrame]) -> None:
-    """Record committed rows: `expected` must all be in `got`, once (primary keys distinct)."""
-    present, distinct = count_rows(got)
-    fault_drill.rows(expected=count_rows(expected)[1], present=present, distinct=distinct)
-    assert fault_drill.rows_lost == 0 and fault_drill.rows_duplicated == 0, vars(fault_drill)
-
-
-def committed_before(snap: dict[str, pl.DataFrame], day: dt.date) -> dict[str, pl.DataFrame]:
-    """The rows of every day but `day` (what was committed before a fault on `day`)."""
-    out = {}
-    for table, df in snap.items():
-        layer, name = table.split("/")
-        col = "landing_date" if layer == "bronze" else GOLD[name][1]
-        out[table] = df.filter(pl.col(col) != day) if df.height else df
-    return out
-
-
-def day_rows(snap: dict[str, pl.DataFrame], day: dt.date, *, on: bool) -> dict[str, pl.DataFrame]:
-    """The gold rows of `day` (on=True) or of every other day (on=False)."""
-    out = {}
-    for g, (_, col) in GOLD.items():
-        df = snap[f"gold/{g}"]
-        out[g] = df.filter((pl.col(col) == day) if on else (pl.col(col) != day))
-    return out
-
-
-# ---------------------------------------------------------------- shared lakehouses
-
-def simulate(landing: str, days: int) -> None:
-    subprocess.run([sys.executable, "-m", "simulator", "generate", "--size", "tiny", "--seed", "11",
-                    "--days", str(days), "--start-date", DAY1.isoformat(), "--landing", landing],
-                   check=True, capture_output=True, cwd=ROOT)
-
-
-@pytest.fixture(scope="module")
-def landed(tmp_path_factory) -> Path:
-    """A data dir holding only the landing zone of days 1-3 (never written to by a test)."""
-    data = tmp_path_factory.mktemp("landed") / "data"
-    simulate(lake_settings(data).landing_uri, days=3)
-    return data
-
-
-@pytest.fixture(scope="module")
-def backfilled(landed, tmp_path_factory) -> Path:
-    """Days 1-2 built by one range run (a backfill); tests copy it and run day 3."""
-    data = tmp_path_factory.mktemp("backfilled") / "data"
-    s = copy_lake(landed, data)
-    assert_ok(run_job(s, days=(DAY1, DAY2)))
-    return data
-
-
-@pytest.fixture(scope="module")
-def reference(backfilled, tmp_path_factory) -> tuple[Path, dict[str, pl.DataFrame]]:
-    """The undisturbed next day: `backfilled` plus a daily run of day 3, and its tables."""
-    data = tmp_path_factory.mktemp("reference") / "data"
-    s = copy_lake(backfilled, data)
-    assert_ok(run_job(s, day=DAY3))
-    snap = snapshot(s)
-    published = {p.name for p in Path(s.uri, "gold").iterdir()}
-    assert published == set(GOLD), f"gold tables changed: add their keys to GOLD ({published ^ set(GOLD)})"
-    assert all(df.height for df in day_rows(snap, DAY3, on=True).values())
-    return data, snap
-
-
-def landing_file(settings: LakehouseSettings, entity: str, day: dt.date) -> Path:
-    (path,) = (Path(settings.landing_uri) / entity / f"date={day.isoformat()}").glob("*.parquet")
-    return path
-
 
 # ---------------------------------------------------------------- 1. DuckDB working file lost
 
@@ -339,8 +175,9 @@ def test_truncated_reexport_fails_naming_it_keeps_the_day_then_recovers(referenc
     (error,) = errors(result)
     fault_drill.detail["error"] = error
     print(f"\ntruncated landing file error: {error}")
-    assert error.startswith("lakehouse.ingest.LandingFileError: " + str(path))
-    assert "cannot be read as Parquet" in error
+    # the manifest catches it before the file is parsed: named, with what differs
+    assert error.startswith("lakehouse.landing.ingest.LandingManifestError: ")
+    assert f"{path}: {len(good) // 2} bytes, the manifest says {len(good)}" in error
     assert versions(s) == before_versions  # nothing committed: bronze (and gold) unchanged
     assert_same(snapshot(s), want)
 
@@ -426,6 +263,17 @@ def test_repeated_rows_of_yesterday_are_quarantined_once(backfilled, reference, 
 
 # ---------------------------------------------------------------- 4. backfill against daily runs
 # (a day materialized twice leaves one copy of every row: the truncated re-export test above)
+
+def test_backfill_equals_the_daily_runs_of_its_days(backfilled, daily_days):
+    """One range run of days 1-2 (a backfill) commits exactly what a daily run of day 1 and then
+    one of day 2 commit: every bronze and gold table, row for row (both lakehouses are session
+    fixtures shared with other tests; the drill below repeats the daily runs and times them)."""
+    backfill = snapshot(lake_settings(backfilled))
+    daily = snapshot(lake_settings(daily_days))
+    for day in (DAY1, DAY2):
+        assert all(df.height for df in day_rows(backfill, day, on=True).values()), day
+    assert_same(daily, backfill)
+
 
 @pytest.mark.drill_only
 @pytest.mark.fault("backfill vs daily runs")

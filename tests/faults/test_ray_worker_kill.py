@@ -5,24 +5,31 @@ A thread of the test waits until Train V2's controller has registered a checkpoi
 cluster's actor table and sends it SIGKILL. With retries left Ray restarts the worker group
 within the same `train_on_ray` call; without, the call fails and a rerun with the same run_name
 resumes. Either way training resumes from the last registered checkpoint and the history holds
-every epoch exactly once.
+every epoch exactly once, and from the checkpoint's weights and optimizer state: every epoch's
+loss and the final weights are those of the same job trained without a fault.
 
-Real Ray (a local 2-CPU instance), one gloo worker, the tiny gold lakehouse of tests/ml.
+Real Ray (a local 2-CPU instance), one gloo worker, the tiny gold lakehouse of tests/ml (both
+fixtures in tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from ml.training_job import TrainingJob, fit_encoders
-from tests.ml.test_ray_training import _check_state_dict, _job, lake, ray_local  # noqa: F401
+from tests.ml.ray_job import check_state_dict as _check_state_dict
+from tests.ml.ray_job import tiny_job as _job
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +40,54 @@ SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
 @pytest.fixture(scope="module")
-def job(lake) -> TrainingJob:
-    return _job(lake, epochs=EPOCHS)
+def job(ray_gold_lake) -> TrainingJob:
+    return _job(ray_gold_lake, epochs=EPOCHS)
 
 
 @pytest.fixture(scope="module")
 def encoders(job):
     return fit_encoders(job)
+
+
+# the job run start to finish in one process, as a Ray Train worker runs it (one torch/OpenMP
+# thread, one polars thread: the same batches in the same order)
+_UNINTERRUPTED = """
+import pickle, sys, torch
+torch.set_num_threads(1)
+from ml.features import Encoders
+from ml.training_job import run_training
+job = pickle.loads(open(sys.argv[1], "rb").read())
+out = run_training(job, Encoders.from_json(open(sys.argv[2]).read()))
+torch.save({"state_dict": out.state_dict, "history": out.history}, sys.argv[3])
+"""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(job, encoders, tmp_path_factory) -> dict:
+    """{state_dict, history} of the same job trained without a fault (~5 s: no Ray start-up)."""
+    d = tmp_path_factory.mktemp("uninterrupted")
+    (d / "job.pkl").write_bytes(pickle.dumps(job))
+    (d / "encoders.json").write_text(encoders.to_json())
+    env = {**os.environ, "POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", _UNINTERRUPTED, str(d / "job.pkl"), str(d / "encoders.json"),
+                    str(d / "out.pt")], check=True, capture_output=True, env=env,
+                   cwd=Path(__file__).resolve().parents[2])
+    return torch.load(d / "out.pt", weights_only=False)
+
+
+def assert_as_uninterrupted(out, ref: dict) -> None:
+    """A run resumed from its checkpoint's weights and optimizer state ends where the run
+    without a fault ends: every epoch's training loss (those before the kill come from the
+    checkpoint's history, the rest were trained after the restart) and every weight."""
+    losses = [h["loss"] for h in out.history]
+    assert losses == pytest.approx([h["loss"] for h in ref["history"]], rel=1e-6, abs=1e-9), (
+        f"per-epoch loss after the resume differs from the uninterrupted run: {losses} vs "
+        f"{[h['loss'] for h in ref['history']]}")
+    assert set(out.state_dict) == set(ref["state_dict"])
+    for key, want in ref["state_dict"].items():
+        got = out.state_dict[key]
+        diff = float((got.double() - want.double()).abs().max()) if got.shape == want.shape else None
+        assert diff is not None and diff <= 1e-6, f"{key}: final weights differ (max |diff| {diff})"
 
 
 def registered_epoch(run_dir: Path) -> int | None:
@@ -125,7 +173,7 @@ def _assert_worker_dead(pid: int) -> None:
 
 @pytest.mark.fault("Ray worker killed mid-training (retries left)")
 def test_killed_worker_is_restarted_from_last_checkpoint(
-    ray_local, job, encoders, tmp_path, fault_drill  # noqa: F811
+    ray_local, job, encoders, uninterrupted, tmp_path, fault_drill
 ):
     from ml.ray_training import train_on_ray
 
@@ -148,6 +196,7 @@ def test_killed_worker_is_restarted_from_last_checkpoint(
     assert [h["epoch"] for h in out.history] == [float(e) for e in range(EPOCHS)]
     assert Path(out.checkpoint_path).parent == storage / run_name
     _check_state_dict(out, encoders, job)
+    assert_as_uninterrupted(out, uninterrupted)
     fault_drill.detail.update(
         epoch_at_kill=killer.epoch_at_kill, resumed_from_epoch=out.resumed_from_epoch,
         kill_after_s=killer.kill_after_s, run_s=round(out.seconds, 2), epochs=EPOCHS,
@@ -156,7 +205,7 @@ def test_killed_worker_is_restarted_from_last_checkpoint(
 
 @pytest.mark.fault("Ray worker killed mid-training (no retries left)")
 def test_killed_worker_without_retries_fails_then_rerun_resumes(
-    ray_local, job, encoders, tmp_path, fault_drill  # noqa: F811
+    ray_local, job, encoders, uninterrupted, tmp_path, fault_drill
 ):
     from ml.ray_training import RayTrainingError, train_on_ray
 
@@ -186,6 +235,7 @@ def test_killed_worker_without_retries_fails_then_rerun_resumes(
     assert out.resumed_from_epoch == last_registered  # no registered checkpoint was lost
     assert [h["epoch"] for h in out.history] == [float(e) for e in range(EPOCHS)]
     _check_state_dict(out, encoders, job)
+    assert_as_uninterrupted(out, uninterrupted)
     fault_drill.detail.update(
         epoch_at_kill=killer.epoch_at_kill, resumed_from_epoch=out.resumed_from_epoch,
         kill_after_s=killer.kill_after_s, rerun_s=round(out.seconds, 2), epochs=EPOCHS,

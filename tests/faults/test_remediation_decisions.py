@@ -29,8 +29,8 @@ import pytest
 from assets.model import ModelTrainingConfig
 from assets.resources import LakehouseResource
 from assets.serving import InferenceConfig
-from lakehouse.remediation import RemediationPolicy
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io.settings import LakehouseSettings
+from operations.policy import RemediationPolicy
 from orchestration.remediation import TAG_ROOT, build_remediation_sensor, remediation_log
 from tests.orchestration.remediation_harness import Harness
 
@@ -57,7 +57,7 @@ def scoring_oom(config: InferenceConfig) -> None:
 
 @dg.asset(key=["bronze", "events"], partitions_def=parts)
 def s3_write(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> None:
-    from lakehouse import delta
+    from lakehouse.io import delta
 
     s = lakehouse.settings()
     delta.replace_partitions(s.table_uri("bronze", "events"),
@@ -108,7 +108,7 @@ def orders_report() -> None:
 
 @dg.asset(key=["bronze", "workouts"], partitions_def=parts)
 def truncated_landing(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> None:
-    from lakehouse.ingest import ingest_days
+    from lakehouse.landing.ingest import ingest_days
 
     ingest_days(lakehouse.settings(), [dt.date.fromisoformat(context.partition_key)])
 

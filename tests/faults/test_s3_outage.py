@@ -12,6 +12,7 @@ during a data upload is healed by the S3 client's own retries: the write just su
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import threading
 import time
@@ -21,13 +22,14 @@ from pathlib import Path
 import boto3
 import polars as pl
 import pytest
+from deltalake.exceptions import DeltaError
 
-from lakehouse import delta
 from lakehouse.contract import ENTITIES
-from lakehouse.ingest import ingest_days
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io import delta
+from lakehouse.io.settings import LakehouseSettings
+from lakehouse.landing.ingest import ingest_days
 from tests.faults.s3_proxy import CuttableProxy
-from tests.landing_factory import DAY0, workout, write_day, write_parquet
+from tests.landing_factory import DAY0, seal, workout, write_day, write_parquet
 
 DAY1 = DAY0 + dt.timedelta(days=1)
 WORKOUTS = "/bronze/workouts/"
@@ -39,6 +41,22 @@ def _data_put(method: str, path: str) -> bool:
 
 def _commit_put(method: str, path: str) -> bool:
     return method == "PUT" and f"{WORKOUTS}_delta_log/" in path and path.endswith(".json")
+
+
+def _expected_error(cut_at: str, retry: str, day: dt.date, commit_version: int) -> tuple[type, str]:
+    """(exact type, pattern of the message without colour codes) of the error a cut write fails
+    with: deltalake's own, naming the request that failed, neither wrapped nor reworded (e.g. as
+    a read-only or permission problem)."""
+    if cut_at == "data upload":  # the data file's PUT, given up after the client's retries
+        n, timeout = (10, "60s") if retry == "defaults" else (2, "5s")  # object_store / ours
+        return DeltaError, (
+            rf"^Failed to parse parquet: External: Generic S3 error: Error performing PUT "
+            rf"\S+{WORKOUTS}landing_date%3D{day}/part-\S+\.parquet in \S+, after {n} retries, "
+            rf"max_retries: {n}, retry_timeout: {timeout} +- HTTP error: error sending request")
+    # the commit's PUT of the next log entry: the proxy reset the connection
+    return OSError, (rf"^Generic S3 error\s+↳ Error performing PUT \S+{WORKOUTS}_delta_log/"
+                     rf"{commit_version:020d}\.json in \S+ - HTTP error\s+↳ error sending request"
+                     rf".*↳ Connection reset by peer \(os error 104\)$")
 
 
 # (change, where the cut falls, which request, proxy mode, client retry settings, restored after s)
@@ -133,6 +151,7 @@ def test_s3_lost_mid_write_then_back(lake, monkeypatch, fault_drill, change, cut
         write_parquet(landing, "workouts", DAY0, [
             workout("w1", "u1", "c1", DAY0), workout("w2", "u2", "c2", DAY0, minutes=45.0),
             workout("w5", "u3", "c3", DAY0, hour=10)])
+        seal(landing, DAY0)
         days, expected = [DAY0], {"w1": 20.0, "w2": 45.0, "w5": 20.0}
 
     uri = settings.table_uri("bronze", "workouts")
@@ -155,11 +174,14 @@ def test_s3_lost_mid_write_then_back(lake, monkeypatch, fault_drill, change, cut
         fault_drill.detail.update({"ingest_s": round(time.perf_counter() - t0, 2),
                                    "connections_reset_while_cut": proxy.refused})
     else:
-        with pytest.raises(Exception) as failure:
+        with pytest.raises((DeltaError, OSError)) as failure:
             ingest_days(settings, days)
         fail_s = time.perf_counter() - t0
         assert fired.is_set(), f"the cut at the {cut_at} never happened: {failure.value!r}"
         err = failure.value
+        want_type, want = _expected_error(cut_at, retry, days[0], version_before + 1)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+        assert type(err) is want_type and re.search(want, text, re.S), f"{type(err).__name__}: {text}"
         fault_drill.detail.update({
             "error_class": type(err).__name__, "error": f"{type(err).__name__}: {err}",
             "fail_s": round(fail_s, 2), "connections_reset_while_cut": proxy.refused})

@@ -46,6 +46,25 @@ def _version(tmp_path, make_frames, publish, seed=1, n=60):
     return publish(CacheStore(tmp_path, keep=5), make_frames(n, seed=seed, model_version=seed), model_version=seed)
 
 
+def _stored(version, user_id: str, platform: str) -> bytes | None:
+    """One payload as the version's own cache file holds it."""
+    conn = connect_readonly(version.path)
+    try:
+        row = conn.execute("SELECT body FROM payload WHERE user_id = ? AND platform = ?",
+                           (user_id, platform)).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else bytes(row[0])
+
+
+def _stored_all(version) -> set[bytes]:
+    conn = connect_readonly(version.path)
+    try:
+        return {bytes(b) for (b,) in conn.execute("SELECT body FROM payload")}
+    finally:
+        conn.close()
+
+
 def _keys(client, bucket, prefix):
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
     return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
@@ -109,7 +128,11 @@ def test_failed_upload_leaves_latest_at_previous(tmp_path, make_frames, publish,
         export_to_s3(Recording(client, fail_on="manifest.json"), bucket, prefix, b)
     assert latest_s3_version(client, bucket, prefix)["version"] == a.name
     assert _keys(client, bucket, f"{prefix}/{b.name}") == []  # the incomplete version was removed
-    assert read_s3_payload(client, bucket, prefix, "u0000001", "bike") is not None
+    # readers still get version A, every payload of it, as A's cache holds them (not B's)
+    a_bike, b_bike = (_stored(v, "u0000001", "bike") for v in (a, b))
+    assert a_bike is not None and a_bike != b_bike
+    assert read_s3_payload(client, bucket, prefix, "u0000001", "bike") == a_bike
+    assert set(iter_s3_payloads(client, bucket, latest_s3_version(client, bucket, prefix))) == _stored_all(a)
     # the next export of the same version succeeds and moves LATEST
     export_to_s3(client, bucket, prefix, b)
     assert latest_s3_version(client, bucket, prefix)["version"] == b.name

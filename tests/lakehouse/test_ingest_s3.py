@@ -11,11 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lakehouse import delta
 from lakehouse.contract import BY_NAME
-from lakehouse.ingest import LandingFileError, ingest_days
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io import delta
+from lakehouse.io.settings import LakehouseSettings
+from lakehouse.landing.ingest import ingest_days
+from lakehouse.landing.manifest import seal_day
+from lakehouse.landing.read import LandingFileError
 from tests.landing_factory import DAY0, catalogue, workout
+
+ENTITY_NAMES = list(BY_NAME)
 
 
 def put_parquet(client, bucket, key, entity, rows):
@@ -32,6 +36,7 @@ def test_ingest_from_and_to_s3(s3_env, s3_server, tmp_path):
         put_parquet(client, bucket, f"lake/landing/{entity}/date={DAY0}/part-0.parquet", entity, rows)
     put_parquet(client, bucket, f"lake/landing/workouts/date={DAY0}/part-0.parquet", "workouts",
                 [workout("w1", "u1", "c1", DAY0), workout("w2", "u9", "c1", DAY0)])
+    seal_day(settings.landing_uri, DAY0, ENTITY_NAMES)  # the exporter's last write, on S3 too
     report = ingest_days(settings, [DAY0])
     assert report.entities["workouts"].rows_valid == 1
     w = delta.read(settings.table_uri("bronze", "workouts"), storage_options=settings.storage_options())
@@ -46,6 +51,13 @@ def test_ingest_from_and_to_s3(s3_env, s3_server, tmp_path):
     # an unreadable object on S3 fails the run, names the object and leaves bronze as it was
     day1 = DAY0 + dt.timedelta(days=1)
     client.put_object(Bucket=bucket, Key=f"lake/landing/workouts/date={day1}/part-0.parquet", Body=b"PAR1 garbage")
+    # an exporter that lists it anyway (size and checksum of what is there)
+    import hashlib
+    import json
+    client.put_object(Bucket=bucket, Key=f"lake/landing/_manifests/date={day1}.json", Body=json.dumps({
+        "date": day1.isoformat(), "empty": [n for n in ENTITY_NAMES if n != "workouts"],
+        "files": [{"path": f"workouts/date={day1}/part-0.parquet", "entity": "workouts", "rows": 3,
+                   "bytes": 12, "sha256": hashlib.sha256(b"PAR1 garbage").hexdigest()}]}).encode())
     before = delta.table_version(settings.table_uri("bronze", "workouts"), settings.storage_options())
     with pytest.raises(LandingFileError, match=f"date={day1}/part-0.parquet: cannot be read as Parquet"):
         ingest_days(settings, [day1])

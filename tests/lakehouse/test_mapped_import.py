@@ -10,10 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lakehouse import delta
-from lakehouse.mapped_import import INTERACTIONS, ITEMS, USERS, SourceDataError, import_dataset
-from lakehouse.mapping import load_mapping, parse_mapping
-from lakehouse.settings import LakehouseSettings
+import lakehouse.mapped.sources as sources
+import lakehouse.mapped.staging as staging
+from lakehouse.io import delta
+from lakehouse.io.settings import LakehouseSettings
+from lakehouse.mapped.importer import INTERACTIONS, ITEMS, USERS, SourceDataError, import_dataset
+from lakehouse.mapped.mapping_file import load_mapping, parse_mapping
 from simulator.external import ExternalConfig, generate_external
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -346,8 +348,14 @@ BAD = {
 }
 
 
+@pytest.mark.parametrize("batches", ["whole files", "row by row"])
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_input_names_file_column_and_row_and_writes_nothing(settings, tmp_path, case):
+def test_bad_input_names_file_column_and_row_and_writes_nothing(settings, tmp_path, monkeypatch, case, batches):
+    if batches == "row by row":  # the same message when every row is a batch of its own
+        monkeypatch.setattr(sources, "BATCH_ROWS", 1)
+        monkeypatch.setattr(sources, "BLOCK_BYTES", 64)
+        monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 64)
+        monkeypatch.setattr(staging, "STAGE_GROUP_ROWS", 1)
     spec = BAD[case]
     src = write_source(tmp_path / "src", events=spec.get("events", EVENTS), users=spec.get("users"),
                        tracks=spec.get("tracks"))

@@ -3,12 +3,14 @@ name the file, the field and what was expected."""
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lakehouse.mapping import MappingError, load_mapping, parse_mapping
+from lakehouse.mapped.mapping import MappingError
+from lakehouse.mapped.mapping_file import load_mapping, parse_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "listening" / "mapping.yaml"
@@ -174,5 +176,102 @@ def test_strptime_unit_accepted_and_file_errors(tmp_path):
     bad.write_text("name: x\ninteractions: [unclosed\n")
     with pytest.raises(MappingError, match="broken.yaml: not valid YAML"):
         load_mapping(bad)
+    bad.write_text("name: x\nfirst_day: 2026-13-01\n")  # YAML reads it as a date that does not exist
+    with pytest.raises(MappingError, match=r"broken.yaml: not valid YAML \(month must be in 1..12\)"):
+        load_mapping(bad)
     with pytest.raises(MappingError, match="inline: expected a mapping with keys name, source"):
         parse_mapping(["not", "a", "mapping"], origin="inline")
+
+
+def test_every_problem_of_a_mapping_is_reported_at_once_with_its_line(tmp_path):
+    path = tmp_path / "typos.yaml"
+    path.write_text(
+        "name: my data\n"                  # 1: not a simple label
+        "sorce: data\n"                    # 2: unknown key; `source` missing
+        "interactions:\n"                  # 3
+        "  path: events\n"                 # 4
+        "  usr: listener\n"                # 5: unknown key; `user` missing
+        "  item: 42\n"                     # 6: wrong type
+        "  delimiter: ';;'\n"              # 7: not one character
+        "  timestamp:\n"                   # 8
+        "    column: ts\n"                 # 9
+        "    unit: sec\n"                  # 10: not a unit
+        "    timzone: UTC\n"               # 11: unknown key
+        "  context:\n"                     # 12
+        "    categorical: network\n"       # 13: not a list
+        "  event: {column: action, take: [play], complete: [play]}\n"  # 14: a value under two heads
+        "users:\n"                         # 15
+        "  path: users.jsonl\n"            # 16
+        "  kee: listener_id\n"             # 17: unknown key; `key` missing
+        "first_day: 01/09/2026\n")         # 18: not a date
+    with pytest.raises(MappingError) as err:
+        load_mapping(path, environ={})
+    text = str(err.value)
+    expected = [
+        "name: 'my data' is not a simple label; expected letters, digits, '_', '-' or '.' (line 1)",
+        "  - unknown key 'sorce' (did you mean 'source'?); valid keys: name, source, interactions, users, "
+        "items, first_day (line 2)",
+        "source: missing required field (the folder or s3://bucket/prefix holding the files)",
+        "interactions: unknown key 'usr' (did you mean 'user'?); valid keys: path, user, item, timestamp, "
+        "format, platform, context, event, rating, delimiter (line 5)",
+        "interactions.user: missing required field (the user id column) (line 3)",
+        "interactions.item: expected a column name, got int 42 (line 6)",
+        "interactions.delimiter: expected a single character such as \",\", \";\" or \"\\t\", got str ';;' (line 7)",
+        "interactions.timestamp.unit: 'sec' is not a timestamp unit; expected s|ms|us|ns (line 10)"[:60],
+        "interactions.timestamp: unknown key 'timzone' (did you mean 'timezone'?); valid keys: column, "
+        "unit, timezone (line 11)",
+        "interactions.context.categorical: expected a list of column names such as [a, b], got str "
+        "'network' (line 13)",
+        "interactions.event.complete: value 'play' is also listed under take; each event value belongs "
+        "to one head (line 14)",
+        "users: unknown key 'kee' (did you mean 'key'?); valid keys: path, key, format, categorical, "
+        "numeric, delimiter (line 17)",
+        "users.key: missing required field (the id column joined to the interactions) (line 15)",
+        "first_day: '01/09/2026' is not a date; expected YYYY-MM-DD",
+    ]
+    assert text.startswith(f"{path}: {len(expected)} problems in the mapping file; fix them all and re-run:\n"), text
+    for piece in expected:
+        assert piece in text, (piece, text)
+    assert text.count("\n  - ") == len(expected)
+    lines = [int(n) for n in re.findall(r"\(line (\d+)\)$", text, re.MULTILINE)]
+    assert lines == sorted(lines)  # in the file's order
+
+
+def test_a_mapping_checked_from_a_dict_lists_every_problem_without_lines():
+    data = changed(lambda d: d["interactions"].update(user=None, item=["x"]))
+    with pytest.raises(MappingError) as err:
+        parse_mapping(data, origin="inline", environ={})
+    text = str(err.value)
+    assert text.startswith("inline: 2 problems in the mapping file")
+    assert "  - interactions.user: missing required field (the user id column)\n" in text
+    assert "  - interactions.item: expected a column name, got a list (['x'])" in text
+    assert "(line" not in text
+
+
+def _options():
+    """Every option the validator accepts, as a dotted path (lakehouse.mapped.mapping.FIELDS)."""
+    from lakehouse.mapped.mapping import FIELDS
+
+    return [(section, key) for section, (required, optional) in FIELDS.items() for key in required + optional]
+
+
+def test_every_option_is_documented_in_the_byod_page_and_the_example_mapping():
+    byod = (ROOT / "docs" / "byod.md").read_text()
+    table = byod[byod.index("| field |"):byod.index("A mistake in the mapping")]
+    missing = [path for path in (f"{s}.{k}" if s else k for s, k in _options()) if f"`{path}" not in table]
+    assert not missing, f"not in docs/byod.md's mapping table: {missing}"
+
+    example = EXAMPLE.read_text()
+    blocks: dict[str, str] = {}  # top-level key -> its lines (with the comments)
+    current = ""
+    for line in example.splitlines():
+        top = re.match(r"^#?\s?([a-z_]+):", line)
+        if top and not line.startswith(" "):
+            current = top.group(1)
+        blocks[current] = blocks.get(current, "") + line + "\n"
+    undocumented = []
+    for section, key in _options():
+        text = blocks.get(section.split(".")[0], "") if section else example
+        if not re.search(rf"^\s*#?\s*{key}:", text, re.MULTILINE):
+            undocumented.append(f"{section}.{key}" if section else key)
+    assert not undocumented, f"not in {EXAMPLE.name} (as a key or a commented key): {undocumented}"

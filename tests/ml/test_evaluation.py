@@ -9,107 +9,34 @@ import polars as pl
 import pytest
 import torch
 
-from ml.evaluation import (
-    EvalSettings,
-    ModelRanker,
-    PopularityRanker,
-    build_lists,
-    comparison_table,
-    evaluate,
-    list_context,
-)
+from ml.datasets import FITNESS
+from ml.evaluation import evaluate
 from ml.features import Encoders, default_spec
-from ml.gold_reader import read_examples
+from ml.examples import read_examples
+from ml.gold import GoldStore
+from ml.lists import EvalSettings, build_lists
 from ml.pairs import PairEncoder
-from ml.ranking_metrics import calibration_table, list_metrics, top_k
-from tests.ml.test_gold_reader import CLASSES, E1, E2, E3, build_lakehouse
+from ml.rankers import ModelRanker, PopularityRanker
+from ml.report import comparison_table
+from tests.ml.tiny_gold import E1, E2, E3
 
 
 # ---------------------------------------------------------------------------------------------
-# metrics
+# a tiny lakehouse with scoring candidates (`candidates_lake`, tests/ml/conftest.py)
 
 
-def test_list_metrics_match_hand_computed_values():
-    # one list, 5 candidates; relevant: candidates 1 and 3, plus one relevant item that was not
-    # a candidate at all (n_relevant = 3)
-    scores = np.array([[0.9, 0.8, 0.1, 0.7, 0.0]])
-    relevant = np.array([[False, True, False, True, False]])
-    top = top_k(scores, 5)
-    assert top.tolist() == [[0, 1, 3, 2, 4]]
-    m = list_metrics(top, relevant, np.array([3]), ks=(2, 5))
-    # hits at ranks 2 and 3: AP@5 = (1/2 + 2/3) / min(3, 5)
-    assert m["map@5"][0] == pytest.approx((1 / 2 + 2 / 3) / 3)
-    assert m["map@2"][0] == pytest.approx((1 / 2) / 2)
-    assert m["recall@5"][0] == pytest.approx(2 / 3)
-    assert m["hit@2"][0] == 1.0
-    ideal = 1 + 1 / np.log2(3) + 1 / np.log2(4)
-    assert m["ndcg@5"][0] == pytest.approx((1 / np.log2(3) + 1 / np.log2(4)) / ideal)
-
-
-def test_top_k_never_returns_excluded_and_breaks_ties_by_index():
-    scores = np.array([[1.0, 1.0, 1.0, 0.5]])
-    excluded = np.array([[True, False, False, False]])
-    assert top_k(scores, 3, excluded).tolist() == [[1, 2, 3]]
-    # fewer eligible candidates than k: empty slots are -1 and count as misses
-    top = top_k(scores, 6, np.array([[True, True, False, False]]))
-    assert top.tolist() == [[2, 3, -1, -1, -1, -1]]
-    m = list_metrics(top, np.array([[True, False, False, False]]), np.array([1]), ks=(5,))
-    assert m["hit@5"][0] == 0.0
-
-
-def test_metrics_reject_lists_without_relevant_items():
-    with pytest.raises(ValueError, match="at least one relevant"):
-        list_metrics(np.array([[0]]), np.array([[False]]), np.array([0]), ks=(1,))
-
-
-def test_calibration_deciles_follow_the_predictions():
-    rng = np.random.default_rng(0)
-    p = rng.uniform(0, 1, 20_000)
-    y = rng.uniform(0, 1, p.size) < p  # perfectly calibrated
-    table = calibration_table(y, p)
-    assert len(table) == 10
-    for row in table:
-        assert abs(row["mean_predicted"] - row["actual_rate"]) < 0.05
-    assert table[0]["mean_predicted"] < table[-1]["mean_predicted"]
-
-
-# ---------------------------------------------------------------------------------------------
-# a tiny lakehouse with scoring candidates
-
-
-@pytest.fixture(scope="module")
-def lake(tmp_path_factory):
-    uri = build_lakehouse(tmp_path_factory.mktemp("eval"))
-    rows = []
-    for serve in (E1, E2, E3):
-        for cid, (_, _, _, rel) in CLASSES.items():
-            if rel <= serve - dt.timedelta(days=1):
-                rows.append({"feature_date": serve - dt.timedelta(days=1), "serve_date": serve,
-                             "platform": "bike", "class_id": cid})
-    pl.DataFrame(rows).write_delta(f"{uri}/gold/scoring_candidates",
-                                   delta_write_options={"partition_by": ["feature_date"]})
-    # user x instructor affinity: users u1..u20 mostly ride with i1, some with i2
-    aff = [{"feature_date": f, "user_id": f"u{n}", "instructor_id": inst,
-            "workouts_56d": w, "share_56d": w / 10}
-           for f in (E1, E2, E3) for n in range(1, 21)
-           for inst, w in (("i1", 7 + n % 3), ("i2", 3 - n % 3))]
-    pl.DataFrame(aff).write_delta(f"{uri}/gold/user_instructor_affinity",
-                                  delta_write_options={"partition_by": ["feature_date"]})
-    return uri
-
-
-def test_pair_encoder_equals_transform_of_the_cross_join(lake):
-    frame = read_examples(lake).collect()
+def test_pair_encoder_equals_transform_of_the_cross_join(candidates_lake):
+    frame = read_examples(GoldStore(candidates_lake)).collect()
     enc = Encoders.fit(frame, default_spec())
-    batch = build_lists(lake, E3, EvalSettings(days=[E3], exclude_days=0))[0]
-    users = list_context(batch.users, "bike", E3)
+    batch = build_lists(GoldStore(candidates_lake), E3, EvalSettings(days=[E3], exclude_days=0))[0]
+    users = FITNESS.list_context(batch.users, "bike", E3)
     classes = batch.classes.with_columns(pl.lit(E3).alias("event_date"))
     pe = PairEncoder(enc)
     u, c = pe.encode_users(users), pe.encode_classes(classes)
     dense, sparse = pe.pairs(u, np.arange(users.height), c)
     # the reference: the explicit cross join with the affinity joined per (user, instructor),
     # as read_examples joins it for training
-    aff = (pl.read_delta(f"{lake}/gold/user_instructor_affinity")
+    aff = (pl.read_delta(f"{candidates_lake}/gold/user_instructor_affinity")
            .filter(pl.col("feature_date") == E3 - dt.timedelta(days=1))
            .select("user_id", "instructor_id",
                    pl.col("share_56d").alias("user_instructor_share"),
@@ -131,10 +58,10 @@ class _Oracle:
         return batch.relevant.astype(float)
 
 
-def test_evaluate_lists_exclusion_and_popularity(lake):
+def test_evaluate_lists_exclusion_and_popularity(candidates_lake):
     # every user takes c1 every day: on E3 the lists' relevant class is c1
     s = EvalSettings(days=[E3], exclude_days=0, ks=(1, 2))
-    res = evaluate(lake, [_Oracle(), PopularityRanker()], s)
+    res = evaluate(GoldStore(candidates_lake), [_Oracle(), PopularityRanker()], s)
     assert res.metric("perfect", "map@1") == pytest.approx(1.0)
     # popularity over the days before E3: c1 was taken by everyone
     assert res.metric("popularity", "map@1") == pytest.approx(1.0)
@@ -144,55 +71,131 @@ def test_evaluate_lists_exclusion_and_popularity(lake):
     # the product never re-recommends a class taken in the last days: c1 is excluded, so no
     # ranker can hit it (it still counts as relevant)
     s2 = EvalSettings(days=[E3], exclude_days=7, ks=(1, 2))
-    res2 = evaluate(lake, [_Oracle(), PopularityRanker()], s2)
+    res2 = evaluate(GoldStore(candidates_lake), [_Oracle(), PopularityRanker()], s2)
     assert res2.metric("perfect", "hit@2") == 0.0
     assert "perfect" in comparison_table(res2, reference="popularity")
 
 
-def test_model_ranker_scores_every_candidate(lake):
-    frame = read_examples(lake).collect()
-    enc = Encoders.fit(frame, default_spec())
-    calls = []
-
-    def score_fn(dense, sparse):
-        calls.append(dense.shape[0])
-        return torch.stack([dense[:, 0], dense[:, 0], dense[:, 0]], dim=1)
-
-    batch = build_lists(lake, E3, EvalSettings(days=[E3], exclude_days=0))[0]
-    scores = ModelRanker("m", score_fn, enc).score(batch)
-    # c1, c2 and c3 (released on E2, so a candidate from E3 on)
-    assert scores.shape == batch.relevant.shape == (40, 3)
-    assert sum(calls) == 40 * 3
+def _encoders(lake: str) -> Encoders:
+    """Encoders fitted on the lakehouse's examples with their hour spread over the day (the rows
+    are all at 7h), so every hour a list assumes has an id of its own and reaches the model."""
+    frame = read_examples(GoldStore(lake)).collect()
+    hours = pl.Series("hour_of_day", [i % 24 for i in range(frame.height)]).cast(frame.schema["hour_of_day"])
+    return Encoders.fit(frame.with_columns(hours), default_spec())
 
 
-def test_no_lists_is_a_clear_error(lake):
+class LinearFake:
+    """A stand-in DLRM: per head, two sums (linear in every dense column plus a weight per id of
+    every sparse column; fixed random weights) and their product, so whatever input changes, the
+    scores change, and candidates rank differently for different users. Records each call's hours
+    (decoded from the hour_of_day ids) and row count."""
+
+    def __init__(self, enc: Encoders, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.enc = enc
+        self.dense_w = torch.randn(len(enc.spec.dense), 2, 3, generator=g)
+        self.sparse_w = [torch.randn(card, 2, 3, generator=g) for card in enc.cardinalities()]
+        self.calls: list[tuple[frozenset, int]] = []
+
+    def __call__(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        ids = sparse[:, self.enc.spec.sparse.index("hour_of_day")].unique().tolist()
+        vocab = self.enc.vocab["hour_of_day"]
+        self.calls.append((frozenset(int(vocab[i - 1]) if i > 0 else None for i in ids), dense.shape[0]))
+        out = torch.einsum("nd,dkh->nkh", dense, self.dense_w)
+        for j, w in enumerate(self.sparse_w):
+            out = out + w[sparse[:, j]]
+        return out[:, 0] + out[:, 0] * out[:, 1]  # a product: user and class features interact
+
+
+def _explicit_bike_frame(lake: str, users: pl.DataFrame, classes: pl.DataFrame, day: dt.date,
+                         hours: list[int]) -> pl.DataFrame:
+    """users x classes of the bike lists of `day`, user-major, the context written out by hand: the
+    hour given per user, the day's weekday, no previous class (first of the session); each pair's
+    affinity joined per (user, instructor) as read_examples joins it for training."""
+    aff = (pl.read_delta(f"{lake}/gold/user_instructor_affinity")
+           .filter(pl.col("feature_date") == day - dt.timedelta(days=1))
+           .select("user_id", "instructor_id",
+                   pl.col("share_56d").alias("user_instructor_share"),
+                   pl.col("workouts_56d").cast(pl.Float64).alias("user_instructor_workouts")))
+    ctx = users.drop("instructor_affinity").with_columns(
+        platform=pl.lit("bike"), hour_of_day=pl.Series(hours, dtype=pl.Int32),
+        day_of_week=pl.lit(day.isoweekday(), pl.Int32), is_weekend=pl.lit(day.isoweekday() >= 6),
+        prev_discipline=pl.lit(None, pl.Utf8), prev_body_focus=pl.lit(None, pl.Utf8),
+        prev_duration_min=pl.lit(None, pl.Int32), minutes_since_prev=pl.lit(None, pl.Float64),
+        position_in_session=pl.lit(1, pl.Int32))
+    return (ctx.join(classes.with_columns(event_date=pl.lit(day)), how="cross")
+            .join(aff, on=["user_id", "instructor_id"], how="left", maintain_order="left"))
+
+
+def _log_take(fake: LinearFake, enc: Encoders, frame: pl.DataFrame, n_users: int) -> np.ndarray:
+    """[users, classes] log P(take) of the fake on an explicit frame (take = head 0)."""
+    batch = enc.transform(frame)
+    with torch.no_grad():
+        logits = fake(batch.dense, batch.sparse)[:, 0].double()
+    return torch.nn.functional.logsigmoid(logits).numpy().reshape(n_users, -1)
+
+
+def _usual_hours(n: int) -> list[float]:
+    """Usual hours spread over the day, some off the full hour (the list rounds them)."""
+    return [5 + (7 * i) % 17 + (0.4, -0.3, 0.0)[i % 3] for i in range(n)]
+
+
+def test_model_ranker_scores_are_the_model_on_the_explicit_list_frame(candidates_lake):
+    enc = _encoders(candidates_lake)
+    fake = LinearFake(enc)
+    batch = build_lists(GoldStore(candidates_lake), E3, EvalSettings(days=[E3], exclude_days=0))[0]
+    usual = _usual_hours(batch.users.height)
+    batch.users = batch.users.with_columns(usual_hour_bike=pl.Series(usual))
+    got = ModelRanker("m", fake, enc).score(batch)
+    # c1, c2 and c3 (released on E2, so a candidate from E3 on), every user at their usual hour
+    assert got.shape == batch.relevant.shape == (40, 3)
+    assert sum(n for _, n in fake.calls) == 40 * 3
+    frame = _explicit_bike_frame(candidates_lake, batch.users, batch.classes, E3, [round(h) for h in usual])
+    assert frame["user_instructor_share"].drop_nulls().len() > 0
+    fake.calls.clear()
+    want = _log_take(fake, enc, frame, batch.users.height)
+    # not a degenerate case: the candidates' order differs between users
+    assert len({tuple(np.argsort(-row)) for row in want}) > 1
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_no_lists_is_a_clear_error(candidates_lake):
     with pytest.raises(ValueError, match="no evaluation lists"):
-        evaluate(lake, [PopularityRanker()], EvalSettings(days=[E1 - dt.timedelta(days=30)]))
+        evaluate(GoldStore(candidates_lake), [PopularityRanker()], EvalSettings(days=[E1 - dt.timedelta(days=30)]))
 
 
-def test_user_fraction_downsamples_whole_users(lake):
-    full = build_lists(lake, E2, EvalSettings(days=[E2]))[0]
-    half = build_lists(lake, E2, EvalSettings(days=[E2], user_fraction=0.5, seed=3))[0]
+def test_user_fraction_downsamples_whole_users(candidates_lake):
+    full = build_lists(GoldStore(candidates_lake), E2, EvalSettings(days=[E2]))[0]
+    half = build_lists(GoldStore(candidates_lake), E2, EvalSettings(days=[E2], user_fraction=0.5, seed=3))[0]
     assert 0 < half.users.height < full.users.height
     assert set(half.users["user_id"]) <= set(full.users["user_id"])
 
 
-def test_user_without_usual_hour_is_scored_over_several_hours(lake):
+def test_user_without_usual_hour_is_scored_over_several_hours(candidates_lake):
     """A list for a user with no usual hour averages the take probability over UNKNOWN_HOURS."""
-    from ml.evaluation import UNKNOWN_HOURS
+    from ml.rankers import UNKNOWN_HOURS
 
-    frame = read_examples(lake).collect()
-    enc = Encoders.fit(frame, default_spec())
-    seen = []
+    enc = _encoders(candidates_lake)
+    fake = LinearFake(enc)
+    batch = build_lists(GoldStore(candidates_lake), E3, EvalSettings(days=[E3], exclude_days=0))[0]
+    cold = {"u3", "u25"}  # with and without instructor affinities
+    usual = [None if u in cold else h for u, h in zip(batch.users["user_id"], _usual_hours(batch.users.height))]
+    batch.users = batch.users.with_columns(usual_hour_bike=pl.Series(usual, dtype=pl.Float64))
+    got = ModelRanker("m", fake, enc).score(batch)
+    n_users, n_classes = got.shape
+    # the hours scored: every other user once, at their own hour; the two cold users once per hour
+    known = frozenset(round(h) for h in usual if h is not None)
+    assert sorted(fake.calls, key=repr) == sorted(
+        [(known, (n_users - 2) * n_classes)] + [(frozenset({h}), 2 * n_classes) for h in UNKNOWN_HOURS], key=repr)
 
-    def score_fn(dense, sparse):
-        seen.append(sparse[:, enc.spec.sparse.index("hour_of_day")].unique().tolist())
-        return torch.zeros(dense.shape[0], 3)
-
-    batch = build_lists(lake, E3, EvalSettings(days=[E3], exclude_days=0))[0]
-    batch.users = batch.users.with_columns(
-        pl.when(pl.col("user_id") == "u3").then(None).otherwise(pl.col("usual_hour_bike"))
-        .alias("usual_hour_bike"))
-    scores = ModelRanker("m", score_fn, enc).score(batch)
-    assert len(seen) == 1 + len(UNKNOWN_HOURS)  # the users with an hour, then u3 once per hour
-    assert np.allclose(scores, np.log(0.5))  # log P(take) with logit 0, whatever the hour
+    at_usual = _log_take(fake, enc, _explicit_bike_frame(
+        candidates_lake, batch.users, batch.classes, E3, [7 if h is None else round(h) for h in usual]), n_users)
+    per_hour = [_log_take(fake, enc, _explicit_bike_frame(
+        candidates_lake, batch.users, batch.classes, E3, [h] * n_users), n_users) for h in UNKNOWN_HOURS]
+    averaged = np.log(np.mean(np.exp(per_hour), axis=0))
+    is_cold = batch.users["user_id"].is_in(list(cold)).to_numpy()
+    assert is_cold.sum() == 2
+    np.testing.assert_allclose(got[~is_cold], at_usual[~is_cold], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[is_cold], averaged[is_cold], rtol=1e-5, atol=1e-6)
+    # the average is not any single hour's score
+    assert all(np.abs(averaged[is_cold] - p[is_cold]).max() > 1e-3 for p in per_hour)

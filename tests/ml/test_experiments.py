@@ -7,9 +7,9 @@ import os
 import pytest
 
 from ml.experiments import comparison, expand, run_grid
+from ml.gold import GoldStore
 from ml.train import TrainConfig
 from ml.training_job import ModelHParams, TrainingJob, plan_window
-from tests.ml.test_evaluation import lake  # noqa: F401  (tiny lakehouse with candidates)
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def test_expand_is_the_cartesian_product():
     assert grid == [{"a": "x", "b": 1}, {"a": "x", "b": 2}]
 
 
-def test_grid_runs_in_parallel_under_one_parent(lake, tmp_path):  # noqa: F811
+def test_grid_runs_in_parallel_under_one_parent(candidates_lake, tmp_path):
     from ml import tracking
     from ml.ray_training import init_ray
     from ml.workflow import Tracking
@@ -28,7 +28,7 @@ def test_grid_runs_in_parallel_under_one_parent(lake, tmp_path):  # noqa: F811
     init_ray(num_cpus=2)
     uri = tracking.default_tracking_uri(tmp_path)
     tr = Tracking(tracking_uri=uri, artifact_root=tracking.default_artifact_root(tmp_path))
-    base = TrainingJob(data=plan_window(lake, train_days=2, valid_days=1),
+    base = TrainingJob(data=plan_window(GoldStore(candidates_lake), train_days=2, valid_days=1),
                        model=ModelHParams(embedding_dim=4, bottom_mlp=[8, 4], top_mlp=[8]),
                        train=TrainConfig(epochs=1, lr=0.01, batch_size=32), backend="reference")
     parent, rows = run_grid(base, {"embedding_dim": [4, 8]}, tr, parallel=2, eval_fraction=1.0)

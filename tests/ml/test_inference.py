@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+from collections import Counter
 
 import numpy as np
 import polars as pl
@@ -10,19 +12,14 @@ import pytest
 import torch
 
 from ml.features import Encoders, default_spec
-from ml.gold_reader import read_examples
-from ml.inference import (
-    RECOMMENDATION_SCHEMA,
-    InferenceError,
-    InferenceSettings,
-    InferenceStats,
-    ModelRef,
-    run_inference,
-    top_k_capped,
-)
+from ml.examples import read_examples
+from ml.gold import GoldStore
+from ml.inference import InferenceStats, ModelRef, run_inference
+from ml.row_scorer import top_k_capped
+from ml.rows import RECOMMENDATION_SCHEMA, InferenceError, InferenceSettings
 from ml.model import ModelConfig, build_model
-from tests.ml.test_evaluation import lake  # noqa: F401  (fixture)
-from tests.ml.test_gold_reader import E2
+from ml.serving import score_frame
+from tests.ml.tiny_gold import DISC, E2
 
 
 def test_top_k_caps_instructors_skips_excluded_and_pads():
@@ -33,23 +30,23 @@ def test_top_k_caps_instructors_skips_excluded_and_pads():
     assert top_k_capped(scores, groups, k=2, cap=5).tolist() == [[0, 1]]
 
 
-def _model(lake):  # noqa: F811
-    enc = Encoders.fit(read_examples(lake).collect(), default_spec())
+def _model(lake):
+    enc = Encoders.fit(read_examples(GoldStore(lake)).collect(), default_spec())
     torch.manual_seed(0)
     cfg = ModelConfig(sparse_cardinalities=enc.cardinalities(), n_dense=len(enc.spec.dense),
                       embedding_dim=8, bottom_mlp=[16, 8], top_mlp=[16], sparse_names=list(enc.spec.sparse))
     return build_model(cfg, "reference").eval(), enc, cfg.heads
 
 
-def _run(lake, settings, feature_date=E2):  # noqa: F811
+def _run(lake, settings, feature_date=E2, loaded=None):
     stats = InferenceStats()
-    day, frames = run_inference(ModelRef("unused", 7), lake, feature_date, settings, use_ray=False,
-                                stats=stats, loaded=_model(lake))
+    day, frames = run_inference(ModelRef("unused", 7), GoldStore(lake), feature_date, settings, use_ray=False,
+                                stats=stats, loaded=loaded or _model(lake))
     return day, pl.concat(list(frames)), stats
 
 
-def test_rows_for_every_active_user_without_recently_taken_classes(lake):  # noqa: F811
-    day, rows, stats = _run(lake, InferenceSettings(exclude_days=14, top_k=5, distinct_rows=False))
+def test_rows_for_every_active_user_without_recently_taken_classes(candidates_lake):
+    day, rows, stats = _run(candidates_lake, InferenceSettings(exclude_days=14, top_k=5, distinct_rows=False))
     assert day.serve_date == E2 + dt.timedelta(days=1)
     assert rows.schema == pl.from_arrow(RECOMMENDATION_SCHEMA.empty_table()).schema
     # 40 users, each on the bike (owned) and nothing else has candidates in this lakehouse
@@ -66,11 +63,9 @@ def test_rows_for_every_active_user_without_recently_taken_classes(lake):  # noq
     assert stats.pairs_scored == 40 * 3 * 3  # users x rows x candidates on E2 (c1, c2, c3)
 
 
-def test_instructor_cap_and_recover_row(lake, tmp_path):  # noqa: F811
-    import shutil
-
+def test_instructor_cap_and_recover_row(candidates_lake, tmp_path):
     lake2 = str(tmp_path / "lake")
-    shutil.copytree(lake, lake2)
+    shutil.copytree(candidates_lake, lake2)
     uf = pl.read_delta(f"{lake2}/gold/user_features_daily")
     worked = uf.with_columns(pl.when((pl.col("feature_date") == E2) & pl.col("user_id").is_in(["u1", "u3"]))
                              .then(0).otherwise(pl.col("days_since_last_workout"))
@@ -86,17 +81,155 @@ def test_instructor_cap_and_recover_row(lake, tmp_path):  # noqa: F811
     assert set(recover["row_title"]) == {"Recover from yesterday's ride"}  # their last class: cycling
 
 
-def test_rows_of_one_screen_never_repeat_a_class(lake):  # noqa: F811
-    _, rows, _ = _run(lake, InferenceSettings(exclude_days=0, top_k=1))
+# ---------------------------------------------------------------------------------------------
+# every row is the model under that row's context
+
+# users who worked out on E2 (the recent-state row): their last class
+WORKED = {"u1": ("cycling", "lower", 20), "u3": ("yoga", "core", 15), "u7": ("running", "lower", 30),
+          "u30": ("strength", "upper", 45)}
+NO_USUAL_HOUR = ("u4", "u22")
+
+
+@pytest.fixture(scope="module")
+def varied_lake(candidates_lake, tmp_path_factory) -> str:
+    """candidates_lake with, on E2, usual bike hours spread over the day (most often 18h, none for
+    NO_USUAL_HOUR) and the users of WORKED active that day after different classes."""
+    lake = str(tmp_path_factory.mktemp("varied") / "lake")
+    shutil.copytree(candidates_lake, lake)
+    uf = pl.read_delta(f"{lake}/gold/user_features_daily")
+    n = pl.col("user_id").str.slice(1).cast(pl.Int32)
+    on_e2 = pl.col("feature_date") == E2
+
+    def last(i: int, dtype):
+        col = {0: "last_discipline", 1: "last_body_focus", 2: "last_duration_min"}[i]
+        expr = pl.col(col)
+        for u, values in WORKED.items():
+            expr = pl.when(on_e2 & (pl.col("user_id") == u)).then(pl.lit(values[i], dtype)).otherwise(expr)
+        return expr.alias(col)
+
+    uf = uf.with_columns(
+        pl.when(on_e2 & pl.col("user_id").is_in(NO_USUAL_HOUR)).then(None)
+        .when(on_e2 & (n % 3 == 0)).then(18.0)
+        .when(on_e2).then(5 + (7 * n) % 17 + pl.when(n % 2 == 0).then(0.4).otherwise(-0.3))
+        .otherwise(pl.col("usual_hour_bike")).alias("usual_hour_bike"),
+        pl.when(on_e2 & pl.col("user_id").is_in(list(WORKED))).then(0)
+        .otherwise(pl.col("days_since_last_workout")).alias("days_since_last_workout"),
+        last(0, uf.schema["last_discipline"]), last(1, uf.schema["last_body_focus"]),
+        last(2, uf.schema["last_duration_min"]))
+    uf.write_delta(f"{lake}/gold/user_features_daily", mode="overwrite")
+    return lake
+
+
+def _context_model(lake: str, seed: int = 0):
+    """(model, encoders, heads): encoders fitted with every hour and previous-class context seen in
+    training (the lakehouse's examples are all at 7h, first in their session), and a model whose
+    weights are far from zero, so every context column moves the scores."""
+    frame = read_examples(GoldStore(lake)).collect()
+    n = frame.height
+    frame = frame.with_columns(
+        hour_of_day=pl.Series([k % 24 for k in range(n)]).cast(frame.schema["hour_of_day"]),
+        prev_discipline=pl.Series([DISC[k % len(DISC)] if k % 3 else None for k in range(n)], dtype=pl.Utf8),
+        prev_body_focus=pl.Series([("lower", "upper", "core")[k % 3] if k % 3 else None for k in range(n)],
+                                  dtype=pl.Utf8),
+        prev_duration_min=pl.Series([(10, 15, 20, 30, 45)[k % 5] if k % 3 else None for k in range(n)]
+                                    ).cast(frame.schema["prev_duration_min"]),
+        minutes_since_prev=pl.Series([float(k % 40) if k % 3 else None for k in range(n)]
+                                     ).cast(frame.schema["minutes_since_prev"]),
+        position_in_session=pl.Series([2 if k % 3 else 1 for k in range(n)]
+                                      ).cast(frame.schema["position_in_session"]))
+    enc = Encoders.fit(frame, default_spec())
+    torch.manual_seed(seed)
+    cfg = ModelConfig(sparse_cardinalities=enc.cardinalities(), n_dense=len(enc.spec.dense),
+                      embedding_dim=8, bottom_mlp=[16, 8], top_mlp=[16], sparse_names=list(enc.spec.sparse))
+    model = build_model(cfg, "reference").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model, enc, cfg.heads
+
+
+def _by_hand(lake: str, classes: pl.DataFrame, serve: dt.date, row_id: str) -> pl.DataFrame:
+    """users x classes a row scores on the bike, user-major, its context written out by hand from
+    the gold rows: "for_you" at the user's usual hour (rounded; else the most common one), "morning"
+    at 7h, "evening" at 20h, "recover" (users who worked out on the feature date) at the usual hour
+    as the class 5 minutes after that workout (prev_* = last_*, second in the session)."""
+    fdate = serve - dt.timedelta(days=1)
+    users = (pl.read_delta(f"{lake}/gold/user_features_daily")
+             .filter((pl.col("feature_date") == fdate) & (pl.col("workouts_28d") > 0)).sort("user_id"))
+    usual = [None if h is None else int(np.floor(h + 0.5)) for h in users["usual_hour_bike"].to_list()]
+    (most_common, _), = Counter(h for h in usual if h is not None).most_common(1)
+    hours = [7 if row_id == "morning" else 20 if row_id == "evening" else most_common if h is None else h
+             for h in usual]
+    users = users.with_columns(hour_of_day=pl.Series(hours, dtype=pl.Int32))
+    if row_id == "recover":
+        users = users.filter(pl.col("days_since_last_workout") == 0).with_columns(
+            prev_discipline=pl.col("last_discipline"), prev_body_focus=pl.col("last_body_focus"),
+            prev_duration_min=pl.col("last_duration_min").cast(pl.Int32),
+            minutes_since_prev=pl.lit(5.0), position_in_session=pl.lit(2, pl.Int32))
+    else:
+        users = users.with_columns(
+            prev_discipline=pl.lit(None, pl.Utf8), prev_body_focus=pl.lit(None, pl.Utf8),
+            prev_duration_min=pl.lit(None, pl.Int32), minutes_since_prev=pl.lit(None, pl.Float64),
+            position_in_session=pl.lit(1, pl.Int32))
+    users = users.drop("feature_date").with_columns(
+        platform=pl.lit("bike"), day_of_week=pl.lit(serve.isoweekday(), pl.Int32),
+        is_weekend=pl.lit(serve.isoweekday() >= 6))
+    aff = (pl.read_delta(f"{lake}/gold/user_instructor_affinity").filter(pl.col("feature_date") == fdate)
+           .select("user_id", "instructor_id", pl.col("share_56d").alias("user_instructor_share"),
+                   pl.col("workouts_56d").cast(pl.Float64).alias("user_instructor_workouts")))
+    return (users.join(classes.with_columns(event_date=pl.lit(serve)), how="cross")
+            .join(aff, on=["user_id", "instructor_id"], how="left", maintain_order="left"))
+
+
+def test_every_row_is_the_model_under_its_context(varied_lake):
+    model, enc, heads = _context_model(varied_lake)
+    settings = InferenceSettings(exclude_days=0, top_k=3, max_per_instructor=3, distinct_rows=False,
+                                 precision="fp32")
+    day, rows, _ = _run(varied_lake, settings, loaded=(model, enc, heads))
+    classes = day.candidates["bike"]
+    assert classes["class_id"].to_list() == ["c1", "c2", "c3"]
+    assert set(rows["row_id"]) == {"for_you", "morning", "evening", "recover"}
+    probs = {}
+    for row_id in ("for_you", "morning", "evening", "recover"):
+        frame = _by_hand(varied_lake, classes, day.serve_date, row_id)
+        users = frame["user_id"].unique(maintain_order=True).to_list()
+        assert len(users) == (len(WORKED) if row_id == "recover" else 40)
+        want = score_frame(model, enc, frame)[:, 0].reshape(len(users), 3)
+        got = (rows.filter(pl.col("row_id") == row_id)
+               .pivot(on="class_id", index="user_id", values="score").sort("user_id"))
+        assert got["user_id"].to_list() == users, row_id
+        np.testing.assert_allclose(got.select("c1", "c2", "c3").to_numpy(), want, rtol=1e-4, atol=1e-6,
+                                   err_msg=f"row {row_id!r}: scores are not the model's under its context")
+        # ranked by that score
+        ranked = (rows.filter(pl.col("row_id") == row_id).sort("user_id", "rank")
+                  .group_by("user_id", maintain_order=True).agg("class_id"))
+        assert ranked["class_id"].to_list() == [[("c1", "c2", "c3")[j] for j in np.argsort(-w, kind="stable")]
+                                                for w in want], row_id
+        hours = frame.group_by("user_id", maintain_order=True).agg(pl.col("hour_of_day").first())
+        probs[row_id] = {u: (h, p) for u, h, p in zip(users, hours["hour_of_day"], want)}
+    # where the contexts differ, so do the scores (recover vs for you: the same hour, not the same
+    # session context)
+    for a, b in (("for_you", "morning"), ("morning", "evening"), ("for_you", "recover")):
+        differ = [u for u in set(probs[a]) & set(probs[b]) if b == "recover" or probs[a][u][0] != probs[b][u][0]]
+        assert len(differ) >= len(WORKED)
+        assert all(np.abs(probs[a][u][1] - probs[b][u][1]).max() > 1e-3 for u in differ), (a, b)
+    recover = rows.filter(pl.col("row_id") == "recover").group_by("user_id").agg(pl.col("row_title").first())
+    assert dict(recover.iter_rows()) == {
+        "u1": "Recover from yesterday's ride", "u3": "Recover from yesterday's yoga",
+        "u7": "Recover from yesterday's run", "u30": "Recover from yesterday's strength class"}
+
+
+def test_rows_of_one_screen_never_repeat_a_class(candidates_lake):
+    _, rows, _ = _run(candidates_lake, InferenceSettings(exclude_days=0, top_k=1))
     # three candidates, three rows of one: each row gets the best class the rows above left
     assert rows.group_by("user_id", "platform").agg(pl.col("class_id").n_unique(), pl.len()).filter(
         pl.col("class_id") != pl.col("len")).height == 0
     assert rows.group_by("user_id").len()["len"].min() == 3
 
 
-def test_no_features_for_the_day_is_a_clear_error(lake):  # noqa: F811
+def test_no_features_for_the_day_is_a_clear_error(candidates_lake):
     with pytest.raises(InferenceError, match="no active user for feature_date 2020-01-01"):
-        _run(lake, InferenceSettings(), feature_date=dt.date(2020, 1, 1))
+        _run(candidates_lake, InferenceSettings(), feature_date=dt.date(2020, 1, 1))
 
 
 def test_bad_settings_are_refused():

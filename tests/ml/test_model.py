@@ -116,12 +116,12 @@ def test_custom_heads_and_names():
 
 
 def test_reference_import_stays_light():
-    """ml.model / ml.train with the reference backend never import torchrec (~2.4 s)."""
+    """ml.model / ml.optim / ml.train with the reference backend never import torchrec (~2.4 s)."""
     code = (
-        "import sys, ml.model, ml.train\n"
+        "import sys, ml.model, ml.optim, ml.train\n"
         "cfg = ml.model.ModelConfig([3, 4], 2, embedding_dim=4, bottom_mlp=[4])\n"
         "m = ml.model.build_model(cfg, 'reference')\n"
-        "ml.train.make_optimizer(m, ml.train.TrainConfig())\n"
+        "ml.optim.setup_training(m, ml.train.TrainConfig())\n"
         "print('torchrec' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,6 +1,7 @@
 """ml.ray_training: the training loop in Ray Train workers, per-epoch checkpoints, resume.
 
-Real Ray (a local 2-CPU instance), real gloo process groups, a tiny gold lakehouse in Delta.
+Real Ray (a local 2-CPU instance, `ray_local`), real gloo process groups, a tiny gold lakehouse
+in Delta (`ray_gold_lake`; both fixtures in tests/conftest.py).
 Each TorchTrainer start costs ~20-30 s on 2 cores (controller and worker start-up dominate), so
 the module is marked slow.
 """
@@ -8,79 +9,28 @@ the module is marked slow.
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from ml.checkpoint import read_info, read_weights
 from ml.model import build_model
-from ml.train import TrainConfig
-from ml.training_job import ModelHParams, TrainingJob, fit_encoders, plan_window, train_batches
-from tests.ml.test_gold_reader import build_lakehouse
+from ml.training_job import TrainingJob, fit_encoders
+from tests.ml.ray_job import check_state_dict as _check_state_dict
+from tests.ml.ray_job import tiny_job as _job
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from ml.ray_training import init_ray
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # quicker polls: shorter tests
-        # short and absolute: Ray's Unix sockets live under it (path length limit ~107)
-        temp_dir = tempfile.mkdtemp(prefix="rt_", dir="/tmp")
-        init_ray(num_cpus=2, temp_dir=temp_dir)
-        init_ray(num_cpus=2, temp_dir=temp_dir)  # idempotent
-        try:
-            yield
-        finally:
-            ray.shutdown()
-            shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def lake(tmp_path_factory):
-    return build_lakehouse(tmp_path_factory.mktemp("ray_gold"))
-
-
-def _job(lake: str, *, epochs: int = 2, batch_size: int = 64) -> TrainingJob:
-    # event dates E1, E2 to train on (78 and 120 examples), E3 held out
-    window = plan_window(lake, train_days=2, valid_days=1)
-    return TrainingJob(
-        data=window,
-        model=ModelHParams(embedding_dim=4, bottom_mlp=[8, 4], top_mlp=[8]),
-        train=TrainConfig(
-            epochs=epochs, lr=0.01, sparse_lr=0.05, batch_size=batch_size,
-            sparse_optimizer="adagrad", fused=True,
-        ),
-    )
-
-
-@pytest.fixture(scope="module")
-def job(lake) -> TrainingJob:
-    return _job(lake)
+def job(ray_gold_lake) -> TrainingJob:
+    return _job(ray_gold_lake)
 
 
 @pytest.fixture(scope="module")
 def encoders(job):
     return fit_encoders(job)
-
-
-def _check_state_dict(out, encoders, job) -> torch.Tensor:
-    model = build_model(out.model_config, "reference")
-    model.load_state_dict(out.state_dict, strict=True)
-    batch = next(iter(train_batches(job, encoders, epoch=0)))
-    with torch.no_grad():
-        logits = model(batch.dense, batch.sparse)
-    assert logits.shape == (len(batch), len(out.model_config.heads))
-    assert torch.isfinite(logits).all()
-    return logits
 
 
 def test_one_worker_trains_and_checkpoints(ray_local, job, encoders, tmp_path):
@@ -96,16 +46,19 @@ def test_one_worker_trains_and_checkpoints(ray_local, job, encoders, tmp_path):
     ckpt = Path(out.checkpoint_path)
     assert ckpt.is_dir() and ckpt.parent == tmp_path / "runs" / "one"
     files = {p.name for p in ckpt.iterdir()}
-    assert {"checkpoint.pt", "model.pt", "history.json", "run.json"} <= files
+    assert files == {"model.pt", "optimizer.pt", "checkpoint.json"}  # ml.checkpoint's format
+    info = read_info(ckpt)
+    assert info.epoch == 1 and info.meta["strategy"] == "cpu-fused" and len(info.history) == 2
+    assert all(torch.equal(v, out.state_dict[k]) for k, v in read_weights(ckpt).items())
     _check_state_dict(out, encoders, job)
     assert out.seconds > 0
 
 
-def test_two_gloo_workers_split_the_days(ray_local, lake, encoders, tmp_path):
+def test_two_gloo_workers_split_the_days(ray_local, ray_gold_lake, encoders, tmp_path):
     """Batch size 32: rank 0's day gives 3 steps, rank 1's 4 - uneven inputs under DDP."""
     from ml.ray_training import train_on_ray
 
-    job = _job(lake, batch_size=32)
+    job = _job(ray_gold_lake, batch_size=32)
     out = train_on_ray(job, encoders, num_workers=2, storage_path=str(tmp_path / "runs"),
                        run_name="two")
     assert out.num_workers == 2 and len(out.history) == 2

@@ -179,7 +179,7 @@ def test_torchscript_fast_path(store, logged, tmp_path):
                                expected, atol=1e-5)
     names = {p.name for p in (tmp_path / "dl").rglob("*") if p.is_file()}
     assert {"dlrm.pt", "encoders.json", "model_config.json", "serving.py"} <= names
-    assert not names & {"model.py", "train.py", "gold_reader.py"}
+    assert not names & {"model.py", "train.py", "optim.py", "gold.py", "examples.py"}
 
 
 def test_dates_arrive_as_strings_over_rest(logged):
@@ -201,7 +201,8 @@ def test_loads_without_training_code(store, logged, tmp_path):
         f"""
         import importlib.abc, json, sys
 
-        BLOCKED = ("ml.model", "ml.train", "ml.gold_reader", "torchrec", "dagster", "simulator")
+        BLOCKED = ("ml.model", "ml.train", "ml.optim", "ml.gold", "ml.examples", "torchrec", "dagster",
+                   "simulator")
 
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):

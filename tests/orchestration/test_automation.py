@@ -10,16 +10,19 @@ import time
 import dagster as dg
 
 from assets.resources import LakehouseResource
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io.settings import LakehouseSettings
 from orchestration.sensors import landing_zone_sensor
 from tests.landing_factory import DAY0, workout, write_day
 
 
-def evaluate(settings, cursor=None):
+def evaluate(settings, cursor=None, grace_hours=6.0, skip: list | None = None):
     ctx = dg.build_sensor_context(cursor=cursor, resources={"lakehouse": LakehouseResource(
-        uri=settings.uri, landing_uri=settings.landing_uri)})
+        uri=settings.uri, landing_uri=settings.landing_uri, data_dir=settings.data_dir,
+        landing_grace_hours=grace_hours)})
     result = landing_zone_sensor(ctx)
-    requests = result if isinstance(result, list) else []
+    if isinstance(result, dg.SkipReason) and skip is not None:
+        skip.append(result.skip_message)
+    requests = list(result.run_requests or []) if isinstance(result, dg.SensorResult) else []
     return requests, ctx.cursor
 
 
@@ -42,23 +45,42 @@ def test_landing_sensor_requests_new_and_changed_days_once(tmp_path):
     write_day(lz, day1, with_catalogue=False, workouts=[workout("w2", "u1", "c1", day1), workout("w3", "u2", "c2", day1)])
     changed, cursor = evaluate(s, cursor)
     assert [r.partition_key for r in changed] == [day1.isoformat()]
-    assert json.loads(cursor)[day1.isoformat()]
+    assert json.loads(cursor)["seen"][day1.isoformat()]
 
 
-def test_landing_sensor_waits_for_the_day_manifest(tmp_path):
+def test_landing_sensor_waits_for_a_complete_manifest_then_reports_overdue_days(tmp_path):
     from pathlib import Path
+
+    from orchestration.remediation import remediation_log
+    from tests.landing_factory import seal
 
     s = LakehouseSettings.build(uri=str(tmp_path / "lake"), data_dir=str(tmp_path))
     lz = Path(s.landing_uri)
-    day1 = DAY0 + dt.timedelta(days=1)
+    day1, day2 = DAY0 + dt.timedelta(days=1), DAY0 + dt.timedelta(days=2)
     write_day(lz, DAY0, with_catalogue=True, workouts=[workout("w1", "u1", "c1", DAY0)])
     write_day(lz, day1, with_catalogue=False, workouts=[workout("w2", "u1", "c1", day1)])
-    (lz / "_manifests").mkdir()
-    (lz / "_manifests" / f"date={DAY0}.json").write_text("{}")
-    requests, cursor = evaluate(s)
-    assert [r.partition_key for r in requests] == [DAY0.isoformat()]  # day 1 is still landing
-    (lz / "_manifests" / f"date={day1}.json").write_text("{}")
-    requests, _ = evaluate(s, cursor)
+    write_day(lz, day2, with_catalogue=False, workouts=[workout("w3", "u1", "c1", day2)])
+    (lz / "_manifests" / f"date={day1}.json").unlink()  # day 1 is still landing
+    manifest2 = lz / "_manifests" / f"date={day2}.json"
+    manifest2.write_text(manifest2.read_text().replace('"rows": 1', '"rows": 7'))  # still well formed
+    (lz / "workouts" / f"date={day2}" / "part-0001.parquet").write_bytes(b"x")  # a file it does not list
+    skip: list[str] = []
+    requests, cursor = evaluate(s, skip=skip)
+    assert [r.partition_key for r in requests] == [DAY0.isoformat()]
+    # the waiting days are named in the tick, nothing is reported yet
+    requests, cursor = evaluate(s, cursor, skip=skip)
+    assert requests == [] and f"waiting for 2 day(s): {day1}, {day2}" in skip[-1]
+    assert remediation_log(s).read().height == 0
+    # past the grace period: reported once to ops/remediation_log, naming what is wrong
+    requests, cursor = evaluate(s, cursor, grace_hours=0.0)
+    requests, cursor = evaluate(s, cursor, grace_hours=0.0)
+    rows = remediation_log(s).decisions()
+    assert rows.height == 2 and set(rows["outcome"]) == {"needs_a_person"}
+    text = " ".join(rows["evidence"].to_list())
+    assert f"no manifest yet" in text and "part-0001.parquet: not listed in the manifest" in text
+    # the exporter finishes day 1: offered now
+    seal(lz, day1)
+    requests, _ = evaluate(s, cursor, grace_hours=0.0)
     assert [r.partition_key for r in requests] == [day1.isoformat()]
 
 
@@ -78,8 +100,12 @@ def test_definitions_load_with_schedule_sensor_checks_and_dbt_lineage(tmp_path, 
     assert "bronze/workouts" in parents
     checks = {f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys}
     assert "gold/training_examples:positive_ratio" in checks and "bronze/workouts:unique_key" in checks
-    assert any(name.startswith("gold/user_features_daily:") and "unique" in name and "positive" not in name
-               for name in checks), "dbt tests should appear as asset checks"
+    assert any(name.startswith("marts/user_features_daily:") and "unique" in name
+               for name in checks), "dbt tests should appear as asset checks on the marts"
+    # write-audit-publish: the gold table is its own asset, downstream of the mart dbt builds
+    assert {p.to_user_string() for p in graph.get(dg.AssetKey(["gold", "user_features_daily"])).parent_keys} \
+        == {"marts/user_features_daily"}
+    assert "gold/training_examples:no_shrink" in checks and "bronze/workouts:quarantine_share" in checks
     schedule = defs.resolve_schedule_def("daily_recommendations_schedule")
     assert schedule.cron_schedule.startswith("0 3")
     ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 9, 5, 3, tzinfo=dt.timezone.utc))
@@ -94,13 +120,15 @@ def test_an_edited_dbt_file_makes_the_manifest_stale(tmp_path):
     from pathlib import Path
 
     from assets.dbt import lakehouse_dbt_project, manifest_is_stale, prepare_manifest
+    from lakehouse.io.settings import LakehouseSettings
+    from ml.datasets import FITNESS
 
     root = Path(__file__).resolve().parents[2]
     project_dir = tmp_path / "dbt_project"
     shutil.copytree(root / "dbt_project", project_dir, ignore=shutil.ignore_patterns("target", "logs"))
     project = lakehouse_dbt_project(project_dir=project_dir)
     assert manifest_is_stale(project)  # never parsed
-    prepare_manifest(project, "local")
+    prepare_manifest(project, LakehouseSettings.build(str(tmp_path / "lake"), data_dir=str(tmp_path)), FITNESS)
     assert not manifest_is_stale(project)
     model = project_dir / "models" / "marts" / "scoring_candidates.sql"
     time.sleep(0.01)

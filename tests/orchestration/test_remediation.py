@@ -8,21 +8,11 @@ import dagster as dg
 import pytest
 
 from assets.resources import LakehouseResource
-from lakehouse.remediation import (
-    Action,
-    Category,
-    FailedCheck,
-    FailureEvidence,
-    RemediationLog,
-    RemediationPolicy,
-    RuleClassifier,
-    StepError,
-    decision_row,
-    merge_run_config,
-    outcome_row,
-    redact,
-)
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io.settings import LakehouseSettings
+from operations.diagnosis import Category, FailedCheck, FailureEvidence, RuleClassifier, StepError
+from operations.policy import Action, RemediationPolicy, merge_run_config
+from operations.redaction import redact
+from operations.remediation_log import RemediationLog, decision_row, outcome_row
 from orchestration.remediation import build_remediation_sensor, remediation_log
 from tests.orchestration.remediation_harness import Harness
 

@@ -15,7 +15,7 @@ from assets.serving import build_serving_assets, cache_dir, freshness_result, po
 from homefeed.cache import CacheStore
 from homefeed.s3_export import latest_s3_version
 from homefeed.synthetic import synthetic_popular, synthetic_recommendations
-from lakehouse.settings import LakehouseSettings
+from lakehouse.io.settings import LakehouseSettings
 from orchestration.partitions import daily_partitions
 
 DAY = dt.date(2026, 10, 30)  # partition (feature date); served on DAY + 1

@@ -9,7 +9,8 @@
 -- the END of that day (`*_cum`). An impression is "taken" when the user starts that class on
 -- that platform later the same day, so a day's numbers are final once the day has landed.
 -- Popularity windows are differences of running totals (class_features_daily).
--- Incremental: recomputes from the run's start, from each class's opening balance.
+-- Incremental: recomputes from the run's start, from each class's opening balance
+-- (macros/features/running_totals.sql).
 {%- set from_date = recompute_from() %}
 {%- set measures = ['workouts', 'completed', 'music_likes', 'bookmarks', 'impressions', 'impressions_taken'] %}
 
@@ -64,27 +65,4 @@ days as (
     group by class_id, event_date
 )
 
-{%- if from_date is not none %},
-
-opening as (
-    {{ opening_balance(this, ['class_id'], 'activity_date', from_date) }}
-)
-{%- endif %}
-
-select
-    days.class_id,
-    days.activity_date,
-    {% for m in measures -%}
-    cast(days.{{ m }} as integer) as {{ m }},
-    {% endfor -%}
-    {% for m in measures -%}
-    {{ running_total(m, from_date, 'days') }}{{ "," if not loop.last }}
-    {% endfor %}
-from days
-{%- if from_date is not none %}
-left join opening on days.class_id = opening.class_id
-{%- endif %}
-window running as (
-    partition by days.class_id order by days.activity_date
-    rows between unbounded preceding and current row
-)
+{{ carry_forward_totals('days', 'class_id', measures, from_date) }}

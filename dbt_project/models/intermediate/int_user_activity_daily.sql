@@ -8,7 +8,8 @@
 -- the last workout of the day, per-platform start-hour sums, per-discipline counts, sessions)
 -- and the running totals of those measures at the END of that day (`*_cum`). Features for a
 -- date D read the latest row on or before D (ASOF join): the user's state with nothing after D.
--- Incremental: a range run recomputes its days on, starting from each user's opening balance.
+-- Incremental: a range run recomputes its days on, starting from each user's opening balance
+-- (macros/features/running_totals.sql).
 {%- set from_date = recompute_from() %}
 {%- set measures = [('workouts', 'integer'), ('minutes', 'double'), ('completed', 'integer')] %}
 {%- for p in var('platforms') %}
@@ -47,7 +48,7 @@ daily as (
         sum(case when is_completed then 1 else 0 end) as completed,
         max(case when is_last_of_day then discipline end) as last_discipline,
         max(case when is_last_of_day then body_focus end) as last_body_focus,
-        max(case when is_last_of_day then duration_min end) as last_duration_min,
+        cast(max(case when is_last_of_day then duration_min end) as integer) as last_duration_min,
         max(case when is_last_of_day then platform end) as last_platform,
         max(case when is_last_of_day then instructor_id end) as last_instructor_id,
         {% for p in var('platforms') -%}
@@ -75,33 +76,6 @@ days as (
         on d.user_id = s.user_id and d.activity_date = s.event_date
 )
 
-{%- if from_date is not none %},
-
-opening as (
-    {{ opening_balance(this, ['user_id'], 'activity_date', from_date) }}
-)
-{%- endif %}
-
-select
-    days.user_id,
-    days.activity_date,
-    days.last_discipline,
-    days.last_body_focus,
-    cast(days.last_duration_min as integer) as last_duration_min,
-    days.last_platform,
-    days.last_instructor_id,
-    days.is_weekend,
-    {% for m, t in measures -%}
-    cast(days.{{ m }} as {{ t }}) as {{ m }},
-    {% endfor -%}
-    {% for m, t in measures -%}
-    {{ running_total(m, from_date, 'days', type=t) }}{{ "," if not loop.last }}
-    {% endfor %}
-from days
-{%- if from_date is not none %}
-left join opening on days.user_id = opening.user_id
-{%- endif %}
-window running as (
-    partition by days.user_id order by days.activity_date
-    rows between unbounded preceding and current row
-)
+{{ carry_forward_totals('days', 'user_id', measures, from_date, leading=[
+    'last_discipline', 'last_body_focus', 'last_duration_min', 'last_platform', 'last_instructor_id', 'is_weekend'
+]) }}

@@ -6,7 +6,8 @@
 }}
 -- One row per user and day with a music like or a bookmark: that day's counts and the running
 -- totals at the END of that day (`*_cum`), read point-in-time at the latest activity_date on or
--- before a feature date. Incremental: recomputes from the run's start, from opening balances.
+-- before a feature date. Incremental: recomputes from the run's start, from opening balances
+-- (macros/features/running_totals.sql).
 {%- set from_date = recompute_from() %}
 
 with likes as (
@@ -29,25 +30,4 @@ days as (
     group by user_id, event_date
 )
 
-{%- if from_date is not none %},
-
-opening as (
-    {{ opening_balance(this, ['user_id'], 'activity_date', from_date) }}
-)
-{%- endif %}
-
-select
-    days.user_id,
-    days.activity_date,
-    cast(days.music_likes as integer) as music_likes,
-    cast(days.bookmarks as integer) as bookmarks,
-    {{ running_total('music_likes', from_date, 'days') }},
-    {{ running_total('bookmarks', from_date, 'days') }}
-from days
-{%- if from_date is not none %}
-left join opening on days.user_id = opening.user_id
-{%- endif %}
-window running as (
-    partition by days.user_id order by days.activity_date
-    rows between unbounded preceding and current row
-)
+{{ carry_forward_totals('days', 'user_id', ['music_likes', 'bookmarks'], from_date) }}

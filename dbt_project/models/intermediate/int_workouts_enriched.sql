@@ -6,7 +6,8 @@
 }}
 -- Sessionized workouts with the class taken, the context of the moment (hour, weekday), the
 -- previous same-day class's attributes, and whether the user liked the class's music after
--- starting it that day. Incremental by event_date (see macros/run_range.sql).
+-- starting it that day (the label rule and the context of macros/features/interactions.sql,
+-- shared with the mapped takes). Incremental by event_date (see macros/run_range.sql).
 {%- set from_date = recompute_from() %}
 with workouts as (
     select * from {{ ref('int_workouts_sessionized') }}
@@ -17,11 +18,13 @@ classes as (
     select * from {{ ref('stg_app__classes') }}
 ),
 
-likes_by_day as (
-    select user_id, class_id, event_date, max(liked_at) as last_liked_at
-    from {{ ref('stg_app__music_likes') }}
+music_likes as (
+    select * from {{ ref('stg_app__music_likes') }}
     where {{ days_from(from_date, 'event_date', landing_column='landing_date') }}
-    group by user_id, class_id, event_date
+),
+
+likes_by_day as (
+    {{ last_per_day('music_likes', 'class_id', 'liked_at', ['music_like']) }}
 )
 
 select
@@ -43,11 +46,9 @@ select
     c.duration_min,
     c.body_focus,
     c.music_genre,
-    coalesce(l.last_liked_at >= w.started_at, false) as has_music_like,
-    cast(extract(hour from w.started_at) as integer) as hour_of_day,
+    {{ followed_same_day('l', 'music_like', 'w.started_at') }} as has_music_like,
+    {{ moment_context('w.started_at') }},
     extract(hour from w.started_at) + extract(minute from w.started_at) / 60.0 as hour_fraction,
-    cast(isodow(w.started_at) as integer) as day_of_week,
-    isodow(w.started_at) in (6, 7) as is_weekend,
     w.prev_class_id,
     pc.discipline as prev_discipline,
     pc.body_focus as prev_body_focus,

@@ -1,27 +1,14 @@
 -- One row per class in the catalogue (a re-sent record keeps its latest landing).
-with source as (
-    select * from {{ source('bronze', 'classes') }}
-),
-
-deduped as (
-    select *
-    from source
-    qualify row_number() over (
-        partition by class_id order by landing_date desc, _ingested_at desc
-    ) = 1
+with deduped as (
+    {{ latest_per_key(source('bronze', 'classes'), ['class_id'], 'landing_date desc, _ingested_at desc') }}
 )
 
 select
-    cast(class_id as varchar) as class_id,
-    cast(title as varchar) as title,
-    cast(instructor_id as varchar) as instructor_id,
-    cast(discipline as varchar) as discipline,
-    cast(equipment as varchar) as equipment,
+    {{ typed(['class_id', 'title', 'instructor_id', 'discipline', 'equipment'], 'varchar') }},
     cast(duration_min as integer) as duration_min,
     cast(difficulty as double) as difficulty,
-    cast(body_focus as varchar) as body_focus,
-    cast(music_genre as varchar) as music_genre,
-    cast(release_ts at time zone 'UTC' as timestamp) as released_at,
-    cast(cast(release_ts at time zone 'UTC' as timestamp) as date) as release_date,
+    {{ typed(['body_focus', 'music_genre'], 'varchar') }},
+    {{ utc('release_ts') }} as released_at,
+    cast({{ utc('release_ts') }} as date) as release_date,
     landing_date
 from deduped

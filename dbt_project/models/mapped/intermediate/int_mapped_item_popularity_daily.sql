@@ -7,7 +7,8 @@
 -- One row per item and day with a take: that day's takes, completed takes and music-liked takes
 -- (label rules of int_mapped_takes_labeled) and their running totals at the END of that day
 -- (`*_cum`). Popularity windows are differences of running totals (mapped_class_features_daily).
--- Incremental: recomputes from the run's start, from each item's opening balance.
+-- Incremental: recomputes from the run's start, from each item's opening balance
+-- (macros/features/running_totals.sql).
 {%- set from_date = recompute_from() %}
 {%- set measures = ['takes', 'completed', 'music_liked'] %}
 
@@ -23,27 +24,4 @@ with days as (
     group by item_id, event_date
 )
 
-{%- if from_date is not none %},
-
-opening as (
-    {{ opening_balance(this, ['item_id'], 'activity_date', from_date) }}
-)
-{%- endif %}
-
-select
-    days.item_id,
-    days.activity_date,
-    {% for m in measures -%}
-    cast(days.{{ m }} as integer) as {{ m }},
-    {% endfor -%}
-    {% for m in measures -%}
-    {{ running_total(m, from_date, 'days') }}{{ "," if not loop.last }}
-    {% endfor %}
-from days
-{%- if from_date is not none %}
-left join opening on days.item_id = opening.item_id
-{%- endif %}
-window running as (
-    partition by days.item_id order by days.activity_date
-    rows between unbounded preceding and current row
-)
+{{ carry_forward_totals('days', 'item_id', measures, from_date) }}

@@ -9,7 +9,8 @@
 -- last take (last_take_at, last_platform, one last_ctx_<name> per ctx column; null on a day
 -- without takes), and running totals at the END of that day (`*_cum`). Features for a date D
 -- read the latest row on or before D (ASOF join): the user's state with nothing after D.
--- Incremental: a range run recomputes its days on, starting from each user's opening balance.
+-- Incremental: a range run recomputes its days on, starting from each user's opening balance
+-- (macros/features/running_totals.sql).
 {%- set from_date = recompute_from() %}
 {%- set measures = ['takes', 'completed', 'music_likes'] %}
 {%- for h in range(24) %}
@@ -31,7 +32,7 @@ interaction_counts as (
     select
         user_id,
         event_date as activity_date,
-        count(*) as interactions,
+        cast(count(*) as integer) as interactions,
         count(*) filter (where event_type = 'music_like') as music_likes
     from interactions
     group by user_id, event_date
@@ -81,30 +82,6 @@ days as (
         on i.user_id = l.user_id and i.activity_date = l.activity_date
 )
 
-{%- if from_date is not none %},
-
-opening as (
-    {{ opening_balance(this, ['user_id'], 'activity_date', from_date) }}
-)
-{%- endif %}
-
-select
-    days.user_id,
-    days.activity_date,
-    cast(days.interactions as integer) as interactions,
-    {% for m in measures -%}
-    cast(days.{{ m }} as integer) as {{ m }},
-    {% endfor -%}
-    {% for m in measures -%}
-    {{ running_total(m, from_date, 'days') }},
-    {% endfor -%}
-    -- last_take_at, last_platform, last_ctx_*
-    days.* exclude (user_id, activity_date, interactions, {{ measures | join(', ') }})
-from days
-{%- if from_date is not none %}
-left join opening on days.user_id = opening.user_id
-{%- endif %}
-window running as (
-    partition by days.user_id order by days.activity_date
-    rows between unbounded preceding and current row
-)
+-- interactions, the measures, their running totals, then the rest of days (last_take_at,
+-- last_platform, last_ctx_*)
+{{ carry_forward_totals('days', 'user_id', measures, from_date, leading=['interactions'], rest=true) }}

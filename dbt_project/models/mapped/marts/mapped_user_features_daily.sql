@@ -14,45 +14,29 @@
 -- How (as the fitness user_features_daily): int_mapped_user_activity_daily holds running totals
 -- at the end of every day the user did something; the row for (user, D) takes the latest of
 -- those on or before D (ASOF join), and windows are differences of running totals
--- (7d = total(D) - total(D - 7)). last_* come from the latest day with a take.
-{%- set w = var('smoothing_weight') %}
+-- (7d = total(D) - total(D - 7)): macros/features/point_in_time.sql. last_* come from the latest
+-- day with a take.
 
-with dates as (
-    select feature_date from {{ ref('int_mapped_feature_dates_spined') }}
-),
-
-activity as (
+with activity as (
     select * from {{ ref('int_mapped_user_activity_daily') }}
 ),
 
-first_seen as (
+users as (
     select user_id, min(activity_date) as first_seen_date
     from activity
     group by user_id
 ),
 
 spine as (
-    select
-        f.user_id,
-        f.first_seen_date,
-        d.feature_date,
-        d.feature_date - 7 as date_minus_7,
-        d.feature_date - 28 as date_minus_28
-    from first_seen as f
-    inner join dates as d on f.first_seen_date <= d.feature_date
-    where {{ in_run_range('d.feature_date') }}
+    {{ entity_date_spine('users', 'first_seen_date', ref('int_mapped_feature_dates_spined')) }}
 ),
 
 joined as (
     select
-        s.user_id,
-        s.feature_date,
-        s.first_seen_date,
-        coalesce(a.takes_cum, 0) as events_total,
-        coalesce(a.takes_cum, 0) - coalesce(a7.takes_cum, 0) as events_7d,
-        coalesce(a.takes_cum, 0) - coalesce(a28.takes_cum, 0) as events_28d,
-        coalesce(a.completed_cum, 0) - coalesce(a28.completed_cum, 0) as completed_28d,
-        coalesce(a.music_likes_cum, 0) - coalesce(a28.music_likes_cum, 0) as music_likes_28d,
+        s.*,
+        {{ window_totals('a', 'takes', ['total', 7, 28], name='events') }},
+        {{ window_totals('a', 'completed', [28]) }},
+        {{ window_totals('a', 'music_likes', [28]) }},
         -- the hour with the most takes so far (ties: the earlier hour)
         case when a.takes_cum > 0 then list_position(
             [{% for h in range(24) %}a.takes_hour_{{ '%02d' | format(h) }}_cum{{ ", " if not loop.last }}{% endfor %}],
@@ -63,12 +47,7 @@ joined as (
         lt.* exclude (user_id, last_take_date)
     from spine as s
     -- point in time: the latest state on or before each date, never after it
-    asof left join activity as a
-        on s.user_id = a.user_id and s.feature_date >= a.activity_date
-    asof left join (select user_id, activity_date, takes_cum from activity) as a7
-        on s.user_id = a7.user_id and s.date_minus_7 >= a7.activity_date
-    asof left join (select user_id, activity_date, takes_cum, completed_cum, music_likes_cum from activity) as a28
-        on s.user_id = a28.user_id and s.date_minus_28 >= a28.activity_date
+    {{ asof_history('activity', 'user_id', 'a', [7, 28]) }}
     asof left join (
         select user_id, activity_date as last_take_date, columns('^(last_platform|last_ctx_.+)$')
         from activity
@@ -88,8 +67,7 @@ select
     cast(j.feature_date - j.last_take_date as integer) as days_since_last_event,
     j.last_platform,
     cast(j.usual_hour as integer) as usual_hour,
-    cast((j.completed_28d + {{ w }} * {{ var('mapped_complete_prior') }}) / (j.events_28d + {{ w }}) as double)
-        as complete_rate_28d,
+    {{ smoothed_rate('j.completed_28d', 'j.events_28d', 'mapped_complete_prior') }} as complete_rate_28d,
     cast(j.music_likes_28d as integer) as music_likes_28d,
     -- last_ctx_*: the rest of joined (none is fine: an empty EXCLUDE rest binds)
     j.* exclude (

@@ -5,7 +5,7 @@
 -- feature: downstream models select ctx_* by excluding the known columns, rating included.
 -- Dedupe: the latest ingest of each interaction_id. The id hashes event_ts, so a key never spans
 -- two event dates; partitioning the window by event_date too lets a filter on event_date reach
--- the Delta scan (a one-day run reads one day of files).
+-- the Delta scan (a one-day run reads one day of files). Macros: macros/staging.sql.
 with source as (
     -- bronze has `rating` only when the mapping declares ratings: a union by name with a typed
     -- empty row adds it (NULL) otherwise, so the columns below always bind
@@ -15,21 +15,13 @@ with source as (
 ),
 
 deduped as (
-    select *
-    from source
-    qualify row_number() over (
-        partition by event_date, interaction_id order by _ingested_at desc
-    ) = 1
+    {{ latest_per_key('source', ['event_date', 'interaction_id']) }}
 )
 
 select
-    cast(interaction_id as varchar) as interaction_id,
-    cast(user_id as varchar) as user_id,
-    cast(item_id as varchar) as item_id,
-    cast(platform as varchar) as platform,
-    cast(event_type as varchar) as event_type,
+    {{ typed(['interaction_id', 'user_id', 'item_id', 'platform', 'event_type'], 'varchar') }},
     cast(rating as double) as rating,
-    cast(event_ts at time zone 'UTC' as timestamp) as event_at,
+    {{ utc('event_ts') }} as event_at,
     event_date,
     -- the rest: ctx_* (bronze contract)
     * exclude (

@@ -1,0 +1,196 @@
+"""Gold Delta tables -> the joined example frame -> `Batch`es, point in time and streaming.
+
+`read_examples(gold, ...)` joins each `training_examples` row of event_date E to
+
+* `user_features_daily` at (user_id, feature_date = E - 1)            left join (cold start),
+* `class_features_daily` popularity at (class_id, feature_date = E - 1) left join (a class
+  released on E has no row: its popularity is null, `ml.features` fills counts with 0 and rates
+  with the training mean), columns prefixed ``class_``,
+* the static class catalogue (`GoldStore.catalogue`: bronze `classes`, latest landing per
+  class_id): instructor_id, discipline, equipment, duration_min, difficulty, body_focus,
+  music_genre, release_date. These never change after release, so reading them as of now leaks
+  nothing, and a class released on the event day still has them,
+* the user's affinity to the class's instructor (gold user_instructor_affinity) at E - 1.
+
+Which catalogue, user columns, popularity columns and affinity a dataset has is its `Dataset`
+(`ml.datasets`). A "mapped" dataset (`dataset=MAPPED`, any interaction log imported through a
+mapping file) has no bronze catalogue and no affinity table: the item's static columns come
+from gold class_features_daily itself, its popularity (events_*, rates) from the row at
+feature_date, prefixed ``class_`` as for fitness, and every column of user_features_daily is
+joined (events_*, usual_hour, last_ctx_*, user_attr_*, ...).
+
+`iter_batches` collects a few event dates at a time: the date filter reaches every scan (the
+feature tables through the `feature_date` join key), so memory follows the chunk, not the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Iterator, Sequence
+
+import polars as pl
+import torch
+
+from ml.batch import Batch
+from ml.datasets import FITNESS, Dataset
+from ml.features import CLASS_PREFIX, Encoders
+from ml.gold import GoldStore, user_kept
+
+
+def _present(lf: pl.LazyFrame, wanted: Sequence[str]) -> list[str]:
+    names = set(lf.collect_schema().names())
+    return [c for c in wanted if c in names]
+
+
+def _as_date(d) -> dt.date | None:
+    if d is None or isinstance(d, dt.date) and not isinstance(d, dt.datetime):
+        return d
+    if isinstance(d, dt.datetime):
+        return d.date()
+    return dt.date.fromisoformat(str(d))
+
+
+def read_examples(
+    gold: GoldStore,
+    *,
+    start: dt.date | str | None = None,
+    end: dt.date | str | None = None,
+    sample_fraction: float = 1.0,
+    seed: int = 0,
+    columns: Sequence[str] | None = None,
+    dataset: Dataset = FITNESS,
+) -> pl.LazyFrame:
+    """Training examples of event_date in [start, end] with point-in-time features, lazily.
+
+    dataset: whose catalogue, columns and affinity (see the module docstring).
+
+    Features come from feature_date = event_date - 1 (the `feature_date` column of
+    training_examples). With sample_fraction < 1, whole users are kept or dropped by a stable
+    hash of (seed, user_id): the same users for any date range and any process. A missing gold
+    or bronze table raises FileNotFoundError naming its URI; an empty training_examples table
+    raises ValueError.
+    """
+    if not 0.0 < sample_fraction <= 1.0:
+        raise ValueError(f"sample_fraction must be in (0, 1], got {sample_fraction}")
+    start, end = _as_date(start), _as_date(end)
+    ex = gold.scan("training_examples")
+    users = gold.scan("user_features_daily")
+    classes = gold.scan("class_features_daily")
+    catalogue = dataset.catalogue(gold)
+
+    if ex.head(1).collect().height == 0:
+        raise ValueError(f"Delta table is empty: {gold.table_uri('training_examples')}")
+
+    date_filter = pl.lit(True)
+    fdate_filter = pl.lit(True)
+    if start is not None:
+        date_filter &= pl.col("event_date") >= start
+        fdate_filter &= pl.col("feature_date") >= start - dt.timedelta(days=1)
+    if end is not None:
+        date_filter &= pl.col("event_date") <= end
+        fdate_filter &= pl.col("feature_date") <= end - dt.timedelta(days=1)
+    ex = ex.filter(date_filter)
+
+    if sample_fraction < 1.0:
+        ids = ex.select(pl.col("user_id").cast(pl.Utf8).unique()).collect()["user_id"].to_list()
+        kept = [u for u in ids if user_kept(u, sample_fraction, seed)]
+        ex = ex.filter(pl.col("user_id").cast(pl.Utf8).is_in(kept))
+
+    ucols = dataset.example_user_columns(users, set(ex.collect_schema().names()))
+    users = users.filter(fdate_filter).select("user_id", "feature_date", *ucols)
+    pop_names = dataset.popularity_columns
+    ccols = _present(classes, pop_names)
+    classes = classes.filter(fdate_filter).select(
+        "class_id", "feature_date", *[pl.col(c).alias(CLASS_PREFIX + c) for c in ccols]
+    )
+    # popularity columns absent from an older table still exist (null) for the encoders
+    missing_pop = [pl.lit(None, dtype=pl.Float64).alias(CLASS_PREFIX + c)
+                   for c in pop_names if c not in ccols]
+
+    out = (
+        ex.join(users, on=["user_id", "feature_date"], how="left")
+        .join(classes, on=["class_id", "feature_date"], how="left")
+        .join(catalogue.lazy(), on="class_id", how="left")
+    )
+    out = dataset.join_example_affinity(out, gold, fdate_filter)
+    if missing_pop:
+        out = out.with_columns(missing_pop)
+    if columns is not None:
+        out = out.select(list(columns))
+    return out
+
+
+def _event_dates(lf: pl.LazyFrame) -> list[dt.date]:
+    return sorted(lf.select(pl.col("event_date").unique()).collect()["event_date"].to_list())
+
+
+def iter_batches(
+    data: pl.LazyFrame | pl.DataFrame,
+    encoders: Encoders,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    days_per_chunk: int = 1,
+    drop_last: bool = False,
+) -> Iterator[Batch]:
+    """Yield `Batch`es of `batch_size` rows (the last may be smaller unless drop_last).
+
+    A LazyFrame is collected `days_per_chunk` event dates at a time (filtered on event_date
+    and, when present, on feature_date so the feature-table scans prune too); rows left over
+    at the end of a chunk start the next batch. With shuffle_seed, chunks are visited in a
+    seeded random order and rows are shuffled within each chunk. Every row comes out exactly
+    once.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    lf = data.lazy() if isinstance(data, pl.DataFrame) else data
+    names = set(lf.collect_schema().names())
+
+    if "event_date" in names:
+        dates = _event_dates(lf)
+        chunks = [dates[i:i + days_per_chunk] for i in range(0, len(dates), days_per_chunk)]
+    else:
+        chunks = [None]
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(chunks)
+
+    buf: list[Batch] = []
+    buffered = 0
+    for k, chunk in enumerate(chunks):
+        if chunk is None:
+            frame = lf.collect()
+        else:
+            pred = pl.col("event_date").is_in(chunk)
+            if "feature_date" in names:
+                pred &= pl.col("feature_date").is_in([d - dt.timedelta(days=1) for d in chunk])
+            frame = lf.filter(pred).collect()
+        if frame.height == 0:
+            continue
+        if shuffle_seed is not None:
+            frame = frame.sample(fraction=1.0, shuffle=True, seed=shuffle_seed * 1_000_003 + k)
+        batch = encoders.transform(frame)
+        buf.append(batch)
+        buffered += len(batch)
+        while buffered >= batch_size:
+            whole = _cat(buf)
+            yield Batch(whole.dense[:batch_size], whole.sparse[:batch_size], whole.labels[:batch_size])
+            rest = Batch(whole.dense[batch_size:], whole.sparse[batch_size:], whole.labels[batch_size:])
+            buf, buffered = ([rest] if len(rest) else []), len(rest)
+    if buffered and not drop_last:
+        yield _cat(buf)
+
+
+def _cat(batches: list[Batch]) -> Batch:
+    if len(batches) == 1:
+        return batches[0]
+    return Batch(
+        torch.cat([b.dense for b in batches]),
+        torch.cat([b.sparse for b in batches]),
+        torch.cat([b.labels for b in batches]),
+    )
+
+
+
+
+__all__ = ["iter_batches", "read_examples"]

@@ -1,0 +1,179 @@
+"""The lakehouse's tables as the model code reads them: one `GoldStore` (a URI and its storage
+options) instead of a URI and a dict passed side by side.
+
+    gold = GoldStore("s3://bucket/lakehouse", {"AWS_REGION": "eu-west-1", ...})
+    gold.scan("training_examples")          # lazy Delta scan; missing: FileNotFoundError naming it
+    gold.scan("classes", layer="bronze")
+    gold.affinity()                         # user_instructor_affinity, or None (mapped data)
+    gold.versions()                         # Delta version per table (MLflow lineage)
+    gold.class_catalogue()                  # static class columns (bronze classes)
+
+Delta is read through `pl.scan_delta` only (docs/stack.md: never `DeltaTable.to_pyarrow_table()`).
+The point-in-time example join is `ml.examples.read_examples(gold, ...)`.
+
+A "mapped" dataset (any interaction log imported through a mapping file) has no bronze catalogue
+and no affinity table: the item's static columns (release_date, item_attr_*) come from gold
+class_features_daily itself (`item_catalogue`). Which of them a dataset reads is `ml.datasets`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import polars as pl
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from ml.features import CLASS_PREFIX, ITEM_ATTR_PREFIX, FeatureSpec, mapped_spec
+
+GOLD_TABLES = ("training_examples", "user_features_daily", "class_features_daily")
+AFFINITY_TABLE = "user_instructor_affinity"  # optional: (feature_date, user_id, instructor_id)
+# read when present, recorded in the lineage of a training run
+OPTIONAL_TABLES = ("scoring_candidates", AFFINITY_TABLE)
+
+
+def user_kept(user_id: str, sample_fraction: float, seed: int = 0) -> bool:
+    """Whether a user is in the sample: a stable hash of (seed, user_id), not Python's hash()."""
+    if sample_fraction >= 1.0:
+        return True
+    h = hashlib.blake2b(f"{seed}:{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64 < sample_fraction
+
+
+@dataclass(frozen=True)
+class GoldStore:
+    """Where the lakehouse is and how to reach it. The storage options (S3 keys) stay out of its
+    repr, so a job or a log line that shows the store shows no credentials."""
+
+    uri: str
+    storage_options: dict[str, str] | None = field(default=None, repr=False)
+
+    # -- tables ---------------------------------------------------------------------------------
+
+    def table_uri(self, name: str, layer: str = "gold") -> str:
+        return f"{self.uri.rstrip('/')}/{layer}/{name}"
+
+    def scan(self, name: str, layer: str = "gold") -> pl.LazyFrame:
+        """Lazy scan of a Delta table; a missing table is a FileNotFoundError naming its URI."""
+        uri = self.table_uri(name, layer)
+        try:
+            DeltaTable(uri, storage_options=self.storage_options or None)
+        except TableNotFoundError as e:
+            raise FileNotFoundError(f"Delta table not found: {uri}") from e
+        return pl.scan_delta(uri, storage_options=self.storage_options or None)
+
+    def affinity(self) -> pl.LazyFrame | None:
+        """gold user_instructor_affinity, or None where there is none (older or mapped data)."""
+        try:
+            return self.scan(AFFINITY_TABLE)
+        except FileNotFoundError:
+            return None
+
+    def versions(self, names: Sequence[str] = GOLD_TABLES, layer: str = "gold") -> dict[str, int]:
+        """Current Delta version of each named table; missing -> FileNotFoundError."""
+        out: dict[str, int] = {}
+        for name in names:
+            uri = self.table_uri(name, layer)
+            try:
+                out[name] = int(DeltaTable(uri, storage_options=self.storage_options or None).version())
+            except TableNotFoundError as e:
+                raise FileNotFoundError(f"Delta table not found: {uri}") from e
+        return out
+
+    def lineage(self) -> dict[str, int]:
+        """Versions of the gold tables a model reads: GOLD_TABLES (required) and those of
+        OPTIONAL_TABLES that exist."""
+        versions = self.versions(GOLD_TABLES)
+        for optional in OPTIONAL_TABLES:
+            try:
+                versions.update(self.versions([optional]))
+            except FileNotFoundError:
+                pass
+        return versions
+
+    def schemas(self) -> tuple[dict, dict, dict]:
+        """(user_features_daily, class_features_daily, training_examples) column -> dtype."""
+        return tuple(dict(self.scan(t).collect_schema().items())
+                     for t in ("user_features_daily", "class_features_daily", "training_examples"))
+
+    def mapped_spec(self, *, include_ids: bool = False) -> FeatureSpec:
+        """`ml.features.mapped_spec` of the columns the mapped gold tables have."""
+        users, classes, examples = self.schemas()
+        return mapped_spec(users, classes, examples, include_ids=include_ids)
+
+    # -- what the model code asks of them ---------------------------------------------------------
+
+    def event_dates(self) -> list[dt.date]:
+        """The event dates present in gold training_examples (empty table: a clear error)."""
+        lf = self.scan("training_examples")
+        dates = lf.select(pl.col("event_date").unique()).collect()["event_date"].to_list()
+        if not dates:
+            raise ValueError(f"no training examples: Delta table {self.table_uri('training_examples')} "
+                             "is empty")
+        return sorted(dates)
+
+    def takes(self, start: dt.date, end: dt.date) -> pl.LazyFrame:
+        """The classes taken on event days [start, end] (the positive training examples):
+        event_date, user_id, class_id, platform."""
+        return (
+            self.scan("training_examples")
+            .filter((pl.col("event_date") >= start) & (pl.col("event_date") <= end)
+                    & (pl.col("label_take") == 1))
+            .select("event_date", "user_id", "class_id", "platform")
+        )
+
+    def class_popularity_at(self, feature_date: dt.date, columns: Sequence[str]) -> pl.DataFrame:
+        """class_id + the `class_`-prefixed popularity `columns` of class_features_daily at a
+        date (`Dataset.popularity_columns`; those the table lacks are left out)."""
+        cf = self.scan("class_features_daily")
+        present = set(cf.collect_schema().names())
+        return cf.filter(pl.col("feature_date") == feature_date).select(
+            "class_id", *[pl.col(c).alias(CLASS_PREFIX + c) for c in columns if c in present]
+        ).collect()
+
+    def class_catalogue(self) -> pl.DataFrame:
+        """The static class columns of bronze `classes` (the latest landing per class_id)."""
+        lf = self.scan("classes", layer="bronze")
+        names = set(lf.collect_schema().names())
+        order = [c for c in ("landing_date", "_ingested_at") if c in names]
+        if order:
+            lf = lf.sort(order, descending=True, nulls_last=True)
+        release = (
+            pl.col("release_ts").dt.convert_time_zone("UTC").dt.date()
+            if "release_ts" in names else pl.col("release_date")
+        )
+        return (
+            lf.unique(subset=["class_id"], keep="first", maintain_order=True)
+            .select(
+                pl.col("class_id").cast(pl.Utf8),
+                pl.col("instructor_id").cast(pl.Utf8),
+                pl.col("discipline").cast(pl.Utf8),
+                pl.col("equipment").cast(pl.Utf8),
+                pl.col("duration_min").cast(pl.Int32),
+                pl.col("difficulty").cast(pl.Float64),
+                pl.col("body_focus").cast(pl.Utf8),
+                pl.col("music_genre").cast(pl.Utf8),
+                release.alias("release_date"),
+            )
+            .collect()
+        )
+
+    def item_catalogue(self) -> pl.DataFrame:
+        """The static item columns of gold class_features_daily (release_date, item_attr_*; one
+        row per item, its latest)."""
+        lf = self.scan("class_features_daily")
+        names = lf.collect_schema().names()
+        static = [c for c in names if c == "release_date" or c.startswith(ITEM_ATTR_PREFIX)]
+        return (
+            lf.select("class_id", "feature_date", *static)
+            .sort("feature_date", descending=True)
+            .unique(subset=["class_id"], keep="first", maintain_order=True)
+            .select(pl.col("class_id").cast(pl.Utf8), *static)
+            .collect()
+        )
+
+
+__all__ = ["AFFINITY_TABLE", "GOLD_TABLES", "OPTIONAL_TABLES", "GoldStore", "user_kept"]

@@ -1,0 +1,122 @@
+"""What the daily batch inference produces: the home-screen rows, their settings and schemas.
+
+A row (`RowSpec`) is the model scored under one context: "For you" at the user's usual hour,
+"Start your morning with..." at 7h, "End your day with..." at 20h, "Recover from yesterday's
+ride" as the class right after the user's last workout (`ml.context`). `ml.inference` runs a day;
+`ml.row_scorer.BatchScorer` turns a batch of users into rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+
+from ml.datasets import FITNESS, Dataset
+
+# The recommendations table (one Delta partition per serve_date).
+RECOMMENDATION_SCHEMA = pa.schema([
+    ("serve_date", pa.date32()),
+    ("feature_date", pa.date32()),
+    ("user_id", pa.string()),
+    ("platform", pa.string()),
+    ("row_id", pa.string()),
+    ("row_title", pa.string()),
+    ("row_rank", pa.int32()),
+    ("rank", pa.int32()),
+    ("class_id", pa.string()),
+    ("score", pa.float32()),
+    ("model_version", pa.int32()),
+    ("generated_at", pa.timestamp("us", tz="UTC")),
+])
+POPULAR_SCHEMA = pa.schema([
+    ("serve_date", pa.date32()), ("platform", pa.string()), ("rank", pa.int32()),
+    ("class_id", pa.string()), ("score", pa.float32()),
+])
+class InferenceError(RuntimeError):
+    """Inference cannot run: no champion, no features for the day, no candidates."""
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """A home-screen row: the model scored under one context.
+
+    hour: the hour the row assumes; None = the user's usual hour on the platform (the
+        platform's most common usual hour for a user who has none yet).
+    after_last_workout: the recent-state row: only users who worked out on the feature date,
+        scored as the class right after that workout (prev_* context = that workout).
+    """
+
+    row_id: str
+    title: str
+    hour: int | None = None
+    after_last_workout: bool = False
+
+
+DEFAULT_ROWS = (
+    RowSpec("for_you", "For you"),
+    RowSpec("morning", "Start your morning with...", hour=7),
+    RowSpec("evening", "End your day with...", hour=20),
+    RowSpec("recover", "Recover from yesterday's {activity}", after_last_workout=True),
+)
+# The rows that need no fitness column (mapped data's, `ml.datasets`).
+MAPPED_ROWS = (RowSpec("for_you", "For you"),)
+
+
+@dataclass(kw_only=True)
+class InferenceSettings:
+    """rows / platforms / cap_column None: the dataset's defaults (`Dataset.rows`, `.platforms`,
+    `.cap_column`; fitness: DEFAULT_ROWS, PLATFORMS, "instructor_id"; mapped: MAPPED_ROWS, every
+    platform of the day's scoring_candidates, no cap).
+    max_per_instructor: at most this many classes of one `cap_column` value per row (mapped: set
+    e.g. "item_attr_artist")."""
+
+    rows: tuple[RowSpec, ...] | None = None
+    top_k: int = 10
+    max_per_instructor: int = 2
+    exclude_days: int = 14  # no class the user took in these days (the evaluation's setting)
+    distinct_rows: bool = True  # a class shown in a higher row is not repeated lower on the screen
+    users_per_batch: int = 512
+    # bf16: the large matmuls in bfloat16, ~1.8x faster on this CPU with 99.4% of the top-10
+    # lists equal to fp32 (benchmarks/inference_bench.py); fp32 for exact scores
+    precision: str = "bf16"
+    popular_k: int = 20
+    popular_days: int = 7
+    platforms: tuple[str, ...] | None = None
+    dataset: Dataset = FITNESS
+    cap_column: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.rows is None:
+            self.rows = self.dataset.rows
+        if self.platforms is None:
+            self.platforms = self.dataset.platforms
+        if self.cap_column is None:
+            self.cap_column = self.dataset.cap_column
+        self.dataset.check_rows(self.rows)
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.top_k < 1 or self.max_per_instructor < 1 or self.users_per_batch < 1:
+            raise ValueError("top_k, max_per_instructor and users_per_batch must be >= 1")
+        if len({r.row_id for r in self.rows}) != len(self.rows):
+            raise ValueError("row ids must be unique")
+
+
+@dataclass
+class DayInputs:
+    """What every batch shares: candidates per platform, popular fallback, default hours."""
+
+    feature_date: dt.date
+    serve_date: dt.date
+    candidates: dict[str, pl.DataFrame]  # platform -> class_id + catalogue + class_ popularity
+    popular: pl.DataFrame  # POPULAR_SCHEMA
+    default_hour: dict[str, int]
+    n_users: int
+
+
+__all__ = [
+    "DEFAULT_ROWS", "MAPPED_ROWS", "POPULAR_SCHEMA", "RECOMMENDATION_SCHEMA", "DayInputs",
+    "InferenceError", "InferenceSettings", "RowSpec",
+]
