@@ -80,6 +80,10 @@ class Dataset(ABC):
     gold_inputs: tuple[str, ...]  # the gold tables the model and the inference read
     gold_suite_tables: Mapping[str, dict]  # `lakehouse.quality.config`: its gold marts' GX rules
     dbt_target: str  # dbt's target folder, relative to the dbt project
+    # how bronze arrives: "landing_zone" (dated landing files, ingested and audited per day) or
+    # "mapping_import" (a mapping file's sources, imported whole); the orchestration builds
+    # bronze's assets and sensors from this kind, never from the dataset's name
+    bronze_source: str
     # the demo's run config (`orchestration.demo`): model and evaluation overrides
     demo_training: dict
     demo_evaluation: dict | None
@@ -209,6 +213,7 @@ class FitnessDataset(Dataset):
     gold_inputs = (*GOLD_TABLES, SCORING_CANDIDATES, AFFINITY_TABLE)
     gold_suite_tables = FITNESS_GOLD_SUITES
     dbt_target = "target"
+    bronze_source = "landing_zone"
     demo_training = {}
     demo_evaluation = None
     ui_command = "make ui"
@@ -317,6 +322,7 @@ class MappedDataset(Dataset):
     gold_inputs = (*GOLD_TABLES, SCORING_CANDIDATES)  # no instructors, so no affinity table
     gold_suite_tables = MAPPED_GOLD_SUITES
     dbt_target = "target/mapped"  # its own manifest: switching datasets never reads the other's
+    bronze_source = "mapping_import"
     # a smaller dataset than the simulator's: hold out the last 3 days, evaluate every user
     demo_training = {"valid_days": 3}
     demo_evaluation = {"eval_user_fraction": 1.0}

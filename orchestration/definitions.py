@@ -60,10 +60,10 @@ def _mapping_import(settings: LakehouseSettings, dataset: Dataset, partitions: d
     return [source_spec(settings.mapping_path)], build_mapped_import(partitions), [checks], []
 
 
-# Where each dataset's bronze comes from, keyed by `Dataset.name`: the one Dagster-side choice
-# between them (Dagster assets and sensors, which `ml.datasets` may not import). Everything from
-# the dbt models on asks the `Dataset` itself.
-BRONZE_SOURCES = {"fitness": _landing_zone, "mapped": _mapping_import}
+# Bronze's Dagster assets and sensors for each way data arrives (`Dataset.bronze_source`; they
+# live here because `ml.datasets` may not import Dagster). Everything from the dbt models on asks
+# the `Dataset` itself.
+BRONZE_SOURCES = {"landing_zone": _landing_zone, "mapping_import": _mapping_import}
 
 
 def build_definitions(settings: LakehouseSettings | None = None, dbt_project_dir: str | None = None) -> dg.Definitions:
@@ -82,7 +82,7 @@ def build_definitions(settings: LakehouseSettings | None = None, dbt_project_dir
         prepare_manifest(project, settings, dataset)
     daily_partitions = daily_partitions_from(dataset.first_day(settings))
     dbt_models = build_dbt_assets(project, daily_partitions, dataset)
-    landing, bronze, checks, sensors = BRONZE_SOURCES[dataset.name](settings, dataset, daily_partitions)
+    landing, bronze, checks, sensors = BRONZE_SOURCES[dataset.bronze_source](settings, dataset, daily_partitions)
     gold_inputs = dataset.gold_inputs
     manifest = load_manifest(project)
     # published marts (daily, by their partition column) -> gold Delta tables, audited first

@@ -14,7 +14,8 @@ moment. The utility is a sum of terms (log-odds scale; a term of +1 multiplies t
     + TIME_OF_DAY[hour bucket, disc]    yoga/stretching mornings (+0.9..+1.1), meditation nights
                                         (+1.8), cycling evenings (+0.8)
     + PLATFORM[platform, disc]          bike: cycling +3.0; tread: running +3.0, walking +2.7;
-                                        app: broad mix, cycling/running -2 (no hardware)
+                                        app: broad mix (meditation +1.0, cardio +1.3),
+                                        cycling/running -2 (no hardware)
     + favourite instructors             1-3 per user, +3.3 / +2.2 / +1.4 (x lognormal jitter)
     + instructor popularity             N(0, 0.7) per instructor
     + class quality                     N(0, 1.2) per class
@@ -78,7 +79,7 @@ PLATFORM = np.array(
     [
         [3.0, -3.0, -3.0, -0.8, -1.5, 0.2, -1.5, -1.0, -1.5],  # bike
         [-3.0, 3.0, 2.7, -0.8, -1.5, 0.0, -1.5, -1.0, -1.5],  # tread
-        [-2.0, -2.0, -1.0, 0.6, 0.5, 0.4, 0.5, 0.5, 0.4],  # app
+        [-2.0, -2.0, -1.0, 0.6, 0.5, 0.4, 1.0, 1.3, 0.4],  # app: each of its mix >= 5%
     ],
     np.float32,
 )

@@ -92,7 +92,8 @@ FORKLESS_PACKAGES = ("ml", "lakehouse", "assets", "orchestration", "homefeed", "
 
 
 def _dataset_name_comparisons(path: Path) -> list[str]:
-    """`x == "mapped"`, `dataset != ...`, `.dataset in (...)`-style comparisons in a module."""
+    """`x == "mapped"`, `dataset != ...`, `.dataset in (...)`-style comparisons in a module, and
+    lookups by name: `{"fitness": ...}` literals, `table[dataset.name]`."""
     from ml.features import DATASETS
 
     def is_name(node: ast.AST) -> bool:
@@ -106,8 +107,15 @@ def _dataset_name_comparisons(path: Path) -> list[str]:
         return (isinstance(node, ast.Name) and node.id in ("dataset", "is_mapped", "mapped")
                 or isinstance(node, ast.Attribute) and node.attr in ("dataset", "is_mapped"))
 
+    def is_dataset_name(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr == "name" and is_dataset(node.value)
+
     found = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if (isinstance(node, ast.Dict) and any(k is not None and is_name(k) for k in node.keys)
+                or isinstance(node, ast.Subscript) and is_dataset_name(node.slice)):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)[:80]}")
+            continue
         if not isinstance(node, ast.Compare):
             continue
         operands = [node.left, *node.comparators]

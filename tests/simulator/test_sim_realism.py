@@ -35,7 +35,7 @@ FIGURES = {
 # each of these is at least this share of the app's workouts, and no discipline takes more than
 # APP_TOP_MAX (the report's own bounds for a "broad" discipline and for the largest one)
 APP_MIX = ("strength", "yoga", "meditation", "stretching", "cardio")
-APP_SHARE_MIN, APP_TOP_MAX = 0.03, 0.45
+APP_SHARE_MIN, APP_TOP_MAX = 0.05, 0.45
 
 
 def app_mix(landing: str) -> dict[str, float]:
