@@ -15,20 +15,22 @@ oracle) -> promote.
 The four are unpartitioned and read every partition of the gold tables they depend on.
 """
 
+import dataclasses
 import datetime as dt
 import functools
 from pathlib import Path
 from typing import Sequence
 
 import dagster as dg
-from pydantic import Field
 
+from assets.model_config import EvaluationConfig, ModelTrainingConfig, PromotionConfig
 from assets.resources import LakehouseResource, MlflowResource
 from ml.datasets import FITNESS, Dataset
 from ml.gold import GoldStore
 from ml.lists import EvalSettings
-from ml.train import TrainConfig
-from ml.training_job import DataWindow, ModelHParams, TrainingJob, plan_window
+from ml.metrics import format_ratio
+from ml.peers import fit_peers
+from ml.training_job import DataWindow, TrainingJob
 from ml.workflow import (
     ablation_job,
     champion_scorer,
@@ -45,54 +47,6 @@ ABLATION_KEY = dg.AssetKey("ablation_model")
 EVALUATION_KEY = dg.AssetKey("model_evaluation")
 # every gold table a model may read (the definitions pass their dataset's, `Dataset.gold_inputs`)
 GOLD_INPUTS = FITNESS.gold_inputs
-
-
-class ModelTrainingConfig(dg.Config):
-    """Hyper-parameters and data knobs of one training run (editable in the launchpad)."""
-
-    train_days: int = Field(28, description="event days trained on, ending before the held-out days")
-    valid_days: int = Field(1, description="latest days held out for validation and evaluation")
-    sample_fraction: float = Field(1.0, description="share of users kept for training (stable hash)")
-    epochs: int = 2
-    batch_size: int = 2048
-    lr: float = Field(2e-3, description="dense parameters (Adam)")
-    sparse_lr: float = Field(0.05, description="embedding tables (Adagrad, fused kernel)")
-    embedding_dim: int = 16
-    bottom_mlp: list[int] = [128, 64, 16]
-    top_mlp: list[int] = [256, 128]
-    interaction: str = Field("dot", description="dot (DLRM) or dcn (cross network)")
-    include_ids: bool | None = Field(None, description="user_id/class_id embeddings; default: the "
-                                     "dataset's (off for the simulator's data: attributes carry cold "
-                                     "start; on for a mapped dataset: its items may have no attributes)")
-    num_workers: int = Field(1, description="Ray Train workers")
-    use_gpu: bool = Field(False, description="NCCL + sharded embeddings on GPU workers")
-    seed: int = 0
-    resume_run_id: str = Field("", description="resume the Ray checkpoints of this earlier Dagster "
-                                               "run (set by the failure sensor after a lost worker)")
-
-    def job(self, gold: GoldStore, window: DataWindow | None = None,
-            dataset: Dataset = FITNESS) -> TrainingJob:
-        """The training job on the latest gold window (or on `window`, to repeat a job)."""
-        include_ids = self.include_ids if self.include_ids is not None else dataset.include_ids
-        window = window or plan_window(
-            gold, train_days=self.train_days, valid_days=self.valid_days,
-            sample_fraction=self.sample_fraction, seed=self.seed)
-        return TrainingJob(
-            data=window,
-            model=ModelHParams(embedding_dim=self.embedding_dim, bottom_mlp=list(self.bottom_mlp),
-                               top_mlp=list(self.top_mlp), interaction=self.interaction,
-                               include_ids=include_ids),
-            train=TrainConfig(epochs=self.epochs, lr=self.lr, sparse_lr=self.sparse_lr,
-                              batch_size=self.batch_size, optimizer="adam",
-                              sparse_optimizer="adagrad", fused=True,
-                              seed=self.seed),
-            dataset=dataset,
-        )
-
-    def run_name(self, job: TrainingJob, root_run_id: str) -> str:
-        """One name per Dagster run and its re-executions (same root run): re-executing a failed
-        run resumes from its Ray checkpoints; a new materialization trains afresh."""
-        return f"dlrm-{job.data.valid_end or job.data.train_end}-{root_run_id[:8]}"
 
 
 def failed_blocking_checks(instance: dg.DagsterInstance,
@@ -123,10 +77,6 @@ def _ray_storage(settings) -> str:
     path = Path(settings.data_dir).absolute() / "ray_results"
     path.mkdir(parents=True, exist_ok=True)
     return str(path)
-
-
-class EvaluationConfig(dg.Config):
-    eval_user_fraction: float = Field(0.25, description="share of users whose lists are evaluated")
 
 
 def gold_store(settings) -> GoldStore:
@@ -277,12 +227,27 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
         model_cfg, job = _job_of(model_meta, gold, dataset)
 
         champ = champion_scorer(tr)
-        champion_version = None
+        champion_version, unscored, champion_note = None, None, ""
+        days = eval_days(job)
         # a champion trained on the other dataset (a lakehouse switched to a mapping) is no rival
-        if (champ is not None and champ[0] != model_meta.get("version")
-                and dataset.matches(champ[2].spec)):
-            champion_version, fn, enc = champ
-            models["champion"] = (fn, enc)
+        if (champ is not None and champ.version != model_meta.get("version")
+                and dataset.matches(champ.encoders.spec)):
+            # both are scored on held-out days neither trained on
+            fair = champ.fair_days(days)
+            if fair:
+                champion_version = champ.version
+                models["champion"] = (champ.score_fn, champ.encoders)
+                if len(fair) < len(days):
+                    champion_note = (f"held-out days {fair[0]}..{fair[-1]} only: champion "
+                                     f"v{champ.version} trained on days up to {champ.train_end}")
+                    days = fair
+            else:
+                unscored = champ.version
+                champion_note = (f"champion v{champ.version} trained on days up to {champ.train_end}, "
+                                 f"every held-out day ({days[0]}..{days[-1]}) included: it cannot "
+                                 "be compared on them")
+            if champion_note:
+                context.log.warning(champion_note)
 
         # only the simulator knows true preferences; a mapped dataset has no oracle
         oracle = None
@@ -291,12 +256,18 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
 
             oracle = load_oracle(settings.landing_uri,
                                  functools.partial(gold.scan, "workouts", layer="bronze"))
-        eval_settings = EvalSettings(days=eval_days(job), user_fraction=config.eval_user_fraction,
-                                     seed=model_cfg.seed, dataset=dataset)
+        protocol = dataset.evaluation_protocol(settings)  # exclusions, minimum of lists
+        if config.min_lists is not None:
+            protocol["min_lists"] = config.min_lists
+        eval_settings = EvalSettings(days=days, user_fraction=config.eval_user_fraction,
+                                     seed=model_cfg.seed, dataset=dataset, **protocol)
         out_dir = Path(settings.data_dir) / "evaluation" / model_meta["mlflow_run_id"]
+        train_window = (job.data.train_start, job.data.train_end)
+        peers = (fit_peers(gold, train_window, eval_settings, validation_days=config.peer_validation_days,
+                           log=context.log.info) if config.peers else None)
         ev = evaluate_models(gold, models, eval_settings, oracle=oracle,
                              out_dir=out_dir, log=context.log.info,
-                             train_window=(job.data.train_start, job.data.train_end))
+                             train_window=train_window, peers=peers)
         log_evaluation(ev, model_meta["mlflow_run_id"])
         report = "\n\n".join([ev.markdown, png_markdown(ev.plots["map_at_k"], "MAP@K"),
                               png_markdown(ev.plots["calibration"], "calibration")])
@@ -308,7 +279,10 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
             "version": model_meta.get("version"),
             "ablation_run_id": abl_meta["mlflow_run_id"],
             "champion_version": champion_version if champion_version is not None else -1,
+            "champion_unscored_version": unscored if unscored is not None else -1,
+            "champion_note": champion_note,
             "eval_days": ", ".join(d.isoformat() for d in eval_settings.days),
+            "min_lists": eval_settings.min_lists,
             "lists": int(r.summary.filter((r.summary["ranker"] == "candidate") & (r.summary["platform"] == "all"))["lists"][0]),
             # exact (unrounded): the promotion gate compares these two
             "map@10": r.metric("candidate", "map@10"),
@@ -319,6 +293,15 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
             "vs popularity": _r(ev.ratio("candidate", "popularity")),
             "vs ablation": _r(ev.ratio("candidate", "ablation")),
             "vs oracle": _r(ev.ratio("candidate", "oracle") if oracle else float("nan")),
+            "vs champion": _r(ev.ratio("candidate", "champion") if champion_version else float("nan")),
+            # each ratio with its paired bootstrap 95% interval (users resampled)
+            **{f"vs {other}, 95% CI": format_ratio(c) for other, c in ev.comparisons.items()},
+            # exact bounds: the promotion gate reads them
+            **{f"vs {other} {b}": ev.comparisons[other][b] for other in ("popularity", "champion")
+               if other in ev.comparisons for b in ("low", "high")},
+            "users": next(iter(ev.comparisons.values()))["users"] if ev.comparisons else 0,
+            **{f"map@10 {p}": _r(r.metric(p, "map@10")) for p in (peers.chosen if peers else {})},
+            **{f"{p} skipped": why for p, why in ev.skipped.items()},
             "new-class slots in top 10": _r(r.new_class_share["candidate"]),
             "coverage@10": _r(r.coverage["candidate"]),
             "auc_take": _r(ev.heads["candidate"]["auc_take"]),
@@ -335,8 +318,8 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
         description="Promotion gate: the new version becomes MLflow's `champion` only if it beats "
                     "the champion on the same lists and no blocking check failed.",
     )
-    def champion_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
-                       mlflow: MlflowResource) -> dg.MaterializeResult:
+    def champion_model(context: dg.AssetExecutionContext, config: PromotionConfig,
+                       lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
         settings = lakehouse.settings()
         tr = mlflow.tracking(settings)
         model_meta = _latest_metadata(context.instance, MODEL_KEY)
@@ -351,10 +334,28 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
         mlt.ensure_experiment(tr.experiment, tr.tracking_uri, tr.artifact_root)
         champ_v = eval_meta.get("champion_version", -1)
         champ_v = None if champ_v in (None, -1) else int(champ_v)
+        unscored = eval_meta.get("champion_unscored_version", -1)
         failed = failed_blocking_checks(context.instance, blocking_checks)
-        decision = decide({"map@10": float(eval_meta["map@10"])},
-                          {"map@10": float(eval_meta["map@10 champion"])} if champ_v else None,
-                          failed_checks=failed, champion_version=champ_v)
+
+        def interval(other: str) -> dict | None:
+            if f"vs {other} low" not in eval_meta:
+                return None
+            return {"ratio": float(eval_meta[f"vs {other}"]), "low": float(eval_meta[f"vs {other} low"]),
+                    "high": float(eval_meta[f"vs {other} high"])}
+
+        if champ_v:
+            champion_metrics = {"map@10": float(eval_meta["map@10 champion"])}
+        elif unscored not in (None, -1):  # a champion the held-out days cannot judge: no NaN wins
+            champ_v, champion_metrics = int(unscored), {"map@10": float("nan")}
+        else:
+            champion_metrics = None
+        decision = decide({"map@10": float(eval_meta["map@10"])}, champion_metrics,
+                          failed_checks=failed, champion_version=champ_v,
+                          vs_popularity=interval("popularity") if config.first_must_beat_popularity else None,
+                          vs_champion=interval("champion"), lists=int(eval_meta.get("lists", 0)),
+                          min_lists=int(eval_meta.get("min_lists", 0)))
+        if eval_meta.get("champion_note"):
+            decision = dataclasses.replace(decision, reason=f"{decision.reason} ({eval_meta['champion_note']})")
         apply(tr.tracking_uri, tr.registered_model, int(model_meta["version"]), decision,
               champion_version=champ_v)
         context.log.info(decision.reason)
@@ -367,6 +368,9 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
             "champion_version": int(current.version) if current is not None else -1,
             "map@10": decision.candidate,
             "map@10 champion before": decision.champion if decision.champion is not None else float("nan"),
+            "vs popularity, 95% CI": eval_meta.get("vs popularity, 95% CI", "n/a"),
+            "vs champion, 95% CI": eval_meta.get("vs champion, 95% CI", "n/a"),
+            "lists": int(eval_meta.get("lists", 0)),
         })
 
     return [dlrm_model, ablation_model, model_evaluation, champion_model]

@@ -197,6 +197,11 @@ class Dataset(ABC):
         """How to serve the published cache (`orchestration.demo`)."""
         return "make serve"
 
+    def evaluation_protocol(self, settings: Any) -> dict:
+        """This data's evaluation protocol as `EvalSettings` fields (`exclude_days`: None for
+        every earlier take; `min_lists`); empty: the defaults (14 days, 100 lists)."""
+        return {}
+
 
 @dataclass(frozen=True, repr=False)
 class FitnessDataset(Dataset):
@@ -334,6 +339,12 @@ class MappedDataset(Dataset):
         from lakehouse.mapped.mapping_file import load_mapping
 
         return load_mapping(settings.mapping_path).first_day  # a bad mapping: a clear error here
+
+    def evaluation_protocol(self, settings: Any) -> dict:
+        from lakehouse.mapped.mapping_file import load_mapping
+
+        protocol = load_mapping(settings.mapping_path).evaluation  # the mapping's `evaluation`
+        return {"exclude_days": protocol.exclude_seen_days, "min_lists": protocol.min_lists}
 
     @property
     def bronze_tables(self) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -28,7 +29,15 @@ from ml.examples import iter_batches, read_examples
 from ml.features import Encoders
 from ml.gold import GoldStore
 from ml.lists import EvalSettings, build_lists
-from ml.metrics import calibration_table, expected_calibration_error, list_metrics, log_loss, roc_auc, top_k
+from ml.metrics import (
+    calibration_table,
+    expected_calibration_error,
+    list_metrics,
+    log_loss,
+    paired_bootstrap_ratio,
+    roc_auc,
+    top_k,
+)
 from ml.pairs import ScoreFn
 from ml.rankers import Ranker
 
@@ -46,6 +55,19 @@ class EvalResult:
     def metric(self, ranker: str, name: str, platform: str = "all") -> float:
         row = self.summary.filter((pl.col("ranker") == ranker) & (pl.col("platform") == platform))
         return float(row[name][0]) if row.height and name in row.columns else float("nan")
+
+    def compare(self, a: str, b: str, metric: str = "map@10", *, n_boot: int = 2000) -> dict:
+        """`a`'s mean `metric` over `b`'s on the same lists, with a paired bootstrap 95%
+        interval that resamples users (`ml.metrics.paired_bootstrap_ratio`); also the lists and
+        users counted. Empty (NaN) when either ranker was not evaluated."""
+        keys = ["day", "platform", "user_id"]
+        pair = (self.lists.filter(pl.col("ranker") == a).select(*keys, pl.col(metric).alias("a"))
+                .join(self.lists.filter(pl.col("ranker") == b).select(*keys, pl.col(metric).alias("b")),
+                      on=keys, how="inner"))
+        out = paired_bootstrap_ratio(pair["a"].to_numpy(), pair["b"].to_numpy(),
+                                     pair["user_id"].to_numpy(), n_boot=n_boot, seed=self.settings.seed)
+        out["users"] = out.pop("groups")
+        return out
 
 
 def evaluate(gold: GoldStore, rankers: Sequence[Ranker], settings: EvalSettings, *,
@@ -65,6 +87,9 @@ def evaluate(gold: GoldStore, rankers: Sequence[Ranker], settings: EvalSettings,
     k_max = max(ks)
     for day in settings.days:
         for batch in build_lists(gold, day, settings):
+            # ties at random, the same draw for every ranker of the batch, fixed by the seed
+            tie_seed = (zlib.crc32(f"{settings.seed}|{day}|{batch.platform}".encode())
+                        if settings.random_ties else None)
             class_ids = np.array(batch.classes["class_id"].to_list(), dtype=object)
             candidates |= set(class_ids.tolist())
             base = {
@@ -79,7 +104,7 @@ def evaluate(gold: GoldStore, rankers: Sequence[Ranker], settings: EvalSettings,
                 t0 = time.perf_counter()
                 scores = np.asarray(r.score(batch), dtype=np.float64)
                 seconds[r.name] += time.perf_counter() - t0
-                top = top_k(scores, k_max, batch.excluded)
+                top = top_k(scores, k_max, batch.excluded, tie_seed=tie_seed)
                 m = list_metrics(top, batch.relevant, batch.n_relevant, ks)
                 # cold-start classes: recall@10 of the relevant new classes
                 new_rel = batch.relevant & batch.is_new_class[None, :]

@@ -167,6 +167,9 @@ def iter_batches(
             frame = lf.filter(pred).collect()
         if frame.height == 0:
             continue
+        # a multi-threaded scan and join return rows in any order: one canonical order first, so
+        # the same seed gives the same batches (and the same model) on every run
+        frame = frame.sort(_order_columns(frame))
         if shuffle_seed is not None:
             frame = frame.sample(fraction=1.0, shuffle=True, seed=shuffle_seed * 1_000_003 + k)
         batch = encoders.transform(frame)
@@ -179,6 +182,13 @@ def iter_batches(
             buf, buffered = ([rest] if len(rest) else []), len(rest)
     if buffered and not drop_last:
         yield _cat(buf)
+
+
+def _order_columns(frame: pl.DataFrame) -> list[str]:
+    """The example's keys first, then every other sortable column (ties left are equal rows)."""
+    keys = [c for c in ("event_date", "user_id", "class_id") if c in frame.columns]
+    rest = [c for c, t in frame.schema.items() if c not in keys and not t.is_nested()]
+    return keys + rest
 
 
 def _cat(batches: list[Batch]) -> Batch:

@@ -55,7 +55,10 @@ class EvalSettings:
     days: list[dt.date]
     user_fraction: float = 1.0  # share of users evaluated (stable hash, as in training)
     seed: int = 0
-    exclude_days: int = 14
+    # candidates leave out what the user took in the exclude_days before the list's day; None:
+    # ever (data without repeat consumption)
+    exclude_days: int | None = 14
+    min_lists: int = 100  # fewer lists: the evaluation cannot conclude (the gate promotes nothing)
     popularity_days: int = 7
     new_class_days: int = 3
     # cold user: fewer takes (`Dataset.activity_column`: workouts, events) before the day
@@ -65,6 +68,9 @@ class EvalSettings:
     platforms: tuple[str, ...] | None = None
     ks: tuple[int, ...] = KS
     dataset: Dataset = FITNESS
+    # equal scores rank in a random order drawn from `seed` (False: by candidate id, which
+    # favours whatever sorts first; kept for checks against a hand-computed ranking)
+    random_ties: bool = True
 
     def __post_init__(self) -> None:
         if self.platforms is None:
@@ -88,8 +94,9 @@ def build_lists(gold: GoldStore, day: dt.date, settings: EvalSettings) -> list[L
     uf = gold.scan("user_features_daily")
     ufeat = uf.filter((pl.col("feature_date") == fdate) & pl.col("user_id").is_in(list_users)).collect()
     ufeat = ds.with_affinity(gold, fdate, ufeat)
+    since = dt.date.min if settings.exclude_days is None else day - dt.timedelta(days=settings.exclude_days)
     history = (
-        gold.takes(day - dt.timedelta(days=settings.exclude_days), fdate)
+        gold.takes(since, fdate)
         .filter(pl.col("user_id").is_in(list_users)).select("user_id", "class_id").unique().collect()
     )
     pop = (

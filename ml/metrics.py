@@ -18,18 +18,32 @@ import numpy as np
 KS = (5, 10, 20)
 
 
-def top_k(scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> np.ndarray:
+def top_k(scores: np.ndarray, k: int, excluded: np.ndarray | None = None, *,
+          tie_seed: int | None = None) -> np.ndarray:
     """[n, k] candidate indices, best first. Excluded candidates never appear (they rank below
-    everything; with fewer than k eligible ones the tail is -1). Ties break by candidate index."""
+    everything; with fewer than k eligible ones the tail is -1).
+
+    Ties break by candidate index, or, with `tie_seed`, at random with that seed (the same
+    scores and seed give the same order): an index order favours whatever the ids sort first,
+    which is no ranker's merit (popularity's counts tie often)."""
     s = np.asarray(scores, dtype=np.float64).copy()
     if excluded is not None:
         s[excluded] = -np.inf
     k_eff = min(k, s.shape[1])
-    # stable: sort by (-score, index) within the partitioned top block
-    part = np.argpartition(-s, k_eff - 1, axis=1)[:, :k_eff] if k_eff < s.shape[1] else \
-        np.tile(np.arange(s.shape[1]), (s.shape[0], 1))
+    if tie_seed is None:
+        tie = np.broadcast_to(np.arange(s.shape[1]), s.shape)
+    else:
+        tie = np.random.default_rng(tie_seed).random(s.shape)
+    # every candidate tied with the k-th must reach the sort, so the tie order decides among them
+    if k_eff < s.shape[1]:
+        kth = -np.partition(-s, k_eff - 1, axis=1)[:, k_eff - 1:k_eff]
+        width = int((s >= kth).sum(1).max())
+        part = np.argpartition(-s, width - 1, axis=1)[:, :width] if width < s.shape[1] else \
+            np.tile(np.arange(s.shape[1]), (s.shape[0], 1))
+    else:
+        part = np.tile(np.arange(s.shape[1]), (s.shape[0], 1))
     block = np.take_along_axis(s, part, axis=1)
-    order = np.lexsort((part, -block), axis=1)
+    order = np.lexsort((np.take_along_axis(tie, part, axis=1), -block), axis=1)[:, :k_eff]
     top = np.take_along_axis(part, order, axis=1)
     top_scores = np.take_along_axis(block, order, axis=1)
     top = np.where(np.isneginf(top_scores), -1, top)
@@ -123,6 +137,57 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
+# Uncertainty of a comparison
+
+
+def paired_bootstrap_ratio(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None, *,
+                           n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """mean(a) / mean(b) over the same lists, with a paired percentile bootstrap interval.
+
+    a, b: one value per list (say AP@10 of two rankers on the same lists). Both rankers see the
+    same resample (paired). With `groups` (the user of each list), whole groups are resampled,
+    not lists: one user's lists are not independent draws, and resampling them apart would
+    narrow the interval. Returns ratio, low, high, lists, groups, n_boot, level; NaN where b's
+    mean is 0 (no ratio to speak of)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values must be two 1-d arrays of one length, got {a.shape} and {b.shape}")
+    if groups is None:
+        sums_a, sums_b = a, b
+    else:
+        _, inv = np.unique(np.asarray(groups), return_inverse=True)
+        sums_a, sums_b = np.bincount(inv, weights=a), np.bincount(inv, weights=b)
+    g = len(sums_a)
+    out = {"ratio": float("nan"), "low": float("nan"), "high": float("nan"), "lists": int(a.size),
+           "groups": int(g), "n_boot": int(n_boot), "level": float(level)}
+    if g == 0 or sums_b.sum() <= 0:
+        return out
+    out["ratio"] = float(sums_a.sum() / sums_b.sum())
+    rng = np.random.default_rng(seed)
+    ratios = []
+    for start in range(0, n_boot, 256):  # weights of 256 resamples at a time: bounded memory
+        w = rng.multinomial(g, np.full(g, 1.0 / g), size=min(256, n_boot - start)).astype(np.float64)
+        num, den = w @ sums_a, w @ sums_b
+        ratios.append(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan))
+    r = np.concatenate(ratios)
+    r = r[np.isfinite(r)]
+    if r.size:
+        tail = (1.0 - level) / 2.0
+        out["low"], out["high"] = (float(x) for x in np.quantile(r, [tail, 1.0 - tail]))
+    return out
+
+
+def format_ratio(cmp: Mapping[str, Any]) -> str:
+    """`1.23x [0.81, 1.78]`: a ratio with its interval, as the reports print it."""
+    if finite(cmp.get("ratio")) is None:
+        return "n/a"
+    if finite(cmp.get("low")) is None:
+        return f"{cmp['ratio']:.2f}x"
+    return f"{cmp['ratio']:.2f}x [{cmp['low']:.2f}, {cmp['high']:.2f}]"
+
+
+# ---------------------------------------------------------------------------------------------
 # Finite values for reports
 
 
@@ -145,4 +210,4 @@ def finite_or_nan(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 __all__ = ["KS", "calibration_table", "expected_calibration_error", "finite", "finite_or_nan",
-           "list_metrics", "log_loss", "roc_auc", "top_k"]
+           "format_ratio", "list_metrics", "log_loss", "paired_bootstrap_ratio", "roc_auc", "top_k"]

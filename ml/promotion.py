@@ -5,7 +5,9 @@ decision to the MLflow registry as aliases and version tags. Rules, in order:
 
 1. a failed blocking check (data or model quality) blocks promotion, even of a first model;
 2. a candidate without a finite value of the gate metric is not promoted (evaluation broke);
-3. no champion yet: the candidate becomes the first champion;
+   nor one evaluated on fewer lists than `min_lists` (the evaluation cannot conclude);
+3. no champion yet: the candidate becomes the first champion only if it beats popularity with
+   the lower bound of the paired bootstrap interval of their ratio above 1 (`vs_popularity`);
 4. a champion without a finite value of the metric is not replaced automatically (a human
    looks: silently replacing a model we cannot score would hide the failure);
 5. otherwise the candidate must be strictly better: candidate > champion * (1 + min_relative_gain).
@@ -22,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
+from ml.metrics import finite, format_ratio
 from ml.tracking import client as _client
 from ml.tracking import get_alias_version, metric_key
 
@@ -63,9 +66,16 @@ def decide(
     min_relative_gain: float = 0.0,
     failed_checks: Sequence[str] = (),
     champion_version: int | None = None,
+    vs_popularity: Mapping[str, float] | None = None,
+    vs_champion: Mapping[str, float] | None = None,
+    lists: int | None = None,
+    min_lists: int = 0,
 ) -> PromotionDecision:
     """Apply the rules above. `champion_metrics` None means there is no champion yet;
-    `champion_version` only makes the reason more precise."""
+    `champion_version` only makes the reason more precise. `vs_popularity` / `vs_champion`: the
+    candidate's ratio to each with its interval (`ml.metrics.paired_bootstrap_ratio`: ratio,
+    low, high); None skips rule 3's interval (a caller without one); `lists`: how many lists the
+    evaluation ranked."""
     cand = _lookup(candidate_metrics, metric)
     champ = None if champion_metrics is None else _lookup(champion_metrics, metric)
     who = f"champion v{champion_version}" if champion_version is not None else "the champion"
@@ -77,7 +87,18 @@ def decide(
         return no(f"blocking checks failed: {', '.join(failed_checks)}")
     if not math.isfinite(cand):
         return no(f"candidate has no finite {metric} ({cand}); cannot judge it")
+    if lists is not None and lists < min_lists:
+        return no(f"evaluated on {lists} lists, fewer than the {min_lists} needed to conclude")
     if champion_metrics is None:
+        if vs_popularity is not None:
+            low = finite(vs_popularity.get("low"))
+            if low is None or low <= 1.0:
+                return no(f"first model: {metric} {cand:.4f} vs popularity "
+                          f"{format_ratio(vs_popularity)}: the interval's lower bound is not above 1")
+            return PromotionDecision(
+                True, CHAMPION, f"first model: {metric} {cand:.4f} beats popularity "
+                                f"{format_ratio(vs_popularity)} (lower bound above 1)",
+                metric, cand, None)
         return PromotionDecision(
             True, CHAMPION, f"first model: no champion yet ({metric} {cand:.4f})",
             metric, cand, None,
@@ -89,6 +110,8 @@ def decide(
         )
     threshold = champ * (1.0 + min_relative_gain)
     gain = f" by more than {min_relative_gain:.1%}" if min_relative_gain else ""
+    if vs_champion is not None:
+        gain += f" (ratio {format_ratio(vs_champion)})"
     if cand > threshold:
         return PromotionDecision(
             True,

@@ -9,12 +9,17 @@ import polars as pl
 
 from ml.evaluation import EvalResult
 from ml.features import PLATFORMS
+from ml.metrics import format_ratio
 
 
 def comparison_table(result: EvalResult, *, reference: str | None = None,
                      columns: Sequence[str] = ("map@10", "ndcg@10", "recall@10", "hit@10", "map@20"),
-                     ) -> str:
-    """Markdown: one row per ranker (overall), with the ratio of MAP@10 to `reference`."""
+                     candidate: str | None = None, comparisons: dict[str, dict] | None = None,
+                     skipped: dict[str, str] | None = None) -> str:
+    """Markdown: one row per ranker (overall), with the ratio of MAP@10 to `reference` and, given
+    `comparisons` (ranker -> `EvalResult.compare(candidate, ranker)`), the candidate's MAP@10
+    over each ranker's with its paired bootstrap 95% interval. `skipped` rankers (name -> why)
+    get a row that says why, never figures."""
     s = result.summary.filter(pl.col("platform") == "all")
     columns = [c for c in columns if c in s.columns]
     ref = result.metric(reference, "map@10") if reference else float("nan")
@@ -22,6 +27,8 @@ def comparison_table(result: EvalResult, *, reference: str | None = None,
             "MAP@10 cold users"]
     if reference:
         head.append(f"MAP@10 / {reference}")
+    if comparisons is not None:
+        head.append(f"{candidate} / ranker, 95% paired bootstrap")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in s.sort(pl.col("map@10"), descending=True).iter_rows(named=True):
         name = row["ranker"]
@@ -30,7 +37,11 @@ def comparison_table(result: EvalResult, *, reference: str | None = None,
                  _fmt(row["recall@10_new_classes"]), _fmt(row["map@10_cold_users"])]
         if reference:
             cells.append(f"{row['map@10'] / ref:.2f}x" if ref and ref > 0 else "n/a")
+        if comparisons is not None:
+            cells.append("-" if name == candidate else format_ratio(comparisons.get(name, {})))
         lines.append("| " + " | ".join(cells) + " |")
+    for name, why in (skipped or {}).items():
+        lines.append("| " + " | ".join([name, f"skipped: {why}", *[""] * (len(head) - 2)]) + " |")
     return "\n".join(lines)
 
 

@@ -24,9 +24,11 @@ from ml.evaluation import EvalResult, evaluate, head_metrics
 from ml.features import Encoders
 from ml.gold import GoldStore
 from ml.lists import EvalSettings
+from ml.metrics import format_ratio
+from ml.model import ModelConfig, build_model
+from ml.peers import Peers
 from ml.rankers import ModelRanker, PopularityRanker, Ranker, torch_score_fn
 from ml.report import comparison_table, platform_table, plot_calibration, plot_map_by_k
-from ml.model import ModelConfig, build_model
 from ml.training_job import TrainingJob, fit_encoders, run_training
 
 Log = Callable[[str], None]
@@ -143,6 +145,9 @@ class Evaluation:
     plots: dict[str, str]  # name -> PNG path
     metrics: dict[str, float] = field(default_factory=dict)  # flat, for MLflow and the gate
     notes: list[str] = field(default_factory=list)
+    # ranker -> the candidate's MAP@10 over that ranker's, with its paired bootstrap interval
+    comparisons: dict[str, dict] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # peer -> why it was not fitted
 
     def ratio(self, a: str, b: str, metric: str = "map@10") -> float:
         x, y = self.result.metric(a, metric), self.result.metric(b, metric)
@@ -159,16 +164,21 @@ def evaluate_models(
     out_dir: str | Path | None = None,
     log: Log | None = None,
     train_window: tuple[dt.date, dt.date] | None = None,
+    peers: Peers | None = None,
 ) -> Evaluation:
-    """Rank the held-out lists with every model (name -> (score_fn, encoders)), popularity and,
-    when given, the oracle; per-head AUC/log-loss and calibration for each model.
+    """Rank the held-out lists with every model (name -> (score_fn, encoders)), popularity, the
+    fitted `peers` (`ml.peers.fit_peers`) and, when given, the oracle; per-head AUC/log-loss and
+    calibration for each model.
 
     The report's notes on the protocol are the dataset's (`Dataset.evaluation_notes`: mapped
     data never has an oracle, and its report describes the temporal split; `train_window`: the
     models' training event days, if given)."""
     rankers: list = [ModelRanker(n, fn, enc) for n, (fn, enc) in models.items()]
     rankers.append(PopularityRanker())
+    peers = peers or Peers()
+    rankers.extend(peers.rankers)
     notes = settings.dataset.evaluation_notes(settings.days, train_window, oracle=oracle is not None)
+    notes += peers_notes(peers)
     if oracle is not None:
         rankers.append(oracle)
     result = evaluate(gold, rankers, settings, log=log)
@@ -195,7 +205,18 @@ def evaluate_models(
             if isinstance(v, (int, float)):
                 metrics[f"{n}.{k}"] = float(v)
 
-    ev = Evaluation(result=result, heads=heads, markdown="", plots=plots, metrics=metrics, notes=notes)
+    comparisons = {r.name: result.compare(candidate, r.name) for r in rankers if r.name != candidate}
+    for other, c in comparisons.items():
+        for k in ("ratio", "low", "high"):
+            metrics[f"{candidate}.vs_{other}.map@10_{k}"] = c[k]
+    if comparisons:
+        first = next(iter(comparisons.values()))
+        metrics[f"{candidate}.eval_lists"], metrics[f"{candidate}.eval_users"] = first["lists"], first["users"]
+
+    for name, c in peers.chosen.items():
+        metrics[f"{name}.setting"] = float(c["setting"])
+    ev = Evaluation(result=result, heads=heads, markdown="", plots=plots, metrics=metrics, notes=notes,
+                    comparisons=comparisons, skipped=dict(peers.skipped))
     ev.markdown = evaluation_markdown(ev, candidate)
     return ev
 
@@ -204,13 +225,19 @@ def evaluation_markdown(ev: Evaluation, candidate: str) -> str:
     r = ev.result
     days = ", ".join(d.isoformat() for d in r.settings.days)
     ds = r.settings.dataset
+    seen = (f"every {ds.items_word[:-1]} the user took before" if r.settings.exclude_days is None
+            else f"the user's {ds.items_word} of the last {r.settings.exclude_days} days")
+    n = r.metric(candidate, "lists")
+    lists = int(n) if n == n else 0
     parts = [
         f"**Held-out days:** {days}; users evaluated: {r.settings.user_fraction:.0%}; "
-        f"candidates: every {ds.candidates_phrase} by the day before, minus the user's "
-        f"{ds.items_word} of the last "
-        f"{r.settings.exclude_days} days.",
+        f"candidates: every {ds.candidates_phrase} by the day before, minus {seen}.",
         "",
-        comparison_table(r, reference="popularity"),
+        *([f"**Cannot conclude:** {lists} lists, fewer than the {r.settings.min_lists} this "
+           "protocol needs; the promotion gate promotes nothing on this evaluation.", ""]
+          if lists < r.settings.min_lists else []),
+        comparison_table(r, reference="popularity", candidate=candidate, comparisons=ev.comparisons,
+                         skipped=ev.skipped),
         "",
         platform_table(r, "map@10"),
         "",
@@ -221,14 +248,24 @@ def evaluation_markdown(ev: Evaluation, candidate: str) -> str:
     for n, h in ev.heads.items():
         parts.append(f"| {n} | {h['auc_take']:.4f} | {h['auc_complete']:.4f} | "
                      f"{h['auc_music_like']:.4f} | {h['logloss_take']:.4f} | {h['ece_take']:.4f} |")
-    ratios = []
-    for other in ("popularity", "ablation", "oracle", "champion"):
-        if other in r.coverage and other != candidate:
-            ratios.append(f"{other} {ev.ratio(candidate, other):.2f}x")
+    ratios = [f"{other} {format_ratio(c)}" for other, c in ev.comparisons.items()]
     if ratios:
-        parts += ["", f"**MAP@10 of {candidate} vs:** " + ", ".join(ratios)]
+        c = next(iter(ev.comparisons.values()))
+        parts += ["", f"**MAP@10 of {candidate} vs** (95% paired bootstrap over {c['users']} users, "
+                      f"{c['lists']} lists): " + ", ".join(ratios)]
     parts += [f"_{n}_" for n in ev.notes]
     return "\n".join(parts)
+
+
+def peers_notes(peers: Peers) -> list[str]:
+    """What the report says of the peers: each one's tuned setting and where it was tuned."""
+    notes = []
+    for name, c in peers.chosen.items():
+        tried = ", ".join(f"{v}: {m:.4f}" for v, m in c["validation_map@10"].items())
+        notes.append(f"Peer {name}: setting {c['setting']}, chosen on the validation days "
+                     f"{c['validation_days']} at the end of the training window (MAP@10 {tried}).")
+    notes += [f"Peer {name} skipped: {why}." for name, why in peers.skipped.items()]
+    return notes
 
 
 def png_markdown(path: str, alt: str) -> str:
@@ -250,8 +287,22 @@ def log_evaluation(ev: Evaluation, run_id: str) -> None:
 # The champion and the jobs it is compared with
 
 
-def champion_scorer(tracking_cfg: Tracking):
-    """(version, score_fn, encoders) of the current champion, or None."""
+@dataclass(frozen=True)
+class Champion:
+    """The registered champion as the evaluation scores it."""
+
+    version: int
+    score_fn: Callable
+    encoders: Encoders
+    train_end: dt.date | None  # the last event day it trained on (None: its run did not say)
+
+    def fair_days(self, days: list[dt.date]) -> list[dt.date]:
+        """The held-out days it did not train on (all of them when its window is unknown)."""
+        return [d for d in days if self.train_end is None or d > self.train_end]
+
+
+def champion_scorer(tracking_cfg: Tracking) -> Champion | None:
+    """The current champion (its scorer, encoders and training window), or None."""
     mv = tracking.get_alias_version(tracking_cfg.registered_model, "champion",
                                     client_or_uri=tracking_cfg.tracking_uri)
     if mv is None:
@@ -263,7 +314,11 @@ def champion_scorer(tracking_cfg: Tracking):
     def fn(dense, sparse):
         return module(dense, sparse)
 
-    return int(mv.version), fn, encoders
+    end = None
+    if mv.run_id:
+        params = tracking.client(tracking_cfg.tracking_uri).get_run(mv.run_id).data.params
+        end = dt.date.fromisoformat(params["data.train_end"]) if params.get("data.train_end") else None
+    return Champion(int(mv.version), fn, encoders, end)
 
 
 def ablation_job(job: TrainingJob) -> TrainingJob:
@@ -281,6 +336,7 @@ def eval_days(job: TrainingJob) -> list[dt.date]:
 
 __all__ = [
     "Tracking", "TrainedModel", "Evaluation", "train_and_log", "reference_scorer",
-    "evaluate_models", "evaluation_markdown", "png_markdown", "log_evaluation", "champion_scorer",
+    "evaluate_models", "evaluation_markdown", "peers_notes", "png_markdown", "log_evaluation",
+    "Champion", "champion_scorer",
     "ablation_job", "eval_days",
 ]

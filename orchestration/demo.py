@@ -80,6 +80,15 @@ def model_summary() -> str:
     return "\n".join(lines)
 
 
+def champion_version() -> int | None:
+    """The champion after the latest promotion decision (None: the gate promoted no model yet)."""
+    event = dg.DagsterInstance.get().get_latest_materialization_event(dg.AssetKey("champion_model"))
+    if event is None or event.asset_materialization is None:
+        return None
+    v = event.asset_materialization.metadata.get("champion_version")
+    return None if v is None or v.value in (None, -1) else int(v.value)
+
+
 def run_range(start: dt.date, end: dt.date) -> int:
     """A backfill: every partition of the range in one run (one Delta commit per table)."""
     print(f"[demo] backfill: every asset for {start}..{end} as one run of {JOB}", flush=True)
@@ -201,13 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     # days, evaluate every user), under the caller's overrides
     model_config = {**dataset.demo_training,
                     **(json.loads(args.model_config) if args.model_config else {})} or None
-    if rc == 0 and not args.skip_model:
+    serve = not args.skip_model
+    if rc == 0 and serve:
         rc = run_training(model_config, dataset.demo_evaluation)
         print(model_summary())
+        if rc == 0 and champion_version() is None:
+            # the gate kept the model out (see "Promotion" above): nothing to serve with, so the
+            # last day runs through the lakehouse only
+            print("[demo] no champion: the home screen is not built (the promotion above says why)")
+            serve = False
     if rc == 0:
-        rc = run_day(end, JOB if args.skip_model else DAILY_JOB)
+        rc = run_day(end, DAILY_JOB if serve else JOB)
     print(summary(settings))
-    if rc == 0 and not args.skip_model:
+    if rc == 0 and serve:
         print(home_screen_summary(settings))
     print(f"\n[demo] {'done' if rc == 0 else 'FAILED'} in {time.perf_counter() - t0:.0f}s"
           f" (DAGSTER_HOME={os.environ.get('DAGSTER_HOME')})")

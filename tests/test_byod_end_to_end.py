@@ -18,6 +18,7 @@ import pytest
 from lakehouse.io import delta
 from lakehouse.io.settings import LakehouseSettings
 from ml.datasets import MAPPED, dataset_for
+from tests.pipeline_runs import train_run_config
 
 pytestmark = pytest.mark.slow
 
@@ -87,9 +88,7 @@ def test_mapped_dataset_runs_the_whole_flow(byod_settings):
     assert not failed, failed
 
     # train, evaluate without an oracle (popularity + ablation on a temporal split), promote
-    train = run(s, instance, "train_model_job", run_config={
-        "ops": {"dlrm_model": {"config": TINY_MODEL},
-                "model_evaluation": {"config": {"eval_user_fraction": 1.0}}}})
+    train = run(s, instance, "train_model_job", run_config=train_run_config(TINY_MODEL))
     assert train.success, failures(train)
     meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.materialization.metadata.items()}
             for m in train.get_asset_materialization_events()}

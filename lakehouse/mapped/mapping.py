@@ -123,6 +123,16 @@ class SideTable:
 
 
 @dataclass(frozen=True)
+class EvaluationProtocol:
+    """How the held-out lists of this data are judged (the mapping's `evaluation` section)."""
+
+    # a list's candidates leave out what the user took in the last N days; None: ever (data
+    # without repeat consumption, such as ratings: a movie rated once is never relevant again)
+    exclude_seen_days: int | None = 14
+    min_lists: int = 100  # fewer held-out lists: the evaluation says it cannot conclude
+
+
+@dataclass(frozen=True)
 class DatasetMapping:
     name: str
     source: str  # absolute local folder or s3://bucket/prefix, variables expanded
@@ -132,6 +142,7 @@ class DatasetMapping:
     mapping_path: str | None = None
     # the first daily partition (YYYY-MM-DD); None: the project's default first day
     first_day: str | None = None
+    evaluation: EvaluationProtocol = field(default_factory=EvaluationProtocol)
 
     # ------------------------------------------------ derived facts used by dbt, ML, assets
 
@@ -175,6 +186,8 @@ class DatasetMapping:
             "source": self.source,
             "mapping_path": self.mapping_path,
             "first_day": self.first_day,
+            "evaluation": {"exclude_seen": "all" if self.evaluation.exclude_seen_days is None
+                           else self.evaluation.exclude_seen_days, "min_lists": self.evaluation.min_lists},
             "interactions": {
                 "path": it.path, "format": it.format, "delimiter": it.delimiter, "user": it.user,
                 "item": it.item,
@@ -224,7 +237,7 @@ def _prefixed(prefix: str, group: ColumnGroup) -> dict[str, str]:
 # these; the README's "Bring your own data" table and examples/listening/mapping.yaml document
 # each of them (tests/lakehouse/test_mapping.py holds the three together).
 FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "": (("name", "source", "interactions"), ("users", "items", "first_day")),
+    "": (("name", "source", "interactions"), ("users", "items", "first_day", "evaluation")),
     "interactions": (("path", "user", "item", "timestamp"),
                      ("format", "platform", "context", "event", "rating", "delimiter")),
     "interactions.timestamp": (("column", "unit"), ("timezone",)),
@@ -233,11 +246,12 @@ FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "interactions.rating": (("column", "positive_threshold"), ()),
     "users": (("path", "key"), ("format", "categorical", "numeric", "delimiter")),
     "items": (("path", "key"), ("format", "categorical", "numeric", "delimiter")),
+    "evaluation": ((), ("exclude_seen", "min_lists")),
 }
 
 
 __all__ = [
-    "CTX_PREFIX", "ColumnGroup", "DatasetMapping", "EVENT_TYPES", "EventSpec", "FIELDS", "FORMATS",
+    "CTX_PREFIX", "ColumnGroup", "DatasetMapping", "EVENT_TYPES", "EvaluationProtocol", "EventSpec", "FIELDS", "FORMATS",
     "HEADS", "IMPLICIT_PLATFORM", "ITEM_ATTR_PREFIX", "InteractionsMapping", "MappingError",
     "RatingSpec", "SideTable", "TIMESTAMP_UNITS", "TimestampSpec", "USER_ATTR_PREFIX", "bronze_name",
 ]

@@ -16,6 +16,7 @@ from lakehouse.mapped.mapping import (
     TIMESTAMP_UNITS,
     ColumnGroup,
     DatasetMapping,
+    EvaluationProtocol,
     EventSpec,
     InteractionsMapping,
     MappingError,
@@ -78,9 +79,36 @@ def parse_mapping(
                                 "day of your data, where the daily partitions start)")
     interactions = _interactions(v, top.get("interactions"))
     sides = {side: _side_table(v, side, top.get(side)) for side in ("users", "items")}
+    evaluation = _evaluation(v, top.get("evaluation"))
     v.raise_errors()
     return DatasetMapping(name=name, source=source, interactions=interactions, users=sides["users"],
-                          items=sides["items"], mapping_path=mapping_path, first_day=first_day)
+                          items=sides["items"], mapping_path=mapping_path, first_day=first_day,
+                          evaluation=evaluation)
+
+
+def _evaluation(v: "Validator", raw: Any) -> EvaluationProtocol:
+    """The `evaluation` section: `exclude_seen` (`all`, or a number of days >= 0) and
+    `min_lists` (an integer >= 1)."""
+    default = EvaluationProtocol()
+    ev = v.mapping(raw, "evaluation") if raw is not None else None
+    if ev is None:
+        return default
+    days = default.exclude_seen_days
+    seen = ev.get("exclude_seen")
+    if seen is not None:
+        if seen == "all":
+            days = None
+        elif isinstance(seen, int) and not isinstance(seen, bool) and seen >= 0:
+            days = seen
+        else:
+            v.fail("evaluation.exclude_seen", f"expected `all` (never re-recommend what a user took) "
+                                              f"or a number of days >= 0, got {seen!r}")
+    min_lists = ev.get("min_lists", default.min_lists)
+    if not (isinstance(min_lists, int) and not isinstance(min_lists, bool) and min_lists >= 1):
+        v.fail("evaluation.min_lists", f"expected an integer >= 1 (the fewest held-out lists an "
+                                       f"evaluation may conclude on), got {min_lists!r}")
+        min_lists = default.min_lists
+    return EvaluationProtocol(exclude_seen_days=days, min_lists=min_lists)
 
 
 def _interactions(v: "Validator", raw: Any) -> InteractionsMapping | None:

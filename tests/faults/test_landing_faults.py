@@ -37,6 +37,7 @@ from tests.pipeline_runs import (
     record_rows,
     run_job,
     snapshot,
+    train_run_config,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.drill_only]
@@ -54,8 +55,8 @@ def served(reference, tmp_path_factory):
     data = tmp_path_factory.mktemp("served") / "data"
     s = copy_lake(reference[0], data)
     instance = dg.DagsterInstance.ephemeral()
-    assert_ok(run_job(s, job="train_model_job", instance=instance, tags={}, run_config={
-        "ops": {"dlrm_model": {"config": TRAIN}, "model_evaluation": {"config": {"eval_user_fraction": 1.0}}}}))
+    assert_ok(run_job(s, job="train_model_job", instance=instance, tags={},
+                      run_config=train_run_config(TRAIN)))
     assert_ok(run_job(s, day=DAY3, job="rescore_job", instance=instance, run_config=NO_RAY))
     return data
 

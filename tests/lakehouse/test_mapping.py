@@ -210,7 +210,7 @@ def test_every_problem_of_a_mapping_is_reported_at_once_with_its_line(tmp_path):
     expected = [
         "name: 'my data' is not a simple label; expected letters, digits, '_', '-' or '.' (line 1)",
         "  - unknown key 'sorce' (did you mean 'source'?); valid keys: name, source, interactions, users, "
-        "items, first_day (line 2)",
+        "items, first_day, evaluation (line 2)",
         "source: missing required field (the folder or s3://bucket/prefix holding the files)",
         "interactions: unknown key 'usr' (did you mean 'user'?); valid keys: path, user, item, timestamp, "
         "format, platform, context, event, rating, delimiter (line 5)",
@@ -235,6 +235,27 @@ def test_every_problem_of_a_mapping_is_reported_at_once_with_its_line(tmp_path):
     assert text.count("\n  - ") == len(expected)
     lines = [int(n) for n in re.findall(r"\(line (\d+)\)$", text, re.MULTILINE)]
     assert lines == sorted(lines)  # in the file's order
+
+
+def test_the_evaluation_protocol_is_read_and_a_wrong_option_named(tmp_path):
+    from lakehouse.mapped.mapping_file import parse_mapping
+
+    base = {"name": "x", "source": str(tmp_path),
+            "interactions": {"path": "e.csv", "user": "u", "item": "i",
+                             "timestamp": {"column": "t", "unit": "s"}}}
+    assert parse_mapping(base, origin="m.yaml").evaluation.exclude_seen_days == 14  # the default
+    m = parse_mapping({**base, "evaluation": {"exclude_seen": "all", "min_lists": 300}}, origin="m.yaml")
+    assert (m.evaluation.exclude_seen_days, m.evaluation.min_lists) == (None, 300)
+    assert m.to_dict()["evaluation"] == {"exclude_seen": "all", "min_lists": 300}
+    assert parse_mapping({**base, "evaluation": {"exclude_seen": 0}}, origin="m.yaml").evaluation.exclude_seen_days == 0
+    with pytest.raises(MappingError) as err:
+        parse_mapping({**base, "evaluation": {"exclude_seen": "weekly", "min_list": 5}}, origin="m.yaml")
+    text = str(err.value)
+    assert "evaluation: unknown key 'min_list' (did you mean 'min_lists'?)" in text
+    assert "evaluation.exclude_seen: expected `all` (never re-recommend what a user took) or a number " \
+           "of days >= 0, got 'weekly'" in text
+    with pytest.raises(MappingError, match=r"evaluation.min_lists: expected an integer >= 1 .*got 0"):
+        parse_mapping({**base, "evaluation": {"min_lists": 0}}, origin="m.yaml")
 
 
 def test_a_mapping_checked_from_a_dict_lists_every_problem_without_lines():

@@ -156,7 +156,9 @@ def _model_map10(t, score_fn, enc, day: dt.date, exclude_days: int) -> dict:
 
 def test_evaluation_without_oracle_on_a_temporal_split(trained, tmp_path):
     t = trained
-    settings = EvalSettings(days=[EVAL_DAY], dataset=MAPPED, exclude_days=3, popularity_days=7)
+    # ties by item id, as the hand-computed reference ranks them
+    settings = EvalSettings(days=[EVAL_DAY], dataset=MAPPED, exclude_days=3, popularity_days=7,
+                            random_ties=False)
     models = {"candidate": (reference_scorer(t.result.state_dict, t.result.model_config), t.enc),
               "ablation": (reference_scorer(t.abl.state_dict, t.abl.model_config), t.abl_enc)}
     w = t.job.data
@@ -190,6 +192,18 @@ def test_evaluation_without_oracle_on_a_temporal_split(trained, tmp_path):
     assert (f"Temporal split: trained on the event days {DAYS[0]}..{DAYS[4]}, evaluated on the "
             f"held-out last day(s) {EVAL_DAY}") in md
     assert "every item seen on the platform by the day before" in md
+    # every ratio of the candidate to another ranker carries its paired bootstrap interval over
+    # the users evaluated, in the metrics (MLflow) and the report
+    n_lists = sum(n for _, n in expected.values())
+    n_users = ev.result.lists.filter(pl.col("ranker") == "popularity")["user_id"].n_unique()
+    assert set(ev.comparisons) == {"ablation", "popularity"}
+    for other, c in ev.comparisons.items():
+        assert c["ratio"] == pytest.approx(ev.ratio("candidate", other))
+        assert (c["lists"], c["users"]) == (n_lists, n_users)
+        assert c["low"] <= c["ratio"] <= c["high"] and c["low"] < c["high"]
+        assert ev.metrics[f"candidate.vs_{other}.map@10_low"] == c["low"]
+        assert f"{other} {c['ratio']:.2f}x [{c['low']:.2f}, {c['high']:.2f}]" in md
+    assert f"95% paired bootstrap over {n_users} users, {n_lists} lists" in md
     with pytest.raises(ValueError, match="no oracle"):
         evaluate_models(GoldStore(t.uri), models, settings, oracle=object(), out_dir=tmp_path)
 
@@ -292,3 +306,23 @@ def test_inference_refuses_fitness_models_and_rows(trained):
     fitness = SimpleNamespace(**{**vars(t), "enc": Encoders(spec=default_spec(), vocab={}, mean={}, std={})})
     with pytest.raises(InferenceError, match="trained on 'fitness' data"):
         _infer(fitness, InferenceSettings(dataset=MAPPED))
+
+
+def test_the_same_job_and_seed_give_the_same_model_and_metrics(trained, tmp_path):
+    """Training reads its rows in one canonical order whatever the scan's threads did, so a
+    second run of the job is the same model, weight for weight; its evaluation (random ties
+    drawn from the seed, bootstrap intervals too) is the same figure for figure."""
+    t = trained
+    again = run_training(t.job, fit_encoders(t.job))
+    assert set(again.state_dict) == set(t.result.state_dict)
+    for k, v in t.result.state_dict.items():
+        assert torch.equal(v, again.state_dict[k]), k
+    settings = EvalSettings(days=[EVAL_DAY], dataset=MAPPED, exclude_days=3)
+    runs = [evaluate_models(GoldStore(t.uri), {"candidate": (reference_scorer(r.state_dict, r.model_config), t.enc)},
+                            settings, out_dir=tmp_path / str(i))
+            for i, r in enumerate((t.result, again))]
+    def same(d: dict) -> dict:  # NaN (no new classes on a platform) equals NaN here
+        return {k: ("nan" if isinstance(v, float) and v != v else v) for k, v in d.items()}
+
+    assert same(runs[0].metrics) == same(runs[1].metrics)
+    assert [same(c) for c in runs[0].comparisons.values()] == [same(c) for c in runs[1].comparisons.values()]

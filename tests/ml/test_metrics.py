@@ -12,8 +12,10 @@ from ml.metrics import (
     expected_calibration_error,
     finite,
     finite_or_nan,
+    format_ratio,
     list_metrics,
     log_loss,
+    paired_bootstrap_ratio,
     roc_auc,
     top_k,
 )
@@ -46,6 +48,58 @@ def test_top_k_never_returns_excluded_and_breaks_ties_by_index():
     assert top.tolist() == [[2, 3, -1, -1, -1, -1]]
     m = list_metrics(top, np.array([[True, False, False, False]]), np.array([1]), ks=(5,))
     assert m["hit@5"][0] == 0.0
+
+
+def test_random_ties_are_fair_fixed_by_the_seed_and_never_beat_a_higher_score():
+    # candidate 0 is best; 1..6 tie for the remaining two slots; 7 is worst
+    scores = np.array([[5.0, 1, 1, 1, 1, 1, 1, 0.0]] * 4)
+    seen = set()
+    for seed in range(60):
+        top = top_k(scores, 3, tie_seed=seed)
+        assert (top[:, 0] == 0).all() and (top[:, 1:] >= 1).all() and (top[:, 1:] <= 6).all()
+        assert (top == top_k(scores, 3, tie_seed=seed)).all()  # the same seed, the same order
+        seen |= set(top[:, 1:].ravel().tolist())
+    assert seen == {1, 2, 3, 4, 5, 6}  # every tied candidate reaches the list, not the lowest ids
+    # the draw differs between lists of one call (no list repeats another's order every time)
+    draws = top_k(np.ones((50, 20)), 5, tie_seed=1)
+    assert len({tuple(r) for r in draws.tolist()}) > 40
+    # index order without a seed, as before
+    assert top_k(scores[:1], 3).tolist() == [[0, 1, 2]]
+
+
+def test_paired_bootstrap_interval_covers_what_it_should():
+    rng = np.random.default_rng(3)
+    b = rng.random(400)
+    same = paired_bootstrap_ratio(b, b)
+    assert same["ratio"] == same["low"] == same["high"] == 1.0  # paired: no spread at all
+    # a ranker 1.5x the other on every list, with noise: the interval excludes 1 and holds 1.5
+    a = 1.5 * b + rng.normal(0, 0.05, 400)
+    up = paired_bootstrap_ratio(a, b, n_boot=1000, seed=1)
+    assert 1.0 < up["low"] < a.mean() / b.mean() < up["high"] and up["low"] < 1.5 < up["high"]
+    assert up == paired_bootstrap_ratio(a, b, n_boot=1000, seed=1)  # the seed fixes it
+    assert format_ratio(up) == f"{up['ratio']:.2f}x [{up['low']:.2f}, {up['high']:.2f}]"
+    # no difference but noise: the interval includes 1
+    c = b + rng.normal(0, 0.2, 400)
+    flat = paired_bootstrap_ratio(c, b, n_boot=1000)
+    assert flat["low"] < 1.0 < flat["high"]
+
+
+def test_paired_bootstrap_resamples_users_not_lists():
+    rng = np.random.default_rng(5)
+    a, b = rng.random(60), rng.random(60)
+    # each user's list repeated 10 times: 600 lists but still 60 users' worth of evidence
+    users = np.repeat(np.arange(60), 10)
+    by_user = paired_bootstrap_ratio(np.repeat(a, 10), np.repeat(b, 10), users, n_boot=2000)
+    by_list = paired_bootstrap_ratio(np.repeat(a, 10), np.repeat(b, 10), n_boot=2000)
+    once = paired_bootstrap_ratio(a, b, n_boot=2000)
+    assert by_user["lists"] == 600 and by_user["groups"] == 60
+    width = lambda r: r["high"] - r["low"]  # noqa: E731
+    assert width(by_user) == pytest.approx(width(once), rel=0.2)
+    assert width(by_list) < 0.6 * width(by_user)  # resampling lists would overstate certainty
+    # no ratio when the reference is all zeros
+    assert math.isnan(paired_bootstrap_ratio(a, np.zeros(60))["ratio"])
+    with pytest.raises(ValueError, match="two 1-d arrays of one length"):
+        paired_bootstrap_ratio(a, b[:10])
 
 
 def test_metrics_reject_lists_without_relevant_items():

@@ -22,6 +22,31 @@ def test_first_model_is_promoted():
     assert "first model" in d.reason
 
 
+def test_a_first_model_must_beat_popularity_beyond_the_interval():
+    unsure = {"ratio": 1.23, "low": 0.81, "high": 1.78}
+    d = decide({"map@10": 0.0702}, None, vs_popularity=unsure)
+    assert not d.promote and d.alias == "challenger"
+    assert d.reason == ("first model: map@10 0.0702 vs popularity 1.23x [0.81, 1.78]: the "
+                        "interval's lower bound is not above 1")
+    sure = {"ratio": 3.1, "low": 2.9, "high": 3.3}
+    d = decide({"map@10": 0.134}, None, vs_popularity=sure)
+    assert d.promote and "beats popularity 3.10x [2.90, 3.30] (lower bound above 1)" in d.reason
+    # an interval that could not be computed is no evidence
+    assert not decide({"map@10": 0.1}, None, vs_popularity={"ratio": 1.5, "low": math.nan,
+                                                             "high": math.nan}).promote
+    # with a champion the rule is the champion's, and the reason shows that ratio's interval
+    d = decide({"map@10": 0.2}, {"map@10": 0.1}, vs_popularity=unsure,
+               vs_champion={"ratio": 2.0, "low": 1.5, "high": 2.5})
+    assert d.promote and "(ratio 2.00x [1.50, 2.50])" in d.reason
+
+
+def test_too_few_lists_cannot_conclude():
+    d = decide({"map@10": 0.3}, None, lists=80, min_lists=100,
+               vs_popularity={"ratio": 3.0, "low": 2.0, "high": 4.0})
+    assert not d.promote and d.reason == "evaluated on 80 lists, fewer than the 100 needed to conclude"
+    assert decide({"map@10": 0.3}, None, lists=100, min_lists=100).promote
+
+
 def test_better_model_is_promoted_with_numbers_in_the_reason():
     d = decide({"map@10": 0.2130}, {"map@10": 0.2000}, champion_version=3)
     assert d.promote and d.alias == "champion" and d.champion == 0.2

@@ -1,0 +1,79 @@
+"""The launchpad configs of the model assets (`assets.model`): training, evaluation, promotion."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from ml.datasets import FITNESS, Dataset
+from ml.gold import GoldStore
+from ml.train import TrainConfig
+from ml.training_job import DataWindow, ModelHParams, TrainingJob, plan_window
+
+
+class ModelTrainingConfig(dg.Config):
+    """Hyper-parameters and data knobs of one training run (editable in the launchpad)."""
+
+    train_days: int = Field(28, description="event days trained on, ending before the held-out days")
+    valid_days: int = Field(1, description="latest days held out for validation and evaluation")
+    sample_fraction: float = Field(1.0, description="share of users kept for training (stable hash)")
+    epochs: int = 2
+    batch_size: int = 2048
+    lr: float = Field(2e-3, description="dense parameters (Adam)")
+    sparse_lr: float = Field(0.05, description="embedding tables (Adagrad, fused kernel)")
+    embedding_dim: int = 16
+    bottom_mlp: list[int] = [128, 64, 16]
+    top_mlp: list[int] = [256, 128]
+    interaction: str = Field("dot", description="dot (DLRM) or dcn (cross network)")
+    include_ids: bool | None = Field(None, description="user_id/class_id embeddings; default: the "
+                                     "dataset's (off for the simulator's data: attributes carry cold "
+                                     "start; on for a mapped dataset: its items may have no attributes)")
+    num_workers: int = Field(1, description="Ray Train workers")
+    use_gpu: bool = Field(False, description="NCCL + sharded embeddings on GPU workers")
+    seed: int = 0
+    resume_run_id: str = Field("", description="resume the Ray checkpoints of this earlier Dagster "
+                                               "run (set by the failure sensor after a lost worker)")
+
+    def job(self, gold: GoldStore, window: DataWindow | None = None,
+            dataset: Dataset = FITNESS) -> TrainingJob:
+        """The training job on the latest gold window (or on `window`, to repeat a job)."""
+        include_ids = self.include_ids if self.include_ids is not None else dataset.include_ids
+        window = window or plan_window(
+            gold, train_days=self.train_days, valid_days=self.valid_days,
+            sample_fraction=self.sample_fraction, seed=self.seed)
+        return TrainingJob(
+            data=window,
+            model=ModelHParams(embedding_dim=self.embedding_dim, bottom_mlp=list(self.bottom_mlp),
+                               top_mlp=list(self.top_mlp), interaction=self.interaction,
+                               include_ids=include_ids),
+            train=TrainConfig(epochs=self.epochs, lr=self.lr, sparse_lr=self.sparse_lr,
+                              batch_size=self.batch_size, optimizer="adam",
+                              sparse_optimizer="adagrad", fused=True,
+                              seed=self.seed),
+            dataset=dataset,
+        )
+
+    def run_name(self, job: TrainingJob, root_run_id: str) -> str:
+        """One name per Dagster run and its re-executions (same root run): re-executing a failed
+        run resumes from its Ray checkpoints; a new materialization trains afresh."""
+        return f"dlrm-{job.data.valid_end or job.data.train_end}-{root_run_id[:8]}"
+
+
+class EvaluationConfig(dg.Config):
+    eval_user_fraction: float = Field(0.25, description="share of users whose lists are evaluated")
+    peers: bool = Field(True, description="fit the standard peers (EASE, item-kNN, ALS) on the "
+                                          "training window and rank the same lists with them")
+    peer_validation_days: int = Field(7, description="the last days of the training window the "
+                                                     "peers' settings are chosen on")
+    min_lists: int | None = Field(None, description="fewer evaluated lists than this: the evaluation "
+                                                    "cannot conclude and nothing is promoted (default: "
+                                                    "the dataset's protocol, 100)")
+
+
+class PromotionConfig(dg.Config):
+    first_must_beat_popularity: bool = Field(
+        True, description="a first model is promoted only if the lower bound of its MAP@10 "
+                          "ratio to popularity (95% paired bootstrap) is above 1")
+
+
+__all__ = ["EvaluationConfig", "ModelTrainingConfig", "PromotionConfig"]
