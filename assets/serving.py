@@ -61,7 +61,9 @@ class InferenceConfig(dg.Config):
                                                    "of one cap_column value) per row")
     cap_column: str = Field("", description="mapped data: cap per value of this item column, e.g. "
                                             "item_attr_artist (empty: no cap; fitness: instructor_id)")
-    exclude_days: int = Field(14, description="classes the user took in these days are not recommended")
+    exclude_days: int | None = Field(None, description="classes the user took in these days are not "
+                                                       "recommended (default: the dataset's evaluation "
+                                                       "protocol: 14 days, or a mapping's exclude_seen)")
     users_per_batch: int = Field(512, description="users scored together (bounds memory)")
     num_workers: int = Field(2, description="Ray actors scoring batches in parallel")
     use_ray: bool = Field(True, description="score on Ray actors (else in this process)")
@@ -73,6 +75,13 @@ class CacheConfig(dg.Config):
     keep: int = Field(3, description="cache versions kept for rollback")
     publish_older: bool = Field(False, description="publish even if an equal or newer serve date "
                                                    "is already published (a deliberate rollback)")
+
+
+def _exclude_days(config: "InferenceConfig", lakehouse: LakehouseResource) -> int | None:
+    """The config's exclusion window, else the dataset's protocol (the evaluation's: one rule)."""
+    if config.exclude_days is not None:
+        return config.exclude_days
+    return lakehouse.dataset().evaluation_protocol(lakehouse.settings())["exclude_days"]
 
 
 def _champion(settings: LakehouseSettings, mlflow: MlflowResource):
@@ -135,7 +144,7 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
         tr, mv = _champion(settings, mlflow)
         ref = ModelRef(model_uri=mv.source, version=int(mv.version), tracking_uri=tr.tracking_uri)
         inf = InferenceSettings(top_k=config.top_k, max_per_instructor=config.max_per_instructor,
-                                exclude_days=config.exclude_days, users_per_batch=config.users_per_batch,
+                                exclude_days=_exclude_days(config, lakehouse), users_per_batch=config.users_per_batch,
                                 precision=config.precision, dataset=lakehouse.dataset(),
                                 cap_column=config.cap_column or None)
         stats = InferenceStats()

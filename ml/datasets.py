@@ -199,8 +199,15 @@ class Dataset(ABC):
 
     def evaluation_protocol(self, settings: Any) -> dict:
         """This data's evaluation protocol as `EvalSettings` fields (`exclude_days`: None for
-        every earlier take; `min_lists`); empty: the defaults (14 days, 100 lists)."""
-        return {}
+        every earlier take; `min_lists`): by default `EvaluationProtocol`'s (14 days, 100 lists);
+        serving excludes the same window."""
+        from lakehouse.mapped.mapping import EvaluationProtocol
+
+        return _protocol_fields(EvaluationProtocol())
+
+
+def _protocol_fields(protocol) -> dict:
+    return {"exclude_days": protocol.exclude_seen_days, "min_lists": protocol.min_lists}
 
 
 @dataclass(frozen=True, repr=False)
@@ -343,8 +350,7 @@ class MappedDataset(Dataset):
     def evaluation_protocol(self, settings: Any) -> dict:
         from lakehouse.mapped.mapping_file import load_mapping
 
-        protocol = load_mapping(settings.mapping_path).evaluation  # the mapping's `evaluation`
-        return {"exclude_days": protocol.exclude_seen_days, "min_lists": protocol.min_lists}
+        return _protocol_fields(load_mapping(settings.mapping_path).evaluation)  # its `evaluation`
 
     @property
     def bronze_tables(self) -> tuple[str, ...]:

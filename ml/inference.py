@@ -133,9 +133,10 @@ def user_state(gold: GoldStore, feature_date: dt.date, users: pl.DataFrame,
     window as (user_id, class_id)), for one batch of users."""
     ids = users["user_id"].to_list()
     users = settings.dataset.with_affinity(gold, feature_date, users)
-    start = feature_date - dt.timedelta(days=settings.exclude_days - 1)
+    days = settings.exclude_days  # None: every earlier take (data without repeat consumption)
+    start = dt.date.min if days is None else feature_date - dt.timedelta(days=days - 1)
     taken = (gold.takes(start, feature_date).filter(pl.col("user_id").is_in(ids))
-             .select("user_id", "class_id").unique().collect()) if settings.exclude_days > 0 \
+             .select("user_id", "class_id").unique().collect()) if days is None or days > 0 \
         else pl.DataFrame(schema={"user_id": pl.Utf8, "class_id": pl.Utf8})
     return users, taken
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from lakehouse.mapped.mapping import EvaluationProtocol
 from ml.datasets import FITNESS, Dataset
 from ml.gold import GoldStore, user_kept
 from ml.metrics import KS
@@ -57,8 +58,9 @@ class EvalSettings:
     seed: int = 0
     # candidates leave out what the user took in the exclude_days before the list's day; None:
     # ever (data without repeat consumption)
-    exclude_days: int | None = 14
-    min_lists: int = 100  # fewer lists: the evaluation cannot conclude (the gate promotes nothing)
+    exclude_days: int | None = EvaluationProtocol.exclude_seen_days
+    # fewer lists: the evaluation cannot conclude (the gate promotes nothing)
+    min_lists: int = EvaluationProtocol.min_lists
     popularity_days: int = 7
     new_class_days: int = 3
     # cold user: fewer takes (`Dataset.activity_column`: workouts, events) before the day

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
+from lakehouse.mapped.mapping import EvaluationProtocol
 from ml.datasets import FITNESS, Dataset
 
 # The recommendations table (one Delta partition per serve_date).
@@ -76,7 +77,8 @@ class InferenceSettings:
     rows: tuple[RowSpec, ...] | None = None
     top_k: int = 10
     max_per_instructor: int = 2
-    exclude_days: int = 14  # no class the user took in these days (the evaluation's setting)
+    # no class the user took in these days (the evaluation's protocol); None: ever
+    exclude_days: int | None = EvaluationProtocol.exclude_seen_days
     distinct_rows: bool = True  # a class shown in a higher row is not repeated lower on the screen
     users_per_batch: int = 512
     # bf16: the large matmuls in bfloat16, ~1.8x faster on this CPU with 99.4% of the top-10

@@ -225,7 +225,7 @@ def evaluation_markdown(ev: Evaluation, candidate: str) -> str:
     r = ev.result
     days = ", ".join(d.isoformat() for d in r.settings.days)
     ds = r.settings.dataset
-    seen = (f"every {ds.items_word[:-1]} the user took before" if r.settings.exclude_days is None
+    seen = (f"the {ds.items_word} the user took on any earlier day" if r.settings.exclude_days is None
             else f"the user's {ds.items_word} of the last {r.settings.exclude_days} days")
     n = r.metric(candidate, "lists")
     lists = int(n) if n == n else 0

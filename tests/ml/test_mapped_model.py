@@ -326,3 +326,23 @@ def test_the_same_job_and_seed_give_the_same_model_and_metrics(trained, tmp_path
 
     assert same(runs[0].metrics) == same(runs[1].metrics)
     assert [same(c) for c in runs[0].comparisons.values()] == [same(c) for c in runs[1].comparisons.values()]
+
+
+def test_exclude_seen_all_leaves_out_every_earlier_take_in_lists_and_serving(trained):
+    """A protocol without repeat consumption (`exclude_seen: all`): what a user took on any day
+    before is never a candidate, in the evaluation's lists as in the daily inference."""
+    from ml.inference import user_state
+
+    t = trained
+    gold = GoldStore(t.uri)
+    for days, since in ((None, DAYS[0]), (1, EVAL_DAY - dt.timedelta(days=1))):
+        for batch in build_lists(gold, EVAL_DAY, EvalSettings(days=[EVAL_DAY], dataset=MAPPED, exclude_days=days)):
+            items = batch.classes["class_id"].to_list()
+            for i, u in enumerate(batch.users["user_id"].to_list()):
+                before = {x["item"] for x in t.log.takes if x["user"] == u and since <= x["event_date"] < EVAL_DAY}
+                assert {items[j] for j in np.flatnonzero(batch.excluded[i])} == before & set(items), (days, u)
+        fdate = EVAL_DAY - dt.timedelta(days=1)
+        users = pl.DataFrame({"user_id": sorted({x["user"] for x in t.log.takes})})
+        _, taken = user_state(gold, fdate, users, InferenceSettings(dataset=MAPPED, exclude_days=days))
+        want = {(x["user"], x["item"]) for x in t.log.takes if since <= x["event_date"] <= fdate}
+        assert set(taken.iter_rows()) == want, days
