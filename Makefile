@@ -44,9 +44,11 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[ml,dev]'
+	# --no-compile: Python compiles what it imports on first use; byte-compiling every installed
+	# file up front (torch, ray, dagster, ...) was more than half of the install's time
+	$(BIN)/python -m pip install -q --no-compile -e '.[ml,dev]'
 	# torchrec's metadata requires the CUDA fbgemm-gpu; the CPU build comes from [ml].
-	$(BIN)/python -m pip install -q --no-deps torchrec==1.8.0
+	$(BIN)/python -m pip install -q --no-compile --no-deps torchrec==1.8.0
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: orchestration/dagster.yaml

@@ -191,27 +191,31 @@ TINY_MODEL = {"train_days": 4, "valid_days": 1, "epochs": 2, "batch_size": 256,
 # off and the minimum of lists lowered. The rule itself: tests/ml/test_promotion.py; the
 # end-to-end model test runs the production gate on its second model.
 TINY_GATE = {"first_must_beat_popularity": False}
-TINY_EVAL = {"eval_user_fraction": 1.0, "min_lists": 50}
+# every held-out user; peers off where a test is about serving (the model test turns them on)
+TINY_EVAL = {"eval_user_fraction": 1.0, "min_lists": 50, "peers": False}
 
 
-def train_run_config(model_config: dict, gate: dict | None = TINY_GATE) -> dict:
-    """Run config of train_model_job: the model's, every held-out user evaluated, the gate's
-    (None: the production gate and minimum of lists)."""
-    ops = {"dlrm_model": {"config": model_config},
-           "model_evaluation": {"config": TINY_EVAL if gate is not None else {"eval_user_fraction": 1.0}}}
+def train_run_config(model_config: dict, gate: dict | None = TINY_GATE,
+                     evaluation: dict | None = None) -> dict:
+    """Run config of train_model_job: the model's, the evaluation's (default: TINY_EVAL with the
+    tiny gate, every user and the production minimum of lists with the production gate) and the
+    gate's (None: the production gate)."""
+    if evaluation is None:
+        evaluation = TINY_EVAL if gate is not None else {"eval_user_fraction": 1.0}
+    ops = {"dlrm_model": {"config": model_config}, "model_evaluation": {"config": evaluation}}
     if gate is not None:
         ops["champion_model"] = {"config": gate}
     return {"ops": ops}
 
 
 def run_train_job(settings: LakehouseSettings, instance: dg.DagsterInstance, model_config: dict,
-                  gate: dict | None = TINY_GATE):
+                  gate: dict | None = TINY_GATE, evaluation: dict | None = None):
     """The train job (train, evaluate on every held-out user, promote) as a user launches it."""
     from orchestration.definitions import build_definitions
 
     job = build_definitions(settings).resolve_job_def("train_model_job")
     return job.execute_in_process(instance=instance, raise_on_error=False,
-                                  run_config=train_run_config(model_config, gate))
+                                  run_config=train_run_config(model_config, gate, evaluation))
 
 
 def correct_day(settings, day, keep: float = 0.7) -> tuple[int, int]:

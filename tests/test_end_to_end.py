@@ -14,7 +14,7 @@ import pytest
 from lakehouse.contract import ENTITIES
 from lakehouse.io import delta
 from lakehouse.io.settings import LakehouseSettings
-from tests.pipeline_runs import DAY1, E2E_DAYS, TINY_MODEL, run_train_job, simulate
+from tests.pipeline_runs import DAY1, E2E_DAYS, TINY_EVAL, TINY_MODEL, run_train_job, simulate
 
 pytestmark = pytest.mark.slow
 
@@ -181,7 +181,7 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     instance = dg.DagsterInstance.ephemeral()
 
-    first = run_train_job(s, instance, TINY_MODEL)
+    first = run_train_job(s, instance, TINY_MODEL, evaluation={**TINY_EVAL, "peers": True})
     assert first.success, [e.message for e in first.all_events if e.is_failure]
     meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.materialization.metadata.items()}
             for m in first.get_asset_materialization_events()}
@@ -226,7 +226,7 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     # an almost untrained model does not beat the champion on the same lists
     # (the production gate: its first-model rule does not apply with a champion in place)
     weak = {**TINY_MODEL, "epochs": 1, "lr": 1e-7, "sparse_lr": 1e-7, "seed": 3}
-    second = run_train_job(s, instance, weak, gate=None)
+    second = run_train_job(s, instance, weak, gate=None, evaluation={"eval_user_fraction": 1.0, "peers": False})
     assert second.success, [e.message for e in second.all_events if e.is_failure]
     champ2 = {k: v.value for k, v in second.asset_materializations_for_node("champion_model")[0].metadata.items()}
     assert champ2["promoted"] is False and champ2["champion_version"] == 1

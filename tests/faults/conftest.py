@@ -4,7 +4,7 @@ duplicated and that the next run succeeds, and records what it saw through `faul
 `make fault-drill` (benchmarks/fault_drill.py) runs this folder FAULT_REPEAT times and turns the
 records (JSON lines in FAULT_DRILL_OUT) into the table of faults, survivals, rows lost and time
 to recover. Plain `make test` runs each fault once and records nothing, except the drills marked
-`drill_only` (whole Dagster runs repeated for one more variant of a fault already covered): the
+`drill_only` (whole runs repeated for one more variant of a fault already covered): the
 drill runs those too, and so does `make test` with FAULT_DRILL_ALL=1. Keeps the suite's time down.
 """
 

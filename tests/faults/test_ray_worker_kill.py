@@ -203,6 +203,7 @@ def test_killed_worker_is_restarted_from_last_checkpoint(
     )
 
 
+@pytest.mark.drill_only  # the same kill and resume as above, through a rerun: `make fault-drill`
 @pytest.mark.fault("Ray worker killed mid-training (no retries left)")
 def test_killed_worker_without_retries_fails_then_rerun_resumes(
     ray_local, job, encoders, uninterrupted, tmp_path, fault_drill
