@@ -44,11 +44,14 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# --no-compile: Python compiles what it imports on first use; byte-compiling every installed
-	# file up front (torch, ray, dagster, ...) was more than half of the install's time
+	# pip byte-compiles one file at a time; compileall below does it on every core. Compiled here
+	# because Python may not write its caches later (PYTHONDONTWRITEBYTECODE): uncompiled, every
+	# process would compile what it imports again. Some packages ship files that never compile
+	# (templates): compileall's exit code is ignored, as pip ignores them.
 	$(BIN)/python -m pip install -q --no-compile -e '.[ml,dev]'
 	# torchrec's metadata requires the CUDA fbgemm-gpu; the CPU build comes from [ml].
 	$(BIN)/python -m pip install -q --no-compile --no-deps torchrec==1.8.0
+	-$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: orchestration/dagster.yaml

@@ -109,6 +109,7 @@ def read_only_runner(folder: Path) -> tuple[list[str], str] | None:
     return None
 
 
+@pytest.mark.drill_only  # a whole failed run and its recovery: `make fault-drill` runs it
 @pytest.mark.fault("lakehouse disk read-only")
 def test_read_only_lakehouse_fails_clearly_and_recovers(backfilled, reference, tmp_path, fault_drill):
     s = copy_lake(backfilled, tmp_path / "data")
