@@ -184,7 +184,17 @@ def format_ratio(cmp: Mapping[str, Any]) -> str:
         return "n/a"
     if finite(cmp.get("low")) is None:
         return f"{cmp['ratio']:.2f}x"
-    return f"{cmp['ratio']:.2f}x [{cmp['low']:.2f}, {cmp['high']:.2f}]"
+    return f"{cmp['ratio']:.2f}x [{_bound(cmp['low'])}, {_bound(cmp['high'])}]"
+
+
+def _bound(x: float) -> str:
+    """Two decimals, more where that would print a bound that is not 1 as "1.00": whether an
+    interval clears 1 is what a reader looks for."""
+    for digits in (2, 3, 4):
+        text = f"{x:.{digits}f}"
+        if x == 1.0 or float(text) != 1.0:
+            return text
+    return text
 
 
 # ---------------------------------------------------------------------------------------------

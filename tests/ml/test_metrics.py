@@ -78,6 +78,10 @@ def test_paired_bootstrap_interval_covers_what_it_should():
     assert 1.0 < up["low"] < a.mean() / b.mean() < up["high"] and up["low"] < 1.5 < up["high"]
     assert up == paired_bootstrap_ratio(a, b, n_boot=1000, seed=1)  # the seed fixes it
     assert format_ratio(up) == f"{up['ratio']:.2f}x [{up['low']:.2f}, {up['high']:.2f}]"
+    # a bound that only rounds to 1 says on which side of 1 it is
+    assert format_ratio({"ratio": 1.48, "low": 1.0031, "high": 2.25}) == "1.48x [1.003, 2.25]"
+    assert format_ratio({"ratio": 1.2, "low": 0.9996, "high": 1.5}) == "1.20x [0.9996, 1.50]"
+    assert format_ratio({"ratio": 1.0, "low": 1.0, "high": 1.0}) == "1.00x [1.00, 1.00]"
     # no difference but noise: the interval includes 1
     c = b + rng.normal(0, 0.2, 400)
     flat = paired_bootstrap_ratio(c, b, n_boot=1000)
