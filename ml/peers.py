@@ -113,12 +113,13 @@ class PeerSpec:
     fit: Callable[..., Callable[[sp.csr_matrix], np.ndarray]]
     settings: tuple  # the candidate values of its one setting, tuned on the validation window
     needs: str | None = None  # a module that must import (else skipped, with the reason)
+    dense: bool = True  # holds an item x item matrix (bounded by MAX_DENSE_ITEMS)
 
 
 PEERS = (
     PeerSpec("ease", fit_ease, (10.0, 50.0, 200.0, 1000.0)),
     PeerSpec("item_knn", fit_item_knn, (20, 100, 0)),
-    PeerSpec("als", fit_als, (0.01, 0.1, 1.0), needs="implicit"),
+    PeerSpec("als", fit_als, (0.01, 0.1, 1.0), needs="implicit", dense=False),
 )
 
 
@@ -180,22 +181,23 @@ def fit_peers(gold: GoldStore, train_window: tuple[dt.date, dt.date], settings: 
     full = gold.takes(start, end).select("user_id", "class_id").collect()
     fit_part = gold.takes(start, val_start - dt.timedelta(days=1)).select("user_id", "class_id").collect()
     reason = _unfittable(full) or _unfittable(fit_part)
+    if reason is None:  # each matrix built once, shared by every peer
+        whole, part = Takes.of(full), Takes.of(fit_part)
+        n_items = whole.matrix.shape[1]
+    val_settings = dataclasses.replace(settings, days=[val_start + dt.timedelta(days=i) for i in range(n_val)])
     for spec in peers:
         why = reason or _missing(spec.needs)
-        if why is None and Takes.of(full).matrix.shape[1] > MAX_DENSE_ITEMS and spec.name != "als":
-            why = f"{Takes.of(full).matrix.shape[1]} items: more than {MAX_DENSE_ITEMS} for a dense item-item matrix"
+        if why is None and spec.dense and n_items > MAX_DENSE_ITEMS:
+            why = f"{n_items} items: more than {MAX_DENSE_ITEMS} for a dense item-item matrix"
         if why:
             out.skipped[spec.name] = why
             continue
-        part = Takes.of(fit_part)
         trials = [PeerRanker(f"{spec.name}[{v}]", gold, part, spec.fit(part, v), start)
                   for v in spec.settings]
-        val = evaluate(gold, trials, dataclasses.replace(
-            settings, days=[val_start + dt.timedelta(days=i) for i in range(n_val)]))
+        val = evaluate(gold, trials, val_settings)
         scores = {v: val.metric(t.name, "map@10") for v, t in zip(spec.settings, trials)}
         best = max(spec.settings, key=lambda v: (np.nan_to_num(scores[v], nan=-1.0), -spec.settings.index(v)))
-        takes = Takes.of(full)
-        out.rankers.append(PeerRanker(spec.name, gold, takes, spec.fit(takes, best), start))
+        out.rankers.append(PeerRanker(spec.name, gold, whole, spec.fit(whole, best), start))
         out.chosen[spec.name] = {"setting": best, "validation_map@10": scores,
                                  "validation_days": f"{val_start}..{end}"}
         if log:
