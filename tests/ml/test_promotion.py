@@ -158,3 +158,18 @@ def test_apply_moves_champion_only_on_promotion(registry):
         apply(uri, name, 4, stale, champion_version=1)
     assert _alias(uri, name, "champion") == 3
     assert "promotion_decision" not in client.get_model_version(name, "4").tags
+
+
+def test_a_champion_is_judged_only_on_days_it_did_not_train_on():
+    import datetime as dt
+
+    from ml.workflow import Champion
+
+    days = [dt.date(2026, 10, d) for d in (27, 28, 29)]
+    champ = Champion(3, score_fn=None, encoders=None, train_end=dt.date(2026, 10, 27))
+    assert champ.fair_days(days) == days[1:]  # it trained on the 27th
+    assert Champion(3, None, None, dt.date(2026, 10, 29)).fair_days(days) == []
+    assert Champion(3, None, None, None).fair_days(days) == days  # a run that did not say
+    # none left: the asset passes a NaN champion metric; the gate keeps the champion
+    d = decide({"map@10": 0.9}, {"map@10": math.nan}, champion_version=3)
+    assert not d.promote and "not replacing it automatically" in d.reason
