@@ -22,7 +22,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DAGSTER_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: byod byod-ui movielens help install demo test test-fast ui mlflow train experiments bench bench-train bench-infer simulate report dbt-parse clean serve bench-serve fault-drill
+.PHONY: byod byod-ui movielens help install demo test test-fast ui mlflow train search bench bench-train bench-infer simulate report dbt-parse clean serve bench-serve fault-drill
 
 help:
 	@echo "make demo   - install, simulate $(DAYS) days ($(SIZE)), materialize every asset, print a summary"
@@ -30,7 +30,7 @@ help:
 	@echo "make ui     - open the Dagster UI on the same data (http://127.0.0.1:$(PORT))"
 	@echo "make mlflow - open the MLflow UI on the same store (http://127.0.0.1:$(MLFLOW_PORT))"
 	@echo "make train  - train, evaluate and promote the model on the current gold tables"
-	@echo "make experiments - a grid of downsampled configs in parallel on Ray, one MLflow parent run"
+	@echo "make search - a Ray Tune search of model configs on validation days, one MLflow parent run"
 	@echo "make bench  - lakehouse benchmark; make bench-train - training benchmark (JSON under benchmarks/results/)"
 	@echo "make report - the simulator's realism report on the landing zone"
 	@echo "make serve  - the home-feed read service on the published cache; make bench-serve - its latency benchmark"
@@ -88,10 +88,11 @@ mlflow: install
 		--default-artifact-root "$(abspath $(LAKEHOUSE_DATA_DIR))/mlflow/artifacts"
 
 train: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m orchestration.demo --model-only
+	$(BIN)/python -m orchestration.demo --model-only $(MODEL_ARG)
 
-experiments: install
-	$(BIN)/python -m ml.experiments --lakehouse "$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}" \
+# SEARCH_ARGS: more options of `python -m ml.search`, e.g. SEARCH_ARGS='--samples 16'
+search: install
+	$(BIN)/python -m ml.search $(SEARCH_ARGS) --lakehouse "$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}" \
 		--data-dir "$(LAKEHOUSE_DATA_DIR)"
 
 bench-train: install
@@ -147,4 +148,4 @@ movielens: install
 	$(BIN)/python -m pip install -q --no-deps recbole==1.2.1
 	MOVIELENS_DIR="$$($(BIN)/python -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("recbole").origin), "dataset_example", "ml-100k"))')" \
 		$(MAKE) byod MAPPING=examples/movielens/mapping.yaml \
-		MODEL_CONFIG='{"train_days": 150, "valid_days": 14}'  # sparse last days: a longer window
+		MODEL_CONFIG='{"train_days": 180}'  # every earlier day; the held-out days: the mapping's holdout_lists

@@ -26,7 +26,7 @@ import dagster as dg
 from assets.model_config import EvaluationConfig, ModelTrainingConfig, PromotionConfig
 from assets.resources import LakehouseResource, MlflowResource
 from ml.datasets import FITNESS, Dataset
-from ml.gold import GoldStore
+from ml.gold import GoldStore, day_span
 from ml.lists import EvalSettings
 from ml.metrics import format_ratio
 from ml.peers import fit_peers
@@ -128,7 +128,9 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
                 metadata={"failed_checks": failed},
             )
         # missing / empty table: a clear error naming it
-        job = config.job(gold_store(settings), dataset=lakehouse.dataset())
+        dataset = lakehouse.dataset()
+        job = config.job(gold_store(settings), dataset=dataset,
+                         holdout_lists=dataset.evaluation_protocol(settings).holdout_lists)
         tr = mlflow.tracking(settings)
         run_name = config.run_name(job, config.resume_run_id or context.run.root_run_id or context.run.run_id)
         context.log.info(f"training {run_name} on {job.data.train_start}..{job.data.train_end} "
@@ -256,7 +258,7 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
 
             oracle = load_oracle(settings.landing_uri,
                                  functools.partial(gold.scan, "workouts", layer="bronze"))
-        protocol = dataset.evaluation_protocol(settings)  # exclusions, minimum of lists
+        protocol = dataset.evaluation_protocol(settings).eval_settings()  # exclusions, fewest lists
         if config.min_lists is not None:
             protocol["min_lists"] = config.min_lists
         eval_settings = EvalSettings(days=days, user_fraction=config.eval_user_fraction,
@@ -281,7 +283,7 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
             "champion_version": champion_version if champion_version is not None else -1,
             "champion_unscored_version": unscored if unscored is not None else -1,
             "champion_note": champion_note,
-            "eval_days": ", ".join(d.isoformat() for d in eval_settings.days),
+            "eval_days": day_span(eval_settings.days),
             "min_lists": eval_settings.min_lists,
             "lists": int(r.summary.filter((r.summary["ranker"] == "candidate") & (r.summary["platform"] == "all"))["lists"][0]),
             # exact (unrounded): the promotion gate compares these two

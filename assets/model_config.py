@@ -15,7 +15,11 @@ class ModelTrainingConfig(dg.Config):
     """Hyper-parameters and data knobs of one training run (editable in the launchpad)."""
 
     train_days: int = Field(28, description="event days trained on, ending before the held-out days")
-    valid_days: int = Field(1, description="latest days held out for validation and evaluation")
+    valid_days: int = Field(1, description="latest days held out for validation and evaluation "
+                                           "(at least; more when the protocol sizes them by lists)")
+    valid_lists: int | None = Field(None, description="hold out the fewest latest days with at "
+                                    "least this many lists (default: the dataset's protocol, "
+                                    "`evaluation.holdout_lists`; none: valid_days)")
     sample_fraction: float = Field(1.0, description="share of users kept for training (stable hash)")
     epochs: int = 2
     batch_size: int = 2048
@@ -28,6 +32,10 @@ class ModelTrainingConfig(dg.Config):
     include_ids: bool | None = Field(None, description="user_id/class_id embeddings; default: the "
                                      "dataset's (off for the simulator's data: attributes carry cold "
                                      "start; on for a mapped dataset: its items may have no attributes)")
+    id_min_count: int = Field(1, description="an id (or other category) seen fewer times in the "
+                              "training sample gets no embedding row of its own")
+    drop_features: list[str] = Field([], description="features left out (names, or prefixes "
+                                     "ending in *), to measure what a feature adds")
     num_workers: int = Field(1, description="Ray Train workers")
     use_gpu: bool = Field(False, description="NCCL + sharded embeddings on GPU workers")
     seed: int = 0
@@ -35,17 +43,20 @@ class ModelTrainingConfig(dg.Config):
                                                "run (set by the failure sensor after a lost worker)")
 
     def job(self, gold: GoldStore, window: DataWindow | None = None,
-            dataset: Dataset = FITNESS) -> TrainingJob:
-        """The training job on the latest gold window (or on `window`, to repeat a job)."""
+            dataset: Dataset = FITNESS, holdout_lists: int | None = None) -> TrainingJob:
+        """The training job on the latest gold window (or on `window`, to repeat a job);
+        `holdout_lists`: the protocol's, unless the config sets `valid_lists`."""
         include_ids = self.include_ids if self.include_ids is not None else dataset.include_ids
         window = window or plan_window(
             gold, train_days=self.train_days, valid_days=self.valid_days,
+            valid_lists=self.valid_lists if self.valid_lists is not None else holdout_lists,
             sample_fraction=self.sample_fraction, seed=self.seed)
         return TrainingJob(
             data=window,
             model=ModelHParams(embedding_dim=self.embedding_dim, bottom_mlp=list(self.bottom_mlp),
                                top_mlp=list(self.top_mlp), interaction=self.interaction,
-                               include_ids=include_ids),
+                               include_ids=include_ids, min_count=self.id_min_count,
+                               drop_features=tuple(self.drop_features)),
             train=TrainConfig(epochs=self.epochs, lr=self.lr, sparse_lr=self.sparse_lr,
                               batch_size=self.batch_size, optimizer="adam",
                               sparse_optimizer="adagrad", fused=True,

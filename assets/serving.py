@@ -81,7 +81,7 @@ def _exclude_days(config: "InferenceConfig", lakehouse: LakehouseResource) -> in
     """The config's exclusion window, else the dataset's protocol (the evaluation's: one rule)."""
     if config.exclude_days is not None:
         return config.exclude_days
-    return lakehouse.dataset().evaluation_protocol(lakehouse.settings())["exclude_days"]
+    return lakehouse.dataset().evaluation_protocol(lakehouse.settings()).exclude_seen_days
 
 
 def _champion(settings: LakehouseSettings, mlflow: MlflowResource):

@@ -44,7 +44,7 @@ from ml.features import (
     FeatureSpec,
     default_spec,
 )
-from ml.gold import AFFINITY_TABLE, GOLD_TABLES, GoldStore
+from ml.gold import AFFINITY_TABLE, GOLD_TABLES, GoldStore, day_span
 
 if TYPE_CHECKING:  # pragma: no cover
     from ml.rows import RowSpec
@@ -197,17 +197,13 @@ class Dataset(ABC):
         """How to serve the published cache (`orchestration.demo`)."""
         return "make serve"
 
-    def evaluation_protocol(self, settings: Any) -> dict:
-        """This data's evaluation protocol as `EvalSettings` fields (`exclude_days`: None for
-        every earlier take; `min_lists`): by default `EvaluationProtocol`'s (14 days, 100 lists);
+    def evaluation_protocol(self, settings: Any):
+        """This data's `EvaluationProtocol` (exclusions, the fewest lists, how the held-out
+        window is sized): by default its defaults (14 days, 100 lists, the config's days);
         serving excludes the same window."""
         from lakehouse.mapped.mapping import EvaluationProtocol
 
-        return _protocol_fields(EvaluationProtocol())
-
-
-def _protocol_fields(protocol) -> dict:
-    return {"exclude_days": protocol.exclude_seen_days, "min_lists": protocol.min_lists}
+        return EvaluationProtocol()
 
 
 @dataclass(frozen=True, repr=False)
@@ -347,10 +343,10 @@ class MappedDataset(Dataset):
 
         return load_mapping(settings.mapping_path).first_day  # a bad mapping: a clear error here
 
-    def evaluation_protocol(self, settings: Any) -> dict:
+    def evaluation_protocol(self, settings: Any):
         from lakehouse.mapped.mapping_file import load_mapping
 
-        return _protocol_fields(load_mapping(settings.mapping_path).evaluation)  # its `evaluation`
+        return load_mapping(settings.mapping_path).evaluation  # its `evaluation` section
 
     @property
     def bronze_tables(self) -> tuple[str, ...]:
@@ -429,7 +425,7 @@ class MappedDataset(Dataset):
         """The report's plain statement of what a mapped evaluation is (and is not)."""
         if oracle:
             raise ValueError("mapped data has no simulator: there is no oracle to evaluate")
-        listed = ", ".join(d.isoformat() for d in days)
+        listed = day_span(days)
         trained = (f"trained on the event days {train_window[0].isoformat()}..{train_window[1].isoformat()}"
                    if train_window else f"trained on the days before {min(days).isoformat()}")
         return ["no oracle: this is a mapped dataset (an interaction log imported through a mapping "

@@ -56,13 +56,16 @@ class EvalResult:
         row = self.summary.filter((pl.col("ranker") == ranker) & (pl.col("platform") == platform))
         return float(row[name][0]) if row.height and name in row.columns else float("nan")
 
-    def compare(self, a: str, b: str, metric: str = "map@10", *, n_boot: int = 2000) -> dict:
+    def compare(self, a: str, b: str, metric: str = "map@10", *, n_boot: int = 2000,
+                where: pl.Expr | None = None) -> dict:
         """`a`'s mean `metric` over `b`'s on the same lists, with a paired bootstrap 95%
         interval that resamples users (`ml.metrics.paired_bootstrap_ratio`); also the lists and
-        users counted. Empty (NaN) when either ranker was not evaluated."""
+        users counted. `where`: only the lists it keeps (a slice, e.g. `~pl.col("cold_user")`).
+        Empty (NaN) when either ranker was not evaluated."""
         keys = ["day", "platform", "user_id"]
-        pair = (self.lists.filter(pl.col("ranker") == a).select(*keys, pl.col(metric).alias("a"))
-                .join(self.lists.filter(pl.col("ranker") == b).select(*keys, pl.col(metric).alias("b")),
+        lists = self.lists if where is None else self.lists.filter(where)
+        pair = (lists.filter(pl.col("ranker") == a).select(*keys, pl.col(metric).alias("a"))
+                .join(lists.filter(pl.col("ranker") == b).select(*keys, pl.col(metric).alias("b")),
                       on=keys, how="inner"))
         out = paired_bootstrap_ratio(pair["a"].to_numpy(), pair["b"].to_numpy(),
                                      pair["user_id"].to_numpy(), n_boot=n_boot, seed=self.settings.seed)

@@ -67,6 +67,10 @@ MAPPED_CLASS_POPULARITY = (
 # Prefixes of the columns a mapping file declares (contract sections 2 and 3).
 CTX_PREFIX, LAST_CTX_PREFIX = "ctx_", "last_ctx_"
 USER_ATTR_PREFIX, ITEM_ATTR_PREFIX = "user_attr_", "item_attr_"
+# A mapped user's recent state (user_features_daily): the items of the last three takes of the
+# latest day with one (id features: with `include_ids`) and the last item's attributes.
+RECENT_ITEMS = ("last_item_id", "last_item_id_2", "last_item_id_3")
+LAST_ITEM_ATTR_PREFIX = "last_" + ITEM_ATTR_PREFIX
 
 # Context of the moment: dropped by the context-free ablation (`with_context(spec, False)`).
 CONTEXT_FEATURES = frozenset({
@@ -218,15 +222,34 @@ def default_spec(*, include_ids: bool = False, duration_bucket: bool = True) -> 
 
 def with_context(spec: FeatureSpec, enabled: bool) -> FeatureSpec:
     """The spec itself (enabled) or a copy without its context features (the ablation)."""
-    if enabled:
+    return spec if enabled else without(spec, tuple(spec.context_features))
+
+
+def _matches(column: str, name: str) -> bool:
+    return column.startswith(name[:-1]) if name.endswith("*") else column == name
+
+
+def without(spec: FeatureSpec, names: tuple[str, ...] | list[str]) -> FeatureSpec:
+    """A copy of `spec` without the named features (a name ending in "*" is a prefix); the
+    spec itself when nothing is named. Naming a feature the spec does not have is an error."""
+    if not names:
         return spec
-    ctx = spec.context_features
+    features = [*spec.sparse, *spec.dense]
+
+    def dropped(c: str) -> bool:
+        return any(_matches(c, n) for n in names)
+
+    unknown = [n for n in names if not any(_matches(c, n) for c in features)
+               and n not in spec.context_features]
+    if unknown:
+        raise FeatureError(f"drop_features: {unknown} match no feature of the {spec.dataset} spec "
+                           f"(features: {features})")
     return FeatureSpec(
-        sparse=[c for c in spec.sparse if c not in ctx],
-        dense=[c for c in spec.dense if c not in ctx],
-        context_features=set(ctx),
-        log1p={c for c in spec.log1p if c not in ctx},
-        fill_null={k: v for k, v in spec.fill_null.items() if k not in ctx},
+        sparse=[c for c in spec.sparse if not dropped(c)],
+        dense=[c for c in spec.dense if not dropped(c)],
+        context_features=set(spec.context_features),
+        log1p={c for c in spec.log1p if not dropped(c)},
+        fill_null={k: v for k, v in spec.fill_null.items() if not dropped(k)},
         dataset=spec.dataset,
     )
 
@@ -301,6 +324,11 @@ def mapped_spec(
         log1p.add("days_since_last_event")
         fill_null["days_since_last_event"] = NEVER_DAYS
     dense += by_prefix(users, LAST_CTX_PREFIX, "numeric") + by_prefix(users, USER_ATTR_PREFIX, "numeric")
+    # recent state: what the user took last, and its attributes
+    if include_ids:
+        sparse += [c for c in RECENT_ITEMS if c in users]
+    sparse += by_prefix(users, LAST_ITEM_ATTR_PREFIX, "text")
+    dense += by_prefix(users, LAST_ITEM_ATTR_PREFIX, "numeric")
 
     # class (item) side
     sparse += by_prefix(classes, ITEM_ATTR_PREFIX, "text")

@@ -35,6 +35,14 @@ AFFINITY_TABLE = "user_instructor_affinity"  # optional: (feature_date, user_id,
 OPTIONAL_TABLES = ("scoring_candidates", AFFINITY_TABLE)
 
 
+def day_span(days) -> str:
+    """Dates as people read them: a run of consecutive days as "first..last (N days)"."""
+    days = sorted(days)
+    if len(days) > 2 and (days[-1] - days[0]).days == len(days) - 1:
+        return f"{days[0].isoformat()}..{days[-1].isoformat()} ({len(days)} days)"
+    return ", ".join(d.isoformat() for d in days)
+
+
 def user_kept(user_id: str, sample_fraction: float, seed: int = 0) -> bool:
     """Whether a user is in the sample: a stable hash of (seed, user_id), not Python's hash()."""
     if sample_fraction >= 1.0:
@@ -114,6 +122,13 @@ class GoldStore:
             raise ValueError(f"no training examples: Delta table {self.table_uri('training_examples')} "
                              "is empty")
         return sorted(dates)
+
+    def lists_per_day(self, start: dt.date, end: dt.date) -> dict[dt.date, int]:
+        """Event day -> the (user, platform) pairs with a take that day: the held-out lists a
+        day gives (`ml.lists`)."""
+        counts = (self.takes(start, end).select("event_date", "user_id", "platform").unique()
+                  .group_by("event_date").len().collect())
+        return dict(zip(counts["event_date"].to_list(), counts["len"].to_list()))
 
     def takes(self, start: dt.date, end: dt.date) -> pl.LazyFrame:
         """The classes taken on event days [start, end] (the positive training examples):

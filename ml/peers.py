@@ -5,7 +5,9 @@ beside the model, on the same lists.
 A peer sees what a daily batch list knows: the user's takes from the start of the training window
 to the day before the list (`GoldStore.takes`), scored against the items it was fitted on. Items
 it never saw (a class released after the window) rank below every seen one; ties break at random
-like every ranker's (`ml.evaluation`).
+like every ranker's (`ml.evaluation`). A user with no takes in that span has no history to score
+from: the peer ranks the list by popularity (`ListBatch.popularity`), as such a model is served,
+rather than at random.
 
 Each peer's one setting (EASE's L2, the neighbours kept by item-kNN, ALS's regularization) is
 chosen on a validation window carved from the end of the training window: fitted on the days
@@ -154,6 +156,8 @@ class PeerRanker:
         out = np.full((len(users), len(cand)), UNSEEN, dtype=np.float64)
         seen = cand >= 0
         out[:, seen] = full[:, cand[seen]]
+        no_history = np.asarray(x.sum(axis=1)).ravel() == 0
+        out[no_history] = np.asarray(batch.popularity, dtype=np.float64)[None, :]
         return out
 
 

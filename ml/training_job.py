@@ -37,7 +37,7 @@ from torch import nn
 from ml.batch import Batch
 from ml.checkpoint import load_checkpoint, plain_state_dict, save_checkpoint
 from ml.datasets import FITNESS, Dataset
-from ml.features import Encoders, FeatureError, FeatureSpec, with_context
+from ml.features import Encoders, FeatureError, FeatureSpec, with_context, without
 from ml.examples import iter_batches, read_examples
 from ml.gold import GoldStore
 from ml.model import ModelConfig, build_model
@@ -93,6 +93,11 @@ class ModelHParams:
     with_context: bool = True  # False = the context-free ablation
     include_ids: bool = False  # user_id / class_id embeddings (never required to score)
     max_vocab: int = 10_000
+    # a category seen fewer times in the encoders' sample shares the out-of-vocabulary id (the
+    # frequency threshold of id embeddings: a rare user or item learns no row of its own)
+    min_count: int = 1
+    # features left out (names, or prefixes ending in "*"): how a feature is measured as an ablation
+    drop_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.bottom_mlp and self.bottom_mlp[-1] != self.embedding_dim:
@@ -146,13 +151,26 @@ def plan_window(
     *,
     train_days: int = 28,
     valid_days: int = 1,
+    valid_lists: int | None = None,
     end: dt.date | None = None,
     sample_fraction: float = 1.0,
     seed: int = 0,
 ) -> DataWindow:
     """The last `valid_days` event dates up to `end` (default: the latest) are held out; the
-    `train_days` before them are trained on. Fails naming the table when too few days exist."""
+    `train_days` before them are trained on. Fails naming the table when too few days exist.
+
+    `valid_lists`: hold out more days, the fewest latest ones holding at least this many lists
+    (a user's takes on one platform and day: `GoldStore.lists_per_day`), never more than
+    half of the dates (rounded up); sparse logs hold few lists a day."""
     dates = [d for d in gold.event_dates() if end is None or d <= end]
+    if valid_lists is not None and dates:
+        cap = max(valid_days, (len(dates) + 1) // 2)
+        per_day = gold.lists_per_day(dates[-1] - dt.timedelta(days=cap - 1), dates[-1])
+        held, n = 0, 0
+        while n < cap and held < valid_lists:
+            held += per_day.get(dates[-1] - dt.timedelta(days=n), 0)
+            n += 1
+        valid_days = max(valid_days, n)
     if len(dates) < valid_days + 1:
         raise ValueError(
             f"gold training_examples has {len(dates)} event date(s) up to {end or 'now'}; "
@@ -190,7 +208,7 @@ def job_spec(job: TrainingJob) -> FeatureSpec:
     spec of the gold tables' columns), without the context features for the ablation
     (`model.with_context=False`)."""
     spec = job.dataset.feature_spec(job.data.gold, include_ids=job.model.include_ids)
-    return with_context(spec, job.model.with_context)
+    return without(with_context(spec, job.model.with_context), job.model.drop_features)
 
 
 def fit_encoders(job: TrainingJob) -> Encoders:
@@ -216,7 +234,8 @@ def fit_encoders(job: TrainingJob) -> Encoders:
     chosen = sorted({present[int(i * step)] for i in range(n_days)})
     frame = lf.filter(pl.col("event_date").is_in(chosen)).collect()
     spec = job_spec(job)
-    return Encoders.fit(frame, spec, max_vocab=job.model.max_vocab, table="gold.training_examples")
+    return Encoders.fit(frame, spec, max_vocab=job.model.max_vocab, min_count=job.model.min_count,
+                        table="gold.training_examples")
 
 
 def model_config(job: TrainingJob, encoders: Encoders) -> ModelConfig:

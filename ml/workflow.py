@@ -1,7 +1,7 @@
 """The model's life cycle in plain functions: train -> log to MLflow -> evaluate (the gate that
 promotes is `ml.promotion`).
 
-The Dagster assets (`assets/model.py`) and the experiment grid (`ml.experiments`) are thin
+The Dagster assets (`assets/model.py`) and the hyperparameter search (`ml.search`) are thin
 callers of these, so everything here runs and is tested without the orchestrator.
 """
 
@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import polars as pl
 import torch
 
 from ml import tracking
 from ml.evaluation import EvalResult, evaluate, head_metrics
 from ml.features import Encoders
-from ml.gold import GoldStore
+from ml.gold import GoldStore, day_span
 from ml.lists import EvalSettings
 from ml.metrics import format_ratio
 from ml.model import ModelConfig, build_model
@@ -148,6 +149,8 @@ class Evaluation:
     # ranker -> the candidate's MAP@10 over that ranker's, with its paired bootstrap interval
     comparisons: dict[str, dict] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # peer -> why it was not fitted
+    # slice -> the candidate's MAP@10 over popularity's on that slice's lists, with its interval
+    slices: dict[str, dict] = field(default_factory=dict)
 
     def ratio(self, a: str, b: str, metric: str = "map@10") -> float:
         x, y = self.result.metric(a, metric), self.result.metric(b, metric)
@@ -213,17 +216,26 @@ def evaluate_models(
         first = next(iter(comparisons.values()))
         metrics[f"{candidate}.eval_lists"], metrics[f"{candidate}.eval_users"] = first["lists"], first["users"]
 
+    # the same ratio to popularity on users with and without a history (cold: fewer than
+    # `cold_user_workouts` takes before the day), where what a model can know differs most
+    slices = {name: result.compare(candidate, "popularity", where=expr)
+              for name, expr in (("users with history", ~pl.col("cold_user")),
+                                 ("cold users", pl.col("cold_user")))}
+    for name, c in slices.items():
+        key = "warm" if name == "users with history" else "cold"
+        for k in ("ratio", "low", "high", "lists"):
+            metrics[f"{candidate}.vs_popularity.{key}.map@10_{k}"] = float(c[k])
     for name, c in peers.chosen.items():
         metrics[f"{name}.setting"] = float(c["setting"])
     ev = Evaluation(result=result, heads=heads, markdown="", plots=plots, metrics=metrics, notes=notes,
-                    comparisons=comparisons, skipped=dict(peers.skipped))
+                    comparisons=comparisons, skipped=dict(peers.skipped), slices=slices)
     ev.markdown = evaluation_markdown(ev, candidate)
     return ev
 
 
 def evaluation_markdown(ev: Evaluation, candidate: str) -> str:
     r = ev.result
-    days = ", ".join(d.isoformat() for d in r.settings.days)
+    days = day_span(r.settings.days)
     ds = r.settings.dataset
     seen = (f"the {ds.items_word} the user took on any earlier day" if r.settings.exclude_days is None
             else f"the user's {ds.items_word} of the last {r.settings.exclude_days} days")
@@ -253,6 +265,10 @@ def evaluation_markdown(ev: Evaluation, candidate: str) -> str:
         c = next(iter(ev.comparisons.values()))
         parts += ["", f"**MAP@10 of {candidate} vs** (95% paired bootstrap over {c['users']} users, "
                       f"{c['lists']} lists): " + ", ".join(ratios)]
+    sliced = [f"{name} ({c['lists']} lists, {c['users']} users) {format_ratio(c)}"
+              for name, c in ev.slices.items() if c["lists"]]
+    if sliced:
+        parts += ["", f"**{candidate} vs popularity by slice:** " + "; ".join(sliced)]
     parts += [f"_{n}_" for n in ev.notes]
     return "\n".join(parts)
 

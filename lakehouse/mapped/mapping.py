@@ -130,6 +130,13 @@ class EvaluationProtocol:
     # without repeat consumption, such as ratings: a movie rated once is never relevant again)
     exclude_seen_days: int | None = 14
     min_lists: int = 100  # fewer held-out lists: the evaluation says it cannot conclude
+    # the held-out window is the fewest latest days holding at least this many lists (sparse
+    # logs: a fixed count of days holds too few); None: the training config's valid_days
+    holdout_lists: int | None = None
+
+    def eval_settings(self) -> dict:
+        """The `ml.lists.EvalSettings` fields this protocol sets."""
+        return {"exclude_days": self.exclude_seen_days, "min_lists": self.min_lists}
 
 
 @dataclass(frozen=True)
@@ -187,7 +194,9 @@ class DatasetMapping:
             "mapping_path": self.mapping_path,
             "first_day": self.first_day,
             "evaluation": {"exclude_seen": "all" if self.evaluation.exclude_seen_days is None
-                           else self.evaluation.exclude_seen_days, "min_lists": self.evaluation.min_lists},
+                           else self.evaluation.exclude_seen_days, "min_lists": self.evaluation.min_lists,
+                           **({"holdout_lists": self.evaluation.holdout_lists}
+                              if self.evaluation.holdout_lists is not None else {})},
             "interactions": {
                 "path": it.path, "format": it.format, "delimiter": it.delimiter, "user": it.user,
                 "item": it.item,
@@ -246,7 +255,7 @@ FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "interactions.rating": (("column", "positive_threshold"), ()),
     "users": (("path", "key"), ("format", "categorical", "numeric", "delimiter")),
     "items": (("path", "key"), ("format", "categorical", "numeric", "delimiter")),
-    "evaluation": ((), ("exclude_seen", "min_lists")),
+    "evaluation": ((), ("exclude_seen", "min_lists", "holdout_lists")),
 }
 
 

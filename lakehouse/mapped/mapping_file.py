@@ -87,8 +87,8 @@ def parse_mapping(
 
 
 def _evaluation(v: "Validator", raw: Any) -> EvaluationProtocol:
-    """The `evaluation` section: `exclude_seen` (`all`, or a number of days >= 0) and
-    `min_lists` (an integer >= 1)."""
+    """The `evaluation` section: `exclude_seen` (`all`, or a number of days >= 0), `min_lists`
+    and `holdout_lists` (integers >= 1)."""
     default = EvaluationProtocol()
     ev = v.mapping(raw, "evaluation") if raw is not None else None
     if ev is None:
@@ -103,12 +103,15 @@ def _evaluation(v: "Validator", raw: Any) -> EvaluationProtocol:
         else:
             v.fail("evaluation.exclude_seen", f"expected `all` (never re-recommend what a user took) "
                                               f"or a number of days >= 0, got {seen!r}")
-    min_lists = ev.get("min_lists", default.min_lists)
-    if not (isinstance(min_lists, int) and not isinstance(min_lists, bool) and min_lists >= 1):
-        v.fail("evaluation.min_lists", f"expected an integer >= 1 (the fewest held-out lists an "
-                                       f"evaluation may conclude on), got {min_lists!r}")
-        min_lists = default.min_lists
-    return EvaluationProtocol(exclude_seen_days=days, min_lists=min_lists)
+    counts = {}
+    for key, what in (("min_lists", "the fewest held-out lists an evaluation may conclude on"),
+                      ("holdout_lists", "the lists the held-out window is sized to hold")):
+        n = ev.get(key, getattr(default, key))
+        if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+            v.fail(f"evaluation.{key}", f"expected an integer >= 1 ({what}), got {n!r}")
+            n = getattr(default, key)
+        counts[key] = n
+    return EvaluationProtocol(exclude_seen_days=days, **counts)
 
 
 def _interactions(v: "Validator", raw: Any) -> InteractionsMapping | None:

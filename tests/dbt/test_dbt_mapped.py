@@ -353,6 +353,10 @@ def test_user_features_point_in_time(built):
             last_platform=mine[-1]["platform"] if mine else None,
             last_ctx_network=mine[-1]["ctx_network"] if mine else None,
             last_ctx_battery=mine[-1]["ctx_battery"] if mine else None,
+            # the recent state: the last three takes of the latest day with one, latest first
+            **{name: (day_takes[-k]["item_id"] if len(day_takes) >= k else None)
+               for day_takes in [[t for t in mine if t["event_date"] == mine[-1]["event_date"]] if mine else []]
+               for k, name in ((1, "last_item_id"), (2, "last_item_id_2"), (3, "last_item_id_3"))},
             usual_hour=min(h for h, c in hours.items() if c == max(hours.values())) if mine else None,
             music_likes_28d=len(likes),
         )
@@ -410,7 +414,8 @@ def test_side_and_context_columns(built):
     assert cols["mapped_user_features_daily"] == [
         "user_id", "feature_date", "first_seen_date", "days_since_first_seen", "events_total", "events_7d",
         "events_28d", "days_since_last_event", "last_platform", "usual_hour", "complete_rate_28d",
-        "music_likes_28d", "last_ctx_network", "last_ctx_battery", "user_attr_country", "user_attr_age"]
+        "music_likes_28d", "last_item_id", "last_item_id_2", "last_item_id_3", "last_ctx_network",
+        "last_ctx_battery", "user_attr_country", "user_attr_age", "last_item_attr_genre"]
     assert cols["mapped_class_features_daily"] == [
         "class_id", "feature_date", "release_date", "age_days", "events_1d", "events_7d", "events_28d",
         "events_total", "complete_rate", "music_like_rate", "item_attr_genre"]
@@ -425,8 +430,10 @@ def test_bare_dataset_builds_without_context(built):
     bare = built["bare"]
     cols = _columns(bare, "mapped_training_examples")
     assert not [c for c in cols if c.startswith("ctx_")] and "rating" not in cols
-    assert _columns(bare, "mapped_user_features_daily")[-5:] == [
-        "days_since_last_event", "last_platform", "usual_hour", "complete_rate_28d", "music_likes_28d"]
+    # no context, no user or item attributes: the recent items only
+    assert _columns(bare, "mapped_user_features_daily")[-8:] == [
+        "days_since_last_event", "last_platform", "usual_hour", "complete_rate_28d", "music_likes_28d",
+        "last_item_id", "last_item_id_2", "last_item_id_3"]
     assert not [c for c in _columns(bare, "mapped_class_features_daily") if c.startswith("item_attr_")]
     examples = _query(bare, "select * from mapped_training_examples where not is_negative order by workout_id")
     takes = {r["interaction_id"]: r for r in built["bare_rows"] if r["event_type"] == "take"}

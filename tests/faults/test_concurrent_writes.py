@@ -98,10 +98,11 @@ def _listen() -> _Conflicts:
 
 class _FromOneSnapshot:
     """Replaces `lakehouse.io.delta.write_deltalake` so that a writer's first commit attempt of a
-    round reads the table, waits at `barrier` until every writer has read it, and then commits
-    from that snapshot: all writers start from the same version, and the ones that come second
-    commit against a table that moved since they read it. Later attempts (retries) are left
-    alone. Records the version each first attempt read (`read[table]`)."""
+    round waits at `barrier` until every writer is there (each has created the table if it had
+    to: racing creators may both commit), reads the table, waits again until every writer has
+    read it, and then commits from that snapshot: all writers start from the same version, and
+    the ones that come second commit against a table that moved since they read it. Later
+    attempts (retries) are left alone. Records the version each first attempt read (`read[table]`)."""
 
     def __init__(self, barrier) -> None:
         self.barrier, self.real = barrier, delta.write_deltalake
@@ -116,9 +117,12 @@ class _FromOneSnapshot:
             return self.real(table_or_uri, data, **kw)
         self.local.raced = True
         uri = str(table_or_uri)
+        # every writer has created the table if it had to (racing creators may add a commit
+        # of their own), so all of them read one version ...
+        self.barrier.wait(timeout=60)
         snapshot = delta.DeltaTable(uri, storage_options=kw.get("storage_options"))
         self.read.setdefault(uri, []).append(snapshot.version())
-        self.barrier.wait(timeout=60)
+        self.barrier.wait(timeout=60)  # ... before any of them commits
         return self.real(snapshot, data, **kw)
 
 

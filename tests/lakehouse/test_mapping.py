@@ -244,9 +244,10 @@ def test_the_evaluation_protocol_is_read_and_a_wrong_option_named(tmp_path):
             "interactions": {"path": "e.csv", "user": "u", "item": "i",
                              "timestamp": {"column": "t", "unit": "s"}}}
     assert parse_mapping(base, origin="m.yaml").evaluation.exclude_seen_days == 14  # the default
-    m = parse_mapping({**base, "evaluation": {"exclude_seen": "all", "min_lists": 300}}, origin="m.yaml")
-    assert (m.evaluation.exclude_seen_days, m.evaluation.min_lists) == (None, 300)
-    assert m.to_dict()["evaluation"] == {"exclude_seen": "all", "min_lists": 300}
+    m = parse_mapping({**base, "evaluation": {"exclude_seen": "all", "min_lists": 300,
+                                              "holdout_lists": 600}}, origin="m.yaml")
+    assert (m.evaluation.exclude_seen_days, m.evaluation.min_lists, m.evaluation.holdout_lists) == (None, 300, 600)
+    assert m.to_dict()["evaluation"] == {"exclude_seen": "all", "min_lists": 300, "holdout_lists": 600}
     assert parse_mapping({**base, "evaluation": {"exclude_seen": 0}}, origin="m.yaml").evaluation.exclude_seen_days == 0
     with pytest.raises(MappingError) as err:
         parse_mapping({**base, "evaluation": {"exclude_seen": "weekly", "min_list": 5}}, origin="m.yaml")
@@ -256,6 +257,8 @@ def test_the_evaluation_protocol_is_read_and_a_wrong_option_named(tmp_path):
            "of days >= 0, got 'weekly'" in text
     with pytest.raises(MappingError, match=r"evaluation.min_lists: expected an integer >= 1 .*got 0"):
         parse_mapping({**base, "evaluation": {"min_lists": 0}}, origin="m.yaml")
+    with pytest.raises(MappingError, match=r"evaluation.holdout_lists: expected an integer >= 1 .*got '500'"):
+        parse_mapping({**base, "evaluation": {"holdout_lists": "500"}}, origin="m.yaml")
 
 
 def test_a_mapping_checked_from_a_dict_lists_every_problem_without_lines():

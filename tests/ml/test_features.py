@@ -17,6 +17,7 @@ from ml.features import (
     default_spec,
     prepare,
     with_context,
+    without,
 )
 
 
@@ -95,6 +96,17 @@ def test_default_spec_has_no_ids_and_names_context():
     for cross in ("user_share_of_class_discipline", "is_top_instructor", "is_last_instructor"):
         assert cross in spec.dense
     assert spec.context_features == set(CONTEXT_FEATURES)
+
+
+def test_a_feature_ablation_drops_the_named_features_and_refuses_unknown_names():
+    spec = default_spec(include_ids=True)
+    off = without(spec, ["class_id", "class_workouts_*"])
+    gone = (set(spec.sparse) | set(spec.dense)) - (set(off.sparse) | set(off.dense))
+    assert gone == {"class_id"} | {c for c in spec.dense if c.startswith("class_workouts_")}
+    assert len(gone) > 2 and "user_id" in off.sparse
+    assert without(spec, []) is spec
+    with pytest.raises(FeatureError, match=r"drop_features: \['clas_id'\] match no feature"):
+        without(spec, ["clas_id"])
 
 
 def test_context_ablation_drops_exactly_the_context_features():

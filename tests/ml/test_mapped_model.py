@@ -204,6 +204,11 @@ def test_evaluation_without_oracle_on_a_temporal_split(trained, tmp_path):
         assert ev.metrics[f"candidate.vs_{other}.map@10_low"] == c["low"]
         assert f"{other} {c['ratio']:.2f}x [{c['low']:.2f}, {c['high']:.2f}]" in md
     assert f"95% paired bootstrap over {n_users} users, {n_lists} lists" in md
+    # the slices by history split the lists: u12 alone is cold
+    warm, cold_ = ev.slices["users with history"], ev.slices["cold users"]
+    assert (warm["lists"] + cold_["lists"], cold_["users"]) == (n_lists, 1)
+    assert ev.metrics["candidate.vs_popularity.warm.map@10_lists"] == warm["lists"]
+    assert f"users with history ({warm['lists']} lists, {warm['users']} users)" in md
     with pytest.raises(ValueError, match="no oracle"):
         evaluate_models(GoldStore(t.uri), models, settings, oracle=object(), out_dir=tmp_path)
 

@@ -47,6 +47,22 @@ def test_plan_window_holds_out_the_latest_days(lake):
     assert (w2.train_start, w2.train_end, w2.valid_end) == (E1, E1, E2)
 
 
+def test_the_held_out_window_is_sized_by_lists(lake):
+    gold = GoldStore(lake)
+    per_day = gold.lists_per_day(E1, E3)
+    takes = gold.takes(E1, E3).collect()
+    assert per_day[E3] == takes.filter(pl.col("event_date") == E3).select("user_id", "platform").unique().height
+    # enough lists on the last day: one day, as valid_days says
+    w = plan_window(gold, train_days=5, valid_days=1, valid_lists=per_day[E3])
+    assert w.valid_start == E3
+    # one list more: the day before joins the held-out window
+    w = plan_window(gold, train_days=5, valid_days=1, valid_lists=per_day[E3] + 1)
+    assert (w.train_end, w.valid_start, w.valid_end) == (E1, E2, E3)
+    # never more than half the dates: the rest is left to train on
+    w = plan_window(gold, train_days=5, valid_days=1, valid_lists=10**6)
+    assert (w.train_start, w.train_end, w.valid_start) == (E1, E1, E2)
+
+
 def test_missing_or_empty_training_table_is_named(tmp_path, lake):
     with pytest.raises(FileNotFoundError, match="gold/training_examples"):
         plan_window(GoldStore(str(tmp_path / "nothing")), train_days=3)

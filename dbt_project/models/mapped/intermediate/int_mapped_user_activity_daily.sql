@@ -6,8 +6,9 @@
 }}
 -- One row per user and day with any interaction: that day's interactions, takes, completed takes
 -- (label rule of int_mapped_takes_labeled), music_like events and takes per UTC hour, the day's
--- last take (last_take_at, last_platform, one last_ctx_<name> per ctx column; null on a day
--- without takes), and running totals at the END of that day (`*_cum`). Features for a date D
+-- last take (last_take_at, last_item_id, last_platform, one last_ctx_<name> per ctx column;
+-- null on a day without takes; last_item_id_2 / _3: the day's second and third last takes),
+-- and running totals at the END of that day (`*_cum`). Features for a date D
 -- read the latest row on or before D (ASOF join): the user's state with nothing after D.
 -- Incremental: a range run recomputes its days on, starting from each user's opening balance
 -- (macros/features/running_totals.sql).
@@ -52,17 +53,22 @@ take_counts as (
 ),
 
 last_takes as (
-    -- the day's last take (ties: the larger interaction_id); platform and ctx_* renamed last_*
-    -- in one pattern, which always matches `platform` (so no context column is fine)
+    -- the day's last take (ties: the larger interaction_id): its item, platform and ctx_*
+    -- (renamed last_* in one pattern, which always matches `platform`, so no context column is
+    -- fine); the recent state also holds the items of the day's second and third last takes
     select
         user_id,
         event_date as activity_date,
         event_at as last_take_at,
+        item_id as last_item_id,
+        lead(item_id, 1) over latest_first as last_item_id_2,
+        lead(item_id, 2) over latest_first as last_item_id_3,
         columns('^(platform|ctx_.+)$') as 'last_\1'
     from takes
-    qualify row_number() over (
+    window latest_first as (
         partition by user_id, event_date order by event_at desc, interaction_id desc
-    ) = 1
+    )
+    qualify row_number() over latest_first = 1
 ),
 
 days as (

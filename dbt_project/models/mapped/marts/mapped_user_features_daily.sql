@@ -43,13 +43,13 @@ joined as (
             greatest({% for h in range(24) %}a.takes_hour_{{ '%02d' | format(h) }}_cum{{ ", " if not loop.last }}{% endfor %})
         ) - 1 end as usual_hour,
         lt.last_take_date,
-        -- last_platform, last_ctx_*: the latest take on or before feature_date
+        -- last_platform, last_item_id*, last_ctx_*: the latest take on or before feature_date
         lt.* exclude (user_id, last_take_date)
     from spine as s
     -- point in time: the latest state on or before each date, never after it
     {{ asof_history('activity', 'user_id', 'a', [7, 28]) }}
     asof left join (
-        select user_id, activity_date as last_take_date, columns('^(last_platform|last_ctx_.+)$')
+        select user_id, activity_date as last_take_date, columns('^(last_platform|last_item_id.*|last_ctx_.+)$')
         from activity
         where takes > 0
     ) as lt
@@ -69,12 +69,20 @@ select
     cast(j.usual_hour as integer) as usual_hour,
     {{ smoothed_rate('j.completed_28d', 'j.events_28d', 'mapped_complete_prior') }} as complete_rate_28d,
     cast(j.music_likes_28d as integer) as music_likes_28d,
-    -- last_ctx_*: the rest of joined (none is fine: an empty EXCLUDE rest binds)
+    -- last_item_id, _2, _3 and last_ctx_*: the rest of joined (none is fine: an empty EXCLUDE
+    -- rest binds)
     j.* exclude (
         user_id, feature_date, first_seen_date, events_total, events_7d, events_28d,
         completed_28d, music_likes_28d, usual_hour, last_take_date, last_platform
     ),
     -- user_attr_* (static: the latest users snapshot)
-    u.* exclude (user_id)
+    u.* exclude (user_id),
+    -- the recent state's attributes: last_item_attr_* of the last item (none without items)
+    li.* exclude (last_item_id)
 from joined as j
 left join {{ ref('stg_mapped__users') }} as u on j.user_id = u.user_id
+left join (
+    -- one pattern that always matches item_id, so an items table without attributes is fine
+    select columns('^(item_id|item_attr_.+)$') as 'last_\1'
+    from {{ ref('stg_mapped__items') }}
+) as li on j.last_item_id = li.last_item_id
