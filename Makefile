@@ -22,7 +22,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DAGSTER_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: byod byod-ui movielens help install demo test test-fast ui mlflow train search bench bench-train bench-infer simulate report dbt-parse clean serve bench-serve fault-drill
+.PHONY: byod byod-ui movielens help install demo test test-fast ui mlflow train search bench bench-train bench-infer ablations simulate report dbt-parse clean serve bench-serve fault-drill
 
 help:
 	@echo "make demo   - install, simulate $(DAYS) days ($(SIZE)), materialize every asset, print a summary"
@@ -32,6 +32,7 @@ help:
 	@echo "make train  - train, evaluate and promote the model on the current gold tables"
 	@echo "make search - a Ray Tune search of model configs on validation days, one MLflow parent run"
 	@echo "make bench  - lakehouse benchmark; make bench-train - training benchmark (JSON under benchmarks/results/)"
+	@echo "make ablations - what a feature or model form adds: variants of one config on the same held-out lists"
 	@echo "make report - the simulator's realism report on the landing zone"
 	@echo "make serve  - the home-feed read service on the published cache; make bench-serve - its latency benchmark"
 	@echo "make fault-drill - every fault-injection test REPEAT times: survivals, rows lost, time to recover"
@@ -114,6 +115,13 @@ clean:
 # Batch-inference throughput against a naive per-user loop of the same champion (make demo first).
 bench-infer: install
 	$(BIN)/python -m benchmarks.inference_bench
+
+# What a feature or model form adds, on the same held-out lists with intervals (make demo or
+# make byod first; for a byod run, set LAKEHOUSE_MAPPING and the lakehouse as `make byod` does).
+# BASE / VARIANTS: JSON of ModelTrainingConfig knobs, e.g. VARIANTS='{"no_ids": {"include_ids": false}}'
+ablations: install
+	$(BIN)/python -m benchmarks.ablations --lakehouse "$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}" \
+		$(if $(BASE),--base '$(BASE)') $(if $(VARIANTS),--variants '$(VARIANTS)')
 
 REPEAT ?= 3
 fault-drill: install

@@ -30,7 +30,8 @@ DEFAULT_SPACE = {
     "lr": {"loguniform": [5e-4, 1e-2]},
     "sparse_lr": {"loguniform": [0.01, 0.2]},
     "embedding_dim": {"choice": [8, 16, 32]},
-    "top_mlp": {"choice": [[128], [256, 128]]},
+    # [] : no top MLP, the heads read the pairwise dot products (a field-weighted FM)
+    "top_mlp": {"choice": [[], [128], [256, 128]]},
     "train_days": {"choice": [14, 28, 56, 112]},
 }
 # knobs that belong to TrainConfig, and to the data window, rather than ModelHParams

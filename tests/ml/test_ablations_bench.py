@@ -1,0 +1,35 @@
+"""benchmarks/ablations.py: variants of one config trained on one window and compared on the
+same held-out lists, each ratio with its interval; a variant naming no feature is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import ablations
+from ml.features import FeatureError
+
+
+def test_variants_are_compared_on_the_same_lists(candidates_lake, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("LAKEHOUSE_MAPPING", raising=False)  # the fitness dataset
+    out = tmp_path / "ablations.json"
+    base = {"train_days": 2, "epochs": 1, "batch_size": 32, "embedding_dim": 4, "bottom_mlp": [8, 4],
+            "top_mlp": [8]}
+    # the tiny lake's users repeat their classes: nothing is left out, so lists have relevant ones
+    ablations.main(["--lakehouse", candidates_lake, "--base", json.dumps(base), "--eval-fraction", "1",
+                    "--exclude-days", "0", "--out", str(out), "--variants",
+                    json.dumps({"no_class_age": {"drop_features": ["class_age_days"]}})])
+    got = json.loads(out.read_text())
+    base_row, variant = got["rows"]
+    assert (base_row["name"], variant["name"]) == ("base", "no_class_age")
+    assert variant["config"]["drop_features"] == ["class_age_days"] and base_row["base_over"] is None
+    cmp = variant["base_over"]
+    assert variant["map@10"] > 0 and base_row["map@10"] > 0
+    assert cmp["lists"] == got["lists"] > 0  # the same lists as the base's comparison to popularity
+    assert cmp["ratio"] == pytest.approx(base_row["map@10"] / variant["map@10"])
+    assert cmp["low"] <= cmp["ratio"] <= cmp["high"]
+    assert "| no_class_age" in capsys.readouterr().out
+    with pytest.raises(FeatureError, match=r"drop_features: \['last_item_\*'\] match no feature"):
+        ablations.main(["--lakehouse", candidates_lake, "--base", json.dumps(base), "--out", str(out),
+                        "--variants", json.dumps({"x": {"drop_features": ["last_item_*"]}})])
