@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-DEFAULT_VARIANTS = {
-    "no_recent_state": {"drop_features": ["last_item_*"]},
-    "fm": {"top_mlp": [], "bottom_mlp": [16]},
-}
+# the default variants: a factorization machine (the DLRM without its MLPs) and, where the data
+# has a recent state (mapped data: last_item_*), the model without it
+FM = {"top_mlp": [], "bottom_mlp": [16]}
+RECENT_STATE = {"drop_features": ["last_item_*"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,13 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     from ml.datasets import dataset_for
     from ml.gold import GoldStore, day_span
     from ml.lists import EvalSettings
+    from ml.training_job import job_spec
     from ml.metrics import format_ratio
     from ml.workflow import Tracking, eval_days, evaluate_models, reference_scorer, train_and_log
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lakehouse", required=True)
     p.add_argument("--base", default="{}", help="JSON: the base config's knobs")
-    p.add_argument("--variants", default=json.dumps(DEFAULT_VARIANTS), help="JSON: name -> knobs")
+    p.add_argument("--variants", default=None, help="JSON: name -> knobs (default: a factorization "
+                   "machine, and no recent state where the data has one)")
     p.add_argument("--exclude-days", type=int, default=None,
                    help="candidates leave out the user's takes of these last days (default: the protocol's)")
     p.add_argument("--out", default=str(RESULTS / "ablations.json"), help="the JSON written")
@@ -57,7 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     protocol = dataset.evaluation_protocol(settings)
     gold = GoldStore(args.lakehouse, settings.storage_options() if args.lakehouse.startswith("s3://") else None)
     base_knobs = {**dataset.demo_training, **json.loads(args.base)}
-    configs = {"base": base_knobs, **{n: {**base_knobs, **v} for n, v in json.loads(args.variants).items()}}
+    if args.variants is None:
+        spec = job_spec(ModelTrainingConfig(**base_knobs).job(gold, dataset=dataset,
+                                                              holdout_lists=protocol.holdout_lists))
+        recent = any(c.startswith("last_item_") for c in [*spec.sparse, *spec.dense])
+        variants = {"fm": FM, **({"no_recent_state": RECENT_STATE} if recent else {})}
+    else:
+        variants = json.loads(args.variants)
+    configs = {"base": base_knobs, **{n: {**base_knobs, **v} for n, v in variants.items()}}
     store = tempfile.mkdtemp(prefix="ablations-mlflow-")  # nothing here is registered or kept
     tr = Tracking(tracking_uri=tracking.default_tracking_uri(store),
                   artifact_root=tracking.default_artifact_root(store))

@@ -30,6 +30,10 @@ def test_variants_are_compared_on_the_same_lists(candidates_lake, tmp_path, monk
     assert cmp["ratio"] == pytest.approx(base_row["map@10"] / variant["map@10"])
     assert cmp["low"] <= cmp["ratio"] <= cmp["high"]
     assert "| no_class_age" in capsys.readouterr().out
+    # by default: the factorization-machine form (fitness data has no recent state to drop)
+    ablations.main(["--lakehouse", candidates_lake, "--base", json.dumps(base), "--eval-fraction", "1",
+                    "--exclude-days", "0", "--out", str(out)])
+    assert [r["name"] for r in json.loads(out.read_text())["rows"]] == ["base", "fm"]
     with pytest.raises(FeatureError, match=r"drop_features: \['last_item_\*'\] match no feature"):
         ablations.main(["--lakehouse", candidates_lake, "--base", json.dumps(base), "--out", str(out),
                         "--variants", json.dumps({"x": {"drop_features": ["last_item_*"]}})])
