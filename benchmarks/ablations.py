@@ -29,6 +29,8 @@ RESULTS = Path(__file__).parent / "results"
 # has a recent state (mapped data: last_item_*), the model without it
 FM = {"top_mlp": [], "bottom_mlp": [16]}
 RECENT_STATE = {"drop_features": ["last_item_*"]}
+# knobs that plan the window (a variant may not change it)
+WINDOW_KNOBS = {"train_days", "valid_days", "valid_lists", "sample_fraction", "seed"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,24 +61,25 @@ def main(argv: list[str] | None = None) -> int:
     protocol = dataset.evaluation_protocol(settings)
     gold = GoldStore(args.lakehouse, settings.storage_options() if args.lakehouse.startswith("s3://") else None)
     base_knobs = {**dataset.demo_training, **json.loads(args.base)}
+    # the window is planned once, from the base: every variant trains and is judged on it
+    job = ModelTrainingConfig(**base_knobs).job(gold, dataset=dataset, holdout_lists=protocol.holdout_lists)
     if args.variants is None:
-        spec = job_spec(ModelTrainingConfig(**base_knobs).job(gold, dataset=dataset,
-                                                              holdout_lists=protocol.holdout_lists))
+        spec = job_spec(job)
         recent = any(c.startswith("last_item_") for c in [*spec.sparse, *spec.dense])
         variants = {"fm": FM, **({"no_recent_state": RECENT_STATE} if recent else {})}
     else:
         variants = json.loads(args.variants)
+    for name, knobs in variants.items():
+        if set(knobs) & WINDOW_KNOBS:
+            raise SystemExit(f"variant {name!r} sets {sorted(set(knobs) & WINDOW_KNOBS)}: variants "
+                             "are compared on the base's window; set it in --base")
     configs = {"base": base_knobs, **{n: {**base_knobs, **v} for n, v in variants.items()}}
     store = tempfile.mkdtemp(prefix="ablations-mlflow-")  # nothing here is registered or kept
     tr = Tracking(tracking_uri=tracking.default_tracking_uri(store),
                   artifact_root=tracking.default_artifact_root(store))
-    models, seconds, job = {}, {}, None
+    models, seconds = {}, {}
     for name, knobs in configs.items():
-        cfg = ModelTrainingConfig(**knobs)
-        j = cfg.job(gold, dataset=dataset, holdout_lists=protocol.holdout_lists)
-        if job is not None and (j.data.train_start, j.data.valid_start) != (job.data.train_start, job.data.valid_start):
-            raise SystemExit(f"variant {name!r} changes the window: compare variants on one window")
-        job = job or j
+        j = ModelTrainingConfig(**knobs).job(gold, job.data, dataset=dataset)
         t0 = time.perf_counter()
         trained = train_and_log(j, tr, run_name=f"ablation-{name}", use_ray=False, register=False)
         seconds[name] = time.perf_counter() - t0

@@ -34,6 +34,11 @@ from ml.training_job import TrainingJob, fit_encoders, run_training
 
 Log = Callable[[str], None]
 
+# the lists the ratio to popularity is also given on (cold: fewer than `cold_user_workouts` takes
+# before the day), where what a model can know differs most
+SLICES = {"warm": ~pl.col("cold_user"), "cold": pl.col("cold_user")}
+SLICE_LABELS = {"warm": "users with history", "cold": "cold users"}
+
 
 @dataclass(kw_only=True)
 class Tracking:
@@ -216,15 +221,11 @@ def evaluate_models(
         first = next(iter(comparisons.values()))
         metrics[f"{candidate}.eval_lists"], metrics[f"{candidate}.eval_users"] = first["lists"], first["users"]
 
-    # the same ratio to popularity on users with and without a history (cold: fewer than
-    # `cold_user_workouts` takes before the day), where what a model can know differs most
     slices = {name: result.compare(candidate, "popularity", where=expr)
-              for name, expr in (("users with history", ~pl.col("cold_user")),
-                                 ("cold users", pl.col("cold_user")))}
+              for name, expr in SLICES.items()}
     for name, c in slices.items():
-        key = "warm" if name == "users with history" else "cold"
         for k in ("ratio", "low", "high", "lists"):
-            metrics[f"{candidate}.vs_popularity.{key}.map@10_{k}"] = float(c[k])
+            metrics[f"{candidate}.vs_popularity.{name}.map@10_{k}"] = float(c[k])
     for name, c in peers.chosen.items():
         metrics[f"{name}.setting"] = float(c["setting"])
     ev = Evaluation(result=result, heads=heads, markdown="", plots=plots, metrics=metrics, notes=notes,
@@ -265,7 +266,7 @@ def evaluation_markdown(ev: Evaluation, candidate: str) -> str:
         c = next(iter(ev.comparisons.values()))
         parts += ["", f"**MAP@10 of {candidate} vs** (95% paired bootstrap over {c['users']} users, "
                       f"{c['lists']} lists): " + ", ".join(ratios)]
-    sliced = [f"{name} ({c['lists']} lists, {c['users']} users) {format_ratio(c)}"
+    sliced = [f"{SLICE_LABELS[name]} ({c['lists']} lists, {c['users']} users) {format_ratio(c)}"
               for name, c in ev.slices.items() if c["lists"]]
     if sliced:
         parts += ["", f"**{candidate} vs popularity by slice:** " + "; ".join(sliced)]

@@ -330,6 +330,7 @@ def test_training_examples_labels_and_negatives(built):
 
 def test_user_features_point_in_time(built):
     rows = built["rows"]
+    items = sorted({r["item_id"] for r in rows})  # the fixture's items table, in this order
     feats = _query(built["rich"], "select * from mapped_user_features_daily")
     labels = labels_of(rows)
     takes = sorted((r for r in rows if r["event_type"] == "take"), key=lambda r: (r["event_ts"], r["interaction_id"]))
@@ -360,6 +361,9 @@ def test_user_features_point_in_time(built):
             usual_hour=min(h for h, c in hours.items() if c == max(hours.values())) if mine else None,
             music_likes_28d=len(likes),
         )
+        # ... and the last item's attributes (the items table's genre, by the item's rank)
+        want["last_item_attr_genre"] = (None if want["last_item_id"] is None else
+                                        ("rock", "jazz", "pop")[items.index(want["last_item_id"]) % 3])
         got = {k: f[k] for k in want}
         assert got == want, f"{u} {d}"
         completed = sum(labels[t["interaction_id"]][0] for t in last28)

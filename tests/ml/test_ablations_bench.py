@@ -34,6 +34,9 @@ def test_variants_are_compared_on_the_same_lists(candidates_lake, tmp_path, monk
     ablations.main(["--lakehouse", candidates_lake, "--base", json.dumps(base), "--eval-fraction", "1",
                     "--exclude-days", "0", "--out", str(out)])
     assert [r["name"] for r in json.loads(out.read_text())["rows"]] == ["base", "fm"]
+    with pytest.raises(SystemExit, match=r"variant 'longer' sets \['train_days'\]"):
+        ablations.main(["--lakehouse", candidates_lake, "--base", json.dumps(base), "--out", str(out),
+                        "--variants", json.dumps({"longer": {"train_days": 3}})])
     with pytest.raises(FeatureError, match=r"drop_features: \['last_item_\*'\] match no feature"):
         ablations.main(["--lakehouse", candidates_lake, "--base", json.dumps(base), "--out", str(out),
                         "--variants", json.dumps({"x": {"drop_features": ["last_item_*"]}})])

@@ -205,7 +205,7 @@ def test_evaluation_without_oracle_on_a_temporal_split(trained, tmp_path):
         assert f"{other} {c['ratio']:.2f}x [{c['low']:.2f}, {c['high']:.2f}]" in md
     assert f"95% paired bootstrap over {n_users} users, {n_lists} lists" in md
     # the slices by history split the lists: u12 alone is cold
-    warm, cold_ = ev.slices["users with history"], ev.slices["cold users"]
+    warm, cold_ = ev.slices["warm"], ev.slices["cold"]
     assert (warm["lists"] + cold_["lists"], cold_["users"]) == (n_lists, 1)
     assert ev.metrics["candidate.vs_popularity.warm.map@10_lists"] == warm["lists"]
     assert f"users with history ({warm['lists']} lists, {warm['users']} users)" in md
