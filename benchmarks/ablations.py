@@ -33,6 +33,12 @@ RECENT_STATE = {"drop_features": ["last_item_*"]}
 WINDOW_KNOBS = {"train_days", "valid_days", "valid_lists", "sample_fraction", "seed"}
 
 
+def default_variants(spec) -> dict[str, dict]:
+    """The factorization-machine form, and the model without its recent state where it has one."""
+    recent = any(c.startswith("last_item_") for c in [*spec.sparse, *spec.dense])
+    return {"fm": FM, **({"no_recent_state": RECENT_STATE} if recent else {})}
+
+
 def main(argv: list[str] | None = None) -> int:
     from assets.model_config import ModelTrainingConfig
     from lakehouse.io.settings import LakehouseSettings
@@ -63,12 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     base_knobs = {**dataset.demo_training, **json.loads(args.base)}
     # the window is planned once, from the base: every variant trains and is judged on it
     job = ModelTrainingConfig(**base_knobs).job(gold, dataset=dataset, holdout_lists=protocol.holdout_lists)
-    if args.variants is None:
-        spec = job_spec(job)
-        recent = any(c.startswith("last_item_") for c in [*spec.sparse, *spec.dense])
-        variants = {"fm": FM, **({"no_recent_state": RECENT_STATE} if recent else {})}
-    else:
-        variants = json.loads(args.variants)
+    variants = default_variants(job_spec(job)) if args.variants is None else json.loads(args.variants)
     for name, knobs in variants.items():
         if set(knobs) & WINDOW_KNOBS:
             raise SystemExit(f"variant {name!r} sets {sorted(set(knobs) & WINDOW_KNOBS)}: variants "

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from benchmarks import ablations
-from ml.features import FeatureError
+from ml.features import FeatureError, default_spec, mapped_spec
 
 
 def test_variants_are_compared_on_the_same_lists(candidates_lake, tmp_path, monkeypatch, capsys):
@@ -30,13 +30,17 @@ def test_variants_are_compared_on_the_same_lists(candidates_lake, tmp_path, monk
     assert cmp["ratio"] == pytest.approx(base_row["map@10"] / variant["map@10"])
     assert cmp["low"] <= cmp["ratio"] <= cmp["high"]
     assert "| no_class_age" in capsys.readouterr().out
-    # by default: the factorization-machine form (fitness data has no recent state to drop)
-    ablations.main(["--lakehouse", candidates_lake, "--base", json.dumps(base), "--eval-fraction", "1",
-                    "--exclude-days", "0", "--out", str(out)])
-    assert [r["name"] for r in json.loads(out.read_text())["rows"]] == ["base", "fm"]
     with pytest.raises(SystemExit, match=r"variant 'longer' sets \['train_days'\]"):
         ablations.main(["--lakehouse", candidates_lake, "--base", json.dumps(base), "--out", str(out),
                         "--variants", json.dumps({"longer": {"train_days": 3}})])
     with pytest.raises(FeatureError, match=r"drop_features: \['last_item_\*'\] match no feature"):
         ablations.main(["--lakehouse", candidates_lake, "--base", json.dumps(base), "--out", str(out),
                         "--variants", json.dumps({"x": {"drop_features": ["last_item_*"]}})])
+
+
+def test_the_default_variants_drop_the_recent_state_only_where_the_data_has_one():
+    # fitness data has no recent state to drop: the factorization-machine form alone
+    assert ablations.default_variants(default_spec()) == {"fm": ablations.FM}
+    spec = mapped_spec({"user_id": "str", "last_platform": "str", "last_item_attr_genre": "str"},
+                       {"class_id": "str"}, {"user_id": "str", "class_id": "str", "platform": "str"})
+    assert ablations.default_variants(spec) == {"fm": ablations.FM, "no_recent_state": ablations.RECENT_STATE}
