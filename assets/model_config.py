@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import dagster as dg
 from pydantic import Field
 
@@ -21,6 +23,9 @@ class ModelTrainingConfig(dg.Config):
                                     "least this many lists (default: the dataset's protocol, "
                                     "`evaluation.holdout_lists`; none: valid_days)")
     sample_fraction: float = Field(1.0, description="share of users kept for training (stable hash)")
+    negatives: int | None = Field(None, description="sampled negatives per positive trained on: the "
+                                  "first k of gold training_examples' (dbt var negatives_per_positive); "
+                                  "none: all")
     epochs: int = 2
     batch_size: int = 2048
     lr: float = Field(2e-3, description="dense parameters (Adam)")
@@ -47,10 +52,12 @@ class ModelTrainingConfig(dg.Config):
         """The training job on the latest gold window (or on `window`, to repeat a job);
         `holdout_lists`: the protocol's, unless the config sets `valid_lists`."""
         include_ids = self.include_ids if self.include_ids is not None else dataset.include_ids
-        window = window or plan_window(
+        # the negatives are this config's even on a given window (they pick training examples,
+        # not days)
+        window = dataclasses.replace(window, negatives=self.negatives) if window else plan_window(
             gold, train_days=self.train_days, valid_days=self.valid_days,
             valid_lists=self.valid_lists if self.valid_lists is not None else holdout_lists,
-            sample_fraction=self.sample_fraction, seed=self.seed)
+            sample_fraction=self.sample_fraction, seed=self.seed, negatives=self.negatives)
         return TrainingJob(
             data=window,
             model=ModelHParams(embedding_dim=self.embedding_dim, bottom_mlp=list(self.bottom_mlp),

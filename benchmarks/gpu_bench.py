@@ -174,7 +174,7 @@ def synthetic_sides(encoders: Encoders, n_users: int, n_classes: int,
             table[rows, cols] = vals
             table[cold] = np.nan
             u_raw[name] = table
-            c_raw[name] = c_inst.astype(np.int64)
+            c_raw[name] = c_inst.astype(np.int64)[:, None]  # [C, T=1]: one instructor each
         else:  # "same": the user's top/last instructor or discipline against the class's
             is_disc = "discipline" in ucol
             hi = len(DISCIPLINES) if is_disc else N_INSTRUCTORS

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # naive per-user loop (the explicit frame, as the pyfunc model scores it)
     aff = ctx.select("user_id", pl.col(AFFINITY_COLUMN)).explode(AFFINITY_COLUMN).unnest(AFFINITY_COLUMN).select(
-        "user_id", "instructor_id", pl.col("share_56d").alias("user_instructor_share"),
+        "user_id", pl.col("key").alias("instructor_id"), pl.col("share_56d").alias("user_instructor_share"),
         pl.col("workouts_56d").cast(pl.Float64).alias("user_instructor_workouts"))
     n_naive = min(args.naive_users, ctx.height)
     naive = np.empty((n_naive, C), dtype=np.float32)

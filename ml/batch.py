@@ -13,8 +13,10 @@ class Batch:
     """A mini-batch of examples.
 
     dense:  float32 [B, n_dense]   normalized dense features (statistics saved with the model)
-    sparse: int64   [B, n_sparse]  one id per categorical feature, already mapped into that
-                                   feature's vocabulary; 0 is the out-of-vocabulary bucket
+    sparse: int64   [B, n_slots]   one id per categorical feature, already mapped into that
+                                   feature's vocabulary; 0 is the out-of-vocabulary bucket; a
+                                   multi-valued feature takes k columns (a bag: its values'
+                                   ids, -1 in unused slots; `FeatureSpec.bags`)
     labels: float32 [B, len(HEADS)] 0/1 targets per head
     """
 

@@ -37,14 +37,17 @@ from lakehouse.quality.config import MAPPED_GOLD_TABLES as MAPPED_GOLD_SUITES
 from ml.context import fitness_list_context, mapped_list_context, usual_hour
 from ml.features import (
     AFFINITY_COLUMN,
+    ATTR_AFFINITY_PREFIX,
     CLASS_POPULARITY,
     DATASETS,
+    ITEM_ATTR_PREFIX,
     MAPPED_CLASS_POPULARITY,
+    MULTI_VALUE_SEPARATOR,
     PLATFORMS,
     FeatureSpec,
     default_spec,
 )
-from ml.gold import AFFINITY_TABLE, GOLD_TABLES, GoldStore, day_span
+from ml.gold import AFFINITY_TABLE, ATTRIBUTE_AFFINITY_TABLE, GOLD_TABLES, GoldStore, day_span
 
 if TYPE_CHECKING:  # pragma: no cover
     from ml.rows import RowSpec
@@ -141,13 +144,15 @@ class Dataset(ABC):
 
     def join_example_affinity(self, examples: pl.LazyFrame, gold: GoldStore,
                               fdate_filter: pl.Expr) -> pl.LazyFrame:
-        """The examples with the user's affinity to the class's instructor (if the data has any)."""
+        """The examples with the user's affinity to the class's instructor or attributes (the
+        lookup pair features), if the data has any."""
         return examples
 
     def with_affinity(self, gold: GoldStore, feature_date: dt.date,
                       users: pl.DataFrame) -> pl.DataFrame:
-        """Users (user_id + features) with their instructor affinities as one list column
-        (`AFFINITY_COLUMN`, the pair features' lookup), if the data has any."""
+        """Users (user_id + features) with their affinity rows as one list column
+        (`AFFINITY_COLUMN`: structs of column, key and fields, the pair features' lookup), if
+        the data has any."""
         return users
 
     # -- lists, rows and the users they are for --------------------------------------------------
@@ -273,7 +278,9 @@ class FitnessDataset(Dataset):
         ids = users["user_id"].to_list()
         per_user = (aff.filter((pl.col("feature_date") == feature_date) & pl.col("user_id").is_in(ids))
                     .group_by("user_id")
-                    .agg(pl.struct("instructor_id", "share_56d", "workouts_56d").alias(AFFINITY_COLUMN))
+                    .agg(pl.struct(pl.lit("instructor_id").alias("column"),
+                                   pl.col("instructor_id").alias("key"),
+                                   "share_56d", "workouts_56d").alias(AFFINITY_COLUMN))
                     .collect())
         return users.join(per_user, on="user_id", how="left")
 
@@ -327,7 +334,7 @@ class MappedDataset(Dataset):
     include_ids = True  # its items may have no attributes
     activity_column = "events_total"
     simulated = False
-    gold_inputs = (*GOLD_TABLES, SCORING_CANDIDATES)  # no instructors, so no affinity table
+    gold_inputs = (*GOLD_TABLES, SCORING_CANDIDATES, ATTRIBUTE_AFFINITY_TABLE)
     gold_suite_tables = MAPPED_GOLD_SUITES
     dbt_target = "target/mapped"  # its own manifest: switching datasets never reads the other's
     bronze_source = "mapping_import"
@@ -370,6 +377,58 @@ class MappedDataset(Dataset):
     def example_user_columns(self, users: pl.LazyFrame, taken: set[str]) -> list[str]:
         """Every user column (the spec picks), but none the examples already have."""
         return [c for c in users.collect_schema().names() if c not in taken]
+
+    def join_example_affinity(self, examples: pl.LazyFrame, gold: GoldStore,
+                              fdate_filter: pl.Expr) -> pl.LazyFrame:
+        """One user_share_of_<attribute> per categorical item attribute the examples carry: the
+        user's share of takes with the item's value (gold user_attribute_affinity at
+        feature_date), the mean over its values for a multi-valued one, 0 for a value without a
+        row; null where the item has no value (or no table: an older lakehouse)."""
+        schema = examples.collect_schema()
+        attributes = [c for c, t in schema.items()
+                      if c.startswith(ITEM_ATTR_PREFIX) and t == pl.Utf8]
+        affinity = gold.affinity(ATTRIBUTE_AFFINITY_TABLE)
+        if not attributes:
+            return examples
+        if affinity is None:
+            return examples.with_columns(pl.lit(None, pl.Float64).alias(ATTR_AFFINITY_PREFIX + a)
+                                         for a in attributes)
+        keys = ["user_id", "feature_date"]
+        for attribute in attributes:
+            name = ATTR_AFFINITY_PREFIX + attribute
+            rows = affinity.filter(fdate_filter & (pl.col("attribute") == attribute)).select(
+                *keys, pl.col("value").alias("_value"), pl.col("takes").cast(pl.Int64),
+                # the user's takes in the window (share = takes / that), exact as an integer
+                (pl.col("takes") / pl.col("share")).round().cast(pl.Int64).alias("_window"))
+            # per (user, date, the item's value(s)): no per-example key, so date filters reach
+            # every scan (iter_batches collects a few days at a time)
+            shares = (examples.select(*keys, attribute).unique()
+                      .with_columns(pl.col(attribute).str.split(MULTI_VALUE_SEPARATOR).alias("_value"))
+                      .explode("_value")
+                      .join(rows, on=[*keys, "_value"], how="left")
+                      .group_by(*keys, attribute)
+                      # the mean share from integer sums: the same in any row order (a float
+                      # mean of a group depends on how threads split it)
+                      .agg(pl.when(pl.col("_value").is_null().all()).then(None)
+                           .when(pl.col("_window").max().is_null()).then(0.0)
+                           .otherwise(pl.col("takes").sum()
+                                      / (pl.col("_value").count() * pl.col("_window").max()))
+                           .alias(name)))
+            examples = examples.join(shares, on=[*keys, attribute], how="left", nulls_equal=True)
+        return examples
+
+    def with_affinity(self, gold: GoldStore, feature_date: dt.date,
+                      users: pl.DataFrame) -> pl.DataFrame:
+        aff = gold.affinity(ATTRIBUTE_AFFINITY_TABLE)
+        if aff is None:
+            return users
+        ids = users["user_id"].to_list()
+        per_user = (aff.filter((pl.col("feature_date") == feature_date) & pl.col("user_id").is_in(ids))
+                    .group_by("user_id")
+                    .agg(pl.struct(pl.col("attribute").alias("column"), pl.col("value").alias("key"),
+                                   pl.col("share").cast(pl.Float64)).alias(AFFINITY_COLUMN))
+                    .collect())
+        return users.join(per_user, on="user_id", how="left")
 
     def active_users(self, users: pl.LazyFrame, feature_date: dt.date) -> pl.LazyFrame:
         return users.filter((pl.col("feature_date") == feature_date)

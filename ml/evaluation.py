@@ -88,8 +88,8 @@ def evaluate(gold: GoldStore, rankers: Sequence[Ranker], settings: EvalSettings,
     seconds = {r.name: 0.0 for r in rankers}
     ks = tuple(sorted(set(settings.ks) | {10}))  # the cold-start slices use @10
     k_max = max(ks)
-    for day in settings.days:
-        for batch in build_lists(gold, day, settings):
+    for day, through in settings.list_days():
+        for batch in build_lists(gold, day, settings, through):
             # ties at random, the same draw for every ranker of the batch, fixed by the seed
             tie_seed = (zlib.crc32(f"{settings.seed}|{day}|{batch.platform}".encode())
                         if settings.random_ties else None)

@@ -5,7 +5,7 @@ thousands of pairs per query. Most of the DLRM's work does not depend on the pai
 
 * the bottom MLP's first layer is linear: W x = W_q x_q + W_c x_c + W_p x_p, so the query and
   class parts are computed once per side and only the few pair features (`ml.features.
-  PAIR_FEATURES`) are multiplied per pair;
+  pair_feature`) are multiplied per pair;
 * of the interaction's dot products, query-query and class-class dots are per side; their
   share of the top MLP's first layer becomes one bias vector per query and one per class;
 * query-class dots enter that layer linearly, so sum_ij W[h,ij] <q_i, c_j> = <G_q[h], c_flat>
@@ -28,7 +28,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ml.features import PAIR_FEATURES, FeatureSpec, class_side
+from ml.features import FeatureSpec, class_side, pair_feature
+from ml.model import mean_bag
 from ml.pairs import PairEncoder, Side
 
 
@@ -54,14 +55,16 @@ class FactorizedDLRM:
         self.dtype = dtype
         dense, sparse = list(spec.dense), list(spec.sparse)
         self.q_dense = torch.tensor([j for j, n in enumerate(dense)
-                                     if not class_side(n) and n not in PAIR_FEATURES], dtype=torch.long)
+                                     if not class_side(n) and pair_feature(n) is None], dtype=torch.long)
         self.c_dense = torch.tensor([j for j, n in enumerate(dense) if class_side(n)], dtype=torch.long)
-        self.p_dense = torch.tensor([j for j, n in enumerate(dense) if n in PAIR_FEATURES], dtype=torch.long)
+        self.p_dense = torch.tensor([j for j, n in enumerate(dense) if pair_feature(n) is not None], dtype=torch.long)
         self.q_sparse = [i for i, n in enumerate(sparse) if not class_side(n)]
         self.c_sparse = [i for i, n in enumerate(sparse) if class_side(n)]
         # both backends name a table's weights like TorchRec's EmbeddingBagCollection
         self.tables = [state[f"sparse_arch.embedding_bag_collection.embedding_bags.t_{n}.weight"].float()
                        for n in sparse]
+        slots = spec.slots()
+        self.columns = [(sum(slots[:i]), k) for i, k in enumerate(slots)]  # of `Side.sparse`
 
         bottom = _linears(state, "dense_arch")
         (w1, b1), rest = bottom[0], bottom[1:]
@@ -120,7 +123,11 @@ class FactorizedDLRM:
     def _embed(self, sparse: torch.Tensor, features: list[int]) -> torch.Tensor:
         if not features:  # e.g. a mapped dataset without item attributes: no class embedding
             return torch.zeros(sparse.shape[0], 0, self.tables[0].shape[1], device=self.device)
-        return torch.stack([self.tables[i][sparse[:, i]] for i in features], dim=1)  # [n, k, D]
+        def one(i: int) -> torch.Tensor:
+            c, k = self.columns[i]
+            return self.tables[i][sparse[:, c]] if k == 1 else mean_bag(self.tables[i], sparse[:, c:c + k])
+
+        return torch.stack([one(i) for i in features], dim=1)  # [n, k, D]
 
     @staticmethod
     def _pair_dots(e: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor],

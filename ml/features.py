@@ -80,7 +80,7 @@ CONTEXT_FEATURES = frozenset({
 })
 
 # Columns that describe the class alone (static catalogue, popularity, age): the class side of
-# a (user, class) pair. Everything else in a spec is the user/context side, except PAIR_FEATURES.
+# a (user, class) pair. Everything else in a spec is the user/context side, except the pair features (`pair_feature`).
 CLASS_SIDE = frozenset({
     "class_id", "instructor_id", "discipline", "equipment", "body_focus", "music_genre",
     "duration_bucket", "duration_min", "difficulty", "release_date", "class_age_days",
@@ -94,9 +94,11 @@ def class_side(name: str) -> bool:
     return name in CLASS_SIDE or name.startswith(ITEM_ATTR_PREFIX)
 # Features of the pair itself, as computed by `prepare`: name -> (kind, user column, class column).
 # "share": the user's share_<d> for the class's discipline d; "same": user value == class value;
-# "lookup": a field of the user's row for the class's instructor in gold user_instructor_affinity
-# (carried per user in AFFINITY_COLUMN when scoring lists; joined per example when training).
-AFFINITY_COLUMN = "instructor_affinity"
+# "lookup": a field (the "user column") of the user's affinity row for the class's value of the
+# class column: gold user_instructor_affinity (fitness) or user_attribute_affinity (mapped),
+# carried per user in AFFINITY_COLUMN when scoring lists (a list of structs: `column` (the class
+# column), `key` (its value) and the fields), joined per example when training.
+AFFINITY_COLUMN = "affinity"
 PAIR_FEATURES = {
     "user_instructor_share": ("lookup", "share_56d", "instructor_id"),
     "user_instructor_workouts": ("lookup", "workouts_56d", "instructor_id"),
@@ -105,6 +107,25 @@ PAIR_FEATURES = {
     "is_last_instructor": ("same", "last_instructor_id", "instructor_id"),
     "is_top_discipline": ("same", "top_discipline", "discipline"),
 }
+# A mapped dataset's lookups, one per categorical item attribute: the user's share of recent
+# takes whose item has the candidate's value (gold user_attribute_affinity), named this prefix +
+# the item column, e.g. user_share_of_item_attr_genre.
+ATTR_AFFINITY_PREFIX = "user_share_of_"
+# A multi-valued attribute's values, as the import joins them (lakehouse.mapped.mapping): its
+# lookup is the mean share over the item's values (a value without a row counts 0).
+MULTI_VALUE_SEPARATOR = "\x1f"
+
+
+def pair_feature(name: str) -> tuple[str, str, str] | None:
+    """(kind, user column or field, class column) of a pair feature; None for any other."""
+    if name in PAIR_FEATURES:
+        return PAIR_FEATURES[name]
+    if name.startswith(ATTR_AFFINITY_PREFIX + ITEM_ATTR_PREFIX):
+        return ("lookup", "share", name[len(ATTR_AFFINITY_PREFIX):])
+    return None
+
+# The most values a multi-hot bag keeps per row (more are dropped, in their order).
+MAX_BAG = 16
 
 # Large value for "never happened" in days/minutes-since columns (with a missing flag beside it).
 NEVER_DAYS = 3650.0
@@ -125,6 +146,10 @@ class FeatureSpec:
     fill_null: value for nulls of a dense column before the transform (else: the fitted mean).
     dataset: which gold tables the spec reads, "fitness" or "mapped" (an older saved spec
         without it is fitness).
+    bags: sparse features that hold several values (a multi-valued attribute, its values
+        joined by MULTI_VALUE_SEPARATOR) -> the most values a row carries: a multi-hot bag of
+        that many slots in `Batch.sparse` (unused slots -1), mean-pooled in the model. Set by
+        `Encoders.fit` from the training frame; every other sparse feature is one slot.
     """
 
     sparse: list[str]
@@ -133,10 +158,18 @@ class FeatureSpec:
     log1p: set[str] = field(default_factory=set)
     fill_null: dict[str, float] = field(default_factory=dict)
     dataset: str = "fitness"
+    bags: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        unknown = [b for b in self.bags if b not in self.sparse]
+        if unknown:
+            raise ValueError(f"bags {unknown} are not sparse features of the spec")
+
+    def slots(self) -> list[int]:
+        """Slots per sparse feature, in spec order (1, or a bag's size)."""
+        return [self.bags.get(name, 1) for name in self.sparse]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -153,6 +186,7 @@ class FeatureSpec:
             log1p=set(d.get("log1p", ())),
             fill_null={k: float(v) for k, v in d.get("fill_null", {}).items()},
             dataset=str(d.get("dataset", "fitness")),
+            bags={k: int(v) for k, v in d.get("bags", {}).items()},
         )
 
 
@@ -251,6 +285,7 @@ def without(spec: FeatureSpec, names: tuple[str, ...] | list[str]) -> FeatureSpe
         log1p={c for c in spec.log1p if not dropped(c)},
         fill_null={k: v for k, v in spec.fill_null.items() if not dropped(k)},
         dataset=spec.dataset,
+        bags={k: v for k, v in spec.bags.items() if not dropped(k)},
     )
 
 
@@ -283,9 +318,12 @@ def mapped_spec(
     example_columns: Mapping[str, Any],
     *,
     include_ids: bool = False,
+    affinity: bool = False,
 ) -> FeatureSpec:
     """The spec of a mapped dataset, from the columns (name -> dtype) of its gold
     user_features_daily, class_features_daily and training_examples (contract section 4).
+    affinity: the gold user_attribute_affinity exists: one lookup per categorical item
+    attribute (`ATTR_AFFINITY_PREFIX`).
 
     What a table lacks is simply not a feature: no ctx_* columns -> only the time of the event
     as context; no side tables -> no user_attr_* / item_attr_* features; a single implicit
@@ -344,6 +382,12 @@ def mapped_spec(
     if "events_total" in classes:
         dense.append("class_is_new")
     dense += by_prefix(classes, ITEM_ATTR_PREFIX, "numeric")
+
+    # the pair: the user's affinity to the item's value of each categorical attribute
+    if affinity:
+        lookups = [ATTR_AFFINITY_PREFIX + c for c in by_prefix(classes, ITEM_ATTR_PREFIX, "text")]
+        dense += lookups
+        fill_null |= {c: 0.0 for c in lookups}  # no take with that value in the window
 
     # context of the event
     sparse += [c for c in ("platform", "hour_of_day", "day_of_week") if c in examples]
@@ -521,9 +565,14 @@ class Encoders:
         frame = prepare(frame)
         _check_columns(frame, [*spec.sparse, *spec.dense], table)
         vocab: dict[str, list[str]] = {}
+        bags: dict[str, int] = {}
         for name in spec.sparse:
+            values = frame.select(pl.col(name).cast(pl.Utf8).str.split(MULTI_VALUE_SEPARATOR).alias("v"))
+            widest = values.select(pl.col("v").list.len().max()).item()
+            if widest is not None and widest > 1:  # a multi-valued attribute: a bag of its values
+                bags[name] = min(int(widest), MAX_BAG)
             counts = (
-                frame.select(pl.col(name).cast(pl.Utf8).alias("v"))
+                values.explode("v")
                 .drop_nulls()
                 .group_by("v")
                 .len()
@@ -542,6 +591,8 @@ class Encoders:
             sd = float(col.std()) if col.size else 0.0
             mean[name] = m
             std[name] = sd if sd > 1e-12 else 1.0
+        if bags != spec.bags:
+            spec = FeatureSpec.from_dict({**spec.to_dict(), "bags": bags})
         return cls(spec=spec, vocab=vocab, mean=mean, std=std)
 
     # -- applying --------------------------------------------------------------------------
@@ -565,18 +616,24 @@ class Encoders:
         dense = (raw - mean) / std
         dense[np.isnan(dense)] = 0.0  # remaining nulls -> the training mean
 
-        sparse = np.zeros((n, len(spec.sparse)), dtype=np.int64)
-        for j, name in enumerate(spec.sparse):
+        slots = spec.slots()
+        sparse = np.zeros((n, sum(slots)), dtype=np.int64)
+        start = 0
+        for name, width in zip(spec.sparse, slots):
             mapping = pl.DataFrame(
                 {"v": self.vocab[name], "id": np.arange(1, len(self.vocab[name]) + 1, dtype=np.int64)},
                 schema={"v": pl.Utf8, "id": pl.Int64},
             )
-            ids = (
-                frame.select(pl.col(name).cast(pl.Utf8).alias("v"))
-                .join(mapping, on="v", how="left", maintain_order="left")["id"]
-                .fill_null(0)
-            )
-            sparse[:, j] = ids.to_numpy()
+            if width == 1:
+                ids = (
+                    frame.select(pl.col(name).cast(pl.Utf8).alias("v"))
+                    .join(mapping, on="v", how="left", maintain_order="left")["id"]
+                    .fill_null(0)
+                )
+                sparse[:, start] = ids.to_numpy()
+            else:
+                sparse[:, start:start + width] = self._bag_ids(frame[name], mapping, width)
+            start += width
 
         labels = np.zeros((n, len(LABEL_COLUMNS)), dtype=np.float32)
         for j, name in enumerate(LABEL_COLUMNS):
@@ -588,6 +645,21 @@ class Encoders:
             sparse=torch.from_numpy(sparse),
             labels=torch.from_numpy(labels),
         )
+
+    @staticmethod
+    def _bag_ids(values: pl.Series, mapping: pl.DataFrame, width: int) -> np.ndarray:
+        """[n, width] ids of each row's values (at most `width`), -1 in unused slots; a row
+        without a value holds the out-of-vocabulary id 0 in its first slot, as a single one."""
+        import polars as pl
+
+        tokens = (pl.DataFrame({"v": values.cast(pl.Utf8).str.split(MULTI_VALUE_SEPARATOR)})
+                  .with_row_index("row").explode("v")
+                  .with_columns(pl.int_range(pl.len()).over("row").alias("slot"))
+                  .filter(pl.col("slot") < width)
+                  .join(mapping, on="v", how="left", maintain_order="left"))
+        out = np.full((values.len(), width), -1, dtype=np.int64)
+        out[tokens["row"].to_numpy(), tokens["slot"].to_numpy()] = tokens["id"].fill_null(0).to_numpy()
+        return out
 
     # -- persistence -----------------------------------------------------------------------
     def to_json(self) -> str:

@@ -31,8 +31,10 @@ from ml.features import CLASS_PREFIX, ITEM_ATTR_PREFIX, FeatureSpec, mapped_spec
 
 GOLD_TABLES = ("training_examples", "user_features_daily", "class_features_daily")
 AFFINITY_TABLE = "user_instructor_affinity"  # optional: (feature_date, user_id, instructor_id)
+# optional, mapped data: (feature_date, user_id, attribute, value) -> takes, share
+ATTRIBUTE_AFFINITY_TABLE = "user_attribute_affinity"
 # read when present, recorded in the lineage of a training run
-OPTIONAL_TABLES = ("scoring_candidates", AFFINITY_TABLE)
+OPTIONAL_TABLES = ("scoring_candidates", AFFINITY_TABLE, ATTRIBUTE_AFFINITY_TABLE)
 
 
 def day_span(days) -> str:
@@ -73,10 +75,11 @@ class GoldStore:
             raise FileNotFoundError(f"Delta table not found: {uri}") from e
         return pl.scan_delta(uri, storage_options=self.storage_options or None)
 
-    def affinity(self) -> pl.LazyFrame | None:
-        """gold user_instructor_affinity, or None where there is none (older or mapped data)."""
+    def affinity(self, table: str = AFFINITY_TABLE) -> pl.LazyFrame | None:
+        """gold user_instructor_affinity (or another affinity `table`), or None where there is
+        none (older data, or the other dataset's)."""
         try:
-            return self.scan(AFFINITY_TABLE)
+            return self.scan(table)
         except FileNotFoundError:
             return None
 
@@ -110,7 +113,8 @@ class GoldStore:
     def mapped_spec(self, *, include_ids: bool = False) -> FeatureSpec:
         """`ml.features.mapped_spec` of the columns the mapped gold tables have."""
         users, classes, examples = self.schemas()
-        return mapped_spec(users, classes, examples, include_ids=include_ids)
+        return mapped_spec(users, classes, examples, include_ids=include_ids,
+                           affinity=self.affinity(ATTRIBUTE_AFFINITY_TABLE) is not None)
 
     # -- what the model code asks of them ---------------------------------------------------------
 
@@ -191,4 +195,4 @@ class GoldStore:
         )
 
 
-__all__ = ["AFFINITY_TABLE", "GOLD_TABLES", "OPTIONAL_TABLES", "GoldStore", "user_kept"]
+__all__ = ["AFFINITY_TABLE", "ATTRIBUTE_AFFINITY_TABLE", "GOLD_TABLES", "OPTIONAL_TABLES", "GoldStore", "user_kept"]

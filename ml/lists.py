@@ -1,7 +1,9 @@
 """The held-out lists: the same lists, the same candidates, for every ranker.
 
 A list is one (user, platform, day) of the held-out window where the user took at least one
-class on that platform; its relevant set is the classes taken. The candidates are the gold
+class on that platform; its relevant set is the classes taken. With `list_unit="window"` (sparse
+logs) a list is one (user, platform) over the whole window, ranked as of its first day, and its
+relevant set is everything the user took there in the window. The candidates are the gold
 `scoring_candidates` of that platform and serve day (released by the end of the day before),
 minus the classes the user took in the `exclude_days` before (the product never re-recommends
 them). Each ranker sees only what a daily batch list knows: user features as of the day before
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from lakehouse.mapped.mapping import EvaluationProtocol
+from lakehouse.mapped.mapping import LIST_UNITS, EvaluationProtocol
 from ml.datasets import FITNESS, Dataset
 from ml.gold import GoldStore, user_kept
 from ml.metrics import KS
@@ -73,18 +75,33 @@ class EvalSettings:
     # equal scores rank in a random order drawn from `seed` (False: by candidate id, which
     # favours whatever sorts first; kept for checks against a hand-computed ranking)
     random_ties: bool = True
+    # "day": one list per user, platform and day; "window": one per user and platform over all
+    # of `days`, ranked from the state before the first (`EvaluationProtocol.list_unit`)
+    list_unit: str = EvaluationProtocol.list_unit
 
     def __post_init__(self) -> None:
         if self.platforms is None:
             self.platforms = self.dataset.platforms
+        if self.list_unit not in LIST_UNITS:
+            raise ValueError(f"list_unit must be one of {LIST_UNITS}, got {self.list_unit!r}")
+
+    def list_days(self) -> list[tuple[dt.date, dt.date]]:
+        """(first day, last day) of the takes each round of lists holds: every day alone, or
+        the whole window once."""
+        days = sorted(self.days)
+        if self.list_unit == "window":
+            return [(days[0], days[-1])] if days else []
+        return [(d, d) for d in days]
 
 
-def build_lists(gold: GoldStore, day: dt.date, settings: EvalSettings) -> list[ListBatch]:
+def build_lists(gold: GoldStore, day: dt.date, settings: EvalSettings,
+                through: dt.date | None = None) -> list[ListBatch]:
     """Every list of `day`, one `ListBatch` per platform with takes that day (see the module
-    docstring)."""
+    docstring). `through`: the lists of a window: the takes of `day`..`through` are relevant,
+    ranked as of `day` (features of the day before, its candidates and context)."""
     ds = settings.dataset
     fdate = day - dt.timedelta(days=1)
-    taken = gold.takes(day, day).collect()
+    taken = gold.takes(day, through or day).collect()
     if settings.user_fraction < 1.0:
         keep = [user_kept(u, settings.user_fraction, settings.seed)
                 for u in taken["user_id"].to_list()]

@@ -7,7 +7,8 @@
   never imports torchrec (importing torchrec takes ~2.4 s), and its `state_dict` has the same keys
   as the TorchRec model's, so weights and checkpoints move between the two unchanged.
 
-Both: `forward(dense [B, n_dense] float32, sparse [B, n_sparse] int64) -> logits [B, n_heads]`.
+Both: `forward(dense [B, n_dense] float32, sparse [B, n_slots] int64) -> logits [B, n_heads]`
+(one column per sparse feature, k for a multi-hot bag of k slots: `ModelConfig.sparse_slots`).
 
 Architecture (DLRM): bottom MLP on dense -> [B, D]; one embedding per sparse feature -> [B, F, D];
 interaction ("dot": the dense vector plus the pairwise dot products of all F+1 vectors, as in
@@ -48,6 +49,8 @@ class ModelConfig:
     dcn_layers: number of cross layers when interaction == "dcn".
     dropout: dropout after each hidden top-MLP layer.
     sparse_names: feature names (KJT keys); default f0, f1, ...
+    sparse_slots: columns of `sparse` per feature (default 1 each): a feature of k > 1 slots is
+        a multi-hot bag (ids, -1 in unused slots) whose embeddings are mean-pooled.
     """
 
     sparse_cardinalities: list[int]
@@ -60,6 +63,7 @@ class ModelConfig:
     dcn_layers: int = 2
     dropout: float = 0.0
     sparse_names: list[str] | None = None
+    sparse_slots: list[int] | None = None
 
     def __post_init__(self) -> None:
         self.sparse_cardinalities = [int(c) for c in self.sparse_cardinalities]
@@ -84,6 +88,11 @@ class ModelConfig:
             raise ValueError("sparse_names and sparse_cardinalities differ in length")
         if len(set(self.sparse_names)) != len(self.sparse_names):
             raise ValueError("sparse_names must be unique")
+        if self.sparse_slots is None:
+            self.sparse_slots = [1] * len(self.sparse_cardinalities)
+        self.sparse_slots = [int(k) for k in self.sparse_slots]
+        if len(self.sparse_slots) != len(self.sparse_cardinalities) or min(self.sparse_slots) < 1:
+            raise ValueError(f"sparse_slots {self.sparse_slots} must give >= 1 slot per sparse feature")
 
     @property
     def n_sparse(self) -> int:
@@ -92,19 +101,35 @@ class ModelConfig:
     def table_names(self) -> list[str]:
         return [f"t_{name}" for name in self.sparse_names]  # type: ignore[union-attr]
 
+    @property
+    def n_slots(self) -> int:
+        return sum(self.sparse_slots)  # type: ignore[arg-type]
 
-def to_kjt(sparse: torch.Tensor, keys: Sequence[str]) -> "KeyedJaggedTensor":
-    """[B, F] int64 ids (one per feature) -> a KeyedJaggedTensor with every length 1.
+
+def to_kjt(sparse: torch.Tensor, keys: Sequence[str],
+           slots: Sequence[int] | None = None) -> "KeyedJaggedTensor":
+    """[B, sum(slots)] int64 ids -> a KeyedJaggedTensor: a one-slot feature has length 1 per
+    row, a bag (k slots) the number of its slots that hold an id (>= 0).
 
     KJT values are key-major: all of feature 0's ids for the batch, then feature 1's, ...
     """
     from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-    if sparse.dim() != 2 or sparse.shape[1] != len(keys):
-        raise ValueError(f"sparse must be [B, {len(keys)}], got {tuple(sparse.shape)}")
-    values = sparse.t().reshape(-1).long()
-    lengths = torch.ones(values.numel(), dtype=torch.int32, device=sparse.device)
-    return KeyedJaggedTensor(keys=list(keys), values=values, lengths=lengths)
+    slots = [1] * len(keys) if slots is None else list(slots)
+    if sparse.dim() != 2 or sparse.shape[1] != sum(slots):
+        raise ValueError(f"sparse must be [B, {sum(slots)}], got {tuple(sparse.shape)}")
+    if max(slots) == 1:  # the common case, without masks
+        values = sparse.t().reshape(-1).long()
+        lengths = torch.ones(values.numel(), dtype=torch.int32, device=sparse.device)
+        return KeyedJaggedTensor(keys=list(keys), values=values, lengths=lengths)
+    values, lengths, start = [], [], 0
+    for k in slots:
+        ids = sparse[:, start:start + k]
+        held = ids >= 0
+        values.append(ids[held].long())  # row-major: each row's values in slot order
+        lengths.append(held.sum(dim=1).to(torch.int32))
+        start += k
+    return KeyedJaggedTensor(keys=list(keys), values=torch.cat(values), lengths=torch.cat(lengths))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,20 +239,23 @@ class TorchRecSparseArch(nn.Module):
                 embedding_dim=config.embedding_dim,
                 num_embeddings=card,
                 feature_names=[name],
-                pooling=PoolingType.SUM,
+                # one id: SUM is the id's row; a bag: the mean of its values' rows
+                pooling=PoolingType.MEAN if k > 1 else PoolingType.SUM,
             )
-            for table, name, card in zip(
-                config.table_names(), config.sparse_names, config.sparse_cardinalities  # type: ignore[arg-type]
+            for table, name, card, k in zip(
+                config.table_names(), config.sparse_names, config.sparse_cardinalities,  # type: ignore[arg-type]
+                config.sparse_slots,  # type: ignore[arg-type]
             )
         ]
         self.embedding_bag_collection = EmbeddingBagCollection(
             tables=tables, device=torch.device("cpu")
         )
         self.keys: list[str] = list(config.sparse_names)  # type: ignore[arg-type]
+        self.slots: list[int] = list(config.sparse_slots)  # type: ignore[arg-type]
         self.F, self.D = config.n_sparse, config.embedding_dim
 
     def forward(self, sparse: torch.Tensor) -> torch.Tensor:
-        pooled = self.embedding_bag_collection(to_kjt(sparse, self.keys))
+        pooled = self.embedding_bag_collection(to_kjt(sparse, self.keys, self.slots))
         by_key = pooled.to_dict()
         return torch.cat([by_key[k] for k in self.keys], dim=1).reshape(-1, self.F, self.D)
 
@@ -254,15 +282,26 @@ class _ReferenceEBC(nn.Module):
             self.embedding_bags[table] = bag
 
 
+def mean_bag(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """[n, k] ids (-1: an unused slot) -> [n, D] the mean of the held ids' rows (0 if none),
+    as TorchRec's MEAN pooling."""
+    held = (ids >= 0).unsqueeze(-1).to(weight.dtype)
+    rows = weight[ids.clamp(min=0)] * held
+    return rows.sum(dim=1) / held.sum(dim=1).clamp(min=1.0)
+
+
 class ReferenceSparseArch(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.embedding_bag_collection = _ReferenceEBC(config)
         self.tables = config.table_names()
+        slots = list(config.sparse_slots)  # type: ignore[arg-type]
+        self.columns = [(sum(slots[:i]), k) for i, k in enumerate(slots)]  # (first column, slots)
 
     def forward(self, sparse: torch.Tensor) -> torch.Tensor:
         bags = self.embedding_bag_collection.embedding_bags
-        cols = [bags[t](sparse[:, i : i + 1]) for i, t in enumerate(self.tables)]
+        cols = [bags[t](sparse[:, c : c + 1]) if k == 1 else mean_bag(bags[t].weight, sparse[:, c : c + k])
+                for t, (c, k) in zip(self.tables, self.columns)]
         return torch.stack(cols, dim=1)
 
 

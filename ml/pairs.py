@@ -6,8 +6,9 @@ of a platform: thousands of pairs per user. Building that cross join as a polars
 
 * the user side (user features + the list's context) is encoded once per user,
 * the class side (catalogue + popularity + age) once per class,
-* the few features of the pair itself (`ml.features.PAIR_FEATURES`: the user's share of the
-  class's discipline, same instructor / discipline) are computed from small per-side codes,
+* the few features of the pair itself (`ml.features.pair_feature`: the user's share of the
+  class's discipline, same instructor / discipline, the affinity to its instructor or to its
+  attributes' values) are computed from small per-side codes,
 
 and a pair's row is assembled by gathering. The result equals `Encoders.transform` of the
 explicit cross join exactly (a test holds them together).
@@ -24,10 +25,11 @@ import torch
 from ml.features import (
     AFFINITY_COLUMN,
     DISCIPLINES,
-    PAIR_FEATURES,
+    MULTI_VALUE_SEPARATOR,
     Encoders,
     FeatureError,
     class_side,
+    pair_feature,
     prepare,
 )
 
@@ -46,7 +48,7 @@ class Side:
     pair features need."""
 
     dense: torch.Tensor  # [n, n_dense] (other side's columns hold junk; never read)
-    sparse: torch.Tensor  # [n, n_sparse]
+    sparse: torch.Tensor  # [n, n_slots]
     raw: dict[str, np.ndarray]  # pair-feature inputs
 
 
@@ -60,12 +62,16 @@ class PairEncoder:
     def __init__(self, encoders: Encoders) -> None:
         self.encoders = encoders
         spec = encoders.spec
-        for name in PAIR_FEATURES:
-            if name in spec.sparse:
+        for name in spec.sparse:
+            if pair_feature(name) is not None:
                 raise FeatureError(f"pair feature {name!r} must be dense")
-        self.pair_cols = [(j, n) for j, n in enumerate(spec.dense) if n in PAIR_FEATURES]
+        # the spec's pair features: name -> (kind, user column or field, class column)
+        self.pair_specs = {n: pair_feature(n) for n in spec.dense if pair_feature(n) is not None}
+        self.pair_cols = [(j, n) for j, n in enumerate(spec.dense) if n in self.pair_specs]
         self.dense_class = torch.tensor([class_side(n) for n in spec.dense], dtype=torch.bool)
-        self.sparse_class = torch.tensor([class_side(n) for n in spec.sparse], dtype=torch.bool)
+        # per column of `Batch.sparse`: a bag's slots go with its feature
+        self.sparse_class = torch.tensor([class_side(n) for n, k in zip(spec.sparse, spec.slots())
+                                          for _ in range(k)], dtype=torch.bool)
         self._codes: dict[str, int] = {}
 
     # -- sides -----------------------------------------------------------------------------
@@ -93,7 +99,7 @@ class PairEncoder:
         frame = self._complete(users)
         batch = self.encoders.transform(frame, table="users")
         raw: dict[str, np.ndarray] = {}
-        for name, (kind, ucol, _) in PAIR_FEATURES.items():
+        for name, (kind, ucol, ccol) in self.pair_specs.items():
             if kind == "share":
                 cols = [f"{ucol}{d}" for d in DISCIPLINES]
                 raw[name] = np.column_stack([
@@ -101,21 +107,22 @@ class PairEncoder:
                     else np.full(frame.height, np.nan) for c in cols
                 ])
             elif kind == "lookup":
-                raw[name] = self._lookup_table(frame, ucol)
+                raw[name] = self._lookup_table(frame, ucol, ccol)
             elif ucol in frame.columns:
                 raw[name] = self._code(frame[ucol])
             else:
                 raw[name] = np.full(frame.height, -1, dtype=np.int64)
         return Side(batch.dense, batch.sparse, raw)
 
-    def _lookup_table(self, frame: pl.DataFrame, field: str) -> np.ndarray:
-        """[n_users, n_codes] values of `field` per (user, instructor) from the users'
-        AFFINITY_COLUMN (a list of structs with instructor_id and the fields); NaN = no row."""
+    def _lookup_table(self, frame: pl.DataFrame, field: str, column: str) -> np.ndarray:
+        """[n_users, n_codes] values of `field` per (user, value of the class column `column`)
+        from the users' AFFINITY_COLUMN (a list of structs: column, key and the fields); NaN =
+        no row."""
         entries = (frame[AFFINITY_COLUMN].to_list() if AFFINITY_COLUMN in frame.columns
                    else [None] * frame.height)
-        pairs = [(i, self._codes.setdefault(e["instructor_id"], len(self._codes)), e[field])
+        pairs = [(i, self._codes.setdefault(e["key"], len(self._codes)), e[field])
                  for i, row in enumerate(entries) for e in (row or ())
-                 if e["instructor_id"] is not None]
+                 if e["column"] == column and e["key"] is not None]
         table = np.full((frame.height, max(len(self._codes), 1)), np.nan)
         for i, code, v in pairs:
             table[i, code] = np.nan if v is None else float(v)
@@ -129,9 +136,11 @@ class PairEncoder:
         batch = self.encoders.transform(frame, table="classes")
         raw: dict[str, np.ndarray] = {}
         index = {d: i for i, d in enumerate(DISCIPLINES)}
-        for name, (kind, _, ccol) in PAIR_FEATURES.items():
+        for name, (kind, _, ccol) in self.pair_specs.items():
             values = frame[ccol] if ccol in frame.columns else pl.Series([None] * frame.height)
-            if kind == "share":
+            if kind == "lookup":
+                raw[name] = self._value_codes(values)
+            elif kind == "share":
                 raw[name] = np.array(
                     [index.get(v, -1) if v is not None else -1
                      for v in values.cast(pl.Utf8).to_list()], dtype=np.int64)
@@ -141,20 +150,37 @@ class PairEncoder:
                 raw[name] = codes
         return Side(batch.dense, batch.sparse, raw)
 
+    def _value_codes(self, values: pl.Series) -> np.ndarray:
+        """[n_classes, T] codes of each class's values (a multi-valued column holds several,
+        joined by MULTI_VALUE_SEPARATOR), -2 where it has no more."""
+        import polars as pl
+
+        lists = values.cast(pl.Utf8).str.split(MULTI_VALUE_SEPARATOR).to_list()
+        out = np.full((len(lists), max([len(v) for v in lists if v] + [1])), -2, dtype=np.int64)
+        for i, vs in enumerate(lists):
+            for j, v in enumerate(vs or ()):
+                out[i, j] = self._codes.setdefault(v, len(self._codes))
+        return out
+
     # -- pairs -----------------------------------------------------------------------------
     def pair_dense(self, name: str, u: Side, ui: np.ndarray, c: Side) -> np.ndarray:
         """[n_users, n_classes] normalized values of one pair feature."""
         spec, enc = self.encoders.spec, self.encoders
-        kind = PAIR_FEATURES[name][0]
+        kind = self.pair_specs[name][0]
         if kind == "share":
             shares = u.raw[name][ui]  # [n, 9]
             disc = c.raw[name]  # [C]
             raw = np.where(disc[None, :] >= 0, shares[:, np.clip(disc, 0, None)], np.nan)
         elif kind == "lookup":
             table = u.raw[name][ui]  # [n, codes known when the users were encoded]
-            code = c.raw[name]  # [C], -2 = no instructor
-            ok = (code >= 0) & (code < table.shape[1])
-            raw = np.where(ok[None, :], table[:, np.where(ok, code, 0)], np.nan)
+            code = c.raw[name]  # [C, T], -2 = no (more) value
+            has = code != -2
+            known = (code >= 0) & (code < table.shape[1])
+            # [n, C, T]: a value without a row counts 0; the mean over the class's values
+            vals = np.where(known[None], table[:, np.where(known, code, 0)], 0.0)
+            vals = np.where(has[None] & ~np.isnan(vals), vals, 0.0)
+            n_values = has.sum(axis=1)
+            raw = np.where(n_values[None, :] > 0, vals.sum(axis=2) / np.maximum(n_values, 1)[None, :], np.nan)
         else:
             raw = (u.raw[name][ui][:, None] == c.raw[name][None, :]).astype(np.float64)
         if name in spec.fill_null:

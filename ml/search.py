@@ -33,10 +33,12 @@ DEFAULT_SPACE = {
     # [] : no top MLP, the heads read the pairwise dot products (a field-weighted FM)
     "top_mlp": {"choice": [[], [128], [256, 128]]},
     "train_days": {"choice": [14, 28, 56, 112]},
+    # sampled negatives per positive (at most the gold table's, dbt var negatives_per_positive)
+    "negatives": {"choice": [1, 2, 4]},
 }
 # knobs that belong to TrainConfig, and to the data window, rather than ModelHParams
 TRAIN_KEYS = {"epochs", "lr", "sparse_lr", "batch_size", "weight_decay"}
-WINDOW_KEYS = {"train_days"}
+WINDOW_KEYS = {"train_days", "negatives"}
 SAMPLERS = ("choice", "uniform", "loguniform", "randint")
 
 
@@ -68,7 +70,8 @@ def validation_job(base_job, validation_days: int, overrides: dict[str, Any]):
         raise ValueError(f"the training window {w.train_start}..{w.train_end} is too short for "
                          f"{validation_days} validation day(s) and a day to train on")
     data = dataclasses.replace(w, train_start=train_start, train_end=train_end,
-                               valid_start=valid_start, valid_end=valid_end)
+                               valid_start=valid_start, valid_end=valid_end,
+                               negatives=overrides.get("negatives", w.negatives))
     unknown = set(overrides) - TRAIN_KEYS - WINDOW_KEYS - {f.name for f in dataclasses.fields(base_job.model)}
     if unknown:
         raise ValueError(f"search space: unknown knob(s) {sorted(unknown)}")
@@ -79,7 +82,7 @@ def validation_job(base_job, validation_days: int, overrides: dict[str, Any]):
 
 
 def run_trial(config: dict, *, base_job, tracking_cfg, parent_run_id: str, validation_days: int,
-              eval_fraction: float, threads: int) -> dict:
+              eval_fraction: float, threads: int, protocol: dict | None = None) -> dict:
     """Train, validate and log one trial (inside a Ray Tune trial); reports its metrics."""
     import torch
 
@@ -96,7 +99,7 @@ def run_trial(config: dict, *, base_job, tracking_cfg, parent_run_id: str, valid
     trained = train_and_log(job, tracking_cfg, run_name=name, use_ray=False, register=False,
                             parent_run_id=parent_run_id, tags={"search": json.dumps(config)})
     settings = EvalSettings(days=eval_days(job), user_fraction=eval_fraction, seed=job.data.seed,
-                            dataset=job.dataset)
+                            dataset=job.dataset, **(protocol or {}))
     fn = reference_scorer(trained.state_dict, trained.model_config)
     res = evaluate(job.data.gold, [ModelRanker("model", fn, trained.encoders), PopularityRanker()],
                    settings)
@@ -140,10 +143,12 @@ def comparison(rows: list[dict]) -> str:
 
 def run_search(base_job, space: dict[str, Any], tracking_cfg, *, samples: int = 8,
                validation_days: int = 3, parallel: int = 2, eval_fraction: float = 0.25,
-               seed: int = 0, storage: str, name: str = "search") -> tuple[str, list[dict], dict]:
+               seed: int = 0, storage: str, name: str = "search",
+               protocol: dict | None = None) -> tuple[str, list[dict], dict]:
     """`samples` trials of `space` on Ray Tune (at most `parallel` at once), chosen on the last
     `validation_days` of the base job's training window; returns (parent run id, one row per
-    trial, the best trial's config)."""
+    trial, the best trial's config). `protocol`: the data's `EvaluationProtocol.eval_settings()`
+    (exclusions, list unit), as the evaluation uses it."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -163,7 +168,7 @@ def run_search(base_job, space: dict[str, Any], tracking_cfg, *, samples: int = 
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base_job=base_job, tracking_cfg=tracking_cfg,
                              parent_run_id=parent_id, validation_days=validation_days,
-                             eval_fraction=eval_fraction, threads=threads),
+                             eval_fraction=eval_fraction, threads=threads, protocol=protocol),
         {"cpu": 1})
     tuner = tune.Tuner(
         trainable,
@@ -219,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = LakehouseSettings.from_env()  # LAKEHOUSE_MAPPING: a mapped dataset's protocol
     dataset = dataset_for(settings)
     so = settings.storage_options() if args.lakehouse.startswith("s3://") else None
+    protocol = dataset.evaluation_protocol(settings)
     # the held-out days stay out of the search: trials validate on the end of the training window
     window = plan_window(GoldStore(args.lakehouse, so or None), train_days=args.train_days,
-                         valid_days=1, valid_lists=dataset.evaluation_protocol(settings).holdout_lists,
+                         valid_days=1, valid_lists=protocol.holdout_lists,
                          sample_fraction=args.sample_fraction, seed=args.seed)
     base = TrainingJob(data=window, model=ModelHParams(include_ids=dataset.include_ids),
                        train=TrainConfig(epochs=args.epochs, lr=2e-3, batch_size=2048,
@@ -232,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     parent, rows, best = run_search(base, json.loads(args.space), tr, samples=args.samples,
                                     validation_days=args.validation_days, parallel=args.parallel,
-                                    eval_fraction=args.eval_fraction, seed=args.seed, storage=storage)
+                                    eval_fraction=args.eval_fraction, seed=args.seed, storage=storage,
+                                    protocol=protocol.eval_settings())
     print(comparison(rows))
     print(f"\n{len(rows)} trials under MLflow parent run {parent} in {time.perf_counter() - t0:.0f}s; "
           f"best on the validation days: {json.dumps(best)}. Compare them with `make mlflow`.")

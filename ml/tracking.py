@@ -263,7 +263,8 @@ def _example_inputs(
     g = torch.Generator().manual_seed(seed)
     dense = torch.randn(batch, config.n_dense, generator=g)
     sparse = torch.stack(
-        [torch.randint(0, c, (batch,), generator=g) for c in config.sparse_cardinalities], dim=1
+        [torch.randint(-1 if k > 1 else 0, c, (batch,), generator=g)  # a bag's slot may be unused
+         for c, k in zip(config.sparse_cardinalities, config.sparse_slots) for _ in range(k)], dim=1
     )
     return dense, sparse
 
@@ -297,6 +298,8 @@ def _check_compatible(model_config: ModelConfig, encoders: Encoders) -> None:
             f"encoder cardinalities {encoders.cardinalities()} != model "
             f"{model_config.sparse_cardinalities}"
         )
+    if encoders.spec.slots() != list(model_config.sparse_slots):
+        raise ValueError(f"encoder slots {encoders.spec.slots()} != model {model_config.sparse_slots}")
 
 
 def _output_signature(heads):

@@ -61,8 +61,13 @@ class DataWindow:
     valid_end: dt.date | None = None
     sample_fraction: float = 1.0
     seed: int = 0
+    # sampled negatives per positive trained on: the first k of the gold table's (sample_index
+    # <= k); None: all of them. The held-out examples keep every negative.
+    negatives: int | None = None
 
     def __post_init__(self) -> None:
+        if self.negatives is not None and self.negatives < 0:
+            raise ValueError(f"negatives must be >= 0 (sampled negatives per positive), got {self.negatives}")
         if self.train_start > self.train_end:
             raise ValueError(f"train_start {self.train_start} is after train_end {self.train_end}")
         if (self.valid_start is None) != (self.valid_end is None):
@@ -155,6 +160,7 @@ def plan_window(
     end: dt.date | None = None,
     sample_fraction: float = 1.0,
     seed: int = 0,
+    negatives: int | None = None,
 ) -> DataWindow:
     """The last `valid_days` event dates up to `end` (default: the latest) are held out; the
     `train_days` before them are trained on. Fails naming the table when too few days exist.
@@ -188,6 +194,7 @@ def plan_window(
         valid_end=last if valid_days else None,
         sample_fraction=sample_fraction,
         seed=seed,
+        negatives=negatives,
     )
 
 
@@ -196,11 +203,14 @@ def plan_window(
 
 
 def _examples(window: DataWindow, start: dt.date, end: dt.date,
-              dataset: Dataset = FITNESS) -> pl.LazyFrame:
-    return read_examples(
+              dataset: Dataset = FITNESS, *, training: bool = True) -> pl.LazyFrame:
+    lf = read_examples(
         window.gold, start=start, end=end, sample_fraction=window.sample_fraction,
         seed=window.seed, dataset=dataset,
     )
+    if training and window.negatives is not None:
+        lf = lf.filter(pl.col("sample_index") <= window.negatives)
+    return lf
 
 
 def job_spec(job: TrainingJob) -> FeatureSpec:
@@ -250,6 +260,7 @@ def model_config(job: TrainingJob, encoders: Encoders) -> ModelConfig:
         dcn_layers=h.dcn_layers,
         dropout=h.dropout,
         sparse_names=list(encoders.spec.sparse),
+        sparse_slots=encoders.spec.slots(),
     )
 
 
@@ -280,7 +291,7 @@ def valid_batches(job: TrainingJob, encoders: Encoders) -> Iterator[Batch]:
     w = job.data
     if w.valid_start is None or w.valid_end is None:
         return iter(())
-    lf = _examples(w, w.valid_start, w.valid_end, job.dataset)
+    lf = _examples(w, w.valid_start, w.valid_end, job.dataset, training=False)
     return iter_batches(lf, encoders, max(job.train.batch_size, 8192))
 
 

@@ -21,6 +21,7 @@ from lakehouse.mapped.mapping import (
     CTX_PREFIX,
     IMPLICIT_PLATFORM,
     ITEM_ATTR_PREFIX,
+    MULTI_VALUE_SEPARATOR,
     USER_ATTR_PREFIX,
     DatasetMapping,
     SideTable,
@@ -247,6 +248,14 @@ def interactions_batch(m: DatasetMapping, fc: FileChecks, df: pl.DataFrame) -> p
     return out.with_columns(event_date=pl.col("event_ts").dt.date())
 
 
+def _multi(values: pl.Series, separator: str) -> pl.Series:
+    """A multi-valued column's values, trimmed, empty ones dropped, joined by
+    MULTI_VALUE_SEPARATOR (null: none left)."""
+    joined = (values.str.split(separator).list.eval(pl.element().str.strip_chars())
+              .list.eval(pl.element().filter(pl.element() != "")).list.join(MULTI_VALUE_SEPARATOR))
+    return joined.replace("", None)
+
+
 def side_batch(side: str, t: SideTable, fc: FileChecks, df: pl.DataFrame) -> pl.DataFrame:
     """A batch of a users/items table: the key (``user_id``/``item_id``), ``*_attr_*``,
     ``_source_file`` and ``_row``; problems go to `fc`."""
@@ -254,8 +263,10 @@ def side_batch(side: str, t: SideTable, fc: FileChecks, df: pl.DataFrame) -> pl.
     key = "user_id" if side == "users" else "item_id"
     prefix = USER_ATTR_PREFIX if side == "users" else ITEM_ATTR_PREFIX
     cols = {key: _ids(fc, df, t.key, f"{side}.key")}
+    separators = dict(t.multi_valued)
     for c in t.categorical:
-        cols[prefix + bronze_name(c)] = _text(df[c])
+        cols[prefix + bronze_name(c)] = _text(df[c]) if c not in separators else \
+            _multi(_text(df[c]), separators[c])
     for c in t.numeric:
         cols[prefix + bronze_name(c)] = _numeric(fc, df, c, f"{side}.numeric")
     cols["_source_file"] = pl.Series([fc.uri] * df.height, dtype=pl.String)

@@ -26,6 +26,10 @@ IMPLICIT_PLATFORM = "all"
 
 # Bronze column prefixes for the declared columns (kept in one place for dbt and ML).
 CTX_PREFIX = "ctx_"
+# A multi-valued attribute's values in bronze (and gold): joined by the ASCII unit separator,
+# which no value holds; dbt splits on it (mapped_user_attribute_affinity), so does `ml`.
+MULTI_VALUE_SEPARATOR = "\x1f"
+LIST_UNITS = ("day", "window")  # EvaluationProtocol.list_unit
 USER_ATTR_PREFIX = "user_attr_"
 ITEM_ATTR_PREFIX = "item_attr_"
 
@@ -113,6 +117,9 @@ class SideTable:
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     delimiter: str = ","
+    # categorical columns holding several values (genres "Action|Comedy") -> their separator;
+    # bronze keeps the values joined by MULTI_VALUE_SEPARATOR
+    multi_valued: tuple[tuple[str, str], ...] = ()
 
     @property
     def attributes(self) -> ColumnGroup:
@@ -133,10 +140,15 @@ class EvaluationProtocol:
     # the held-out window is the fewest latest days holding at least this many lists (sparse
     # logs: a fixed count of days holds too few); None: the training config's valid_days
     holdout_lists: int | None = None
+    # the unit of a list: "day" (a user's takes on one platform and day: a daily batch list) or
+    # "window" (a user's takes on one platform over the whole held-out window, ranked once from
+    # the state before it: sparse logs, where a user is seen on few days)
+    list_unit: str = "day"
 
     def eval_settings(self) -> dict:
         """The `ml.lists.EvalSettings` fields this protocol sets."""
-        return {"exclude_days": self.exclude_seen_days, "min_lists": self.min_lists}
+        return {"exclude_days": self.exclude_seen_days, "min_lists": self.min_lists,
+                "list_unit": self.list_unit}
 
 
 @dataclass(frozen=True)
@@ -195,6 +207,7 @@ class DatasetMapping:
             "first_day": self.first_day,
             "evaluation": {"exclude_seen": "all" if self.evaluation.exclude_seen_days is None
                            else self.evaluation.exclude_seen_days, "min_lists": self.evaluation.min_lists,
+                           "list_unit": self.evaluation.list_unit,
                            **({"holdout_lists": self.evaluation.holdout_lists}
                               if self.evaluation.holdout_lists is not None else {})},
             "interactions": {
@@ -218,7 +231,8 @@ class DatasetMapping:
             t: SideTable | None = getattr(self, side)
             out[side] = None if t is None else {
                 "path": t.path, "format": t.format, "delimiter": t.delimiter, "key": t.key,
-                "categorical": list(t.categorical), "numeric": list(t.numeric)}
+                "categorical": list(t.categorical), "numeric": list(t.numeric),
+                **({"multi_valued": dict(t.multi_valued)} if t.multi_valued else {})}
         return out
 
     def summary(self) -> str:
@@ -253,14 +267,14 @@ FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "interactions.context": ((), ("categorical", "numeric")),
     "interactions.event": (("column", "take"), ("complete", "music_like")),
     "interactions.rating": (("column", "positive_threshold"), ()),
-    "users": (("path", "key"), ("format", "categorical", "numeric", "delimiter")),
-    "items": (("path", "key"), ("format", "categorical", "numeric", "delimiter")),
-    "evaluation": ((), ("exclude_seen", "min_lists", "holdout_lists")),
+    "users": (("path", "key"), ("format", "categorical", "numeric", "delimiter", "multi_valued")),
+    "items": (("path", "key"), ("format", "categorical", "numeric", "delimiter", "multi_valued")),
+    "evaluation": ((), ("exclude_seen", "min_lists", "holdout_lists", "list_unit")),
 }
 
 
 __all__ = [
-    "CTX_PREFIX", "ColumnGroup", "DatasetMapping", "EVENT_TYPES", "EvaluationProtocol", "EventSpec", "FIELDS", "FORMATS",
+    "CTX_PREFIX", "LIST_UNITS", "MULTI_VALUE_SEPARATOR", "ColumnGroup", "DatasetMapping", "EVENT_TYPES", "EvaluationProtocol", "EventSpec", "FIELDS", "FORMATS",
     "HEADS", "IMPLICIT_PLATFORM", "ITEM_ATTR_PREFIX", "InteractionsMapping", "MappingError",
     "RatingSpec", "SideTable", "TIMESTAMP_UNITS", "TimestampSpec", "USER_ATTR_PREFIX", "bronze_name",
 ]

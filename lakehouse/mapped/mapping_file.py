@@ -13,6 +13,7 @@ import yaml
 
 from lakehouse.mapped.mapping import (
     HEADS,
+    LIST_UNITS,
     TIMESTAMP_UNITS,
     ColumnGroup,
     DatasetMapping,
@@ -88,7 +89,7 @@ def parse_mapping(
 
 def _evaluation(v: "Validator", raw: Any) -> EvaluationProtocol:
     """The `evaluation` section: `exclude_seen` (`all`, or a number of days >= 0), `min_lists`
-    and `holdout_lists` (integers >= 1)."""
+    and `holdout_lists` (integers >= 1), `list_unit` (`day` or `window`)."""
     default = EvaluationProtocol()
     ev = v.mapping(raw, "evaluation") if raw is not None else None
     if ev is None:
@@ -111,7 +112,12 @@ def _evaluation(v: "Validator", raw: Any) -> EvaluationProtocol:
             v.fail(f"evaluation.{key}", f"expected an integer >= 1 ({what}), got {n!r}")
             n = getattr(default, key)
         counts[key] = n
-    return EvaluationProtocol(exclude_seen_days=days, **counts)
+    unit = ev.get("list_unit", default.list_unit)
+    if unit not in LIST_UNITS:
+        v.fail("evaluation.list_unit", f"expected one of {'|'.join(LIST_UNITS)} (a list is a user's "
+                                       f"takes on one day, or over the held-out window), got {unit!r}")
+        unit = default.list_unit
+    return EvaluationProtocol(exclude_seen_days=days, list_unit=unit, **counts)
 
 
 def _interactions(v: "Validator", raw: Any) -> InteractionsMapping | None:
@@ -219,13 +225,37 @@ def _side_table(v: "Validator", side: str, raw: Any) -> SideTable | None:
     numeric = v.columns(t.get("numeric"), f"{side}.numeric")
     fmt = v.format(t.get("format"), f"{side}.format")
     delimiter = v.delimiter(t.get("delimiter", ","), f"{side}.delimiter")
+    multi_valued = _multi_valued(v, side, t.get("multi_valued"), categorical)
     v.distinct(side, [(f"{side}.key", key),
                       *[(f"{side}.categorical[{i}]", c) for i, c in enumerate(categorical)],
                       *[(f"{side}.numeric[{i}]", c) for i, c in enumerate(numeric)]])
     if None in (key, path, delimiter):
         return None
     return SideTable(path=path, format=fmt, key=key, categorical=categorical, numeric=numeric,
-                     delimiter=delimiter)
+                     delimiter=delimiter, multi_valued=multi_valued)
+
+
+def _multi_valued(v: "Validator", side: str, raw: Any,
+                  categorical: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """`multi_valued: {column: separator}`: categorical columns holding several values."""
+    where = f"{side}.multi_valued"
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        v.fail(where, "expected a mapping of categorical column -> separator, e.g. {genres: \"|\"}")
+        return ()
+    out = []
+    for column, sep in raw.items():
+        at = f"{where}.{column}"
+        if column not in categorical:
+            v.fail(at, f"{column!r} is not one of {side}.categorical {list(categorical)}; only a "
+                       f"categorical column can hold several values")
+        elif not isinstance(sep, str) or not sep:
+            v.fail(at, f"expected the separator of its values as a non-empty string, e.g. \"|\"; "
+                       f"got {sep!r}")
+        else:
+            out.append((column, sep))
+    return tuple(out)
 
 
 def _expand(v: "Validator", text: str, environ: Mapping[str, str]) -> str | None:

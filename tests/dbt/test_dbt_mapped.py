@@ -40,6 +40,12 @@ TS = pa.timestamp("us", tz="UTC")
 INGESTED = dt.datetime(2025, 7, 1, tzinfo=dt.timezone.utc)
 
 
+def _genre(k: int) -> str:
+    """The items table's genre of the k-th item (sorted ids); the first holds two values, as the
+    import writes a multi-valued attribute (joined by the unit separator)."""
+    return "rock\x1fblues" if k == 0 else ("rock", "jazz", "pop")[k % 3]
+
+
 def _ts(day: dt.date, hour: float) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(0), tzinfo=dt.timezone.utc) + dt.timedelta(hours=hour)
 
@@ -167,6 +173,7 @@ MARTS = {
     "mapped_user_features_daily": ("feature_date", ["user_id"]),
     "mapped_class_features_daily": ("feature_date", ["class_id"]),
     "mapped_scoring_candidates": ("feature_date", ["platform", "class_id"]),
+    "mapped_user_attribute_affinity": ("feature_date", ["user_id", "attribute", "value"]),
 }
 
 
@@ -196,7 +203,7 @@ def built(tmp_path_factory):
         "_source_file": ["users.jsonl"] * len(users), "_ingested_at": pa.array([INGESTED] * len(users), TS)}))
     items = sorted({r["item_id"] for r in rows})
     write_side(lake, "mapped_items", pa.table({
-        "item_id": items, "item_attr_genre": [("rock", "jazz", "pop")[i % 3] for i in range(len(items))],
+        "item_id": items, "item_attr_genre": [_genre(i) for i in range(len(items))],
         "_source_file": ["items.parquet"] * len(items), "_ingested_at": pa.array([INGESTED] * len(items), TS)}))
     # the bare dataset builds beside the rich one (dbt is mostly single-threaded parsing)
     bare_rows = make_bare()
@@ -279,6 +286,8 @@ def test_switch_enables_only_mapped_nodes(built):
         "mapped_class_features_daily": {"layer": "gold", "name": "class_features_daily",
                                         "partition_by": "feature_date"},
         "mapped_scoring_candidates": {"layer": "gold", "name": "scoring_candidates", "partition_by": "feature_date"},
+        "mapped_user_attribute_affinity": {"layer": "gold", "name": "user_attribute_affinity",
+                                           "partition_by": "feature_date"},
     }
 
 
@@ -363,7 +372,7 @@ def test_user_features_point_in_time(built):
         )
         # ... and the last item's attributes (the items table's genre, by the item's rank)
         want["last_item_attr_genre"] = (None if want["last_item_id"] is None else
-                                        ("rock", "jazz", "pop")[items.index(want["last_item_id"]) % 3])
+                                        _genre(items.index(want["last_item_id"])))
         got = {k: f[k] for k in want}
         assert got == want, f"{u} {d}"
         completed = sum(labels[t["interaction_id"]][0] for t in last28)
@@ -371,6 +380,29 @@ def test_user_features_point_in_time(built):
     browse = [f for f in feats if f["user_id"] == "u_browse"]
     assert browse and all(f["events_total"] == 0 and f["usual_hour"] is None for f in browse)
     assert {f["user_attr_country"] for f in feats} == {"DE", "FR"} and all(f["user_attr_age"] for f in feats)
+
+
+def test_user_attribute_affinity_point_in_time(built):
+    """Per (feature_date, user, genre): the user's takes up to the end of the date (all inside the
+    365-day window) with an item of that genre (each genre of a multi-valued item), and their
+    share of all the user's takes."""
+    rows = built["rows"]
+    items = sorted({r["item_id"] for r in rows})
+    genres = {i: _genre(k).split("\x1f") for k, i in enumerate(items)}
+    takes = [r for r in rows if r["event_type"] == "take"]
+    want = {}
+    for d in DAYS:
+        for u in sorted({t["user_id"] for t in takes}):
+            mine = [t for t in takes if t["user_id"] == u and t["event_date"] <= d]
+            for g, n in Counter(g for t in mine for g in genres[t["item_id"]]).items():
+                want[(d, u, "item_attr_genre", g)] = (n, n / len(mine))
+    got = {(r["feature_date"], r["user_id"], r["attribute"], r["value"]): (r["takes"], r["share"])
+           for r in _query(built["rich"], "select * from mapped_user_attribute_affinity")}
+    assert got.keys() == want.keys() and any(key[3] == "blues" for key in got)
+    for key, (n, share) in want.items():
+        assert got[key][0] == n and math.isclose(got[key][1], share), key
+    # no categorical item attribute (bare): the table exists, empty
+    assert _query(built["bare"], "select * from mapped_user_attribute_affinity") == []
 
 
 def test_class_features_and_candidates(built):
@@ -391,7 +423,7 @@ def test_class_features_and_candidates(built):
             len(mine))
         likes = sum(labels[r["interaction_id"]][1] for r in mine)
         assert math.isclose(f["music_like_rate"], (likes + W * LIKE_PRIOR) / (len(mine) + W))
-        assert f["item_attr_genre"] in ("rock", "jazz", "pop")
+        assert f["item_attr_genre"] in ("rock", "jazz", "pop", "rock\x1fblues")
     candidates = _query(built["rich"], "select * from mapped_scoring_candidates")
     expected = {(d, d + dt.timedelta(days=1), p, i) for (p, i), ts in first_seen(rows).items()
                 for d in DAYS if ts.date() <= d}

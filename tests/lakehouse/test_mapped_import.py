@@ -143,6 +143,22 @@ def test_csv_events_with_side_tables_follow_the_bronze_contract(settings, tmp_pa
     assert report.metadata(USERS)["interaction_rows_without_user"] == 2
 
 
+def test_a_multi_valued_attribute_lands_as_its_values_joined_by_the_unit_separator(settings, tmp_path):
+    from lakehouse.mapped.mapping import MULTI_VALUE_SEPARATOR
+    from ml.features import MULTI_VALUE_SEPARATOR as ML_SEPARATOR
+
+    assert MULTI_VALUE_SEPARATOR == ML_SEPARATOR == "\x1f"  # ml splits what the import joined
+    src = write_source(tmp_path / "src", tracks={
+        "track_id": ["t1", "t2", "t9"], "genre": ["jazz | blues", "pop", " | "],
+        "duration_s": [200.0, 180.5, 240.0]})
+    mapping = event_mapping(src)
+    mapping["items"]["multi_valued"] = {"genre": "|"}
+    import_dataset(settings, parse_mapping(mapping, origin="m.yaml", base_dir=src), log=quiet)
+    items = bronze(settings, ITEMS).sort("item_id")
+    # values trimmed, empty ones dropped (none left: null); a single value stays itself
+    assert items["item_attr_genre"].to_list() == ["jazz\x1fblues", "pop", None]
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_parquet_and_jsonl_interactions_without_platform_or_events(settings, tmp_path, fmt):
     src = tmp_path / "src"

@@ -156,6 +156,13 @@ def _no_take(d):
     (lambda d: d["users"].pop("key"), "users.key: missing required field (the id column joined"),
     (lambda d: d.update(name="my data"), "name: 'my data' is not a simple label"),
     (lambda d: d.update(source=None), "source: missing required field"),
+    (lambda d: d["users"].update(multi_valued={"age": "|"}),
+     "users.multi_valued.age: 'age' is not one of users.categorical ['country']; only a categorical "
+     "column can hold several values"),
+    (lambda d: d["users"].update(multi_valued={"country": ""}),
+     "users.multi_valued.country: expected the separator of its values as a non-empty string"),
+    (lambda d: d["users"].update(multi_valued=["country"]),
+     "users.multi_valued: expected a mapping of categorical column -> separator"),
 ])
 def test_invalid_mappings_name_file_field_and_expectation(tmp_path, edit, message):
     path = write(tmp_path, changed(edit))
@@ -225,7 +232,7 @@ def test_every_problem_of_a_mapping_is_reported_at_once_with_its_line(tmp_path):
         "interactions.event.complete: value 'play' is also listed under take; each event value belongs "
         "to one head (line 14)",
         "users: unknown key 'kee' (did you mean 'key'?); valid keys: path, key, format, categorical, "
-        "numeric, delimiter (line 17)",
+        "numeric, delimiter, multi_valued (line 17)",
         "users.key: missing required field (the id column joined to the interactions) (line 15)",
         "first_day: '01/09/2026' is not a date; expected YYYY-MM-DD",
     ]
@@ -245,9 +252,14 @@ def test_the_evaluation_protocol_is_read_and_a_wrong_option_named(tmp_path):
                              "timestamp": {"column": "t", "unit": "s"}}}
     assert parse_mapping(base, origin="m.yaml").evaluation.exclude_seen_days == 14  # the default
     m = parse_mapping({**base, "evaluation": {"exclude_seen": "all", "min_lists": 300,
-                                              "holdout_lists": 600}}, origin="m.yaml")
+                                              "holdout_lists": 600, "list_unit": "window"}}, origin="m.yaml")
     assert (m.evaluation.exclude_seen_days, m.evaluation.min_lists, m.evaluation.holdout_lists) == (None, 300, 600)
-    assert m.to_dict()["evaluation"] == {"exclude_seen": "all", "min_lists": 300, "holdout_lists": 600}
+    assert m.to_dict()["evaluation"] == {"exclude_seen": "all", "min_lists": 300, "holdout_lists": 600,
+                                         "list_unit": "window"}
+    assert m.evaluation.eval_settings() == {"exclude_days": None, "min_lists": 300, "list_unit": "window"}
+    assert parse_mapping(base, origin="m.yaml").evaluation.list_unit == "day"
+    with pytest.raises(MappingError, match=r"evaluation.list_unit: expected one of day\|window .*got 'user'"):
+        parse_mapping({**base, "evaluation": {"list_unit": "user"}}, origin="m.yaml")
     assert parse_mapping({**base, "evaluation": {"exclude_seen": 0}}, origin="m.yaml").evaluation.exclude_seen_days == 0
     with pytest.raises(MappingError) as err:
         parse_mapping({**base, "evaluation": {"exclude_seen": "weekly", "min_list": 5}}, origin="m.yaml")

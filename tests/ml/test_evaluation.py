@@ -11,7 +11,7 @@ import torch
 
 from ml.datasets import FITNESS
 from ml.evaluation import evaluate
-from ml.features import Encoders, default_spec
+from ml.features import AFFINITY_COLUMN, Encoders, default_spec
 from ml.examples import read_examples
 from ml.gold import GoldStore
 from ml.lists import EvalSettings, build_lists
@@ -41,7 +41,7 @@ def test_pair_encoder_equals_transform_of_the_cross_join(candidates_lake):
            .select("user_id", "instructor_id",
                    pl.col("share_56d").alias("user_instructor_share"),
                    pl.col("workouts_56d").cast(pl.Float64).alias("user_instructor_workouts")))
-    cross = (users.drop("event_date", "instructor_affinity").join(classes, how="cross")
+    cross = (users.drop("event_date", AFFINITY_COLUMN).join(classes, how="cross")
              .join(aff, on=["user_id", "instructor_id"], how="left", maintain_order="left"))
     assert cross["user_instructor_share"].drop_nulls().len() > 0
     ref = enc.transform(cross)
@@ -117,7 +117,7 @@ def _explicit_bike_frame(lake: str, users: pl.DataFrame, classes: pl.DataFrame, 
            .select("user_id", "instructor_id",
                    pl.col("share_56d").alias("user_instructor_share"),
                    pl.col("workouts_56d").cast(pl.Float64).alias("user_instructor_workouts")))
-    ctx = users.drop("instructor_affinity").with_columns(
+    ctx = users.drop(AFFINITY_COLUMN).with_columns(
         platform=pl.lit("bike"), hour_of_day=pl.Series(hours, dtype=pl.Int32),
         day_of_week=pl.lit(day.isoweekday(), pl.Int32), is_weekend=pl.lit(day.isoweekday() >= 6),
         prev_discipline=pl.lit(None, pl.Utf8), prev_body_focus=pl.lit(None, pl.Utf8),

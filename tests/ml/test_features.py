@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ml.features import (
+    MULTI_VALUE_SEPARATOR,
     CONTEXT_FEATURES,
     Encoders,
     FeatureError,
@@ -208,3 +209,32 @@ def test_empty_frame_and_missing_columns_raise():
         enc.transform(frame().head(0))
     with pytest.raises(FeatureError, match="difficulty"):
         enc.transform(frame().drop("difficulty"))
+
+
+def test_a_multi_valued_column_becomes_a_bag_of_its_values(tmp_path):
+    """Values joined by the unit separator: the vocabulary is of single values, the spec gets a
+    bag as wide as the widest row, and each row holds its values' ids (-1 in unused slots; a
+    null row the out-of-vocabulary id 0, like a single feature)."""
+    sep = MULTI_VALUE_SEPARATOR
+    frame = pl.DataFrame({
+        "item_attr_genre": [f"drama{sep}comedy", "drama", None, f"comedy{sep}drama{sep}noir"],
+        "item_attr_year": ["1995", "1996", "1995", None],
+        "events_total": [1.0, 2.0, 3.0, 4.0],
+    })
+    spec = FeatureSpec(sparse=["item_attr_genre", "item_attr_year"], dense=["events_total"],
+                       dataset="mapped")
+    enc = Encoders.fit(frame, spec)
+    assert enc.spec.bags == {"item_attr_genre": 3} and enc.spec.slots() == [3, 1]
+    assert enc.vocab["item_attr_genre"] == ["drama", "comedy", "noir"]  # most frequent first
+    batch = enc.transform(frame.vstack(pl.DataFrame({"item_attr_genre": [f"western{sep}drama"],
+                                                     "item_attr_year": ["1995"],
+                                                     "events_total": [5.0]})))
+    assert batch.sparse.tolist() == [
+        [1, 2, -1, 1], [1, -1, -1, 2], [0, -1, -1, 1], [2, 1, 3, 0],
+        [0, 1, -1, 1],  # an unknown value: the out-of-vocabulary id, in its slot
+    ]
+    again = Encoders.from_json(enc.to_json())
+    assert again.spec.bags == {"item_attr_genre": 3}
+    assert torch.equal(again.transform(frame).sparse, enc.transform(frame).sparse)
+    # a dropped bag feature leaves no bag behind
+    assert without(enc.spec, ["item_attr_genre"]).bags == {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -16,13 +17,14 @@ from ml.features import (
     FeatureSpec,
     default_spec,
     mapped_spec,
+    pair_feature,
     prepare,
     with_context,
 )
 from ml.datasets import MAPPED
 from ml.examples import read_examples
 from ml.gold import GoldStore
-from tests.ml.tiny_mapped_gold import DAYS, _usual_hour, build_mapped_lakehouse
+from tests.ml.tiny_mapped_gold import DAYS, _usual_hour, build_mapped_lakehouse, genres
 
 @pytest.fixture(scope="module")
 def rich(tmp_path_factory):
@@ -50,8 +52,12 @@ def test_rich_spec_has_context_attributes_and_both_sides(rich):
         "last_ctx_battery", "user_attr_age",
         "class_events_1d", "class_events_7d", "class_events_28d", "class_events_total",
         "class_complete_rate", "class_music_like_rate", "class_age_days", "class_is_new",
-        "item_attr_duration_s", "is_weekend", "hour_gap_usual", "ctx_battery",
+        "item_attr_duration_s", "user_share_of_item_attr_genre",
+        "is_weekend", "hour_gap_usual", "ctx_battery",
     ]
+    # the affinity to the item's genre: a pair feature read from gold user_attribute_affinity
+    assert pair_feature("user_share_of_item_attr_genre") == ("lookup", "share", "item_attr_genre")
+    assert spec.fill_null["user_share_of_item_attr_genre"] == 0.0
     assert spec.context_features == {"platform", "hour_of_day", "day_of_week", "is_weekend",
                                      "hour_gap_usual", "ctx_network", "ctx_battery"}
     assert {"events_total", "class_events_total", "class_age_days"} <= spec.log1p
@@ -127,6 +133,13 @@ def test_read_examples_joins_point_in_time(rich):
         assert set(got["events_total"]) == {len(before)}
         assert set(got["last_ctx_network"]) == {before[-1]["network"]}
         assert set(got["usual_hour"]) == {_usual_hour(before)}
+        # the affinity to the taken item's genres: the mean over them of each one's share of the
+        # user's takes before the day
+        want = [np.mean([sum(g in genres(t["item"]) for t in before) / len(before) for g in genres(item)])
+                for item in got["class_id"]]
+        assert got["user_share_of_item_attr_genre"].to_list() == pytest.approx(want)
+    # a multi-valued genre reached the examples as its values joined by the unit separator
+    assert set(df.filter(pl.col("class_id") == "i04")["item_attr_genre"]) == {"g1\x1fg2"}
     # an item's popularity is of the day before; its static columns are there on any day
     i3 = df.filter((pl.col("class_id") == "i03") & (pl.col("event_date") == DAYS[3]))
     n_before = sum(t["item"] == "i03" and t["event_date"] < DAYS[3] for t in log.takes)

@@ -9,6 +9,7 @@ to an explicit (user x item) frame whose context is built here by hand from the 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -28,7 +29,7 @@ from ml.tracking import export_torchscript
 from ml.train import TrainConfig
 from ml.training_job import ModelHParams, TrainingJob, fit_encoders, plan_window, run_training
 from ml.workflow import ablation_job, evaluate_models, reference_scorer
-from tests.ml.tiny_mapped_gold import DAYS, build_mapped_lakehouse
+from tests.ml.tiny_mapped_gold import DAYS, build_mapped_lakehouse, genres
 
 TINY = ModelHParams(embedding_dim=4, bottom_mlp=[8, 4], top_mlp=[8])
 EVAL_DAY = DAYS[-1]
@@ -75,7 +76,17 @@ def explicit_frame(uri: str, user_ids: list[str], item_ids: list[str], platform:
         cf.select("class_id", "release_date", *[c for c in cf.columns if c.startswith("item_attr_")],
                   *[pl.col(c).alias(CLASS_PREFIX + c) for c in MAPPED_CLASS_POPULARITY]),
         on="class_id", how="left", maintain_order="left")
-    return users.join(items, how="cross")
+    frame = users.join(items, how="cross")
+    if rich:  # the user's mean share of takes with the item's genres (no row: 0)
+        aff = (pl.read_delta(f"{uri}/gold/user_attribute_affinity")
+               .filter((pl.col("feature_date") == fdate) & (pl.col("attribute") == "item_attr_genre"))
+               .select("user_id", pl.col("value").alias("genre"), "share"))
+        shares = (frame.select("user_id", "class_id", pl.col("item_attr_genre").str.split("\x1f").alias("genre"))
+                  .explode("genre").join(aff, on=["user_id", "genre"], how="left")
+                  .group_by("user_id", "class_id")
+                  .agg(pl.col("share").fill_null(0.0).mean().alias("user_share_of_item_attr_genre")))
+        frame = frame.join(shares, on=["user_id", "class_id"], how="left", maintain_order="left")
+    return frame
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,8 +102,13 @@ def test_training_runs_on_the_mapped_spec(trained):
     assert [h["epoch"] for h in hist] == [0.0, 1.0]
     assert hist[0]["samples"] == ex.filter(pl.col("event_date") <= DAYS[4]).height
     assert all(np.isfinite(h["loss"]) and 0.0 <= h["valid_auc_take"] <= 1.0 for h in hist)
-    assert t.enc.spec == GoldStore(t.uri).mapped_spec()
-    assert t.abl_enc.spec == with_context(GoldStore(t.uri).mapped_spec(), False)
+    # fitting found the multi-valued genre (two values at most): a bag of two slots
+    bags = {"item_attr_genre": 2} if t.variant == "rich" else {}
+    assert t.enc.spec == replace(GoldStore(t.uri).mapped_spec(), bags=bags)
+    assert t.abl_enc.spec == replace(with_context(GoldStore(t.uri).mapped_spec(), False), bags=bags)
+    assert t.result.model_config.sparse_slots == t.enc.spec.slots()
+    if bags:  # the genre's vocabulary is of single genres, not of their combinations
+        assert sorted(t.enc.vocab["item_attr_genre"]) == ["g0", "g1", "g2"]
     assert t.result.model_config.sparse_names == t.enc.spec.sparse
     assert t.enc.vocab["platform"] == (["all"] if t.variant == "bare" else sorted(t.enc.vocab["platform"]))
     assert t.job.params()["dataset"] == "mapped" and t.result.num_workers == 1
@@ -293,7 +309,7 @@ def test_inference_cap_by_an_item_column(trained):
     _, _, free, _ = _infer(t, InferenceSettings(dataset=MAPPED, top_k=3, exclude_days=0))
     _, _, capped, _ = _infer(t, InferenceSettings(dataset=MAPPED, top_k=3, exclude_days=0,
                                                   cap_column="item_attr_genre", max_per_instructor=1))
-    genre = {f"i{i:02d}": f"g{i % 3}" for i in range(1, 13)}
+    genre = {i: "\x1f".join(genres(i)) for i in (f"i{k:02d}" for k in range(1, 13))}  # the cap's value
 
     def repeats(rows):
         lists = rows.sort("rank").group_by("user_id", "platform").agg(pl.col("class_id"))
@@ -351,3 +367,36 @@ def test_exclude_seen_all_leaves_out_every_earlier_take_in_lists_and_serving(tra
         _, taken = user_state(gold, fdate, users, InferenceSettings(dataset=MAPPED, exclude_days=days))
         want = {(x["user"], x["item"]) for x in t.log.takes if since <= x["event_date"] <= fdate}
         assert set(taken.iter_rows()) == want, days
+
+
+def test_window_lists_rank_once_before_the_window_with_every_take_in_it_relevant(trained):
+    """`list_unit: window` (sparse logs): one list per user and platform over the held-out
+    days, built from the state before the first (features, candidates, exclusions), relevant =
+    everything the user took there in the window; `evaluate` ranks it once."""
+    from ml.evaluation import evaluate
+    from ml.rankers import PopularityRanker
+
+    t = trained
+    gold = GoldStore(t.uri)
+    first, last = DAYS[4], DAYS[5]
+    settings = EvalSettings(days=[last, first], dataset=MAPPED, exclude_days=None, list_unit="window",
+                            random_ties=False)
+    assert settings.list_days() == [(first, last)]
+    batches = build_lists(gold, first, settings, last)
+    lists = {(b.platform, u) for b in batches for u in b.users["user_id"].to_list()}
+    assert lists == {(x["platform"], x["user"]) for x in t.log.takes if first <= x["event_date"] <= last}
+    for b in batches:
+        items = b.classes["class_id"].to_list()
+        feats = b.users["events_total"].to_list()
+        for i, u in enumerate(b.users["user_id"].to_list()):
+            mine = [x for x in t.log.takes if x["user"] == u]
+            taken = {x["item"] for x in mine if first <= x["event_date"] <= last and x["platform"] == b.platform}
+            assert b.n_relevant[i] == len(taken)
+            assert {items[j] for j in np.flatnonzero(b.relevant[i])} == taken & set(items)
+            before = {x["item"] for x in mine if x["event_date"] < first}
+            assert {items[j] for j in np.flatnonzero(b.excluded[i])} == before & set(items)
+            assert (feats[i] or 0) == len([x for x in mine if x["event_date"] < first])  # as of first - 1
+    res = evaluate(gold, [PopularityRanker()], settings)
+    assert res.lists.height == len(lists) and set(res.lists["day"].to_list()) == {first}
+    with pytest.raises(ValueError, match="list_unit"):
+        EvalSettings(days=[first], list_unit="user")

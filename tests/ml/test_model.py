@@ -80,6 +80,42 @@ def test_to_kjt_layout():
         to_kjt(sparse, ["a"])
 
 
+def test_to_kjt_bags_hold_the_used_slots_of_each_row():
+    # features a (one slot) and g (a bag of three slots; -1 = unused)
+    sparse = torch.tensor([[1, 4, 2, -1], [3, -1, -1, -1], [5, 0, 7, 6]])
+    kjt = to_kjt(sparse, ["a", "g"], [1, 3])
+    assert kjt["a"].values().tolist() == [1, 3, 5] and kjt["a"].lengths().tolist() == [1, 1, 1]
+    assert kjt["g"].values().tolist() == [4, 2, 0, 7, 6] and kjt["g"].lengths().tolist() == [2, 0, 3]
+    with pytest.raises(ValueError, match=r"\[B, 4\]"):
+        to_kjt(sparse[:, :3], ["a", "g"], [1, 3])
+
+
+@pytest.mark.parametrize("interaction", ["dot", "dcn"])
+def test_bags_are_mean_pooled_alike_in_both_backends(interaction):
+    """A multi-hot feature (3 slots) pools to the mean of its values' rows (an empty bag to 0):
+    TorchRec's MEAN pooling and the reference's masked mean give the same logits."""
+    torch.manual_seed(5)
+    config = _config(interaction=interaction, sparse_slots=[1, 3, 1, 1])
+    trec, ref = build_model(config, "torchrec"), build_model(config, "reference")
+    ref.copy_weights_from(trec)
+    g = torch.Generator().manual_seed(1)
+    dense = torch.randn(16, 3, generator=g)
+    bag = torch.randint(-1, CARDS[1], (16, 3), generator=g)
+    bag[0] = -1  # an empty bag
+    sparse = torch.cat([torch.randint(0, CARDS[0], (16, 1), generator=g), bag,
+                        torch.randint(0, CARDS[2], (16, 1), generator=g),
+                        torch.randint(0, CARDS[3], (16, 1), generator=g)], dim=1)
+    torch.testing.assert_close(ref(dense, sparse), trec(dense, sparse), rtol=1e-6, atol=1e-6)
+    weight = trec.sparse_arch.embedding_bag_collection.embedding_bags["t_f1"].weight
+    emb = trec.sparse_arch(sparse)[:, 1]
+    for row in range(16):
+        ids = [int(i) for i in bag[row] if i >= 0]
+        want = weight[ids].mean(dim=0) if ids else torch.zeros(4)
+        torch.testing.assert_close(emb[row], want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="sparse_slots"):
+        _config(sparse_slots=[1, 0, 1, 1])
+
+
 def test_embedding_rows_match_ids():
     """Feature i's embedding is row sparse[:, i] of table i (OOV id 0 included)."""
     model = build_model(_config(), backend="torchrec")

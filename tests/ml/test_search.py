@@ -8,7 +8,7 @@ import os
 import pytest
 
 from ml.gold import GoldStore
-from ml.search import comparison, param_space, run_search, validation_job
+from ml.search import DEFAULT_SPACE, comparison, param_space, run_search, validation_job
 from ml.train import TrainConfig
 from ml.training_job import ModelHParams, TrainingJob, plan_window
 
@@ -21,11 +21,12 @@ def _base(lake) -> TrainingJob:
 
 def test_trials_validate_on_the_end_of_the_training_window_never_the_held_out_days(candidates_lake):
     base = _base(candidates_lake)
-    job = validation_job(base, 1, {"lr": 0.003, "embedding_dim": 8, "train_days": 1})
+    job = validation_job(base, 1, {"lr": 0.003, "embedding_dim": 8, "train_days": 1, "negatives": 2})
     w, b = job.data, base.data
     assert (w.valid_start, w.valid_end) == (b.train_end, b.train_end)  # the last training day
     assert w.valid_end < b.valid_start and w.train_end == b.train_end - dt.timedelta(days=1)
-    assert (job.train.lr, job.model.embedding_dim) == (0.003, 8)
+    assert (job.train.lr, job.model.embedding_dim, w.negatives) == (0.003, 8, 2)
+    assert "negatives" in DEFAULT_SPACE  # the negatives ratio is searched by default
     with pytest.raises(ValueError, match=r"unknown knob\(s\) \['learning_rate'\]"):
         validation_job(base, 1, {"learning_rate": 0.1})
     with pytest.raises(ValueError, match="too short for 2 validation day"):

@@ -63,6 +63,23 @@ def test_the_held_out_window_is_sized_by_lists(lake):
     assert (w.train_start, w.train_end, w.valid_start) == (E1, E1, E2)
 
 
+def test_negatives_keep_the_first_sampled_negatives_of_training_only(lake):
+    from ml.training_job import _examples
+
+    gold = GoldStore(lake)
+    w = plan_window(gold, train_days=5, valid_days=1, negatives=1)
+    train = _examples(w, w.train_start, w.train_end).collect()
+    every = _examples(plan_window(gold, train_days=5, valid_days=1), w.train_start, w.train_end).collect()
+    assert set(train["sample_index"]) == {0, 1} and max(every["sample_index"]) > 1
+    assert train.height == every.filter(pl.col("sample_index") <= 1).height
+    assert train.filter(pl.col("label_take") == 1).height == every.filter(pl.col("label_take") == 1).height
+    # the held-out examples keep every negative (their log-loss and AUC stay comparable)
+    held = _examples(w, w.valid_start, w.valid_end, training=False).collect()
+    assert max(held["sample_index"]) > 1
+    with pytest.raises(ValueError, match="negatives"):
+        plan_window(gold, train_days=5, valid_days=1, negatives=-1)
+
+
 def test_missing_or_empty_training_table_is_named(tmp_path, lake):
     with pytest.raises(FileNotFoundError, match="gold/training_examples"):
         plan_window(GoldStore(str(tmp_path / "nothing")), train_days=3)

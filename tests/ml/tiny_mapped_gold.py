@@ -3,7 +3,7 @@ tables the way the mapped dbt models define them, from a small deterministic int
 two variants:
 
 * "rich": two platforms (ios, web), context columns ctx_network (text) / ctx_battery (numeric),
-  users and items side tables (user_attr_*, item_attr_*);
+  users and items side tables (user_attr_*, item_attr_*), the user x genre affinity;
 * "bare": the implicit single platform "all", no context columns, no side tables.
 
 The log (`Log`) is kept so the tests compute what the tables must hold independently.
@@ -50,6 +50,13 @@ def _group(name: str) -> int:
     return int(name[1:]) % 3
 
 
+def genres(item: str) -> list[str]:
+    """A rich item's genres: its taste group's, and a second one for every fourth item (the
+    multi-valued attribute, joined by the import's unit separator in item_attr_genre)."""
+    g = _group(item)
+    return [f"g{g}", f"g{(g + 1) % 3}"] if int(item[1:]) % 4 == 0 else [f"g{g}"]
+
+
 def make_log(variant: str, seed: int = 7) -> Log:
     """Two takes per user and day; each user prefers the items of its taste group and takes
     them at that group's hour (8h, 13h, 21h); u01's first take on DAYS[2] is the new item i11,
@@ -93,7 +100,8 @@ def _usual_hour(takes: list[dict]) -> int | None:
 
 
 def build_mapped_lakehouse(root, variant: str = "rich", seed: int = 7) -> tuple[str, Log]:
-    """Gold training_examples, user_features_daily, class_features_daily, scoring_candidates."""
+    """Gold training_examples, user_features_daily, class_features_daily, scoring_candidates
+    and (rich) user_attribute_affinity."""
     uri = str(root / f"lake-{variant}")
     rich = variant == "rich"
     log = make_log(variant, seed)
@@ -118,7 +126,7 @@ def build_mapped_lakehouse(root, variant: str = "rich", seed: int = 7) -> tuple[
             })
 
     fdates = [DAYS[0] - dt.timedelta(days=1), *DAYS]
-    users, classes, candidates = [], [], []
+    users, classes, candidates, affinity = [], [], [], []
     for f in fdates:
         for n, u in enumerate(USERS):
             if USER_FIRST_DAY[u] > f:
@@ -138,6 +146,10 @@ def build_mapped_lakehouse(root, variant: str = "rich", seed: int = 7) -> tuple[
                 "complete_rate_28d": _smooth(sum(t["complete"] for t in h28), len(h28)),
                 "music_likes_28d": sum(t["like"] for t in h28),
             }
+            if rich and h:  # every take of the log is inside the 365-day window
+                for g, k in sorted(Counter(g for t in h for g in genres(t["item"])).items()):
+                    affinity.append({"feature_date": f, "user_id": u, "attribute": "item_attr_genre",
+                                     "value": g, "takes": k, "share": k / len(h)})
             if rich:
                 row |= {"last_ctx_network": last["network"] if last else None,
                         "last_ctx_battery": last["battery"] if last else None,
@@ -160,7 +172,7 @@ def build_mapped_lakehouse(root, variant: str = "rich", seed: int = 7) -> tuple[
                 "music_like_rate": _smooth(sum(t["like"] for t in seen), len(seen)),
             }
             if rich:
-                row |= {"item_attr_genre": f"g{_group(i)}", "item_attr_duration_s": 120.0 + 10 * n}
+                row |= {"item_attr_genre": "\x1f".join(genres(i)), "item_attr_duration_s": 120.0 + 10 * n}
             classes.append(row)
         for p in log.platforms:
             for i in ITEMS:
@@ -180,4 +192,6 @@ def build_mapped_lakehouse(root, variant: str = "rich", seed: int = 7) -> tuple[
            **({"last_ctx_network": pl.Utf8, "last_ctx_battery": pl.Float64} if rich else {})})
     write(classes, "class_features_daily", "feature_date")
     write(candidates, "scoring_candidates", "feature_date")
+    if rich:  # the user x genre affinity (a bare lakehouse has no categorical item attribute)
+        write(affinity, "user_attribute_affinity", "feature_date", {"takes": pl.Int32})
     return uri, log
