@@ -195,7 +195,8 @@ class Dataset(ABC):
 
     @abstractmethod
     def evaluation_notes(self, days: Sequence[dt.date],
-                         train_window: tuple[dt.date, dt.date] | None, *, oracle: bool) -> list[str]:
+                         train_window: tuple[dt.date, dt.date] | None, *, oracle: bool,
+                         list_unit: str = "day") -> list[str]:
         """The report's notes on what the evaluation compares (`oracle`: one is evaluated)."""
 
     def serve_command(self, cache_dir: str) -> str:
@@ -315,7 +316,8 @@ class FitnessDataset(Dataset):
         return DEFAULT_ROWS
 
     def evaluation_notes(self, days: Sequence[dt.date],
-                         train_window: tuple[dt.date, dt.date] | None, *, oracle: bool) -> list[str]:
+                         train_window: tuple[dt.date, dt.date] | None, *, oracle: bool,
+                         list_unit: str = "day") -> list[str]:
         if oracle:
             return []
         return ["no oracle: the data has no simulator behind it (no _simulator/config.json "
@@ -480,18 +482,22 @@ class MappedDataset(Dataset):
                              "context: not available on mapped data")
 
     def evaluation_notes(self, days: Sequence[dt.date],
-                         train_window: tuple[dt.date, dt.date] | None, *, oracle: bool) -> list[str]:
+                         train_window: tuple[dt.date, dt.date] | None, *, oracle: bool,
+                         list_unit: str = "day") -> list[str]:
         """The report's plain statement of what a mapped evaluation is (and is not)."""
         if oracle:
             raise ValueError("mapped data has no simulator: there is no oracle to evaluate")
         listed = day_span(days)
         trained = (f"trained on the event days {train_window[0].isoformat()}..{train_window[1].isoformat()}"
                    if train_window else f"trained on the days before {min(days).isoformat()}")
+        lists = ("one list per user and platform over the whole window, ranked from the features "
+                 "as of the day before it; relevant = the items taken in the window"
+                 if list_unit == "window" else
+                 "features as of the day before each list; relevant = the items taken that day")
         return ["no oracle: this is a mapped dataset (an interaction log imported through a mapping "
                 "file) with no simulator behind it, so no ranker knows the users' true preferences; "
                 "the model is compared with popularity and the context-free ablation only. "
-                f"Temporal split: {trained}, evaluated on the held-out last day(s) {listed} "
-                "(features as of the day before each list; relevant = the items taken that day)."]
+                f"Temporal split: {trained}, evaluated on the held-out last day(s) {listed} ({lists})."]
 
     def serve_command(self, cache_dir: str) -> str:
         return f"HOMEFEED_CACHE_DIR={cache_dir} make serve"

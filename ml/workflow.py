@@ -185,7 +185,8 @@ def evaluate_models(
     rankers.append(PopularityRanker())
     peers = peers or Peers()
     rankers.extend(peers.rankers)
-    notes = settings.dataset.evaluation_notes(settings.days, train_window, oracle=oracle is not None)
+    notes = settings.dataset.evaluation_notes(settings.days, train_window, oracle=oracle is not None,
+                                              list_unit=settings.list_unit)
     notes += peers_notes(peers)
     if oracle is not None:
         rankers.append(oracle)

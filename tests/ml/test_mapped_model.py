@@ -398,5 +398,8 @@ def test_window_lists_rank_once_before_the_window_with_every_take_in_it_relevant
             assert (feats[i] or 0) == len([x for x in mine if x["event_date"] < first])  # as of first - 1
     res = evaluate(gold, [PopularityRanker()], settings)
     assert res.lists.height == len(lists) and set(res.lists["day"].to_list()) == {first}
+    # the report says what a list is
+    note = MAPPED.evaluation_notes([first, last], None, oracle=False, list_unit="window")[0]
+    assert "one list per user and platform over the whole window" in note
     with pytest.raises(ValueError, match="list_unit"):
         EvalSettings(days=[first], list_unit="user")
