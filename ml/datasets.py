@@ -148,12 +148,28 @@ class Dataset(ABC):
         lookup pair features), if the data has any."""
         return examples
 
+    # the gold table the lookup pair features read (None: the data has none)
+    affinity_table: str | None = None
+
+    def affinity_entry(self) -> list:
+        """One affinity row as the lookup reads it: `column` (the class column it is keyed by),
+        `key` (that column's value) and the fields (expressions over `affinity_table`)."""
+        return []
+
     def with_affinity(self, gold: GoldStore, feature_date: dt.date,
                       users: pl.DataFrame) -> pl.DataFrame:
         """Users (user_id + features) with their affinity rows as one list column
-        (`AFFINITY_COLUMN`: structs of column, key and fields, the pair features' lookup), if
-        the data has any."""
-        return users
+        (`AFFINITY_COLUMN`: structs of `affinity_entry`, the pair features' lookup), if the data
+        has any."""
+        aff = gold.affinity(self.affinity_table) if self.affinity_table else None
+        if aff is None:
+            return users
+        ids = users["user_id"].to_list()
+        per_user = (aff.filter((pl.col("feature_date") == feature_date) & pl.col("user_id").is_in(ids))
+                    .group_by("user_id")
+                    .agg(pl.struct(*self.affinity_entry()).alias(AFFINITY_COLUMN))
+                    .collect())
+        return users.join(per_user, on="user_id", how="left")
 
     # -- lists, rows and the users they are for --------------------------------------------------
 
@@ -224,6 +240,7 @@ class FitnessDataset(Dataset):
     include_ids = False  # the class attributes carry cold start
     activity_column = "workouts_total"
     simulated = True
+    affinity_table = AFFINITY_TABLE
     gold_inputs = (*GOLD_TABLES, SCORING_CANDIDATES, AFFINITY_TABLE)
     gold_suite_tables = FITNESS_GOLD_SUITES
     dbt_target = "target"
@@ -261,7 +278,7 @@ class FitnessDataset(Dataset):
 
     def join_example_affinity(self, examples: pl.LazyFrame, gold: GoldStore,
                               fdate_filter: pl.Expr) -> pl.LazyFrame:
-        affinity = gold.affinity()
+        affinity = gold.affinity(self.affinity_table)
         if affinity is None:  # an older lakehouse without the table: the features exist, as "no affinity"
             return examples.with_columns(pl.lit(None, pl.Float64).alias("user_instructor_share"),
                                          pl.lit(None, pl.Float64).alias("user_instructor_workouts"))
@@ -271,19 +288,9 @@ class FitnessDataset(Dataset):
             pl.col("workouts_56d").cast(pl.Float64).alias("user_instructor_workouts"))
         return examples.join(aff, on=["user_id", "feature_date", "instructor_id"], how="left")
 
-    def with_affinity(self, gold: GoldStore, feature_date: dt.date,
-                      users: pl.DataFrame) -> pl.DataFrame:
-        aff = gold.affinity()
-        if aff is None:
-            return users
-        ids = users["user_id"].to_list()
-        per_user = (aff.filter((pl.col("feature_date") == feature_date) & pl.col("user_id").is_in(ids))
-                    .group_by("user_id")
-                    .agg(pl.struct(pl.lit("instructor_id").alias("column"),
-                                   pl.col("instructor_id").alias("key"),
-                                   "share_56d", "workouts_56d").alias(AFFINITY_COLUMN))
-                    .collect())
-        return users.join(per_user, on="user_id", how="left")
+    def affinity_entry(self) -> list:
+        return [pl.lit("instructor_id").alias("column"), pl.col("instructor_id").alias("key"),
+                "share_56d", "workouts_56d"]
 
     def active_users(self, users: pl.LazyFrame, feature_date: dt.date) -> pl.LazyFrame:
         return users.filter((pl.col("feature_date") == feature_date)
@@ -336,6 +343,7 @@ class MappedDataset(Dataset):
     include_ids = True  # its items may have no attributes
     activity_column = "events_total"
     simulated = False
+    affinity_table = ATTRIBUTE_AFFINITY_TABLE
     gold_inputs = (*GOLD_TABLES, SCORING_CANDIDATES, ATTRIBUTE_AFFINITY_TABLE)
     gold_suite_tables = MAPPED_GOLD_SUITES
     dbt_target = "target/mapped"  # its own manifest: switching datasets never reads the other's
@@ -389,9 +397,9 @@ class MappedDataset(Dataset):
         schema = examples.collect_schema()
         attributes = [c for c, t in schema.items()
                       if c.startswith(ITEM_ATTR_PREFIX) and t == pl.Utf8]
-        affinity = gold.affinity(ATTRIBUTE_AFFINITY_TABLE)
         if not attributes:
             return examples
+        affinity = gold.affinity(self.affinity_table)
         if affinity is None:
             return examples.with_columns(pl.lit(None, pl.Float64).alias(ATTR_AFFINITY_PREFIX + a)
                                          for a in attributes)
@@ -419,18 +427,9 @@ class MappedDataset(Dataset):
             examples = examples.join(shares, on=[*keys, attribute], how="left", nulls_equal=True)
         return examples
 
-    def with_affinity(self, gold: GoldStore, feature_date: dt.date,
-                      users: pl.DataFrame) -> pl.DataFrame:
-        aff = gold.affinity(ATTRIBUTE_AFFINITY_TABLE)
-        if aff is None:
-            return users
-        ids = users["user_id"].to_list()
-        per_user = (aff.filter((pl.col("feature_date") == feature_date) & pl.col("user_id").is_in(ids))
-                    .group_by("user_id")
-                    .agg(pl.struct(pl.col("attribute").alias("column"), pl.col("value").alias("key"),
-                                   pl.col("share").cast(pl.Float64)).alias(AFFINITY_COLUMN))
-                    .collect())
-        return users.join(per_user, on="user_id", how="left")
+    def affinity_entry(self) -> list:
+        return [pl.col("attribute").alias("column"), pl.col("value").alias("key"),
+                pl.col("share").cast(pl.Float64)]
 
     def active_users(self, users: pl.LazyFrame, feature_date: dt.date) -> pl.LazyFrame:
         return users.filter((pl.col("feature_date") == feature_date)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ml.features import FeatureSpec, class_side, pair_feature
-from ml.model import mean_bag
+from ml.model import mean_bag, slot_columns
 from ml.pairs import PairEncoder, Side
 
 
@@ -63,8 +63,7 @@ class FactorizedDLRM:
         # both backends name a table's weights like TorchRec's EmbeddingBagCollection
         self.tables = [state[f"sparse_arch.embedding_bag_collection.embedding_bags.t_{n}.weight"].float()
                        for n in sparse]
-        slots = spec.slots()
-        self.columns = [(sum(slots[:i]), k) for i, k in enumerate(slots)]  # of `Side.sparse`
+        self.columns = slot_columns(spec.slots())  # of `Side.sparse`
 
         bottom = _linears(state, "dense_arch")
         (w1, b1), rest = bottom[0], bottom[1:]

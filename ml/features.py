@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -592,7 +592,7 @@ class Encoders:
             mean[name] = m
             std[name] = sd if sd > 1e-12 else 1.0
         if bags != spec.bags:
-            spec = FeatureSpec.from_dict({**spec.to_dict(), "bags": bags})
+            spec = replace(spec, bags=bags)
         return cls(spec=spec, vocab=vocab, mean=mean, std=std)
 
     # -- applying --------------------------------------------------------------------------

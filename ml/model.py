@@ -101,9 +101,13 @@ class ModelConfig:
     def table_names(self) -> list[str]:
         return [f"t_{name}" for name in self.sparse_names]  # type: ignore[union-attr]
 
-    @property
-    def n_slots(self) -> int:
-        return sum(self.sparse_slots)  # type: ignore[arg-type]
+
+
+def slot_columns(slots: Sequence[int]) -> list[tuple[int, int]]:
+    """(first column, slots) of each sparse feature in `Batch.sparse`: a bag of k slots takes k
+    columns, every other feature one."""
+    starts = [sum(slots[:i]) for i in range(len(slots))]
+    return list(zip(starts, slots))
 
 
 def to_kjt(sparse: torch.Tensor, keys: Sequence[str],
@@ -122,13 +126,12 @@ def to_kjt(sparse: torch.Tensor, keys: Sequence[str],
         values = sparse.t().reshape(-1).long()
         lengths = torch.ones(values.numel(), dtype=torch.int32, device=sparse.device)
         return KeyedJaggedTensor(keys=list(keys), values=values, lengths=lengths)
-    values, lengths, start = [], [], 0
-    for k in slots:
+    values, lengths = [], []
+    for start, k in slot_columns(slots):
         ids = sparse[:, start:start + k]
         held = ids >= 0
         values.append(ids[held].long())  # row-major: each row's values in slot order
         lengths.append(held.sum(dim=1).to(torch.int32))
-        start += k
     return KeyedJaggedTensor(keys=list(keys), values=torch.cat(values), lengths=torch.cat(lengths))
 
 
@@ -295,8 +298,7 @@ class ReferenceSparseArch(nn.Module):
         super().__init__()
         self.embedding_bag_collection = _ReferenceEBC(config)
         self.tables = config.table_names()
-        slots = list(config.sparse_slots)  # type: ignore[arg-type]
-        self.columns = [(sum(slots[:i]), k) for i, k in enumerate(slots)]  # (first column, slots)
+        self.columns = slot_columns(config.sparse_slots)  # type: ignore[arg-type]
 
     def forward(self, sparse: torch.Tensor) -> torch.Tensor:
         bags = self.embedding_bag_collection.embedding_bags

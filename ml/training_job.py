@@ -66,8 +66,9 @@ class DataWindow:
     negatives: int | None = None
 
     def __post_init__(self) -> None:
-        if self.negatives is not None and self.negatives < 0:
-            raise ValueError(f"negatives must be >= 0 (sampled negatives per positive), got {self.negatives}")
+        if self.negatives is not None and self.negatives < 1:
+            raise ValueError(f"negatives must be >= 1 (sampled negatives per positive: without any, "
+                             f"every example is a positive), got {self.negatives}")
         if self.train_start > self.train_end:
             raise ValueError(f"train_start {self.train_start} is after train_end {self.train_end}")
         if (self.valid_start is None) != (self.valid_end is None):

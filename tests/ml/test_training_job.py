@@ -76,8 +76,9 @@ def test_negatives_keep_the_first_sampled_negatives_of_training_only(lake):
     # the held-out examples keep every negative (their log-loss and AUC stay comparable)
     held = _examples(w, w.valid_start, w.valid_end, training=False).collect()
     assert max(held["sample_index"]) > 1
-    with pytest.raises(ValueError, match="negatives"):
-        plan_window(gold, train_days=5, valid_days=1, negatives=-1)
+    for bad in (0, -1):  # without negatives every example is a positive
+        with pytest.raises(ValueError, match="negatives must be >= 1"):
+            plan_window(gold, train_days=5, valid_days=1, negatives=bad)
 
 
 def test_missing_or_empty_training_table_is_named(tmp_path, lake):
