@@ -23,11 +23,12 @@ It drives the project's own plain entry points, nothing re-implemented:
   (and on the CPU): fp32 within 1e-4, bf16 within 5% of the largest logit (the tolerances of
   tests/ml/test_factorized.py), with the top-10 overlap.
 
-The shape is the demo champion's: `ml.features.default_spec()` (20 sparse, 54 dense features),
+The shape is the demo champion's: `ml.features.default_spec()` (20 sparse, 55 dense features),
 vocabularies of the `small` simulator (`SMALL_VOCAB`), embedding dim 16, bottom MLP [128, 64, 16],
 top MLP [256, 128], "dot", heads take/complete/music_like (`ml.training_job.ModelHParams`; a test
-holds these equal). Imports only torch, numpy and `ml.batch/features/pairs/factorized/model/optim/train`:
-no torchrec, fbgemm, polars, Ray, Dagster, Delta or MLflow.
+holds these equal). Imports only torch, numpy and
+`ml.batch/cooccurrence/features/pairs/factorized/model/optim/train`: no torchrec, fbgemm, polars,
+Ray, Dagster, Delta or MLflow.
 
 Every measurement has its own time budget (--seconds, warm-up excluded, torch.cuda.synchronize
 around the timing) and its own try/except: an error (say, out of memory at the largest batch) is
@@ -175,6 +176,14 @@ def synthetic_sides(encoders: Encoders, n_users: int, n_classes: int,
             table[cold] = np.nan
             u_raw[name] = table
             c_raw[name] = c_inst.astype(np.int64)[:, None]  # [C, T=1]: one instructor each
+        elif kind == "cooc":  # the user's last class against 32 similar classes per class
+            last = rng.integers(0, n_classes, n_users)
+            last[cold] = -1
+            u_raw[name] = last.astype(np.int64)[:, None]  # [n, R=1]
+            sims = np.zeros((n_classes, n_classes + 1), dtype=np.float32)
+            rows = np.repeat(np.arange(n_classes), 32)
+            sims[rows, rng.integers(0, n_classes, rows.size)] = rng.random(rows.size) * 0.3
+            c_raw[name] = sims
         else:  # "same": the user's top/last instructor or discipline against the class's
             is_disc = "discipline" in ucol
             hi = len(DISCIPLINES) if is_disc else N_INSTRUCTORS

@@ -57,7 +57,7 @@ USER_FEATURE_COLUMNS = (
     "fitness_level", "birth_year", "gender", "country", "owns_bike", "owns_tread",
     "days_since_signup", "workouts_total", "workouts_7d", "workouts_28d", "minutes_7d",
     "minutes_28d", "completion_rate_28d", "days_since_last_workout", "last_discipline",
-    "last_body_focus", "last_duration_min", "last_platform", "last_instructor_id",
+    "last_body_focus", "last_duration_min", "last_platform", "last_instructor_id", "last_class_id",
     "top_instructor_id", "top_instructor_share", "top_discipline",
     "share_cycling", "share_running", "share_walking", "share_strength", "share_yoga",
     "share_stretching", "share_meditation", "share_cardio", "share_pilates",

@@ -33,6 +33,7 @@ import polars as pl
 import torch
 
 from ml.batch import Batch
+from ml.cooccurrence import COOCCURRENCE, Neighbours, point_in_time
 from ml.datasets import FITNESS, Dataset
 from ml.features import CLASS_PREFIX, Encoders
 from ml.gold import GoldStore, user_kept
@@ -119,6 +120,37 @@ def read_examples(
     if columns is not None:
         out = out.select(list(columns))
     return out
+
+
+# (gold uri, table versions, start, end) -> (the feature per query, the neighbours): the
+# training job reads the same window for the encoders and every epoch
+_COOCCURRENCE_CACHE: dict[tuple, tuple[pl.DataFrame, Neighbours]] = {}
+
+
+def with_cooccurrence(examples: pl.LazyFrame, gold: GoldStore, start: dt.date, end: dt.date,
+                      recent_items: Sequence[str]) -> tuple[pl.LazyFrame, Neighbours]:
+    """Training examples of [start, end] (`read_examples`) with COOCCURRENCE point in time: each
+    day's from the takes of the days before it (`ml.cooccurrence.point_in_time`) and the user
+    columns `recent_items` (`FeatureSpec.recent_items`); and the neighbours after the takes of
+    the last day, which the model carries."""
+    recent = [c for c in recent_items if c in examples.collect_schema().names()]
+    keys = ["event_date", "class_id", *recent]
+    versions = gold.versions(("training_examples", "user_features_daily"))
+    key = (gold.uri, tuple(sorted(versions.items())), start, end, tuple(recent))
+    if key not in _COOCCURRENCE_CACHE:
+        queries = examples.select(keys).unique().sort(keys, nulls_last=True).collect()
+        takes = (gold.scan("training_examples")
+                 .filter((pl.col("label_take") == 1) & (pl.col("event_date") <= end))
+                 .select("event_date", pl.col("user_id").cast(pl.Utf8), pl.col("class_id").cast(pl.Utf8))
+                 .unique().sort("event_date", "user_id", "class_id").collect())
+        values, neighbours = point_in_time(takes.rows(), queries.select(
+            "event_date", pl.col("class_id").cast(pl.Utf8), *(pl.col(c).cast(pl.Utf8) for c in recent)
+        ).rows(), len(recent))
+        frame = queries.with_columns(pl.Series(COOCCURRENCE, values, dtype=pl.Float64, nan_to_null=True))
+        _COOCCURRENCE_CACHE.clear()  # one window at a time
+        _COOCCURRENCE_CACHE[key] = (frame, neighbours)
+    frame, neighbours = _COOCCURRENCE_CACHE[key]
+    return examples.join(frame.lazy(), on=keys, how="left", nulls_equal=True), neighbours
 
 
 _NO_CSE = pl.QueryOptFlags(comm_subplan_elim=False)
@@ -209,4 +241,4 @@ def _cat(batches: list[Batch]) -> Batch:
 
 
 
-__all__ = ["iter_batches", "read_examples"]
+__all__ = ["iter_batches", "read_examples", "with_cooccurrence"]

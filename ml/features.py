@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ml.batch import HEADS, Batch
+from ml.cooccurrence import COOCCURRENCE, Neighbours
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
@@ -106,6 +107,10 @@ PAIR_FEATURES = {
     "is_top_instructor": ("same", "top_instructor_id", "instructor_id"),
     "is_last_instructor": ("same", "last_instructor_id", "instructor_id"),
     "is_top_discipline": ("same", "top_discipline", "discipline"),
+    # "cooc": the mean similarity of the class to the user's recent items (the spec's
+    # `recent_items`, `ml.cooccurrence`), from the neighbours the encoders carry; point in time
+    # in the training frame
+    COOCCURRENCE: ("cooc", "recent_items", "class_id"),
 }
 # A mapped dataset's lookups, one per categorical item attribute: the user's share of recent
 # takes whose item has the candidate's value (gold user_attribute_affinity), named this prefix +
@@ -150,6 +155,8 @@ class FeatureSpec:
         joined by MULTI_VALUE_SEPARATOR) -> the most values a row carries: a multi-hot bag of
         that many slots in `Batch.sparse` (unused slots -1), mean-pooled in the model. Set by
         `Encoders.fit` from the training frame; every other sparse feature is one slot.
+    recent_items: the user columns that hold the ids of the user's last items, which
+        COOCCURRENCE compares the class with (fitness: last_class_id; mapped: RECENT_ITEMS).
     """
 
     sparse: list[str]
@@ -159,6 +166,7 @@ class FeatureSpec:
     fill_null: dict[str, float] = field(default_factory=dict)
     dataset: str = "fitness"
     bags: dict[str, int] = field(default_factory=dict)
+    recent_items: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -166,6 +174,9 @@ class FeatureSpec:
         unknown = [b for b in self.bags if b not in self.sparse]
         if unknown:
             raise ValueError(f"bags {unknown} are not sparse features of the spec")
+        if COOCCURRENCE in self.dense and not self.recent_items:
+            raise ValueError(f"{COOCCURRENCE} needs the spec's recent_items (the user columns of "
+                             "the last items' ids)")
 
     def slots(self) -> list[int]:
         """Slots per sparse feature, in spec order (1, or a bag's size)."""
@@ -187,11 +198,14 @@ class FeatureSpec:
             fill_null={k: float(v) for k, v in d.get("fill_null", {}).items()},
             dataset=str(d.get("dataset", "fitness")),
             bags={k: int(v) for k, v in d.get("bags", {}).items()},
+            recent_items=list(d.get("recent_items", ())),
         )
 
 
-def default_spec(*, include_ids: bool = False, duration_bucket: bool = True) -> FeatureSpec:
-    """The default features: user side, class side, context, and user x class crosses."""
+def default_spec(*, include_ids: bool = False, duration_bucket: bool = True,
+                 cooccurrence: bool = True) -> FeatureSpec:
+    """The default features: user side, class side, context, and user x class crosses
+    (cooccurrence: with the class's similarity to the user's last class, `ml.cooccurrence`)."""
     user_sparse = [
         "fitness_level", "gender", "country", "top_instructor_id", "top_discipline",
         "last_discipline", "last_body_focus", "last_instructor_id", "last_platform",
@@ -223,7 +237,8 @@ def default_spec(*, include_ids: bool = False, duration_bucket: bool = True) -> 
     context_dense = ["is_weekend", "prev_duration_min", "minutes_since_prev", "has_prev",
                      "position_in_session", "hour_gap_usual"]
     cross_dense = ["user_share_of_class_discipline", "is_top_instructor", "is_last_instructor",
-                   "is_top_discipline", "user_instructor_share", "user_instructor_workouts"]
+                   "is_top_discipline", "user_instructor_share", "user_instructor_workouts",
+                   *([COOCCURRENCE] if cooccurrence else [])]
 
     log1p = {
         *user_counts, *class_counts, "days_since_signup", "days_since_last_workout",
@@ -245,12 +260,15 @@ def default_spec(*, include_ids: bool = False, duration_bucket: bool = True) -> 
         "owns_bike": 0.0,
         "owns_tread": 0.0,
     }
+    if cooccurrence:
+        fill_null[COOCCURRENCE] = 0.0  # no last class: nothing to be similar to
     return FeatureSpec(
         sparse=[*ids, *user_sparse, *class_sparse, *context_sparse],
         dense=[*user_dense, *class_dense, *context_dense, *cross_dense],
         context_features=set(CONTEXT_FEATURES),
         log1p=log1p,
         fill_null=fill_null,
+        recent_items=["last_class_id"] if cooccurrence else [],
     )
 
 
@@ -286,6 +304,7 @@ def without(spec: FeatureSpec, names: tuple[str, ...] | list[str]) -> FeatureSpe
         fill_null={k: v for k, v in spec.fill_null.items() if not dropped(k)},
         dataset=spec.dataset,
         bags={k: v for k, v in spec.bags.items() if not dropped(k)},
+        recent_items=list(spec.recent_items),
     )
 
 
@@ -319,11 +338,13 @@ def mapped_spec(
     *,
     include_ids: bool = False,
     affinity: bool = False,
+    cooccurrence: bool = True,
 ) -> FeatureSpec:
     """The spec of a mapped dataset, from the columns (name -> dtype) of its gold
     user_features_daily, class_features_daily and training_examples (contract section 4).
     affinity: the gold user_attribute_affinity exists: one lookup per categorical item
-    attribute (`ATTR_AFFINITY_PREFIX`).
+    attribute (`ATTR_AFFINITY_PREFIX`). cooccurrence: the class's similarity to the user's
+    recent items (`ml.cooccurrence`), where user_features_daily has them.
 
     What a table lacks is simply not a feature: no ctx_* columns -> only the time of the event
     as context; no side tables -> no user_attr_* / item_attr_* features; a single implicit
@@ -388,6 +409,11 @@ def mapped_spec(
         lookups = [ATTR_AFFINITY_PREFIX + c for c in by_prefix(classes, ITEM_ATTR_PREFIX, "text")]
         dense += lookups
         fill_null |= {c: 0.0 for c in lookups}  # no take with that value in the window
+    # ... and to the items the user took last (a collaborative signal)
+    recent = [c for c in RECENT_ITEMS if c in users] if cooccurrence else []
+    if recent:
+        dense.append(COOCCURRENCE)
+        fill_null[COOCCURRENCE] = 0.0  # no recent item: nothing to be similar to
 
     # context of the event
     sparse += [c for c in ("platform", "hour_of_day", "day_of_week") if c in examples]
@@ -402,7 +428,7 @@ def mapped_spec(
         raise FeatureError("a mapped spec needs at least one categorical feature: the gold tables "
                            "have neither platform nor last_platform")
     return FeatureSpec(sparse=sparse, dense=dense, context_features=context, log1p=log1p,
-                       fill_null=fill_null, dataset="mapped")
+                       fill_null=fill_null, dataset="mapped", recent_items=recent)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,6 +572,9 @@ class Encoders:
     vocab: dict[str, list[str]]  # per sparse column, most frequent first; id = position + 1
     mean: dict[str, float]
     std: dict[str, float]
+    # the items' neighbours as of the last training day, when the spec has COOCCURRENCE
+    # (set by the training job, which computes them with the training frame's column)
+    neighbours: Neighbours | None = None
 
     # -- fitting ---------------------------------------------------------------------------
     @classmethod
@@ -563,6 +592,9 @@ class Encoders:
 
         _check_not_empty(frame, table)
         frame = prepare(frame)
+        if COOCCURRENCE in spec.dense and COOCCURRENCE not in frame.columns:
+            # a frame without the training join (`ml.examples.with_cooccurrence`): no signal
+            frame = frame.with_columns(pl.lit(None, pl.Float64).alias(COOCCURRENCE))
         _check_columns(frame, [*spec.sparse, *spec.dense], table)
         vocab: dict[str, list[str]] = {}
         bags: dict[str, int] = {}
@@ -605,7 +637,7 @@ class Encoders:
         import polars as pl
 
         _check_not_empty(frame, table)
-        frame = prepare(frame)
+        frame = self.with_cooccurrence(prepare(frame))
         spec = self.spec
         _check_columns(frame, [*spec.sparse, *spec.dense], table)
         n = frame.height
@@ -646,6 +678,20 @@ class Encoders:
             labels=torch.from_numpy(labels),
         )
 
+    def with_cooccurrence(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The frame with COOCCURRENCE from the carried neighbours, where the spec has it and
+        the frame does not (a training frame brings its own, point in time)."""
+        import polars as pl
+
+        if COOCCURRENCE not in self.spec.dense or COOCCURRENCE in frame.columns:
+            return frame
+        neighbours = self.neighbours or Neighbours.empty()
+        classes = frame["class_id"].cast(pl.Utf8).to_list() if "class_id" in frame.columns \
+            else [None] * frame.height
+        recent = [frame[c].cast(pl.Utf8).to_list() for c in self.spec.recent_items if c in frame.columns]
+        return frame.with_columns(pl.Series(COOCCURRENCE, neighbours.score(classes, recent),
+                                            dtype=pl.Float64, nan_to_null=True))
+
     @staticmethod
     def _bag_ids(values: pl.Series, mapping: pl.DataFrame, width: int) -> np.ndarray:
         """[n, width] ids of each row's values (at most `width`), -1 in unused slots; a row
@@ -663,11 +709,11 @@ class Encoders:
 
     # -- persistence -----------------------------------------------------------------------
     def to_json(self) -> str:
-        return json.dumps(
-            {"version": 1, "spec": self.spec.to_dict(), "vocab": self.vocab,
-             "mean": self.mean, "std": self.std},
-            sort_keys=True,
-        )
+        d = {"version": 1, "spec": self.spec.to_dict(), "vocab": self.vocab,
+             "mean": self.mean, "std": self.std}
+        if self.neighbours is not None:
+            d["neighbours"] = self.neighbours.to_dict()
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Encoders":
@@ -677,6 +723,7 @@ class Encoders:
             vocab={k: list(v) for k, v in d["vocab"].items()},
             mean={k: float(v) for k, v in d["mean"].items()},
             std={k: float(v) for k, v in d["std"].items()},
+            neighbours=Neighbours.from_dict(d["neighbours"]) if "neighbours" in d else None,
         )
         for name in enc.spec.dense:
             if not (math.isfinite(enc.mean[name]) and math.isfinite(enc.std[name])):

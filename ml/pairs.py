@@ -8,7 +8,8 @@ of a platform: thousands of pairs per user. Building that cross join as a polars
 * the class side (catalogue + popularity + age) once per class,
 * the few features of the pair itself (`ml.features.pair_feature`: the user's share of the
   class's discipline, same instructor / discipline, the affinity to its instructor or to its
-  attributes' values) are computed from small per-side codes,
+  attributes' values, its similarity to the user's recent items) are computed from small
+  per-side codes,
 
 and a pair's row is assembled by gathering. The result equals `Encoders.transform` of the
 explicit cross join exactly (a test holds them together).
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
+from ml.cooccurrence import Neighbours, pair_similarity
 from ml.features import (
     AFFINITY_COLUMN,
     DISCIPLINES,
@@ -73,6 +75,7 @@ class PairEncoder:
         self.sparse_class = torch.tensor([class_side(n) for n, k in zip(spec.sparse, spec.slots())
                                           for _ in range(k)], dtype=torch.bool)
         self._codes: dict[str, int] = {}
+        self.neighbours = encoders.neighbours or Neighbours.empty()
 
     # -- sides -----------------------------------------------------------------------------
     def _complete(self, frame: pl.DataFrame) -> pl.DataFrame:
@@ -108,6 +111,11 @@ class PairEncoder:
                 ])
             elif kind == "lookup":
                 raw[name] = self._lookup_table(frame, ucol, ccol)
+            elif kind == "cooc":  # [n, R] codes of the recent items (-1: none)
+                cols = [frame[c].cast(pl.Utf8).to_list() for c in self.encoders.spec.recent_items
+                        if c in frame.columns]
+                raw[name] = (np.column_stack([self.neighbours.codes(c) for c in cols]) if cols
+                             else np.full((frame.height, 0), -1, dtype=np.int64))
             elif ucol in frame.columns:
                 raw[name] = self._code(frame[ucol])
             else:
@@ -140,6 +148,8 @@ class PairEncoder:
             values = frame[ccol] if ccol in frame.columns else pl.Series([None] * frame.height)
             if kind == "lookup":
                 raw[name] = self._value_codes(values)
+            elif kind == "cooc":  # [C, items + 1] the class's similarity to every item
+                raw[name] = self.neighbours.similarity_rows(values.cast(pl.Utf8).to_list())
             elif kind == "share":
                 raw[name] = np.array(
                     [index.get(v, -1) if v is not None else -1
@@ -181,6 +191,8 @@ class PairEncoder:
             vals = np.where(has[None] & ~np.isnan(vals), vals, 0.0)
             n_values = has.sum(axis=1)
             raw = np.where(n_values[None, :] > 0, vals.sum(axis=2) / np.maximum(n_values, 1)[None, :], np.nan)
+        elif kind == "cooc":
+            raw = pair_similarity(c.raw[name], u.raw[name][ui])
         else:
             raw = (u.raw[name][ui][:, None] == c.raw[name][None, :]).astype(np.float64)
         if name in spec.fill_null:

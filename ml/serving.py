@@ -1,9 +1,10 @@
 """The scoring side of a logged model: TorchScript DLRM + saved Encoders, as an MLflow pyfunc.
 
-This file travels with every logged model (with `ml/__init__.py`, `ml/batch.py` and
-`ml/features.py`, see `ml.tracking.log_scoring_model`), so a model loads and scores with torch,
-polars, numpy and pandas only: no torchrec, no training code, no Dagster, no simulator. Keep its
-project imports to `ml.features` and `ml.batch`; anything else would not exist where it is loaded.
+This file travels with every logged model (with `ml/__init__.py`, `ml/batch.py`,
+`ml/cooccurrence.py` and `ml/features.py`, see `ml.tracking.log_scoring_model`), so a model loads
+and scores with torch, polars, numpy and pandas only: no torchrec, no training code, no Dagster,
+no simulator. Keep its project imports to `ml.features` and `ml.batch` (and what `ml.features`
+imports, `ml.cooccurrence`); anything else would not exist where it is loaded.
 
 Artifacts of a logged model (keys of `context.artifacts`, file names inside the model):
     dlrm          -> dlrm.pt            plain-PyTorch DLRM as TorchScript: (dense, sparse) -> logits

@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 TELEMETRY_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 # The project files a logged model ships with: the pyfunc and what it imports, nothing else.
-SERVING_CODE = ("__init__.py", "batch.py", "features.py", "serving.py")
+SERVING_CODE = ("__init__.py", "batch.py", "cooccurrence.py", "features.py", "serving.py")
 
 # Valid MLflow metric/param names: alphanumerics, _ - . / space (and ':' off Windows).
 _INVALID_KEY_CHARS = re.compile(r"[^\w./\- ]")
@@ -328,8 +328,9 @@ def log_scoring_model(
 
     Inside: `dlrm.pt` (TorchScript of ReferenceDLRM with `state_dict`; a TorchRec state dict has
     the same keys), `encoders.json`, `model_config.json`, and as code only `ml/__init__.py`,
-    `ml/batch.py`, `ml/features.py`, `ml/serving.py`. Requirements are given explicitly
-    (torch, polars, numpy, pandas) so MLflow does not infer them by importing things.
+    `ml/batch.py`, `ml/cooccurrence.py`, `ml/features.py`, `ml/serving.py`. Requirements are
+    given explicitly (torch, polars, numpy, pandas) so MLflow does not infer them by importing
+    things.
     Logged to the active run (MLflow 3 also accepts none: then the model has no run).
     """
     mlflow = _mlflow()

@@ -8,9 +8,7 @@ hyper-parameters. It is a picklable dataclass, so the same object drives:
 * `ml.ray_training.train_on_ray(job, encoders, num_workers=...)`: `run_training` inside Ray
   Train workers, each reading its own share of the days (the model asset).
 
-Both resume from and write the one checkpoint format of `ml.checkpoint`.
-
-Typical use::
+Both resume from and write the one checkpoint format of `ml.checkpoint`. Typical use::
 
     window = plan_window(GoldStore(lakehouse_uri, storage_options), train_days=28, valid_days=1)
     job = TrainingJob(data=window, model=ModelHParams(), train=TrainConfig(epochs=2))
@@ -36,9 +34,10 @@ from torch import nn
 
 from ml.batch import Batch
 from ml.checkpoint import load_checkpoint, plain_state_dict, save_checkpoint
+from ml.cooccurrence import COOCCURRENCE, Neighbours
 from ml.datasets import FITNESS, Dataset
 from ml.features import Encoders, FeatureError, FeatureSpec, with_context, without
-from ml.examples import iter_batches, read_examples
+from ml.examples import iter_batches, read_examples, with_cooccurrence
 from ml.gold import GoldStore
 from ml.model import ModelConfig, build_model
 from ml.optim import setup_training
@@ -74,10 +73,8 @@ class DataWindow:
         if (self.valid_start is None) != (self.valid_end is None):
             raise ValueError("set both valid_start and valid_end, or neither")
         if self.valid_start is not None and self.valid_start <= self.train_end:
-            raise ValueError(
-                f"validation days must follow the training days: valid_start {self.valid_start} "
-                f"<= train_end {self.train_end}"
-            )
+            raise ValueError(f"validation days must follow the training days: valid_start "
+                             f"{self.valid_start} <= train_end {self.train_end}")
         if not 0.0 < self.sample_fraction <= 1.0:
             raise ValueError(f"sample_fraction must be in (0, 1], got {self.sample_fraction}")
 
@@ -187,16 +184,9 @@ def plan_window(
     valid_start = last - dt.timedelta(days=valid_days - 1) if valid_days else None
     train_end = (valid_start or last + dt.timedelta(days=1)) - dt.timedelta(days=1)
     train_start = max(dates[0], train_end - dt.timedelta(days=train_days - 1))
-    return DataWindow(
-        gold=gold,
-        train_start=train_start,
-        train_end=train_end,
-        valid_start=valid_start,
-        valid_end=last if valid_days else None,
-        sample_fraction=sample_fraction,
-        seed=seed,
-        negatives=negatives,
-    )
+    return DataWindow(gold=gold, train_start=train_start, train_end=train_end, valid_start=valid_start,
+                      valid_end=last if valid_days else None, sample_fraction=sample_fraction,
+                      seed=seed, negatives=negatives)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +202,16 @@ def _examples(window: DataWindow, start: dt.date, end: dt.date,
     if training and window.negatives is not None:
         lf = lf.filter(pl.col("sample_index") <= window.negatives)
     return lf
+
+
+def _training_examples(job: TrainingJob, spec: FeatureSpec) -> tuple[pl.LazyFrame, Neighbours | None]:
+    """The training window's examples, with the co-occurrence point in time if the spec has it
+    (and the neighbours the model carries: later days take it from them, as when served)."""
+    w = job.data
+    lf = _examples(w, w.train_start, w.train_end, job.dataset)
+    if COOCCURRENCE not in spec.dense:
+        return lf, None
+    return with_cooccurrence(lf, w.gold, w.train_start, w.train_end, spec.recent_items)
 
 
 def job_spec(job: TrainingJob) -> FeatureSpec:
@@ -231,7 +231,8 @@ def fit_encoders(job: TrainingJob) -> Encoders:
     """
     w = job.data
     days = w.train_days()
-    lf = _examples(w, w.train_start, w.train_end, job.dataset)
+    spec = job_spec(job)
+    lf, neighbours = _training_examples(job, spec)
     per_day = lf.group_by("event_date").len().collect()
     if per_day.height == 0:
         raise FeatureError(
@@ -244,9 +245,10 @@ def fit_encoders(job: TrainingJob) -> Encoders:
     step = len(present) / n_days
     chosen = sorted({present[int(i * step)] for i in range(n_days)})
     frame = lf.filter(pl.col("event_date").is_in(chosen)).collect()
-    spec = job_spec(job)
-    return Encoders.fit(frame, spec, max_vocab=job.model.max_vocab, min_count=job.model.min_count,
-                        table="gold.training_examples")
+    encoders = Encoders.fit(frame, spec, max_vocab=job.model.max_vocab,
+                            min_count=job.model.min_count, table="gold.training_examples")
+    encoders.neighbours = neighbours
+    return encoders
 
 
 def model_config(job: TrainingJob, encoders: Encoders) -> ModelConfig:
@@ -281,7 +283,7 @@ def train_batches(
     """This rank's training batches for one epoch (days shuffled per epoch, rows within days)."""
     w = job.data
     mine = days_for_rank(w.train_days(), rank, world_size, w.seed)
-    lf = _examples(w, w.train_start, w.train_end, job.dataset).filter(pl.col("event_date").is_in(mine))
+    lf = _training_examples(job, encoders.spec)[0].filter(pl.col("event_date").is_in(mine))
     return iter_batches(
         lf, encoders, job.train.batch_size,
         shuffle_seed=job.train.seed * 1000 + epoch, days_per_chunk=1,

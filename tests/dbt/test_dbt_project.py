@@ -185,12 +185,14 @@ def _query(path: Path, sql: str) -> list[tuple]:
 def test_user_features_are_point_in_time(built):
     ref = built["ref"]
     feats = _query(built["full"], """
-        select user_id, feature_date, workouts_total, workouts_7d, music_likes_total, last_workout_date
+        select user_id, feature_date, workouts_total, workouts_7d, music_likes_total, last_workout_date,
+               last_class_id
         from user_features_daily""")
     assert feats, "user_features_daily is empty"
     ref.register("feats", pa.Table.from_pylist(
-        [dict(user_id=u, feature_date=d, workouts_total=t, workouts_7d=w7, likes=lk, last=last)
-         for u, d, t, w7, lk, last in feats]))
+        [dict(user_id=u, feature_date=d, workouts_total=t, workouts_7d=w7, likes=lk, last=last,
+              last_class=lc)
+         for u, d, t, w7, lk, last, lc in feats]))
     wrong = ref.execute("""
         with w as (select user_id, cast(start_ts at time zone 'UTC' as date) as day from ref_workouts),
              l as (select user_id, cast(liked_ts at time zone 'UTC' as date) as day from ref_music_likes)
@@ -199,13 +201,17 @@ def test_user_features_are_point_in_time(built):
             (select count(*) from w where w.user_id = f.user_id and w.day > f.feature_date - 7
                                      and w.day <= f.feature_date) as expect_7d,
             (select count(*) from l where l.user_id = f.user_id and l.day <= f.feature_date) as expect_likes,
-            (select max(day) from w where w.user_id = f.user_id and w.day <= f.feature_date) as expect_last
+            (select max(day) from w where w.user_id = f.user_id and w.day <= f.feature_date) as expect_last,
+            -- the class of the latest workout on or before the date (the model's recent item)
+            (select class_id from ref_workouts as r where r.user_id = f.user_id
+                 and cast(r.start_ts at time zone 'UTC' as date) <= f.feature_date
+             order by r.start_ts desc limit 1) as expect_last_class
         from feats as f
     """).fetchall()
-    bad = [r for r in wrong if (r[2], r[3], r[4], r[5]) != (r[6], r[7], r[8], r[9])]
+    bad = [r for r in wrong if (r[2], r[3], r[4], r[5], r[6]) != (r[7], r[8], r[9], r[10], r[11])]
     assert not bad, f"features that count other days' events: {bad[:5]}"
     # the user whose first workout is on day five has nothing on day four
-    late = {d: (t, last) for u, d, t, _, _, last in feats if u == "u_late"}
+    late = {d: (t, last) for u, d, t, _, _, last, _ in feats if u == "u_late"}
     assert late[DAYS[3]] == (0, None)
     assert late[DAYS[4]][0] > 0 and late[DAYS[4]][1] == DAYS[4]
     # a row for every signed-up user and day, none before sign-up

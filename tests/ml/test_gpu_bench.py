@@ -15,7 +15,7 @@ from benchmarks import gpu_bench
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ("torchrec", "fbgemm_gpu", "polars", "ray", "dagster", "deltalake", "mlflow", "duckdb")
 # what the bench may import from the project
-ALLOWED = {"benchmarks", "benchmarks.gpu_bench", "ml", "ml.batch", "ml.features", "ml.pairs",
+ALLOWED = {"benchmarks", "benchmarks.gpu_bench", "ml", "ml.batch", "ml.cooccurrence", "ml.features", "ml.pairs",
            "ml.factorized", "ml.metrics", "ml.model", "ml.optim", "ml.train"}
 
 WRAPPER = """

@@ -52,12 +52,15 @@ def test_rich_spec_has_context_attributes_and_both_sides(rich):
         "last_ctx_battery", "user_attr_age",
         "class_events_1d", "class_events_7d", "class_events_28d", "class_events_total",
         "class_complete_rate", "class_music_like_rate", "class_age_days", "class_is_new",
-        "item_attr_duration_s", "user_share_of_item_attr_genre",
+        "item_attr_duration_s", "user_share_of_item_attr_genre", "recent_item_cooccurrence",
         "is_weekend", "hour_gap_usual", "ctx_battery",
     ]
     # the affinity to the item's genre: a pair feature read from gold user_attribute_affinity
     assert pair_feature("user_share_of_item_attr_genre") == ("lookup", "share", "item_attr_genre")
     assert spec.fill_null["user_share_of_item_attr_genre"] == 0.0
+    # the similarity to the recent items (last_item_id*), ids themselves only with include_ids
+    assert pair_feature("recent_item_cooccurrence")[0] == "cooc"
+    assert spec.fill_null["recent_item_cooccurrence"] == 0.0
     assert spec.context_features == {"platform", "hour_of_day", "day_of_week", "is_weekend",
                                      "hour_gap_usual", "ctx_network", "ctx_battery"}
     assert {"events_total", "class_events_total", "class_age_days"} <= spec.log1p

@@ -241,7 +241,7 @@ def test_loads_without_training_code(store, logged, tmp_path):
     # the ml package came from the model's shipped code, not from the repository
     assert report["serving"].endswith(os.path.join("code", "ml", "serving.py"))
     assert not report["serving"].startswith(str(tracking.Path(tracking.__file__).parent))
-    assert report["loaded"] == ["ml", "ml.batch", "ml.features", "ml.serving"]
+    assert report["loaded"] == ["ml", "ml.batch", "ml.cooccurrence", "ml.features", "ml.serving"]
     expected = reference_probs(logged["model"], logged["encoders"], frame)
     np.testing.assert_allclose(np.load(tmp_path / "scores.npy"), expected, atol=1e-5)
 

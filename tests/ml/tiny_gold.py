@@ -29,6 +29,7 @@ def _user_row(user: str, fdate: dt.date, workouts_total: int) -> dict:
         "minutes_7d": 20.0, "minutes_28d": 40.0, "completion_rate_28d": 0.8,
         "days_since_last_workout": 1, "last_discipline": "cycling", "last_body_focus": "lower",
         "last_duration_min": 20, "last_platform": "bike", "last_instructor_id": "i1",
+        "last_class_id": "c1",
         "last_workout_date": fdate, "top_instructor_id": "i1", "top_instructor_share": 0.5,
         "top_discipline": "cycling",
         **{f"share_{d}": (1.0 if d == "cycling" else 0.0) for d in DISC},

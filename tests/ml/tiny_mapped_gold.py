@@ -3,7 +3,8 @@ tables the way the mapped dbt models define them, from a small deterministic int
 two variants:
 
 * "rich": two platforms (ios, web), context columns ctx_network (text) / ctx_battery (numeric),
-  users and items side tables (user_attr_*, item_attr_*), the user x genre affinity;
+  users and items side tables (user_attr_*, item_attr_*), the user x genre affinity, the
+  recent items (last_item_id, _2, _3);
 * "bare": the implicit single platform "all", no context columns, no side tables.
 
 The log (`Log`) is kept so the tests compute what the tables must hold independently.
@@ -150,7 +151,11 @@ def build_mapped_lakehouse(root, variant: str = "rich", seed: int = 7) -> tuple[
                 for g, k in sorted(Counter(g for t in h for g in genres(t["item"])).items()):
                     affinity.append({"feature_date": f, "user_id": u, "attribute": "item_attr_genre",
                                      "value": g, "takes": k, "share": k / len(h)})
-            if rich:
+            if rich:  # recent state: the last three takes of the latest day with one
+                latest = sorted((t for t in h if last and t["event_date"] == last["event_date"]),
+                                key=lambda t: t["ts"], reverse=True)
+                row |= {name: latest[k]["item"] if k < len(latest) else None
+                        for k, name in enumerate(("last_item_id", "last_item_id_2", "last_item_id_3"))}
                 row |= {"last_ctx_network": last["network"] if last else None,
                         "last_ctx_battery": last["battery"] if last else None,
                         "user_attr_country": ("DE", "FR", "US")[n % 3],
@@ -189,7 +194,8 @@ def build_mapped_lakehouse(root, variant: str = "rich", seed: int = 7) -> tuple[
           {"ctx_network": pl.Utf8, "ctx_battery": pl.Float64} if rich else None)
     write(users, "user_features_daily", "feature_date",
           {"days_since_last_event": pl.Int64, "last_platform": pl.Utf8, "usual_hour": pl.Int64,
-           **({"last_ctx_network": pl.Utf8, "last_ctx_battery": pl.Float64} if rich else {})})
+           **({"last_ctx_network": pl.Utf8, "last_ctx_battery": pl.Float64, "last_item_id": pl.Utf8,
+               "last_item_id_2": pl.Utf8, "last_item_id_3": pl.Utf8} if rich else {})})
     write(classes, "class_features_daily", "feature_date")
     write(candidates, "scoring_candidates", "feature_date")
     if rich:  # the user x genre affinity (a bare lakehouse has no categorical item attribute)

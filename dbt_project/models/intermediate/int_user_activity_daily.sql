@@ -51,6 +51,7 @@ daily as (
         cast(max(case when is_last_of_day then duration_min end) as integer) as last_duration_min,
         max(case when is_last_of_day then platform end) as last_platform,
         max(case when is_last_of_day then instructor_id end) as last_instructor_id,
+        max(case when is_last_of_day then class_id end) as last_class_id,
         {% for p in var('platforms') -%}
         sum(case when platform = '{{ p }}' then 1 else 0 end) as {{ p }}_workouts,
         sum(case when platform = '{{ p }}' then sin(2 * pi() * hour_fraction / 24) else 0 end) as {{ p }}_hour_sin,
@@ -77,5 +78,5 @@ days as (
 )
 
 {{ carry_forward_totals('days', 'user_id', measures, from_date, leading=[
-    'last_discipline', 'last_body_focus', 'last_duration_min', 'last_platform', 'last_instructor_id', 'is_weekend'
+    'last_discipline', 'last_body_focus', 'last_duration_min', 'last_platform', 'last_instructor_id', 'last_class_id', 'is_weekend'
 ]) }}

@@ -35,6 +35,7 @@ joined as (
         a.last_duration_min,
         a.last_platform,
         a.last_instructor_id,
+        a.last_class_id,
         {{ window_totals('a', 'workouts', ['total', 7, 28]) }},
         {{ window_totals('a', 'minutes', [7, 28]) }},
         {{ window_totals('a', 'completed', [28]) }},
@@ -91,6 +92,7 @@ select
     cast(last_duration_min as integer) as last_duration_min,
     last_platform,
     last_instructor_id,
+    last_class_id,
     last_workout_date,
     -- affinities
     top_instructor_id,

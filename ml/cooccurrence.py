@@ -1,0 +1,225 @@
+"""A collaborative signal: how often the candidate was taken together with the user's recent items.
+
+    recent_item_cooccurrence(user, c, day d) = mean over the user's recent items r of sim(c, r)
+
+* the recent items: the spec's `recent_items` columns (the last takes, as of the day before d);
+  a null one is skipped, no recent item at all is null (the spec fills 0);
+* sim(c, r) = both(c, r) / (sqrt(takers(c) * takers(r)) + SHRINK): users who took both over
+  the geometric mean of their takers (cosine of the take vectors, shrunk toward 0 for rare
+  pairs), kept only for c's `NEIGHBOURS` most similar items (ties at the cut kept) and 0
+  otherwise; sim(c, c) = 0.
+
+Point in time: a training example of day d is scored with the takes of the days before d
+(`point_in_time`), never with its own or a later take. The model carries the neighbours as of
+its last training day (`Neighbours`, saved in the encoders) and scores every later list with
+them, as the peers are fitted on the training window.
+
+numpy only (no polars, no torch): this module travels inside the logged model with
+`ml/features.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+COOCCURRENCE = "recent_item_cooccurrence"
+# 512: on MovieLens-100K's training window the feature alone separates takes from sampled
+# negatives at AUC 0.57 with 32 neighbours, 0.63 with 128, 0.67 with 256, 0.72 with 512 and 0.74
+# with all (the held-out days not looked at); 512 keeps the saved encoders to a few MB
+NEIGHBOURS = 512
+SHRINK = 10.0
+# The counts are a dense items x items int32 matrix while training: 10k items = 400 MB.
+MAX_ITEMS = 10_000
+
+
+class CooccurrenceError(ValueError):
+    """Input the co-occurrence cannot be computed from (too many items)."""
+
+
+@dataclass
+class Neighbours:
+    """Each item's most similar items, as fitted at the end of the training window."""
+
+    items: list[str]  # every item named below; its position is its code
+    rows: dict[str, tuple[list[int], list[float]]]  # item -> (codes of neighbours, sims)
+
+    @classmethod
+    def empty(cls) -> "Neighbours":
+        return cls(items=[], rows={})
+
+    # -- persistence (inside the encoders' JSON) -------------------------------------------
+    def to_dict(self) -> dict:
+        # a float16 value's shortest repr reads back to the same float16 (`_half`)
+        return {"items": self.items,
+                "rows": {k: [list(v[0]), [float(str(np.float16(s))) for s in v[1]]]
+                         for k, v in self.rows.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Neighbours":
+        return cls(items=list(d["items"]),
+                   rows={k: ([int(i) for i in v[0]], _half(np.asarray(v[1], dtype=np.float64)).tolist())
+                         for k, v in d["rows"].items()})
+
+    # -- scoring ----------------------------------------------------------------------------
+    def codes(self, values: Iterable[str | None]) -> np.ndarray:
+        """Codes of item ids: -1 for null, len(items) for an item without neighbours."""
+        index = {v: i for i, v in enumerate(self.items)}
+        unknown = len(self.items)
+        return np.array([-1 if v is None else index.get(v, unknown) for v in values], dtype=np.int64)
+
+    def similarity_rows(self, classes: Sequence[str | None]) -> np.ndarray:
+        """[len(classes), len(items) + 1] sim of each class to every item (last column: an
+        unknown item, 0)."""
+        out = np.zeros((len(classes), len(self.items) + 1), dtype=np.float32)
+        for i, c in enumerate(classes):
+            if c is not None and c in self.rows:
+                codes, sims = self.rows[c]
+                out[i, codes] = sims
+        return out
+
+    def score(self, classes: Sequence[str | None], recent: Sequence[Sequence[str | None]]) -> np.ndarray:
+        """The feature of each (class, recent items) row: `classes` [n], `recent` one
+        sequence per recent-item column, each [n]; NaN where no recent item."""
+        codes = np.column_stack([self.codes(col) for col in recent]) if recent else \
+            np.full((len(classes), 0), -1, dtype=np.int64)
+        return mean_similarity(self.similarity_rows(classes), codes)
+
+
+def _half(values: np.ndarray) -> np.ndarray:
+    """Values at float16 precision, as float32."""
+    return values.astype(np.float16).astype(np.float32)
+
+
+def _mean(vals: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The mean over the last axis of `vals` where `valid` (NaN where none is)."""
+    n = valid.sum(axis=-1)
+    total = np.where(valid, vals, 0.0).sum(axis=-1, dtype=np.float64)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def mean_similarity(rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Row i's mean of rows[i, codes[i, j]] over its codes >= 0 (NaN where none): rows
+    [n, I + 1] similarities, codes [n, R] (-1 = no recent item)."""
+    valid = codes >= 0
+    return _mean(np.take_along_axis(rows, np.where(valid, codes, 0), axis=1), valid)
+
+
+def pair_similarity(rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """[n_users, n_classes] `mean_similarity` of every (user, class) pair: rows [C, I + 1]
+    (the classes'), codes [n, R] (the users' recent items)."""
+    valid = codes >= 0
+    vals = rows[:, np.where(valid, codes, 0)].transpose(1, 0, 2)  # [n, C, R]
+    return _mean(vals, np.broadcast_to(valid[:, None, :], vals.shape))
+
+
+class _Counts:
+    """Running counts over the takes added so far: takers per item, users per item pair."""
+
+    def __init__(self, items: Sequence[str]) -> None:
+        if len(items) > MAX_ITEMS:
+            raise CooccurrenceError(
+                f"{COOCCURRENCE}: {len(items)} items, more than the {MAX_ITEMS} its dense counts "
+                f"allow; leave the feature out with model.drop_features: [{COOCCURRENCE!r}]")
+        self.items = list(items)
+        self.index = {v: i for i, v in enumerate(self.items)}
+        n = len(self.items)
+        self.both = np.zeros((n, n), dtype=np.int32)
+        self.takers = np.zeros(n, dtype=np.int64)
+        self.taken = np.zeros(0, dtype=np.int64)  # sorted user * n + item of every take so far
+        self.before = None  # the same as a sparse users x items matrix
+
+    def add_day(self, users: np.ndarray, items: np.ndarray, n_users: int) -> None:
+        """One day's takes (user and item codes); an item the user took before counts once."""
+        import scipy.sparse as sp  # training only: the served model needs numpy alone
+
+        n = len(self.items)
+        keys = np.unique(users * n + items)
+        pos = np.searchsorted(self.taken, keys)
+        seen = (pos < self.taken.size) & (self.taken[np.minimum(pos, self.taken.size - 1)] == keys) \
+            if self.taken.size else np.zeros(keys.size, dtype=bool)
+        new = keys[~seen]
+        if not new.size:
+            return
+        fresh = sp.csr_matrix((np.ones(new.size, dtype=np.int32), (new // n, new % n)), shape=(n_users, n))
+        if self.before is None:
+            self.before = sp.csr_matrix((n_users, n), dtype=np.int32)
+        # pairs (new, earlier) both ways, and (new, new): users x items products, in sparse form
+        cross = fresh.T @ self.before
+        self.both += (cross + cross.T + fresh.T @ fresh).toarray()
+        self.takers += np.asarray(fresh.sum(axis=0)).ravel()
+        self.taken = np.insert(self.taken, pos[~seen], new)
+        self.before = self.before + fresh
+
+    def similarity_rows(self, codes: np.ndarray) -> np.ndarray:
+        """[len(codes), I + 1] sims of the items `codes` (-1: unknown, all 0), cut to each row's
+        NEIGHBOURS largest (ties at the cut kept)."""
+        n = len(self.items)
+        out = np.zeros((len(codes), n + 1), dtype=np.float32)
+        known = codes >= 0
+        if not known.any() or n == 0:
+            return out
+        rows = np.flatnonzero(known)
+        for start in range(0, len(rows), 1024):  # bounded temporaries for a large catalogue
+            r = rows[start:start + 1024]
+            c = codes[r]
+            sims = self.both[c] / (np.sqrt(self.takers[c][:, None] * self.takers[None, :]) + SHRINK)
+            sims[np.arange(len(c)), c] = 0.0
+            sims = _half(sims)
+            if n > NEIGHBOURS:
+                cut = np.partition(sims, n - NEIGHBOURS, axis=1)[:, n - NEIGHBOURS][:, None]
+                sims = np.where(sims >= cut, sims, 0.0)
+            out[r, :n] = sims
+        return out
+
+    def neighbours(self) -> Neighbours:
+        rows: dict[str, tuple[list[int], list[float]]] = {}
+        sims = self.similarity_rows(np.arange(len(self.items)))[:, :-1] if self.items else np.zeros((0, 0))
+        used = np.flatnonzero((sims > 0).any(axis=0) | (sims > 0).any(axis=1))
+        remap = {int(old): new for new, old in enumerate(used)}
+        for i in np.flatnonzero((sims > 0).any(axis=1)):
+            nz = np.flatnonzero(sims[i] > 0)
+            rows[self.items[i]] = ([remap[int(j)] for j in nz], [float(sims[i, j]) for j in nz])
+        return Neighbours(items=[self.items[i] for i in used], rows=rows)
+
+
+def point_in_time(takes: Sequence[tuple], queries: Sequence[tuple], n_recent: int
+                  ) -> tuple[np.ndarray, Neighbours]:
+    """The feature of each query, from the takes of the days before the query's day, and the
+    neighbours after every take.
+
+    takes: (day, user_id, item_id) rows; queries: (day, class_id, recent_1, ..., recent_R).
+    Returns ([len(queries)] values, NaN where no recent item; the final `Neighbours`).
+    """
+    items = sorted({t[2] for t in takes} | {q[1] for q in queries if q[1] is not None}
+                   | {r for q in queries for r in q[2:2 + n_recent] if r is not None})
+    counts = _Counts(items)
+    user_index: dict = {}
+    t_day = np.array([t[0] for t in takes], dtype="datetime64[D]").astype(np.int64)
+    t_user = np.array([user_index.setdefault(t[1], len(user_index)) for t in takes], dtype=np.int64)
+    t_item = np.array([counts.index[t[2]] for t in takes], dtype=np.int64)
+    asked: dict = {}
+    for k, q in enumerate(queries):
+        asked.setdefault(int(np.datetime64(q[0], "D").astype(np.int64)), []).append(k)
+    out = np.full(len(queries), np.nan)
+    for day in sorted(set(t_day.tolist()) | set(asked)):  # days as integers
+        ks = asked.get(day)
+        if ks:  # the state before this day's takes
+            classes = np.array([counts.index.get(queries[k][1], -1) if queries[k][1] is not None
+                                else -1 for k in ks], dtype=np.int64)
+            recent = np.array([[counts.index[r] if r is not None else -1
+                                for r in queries[k][2:2 + n_recent]] for k in ks],
+                              dtype=np.int64).reshape(len(ks), n_recent)
+            unique, inverse = np.unique(classes, return_inverse=True)
+            rows = counts.similarity_rows(unique)  # one row per distinct class of the day
+            valid = recent >= 0
+            out[ks] = _mean(rows[inverse[:, None], np.where(valid, recent, 0)], valid)
+        today = t_day == day
+        counts.add_day(t_user[today], t_item[today], len(user_index))
+    return out, counts.neighbours()
+
+
+__all__ = ["COOCCURRENCE", "CooccurrenceError", "Neighbours", "mean_similarity", "pair_similarity",
+           "point_in_time"]
