@@ -1,18 +1,21 @@
-"""The model assets: train (Ray Train workers, MLflow) -> ablation -> evaluate (baselines,
-oracle) -> promote.
+"""The model assets: train (Ray Train workers, MLflow) -> ablation and factorization machine ->
+evaluate (baselines, peers, oracle) -> promote.
 
 * `dlrm_model`: trains the multi-head DLRM on the latest gold window; the run and the registered
   version are linked in its metadata. Hyper-parameters are `ModelTrainingConfig` (launchpad).
 * `ablation_model`: the context-free ablation, a model of its own: dlrm_model's job (same window,
   data, seed and hyper-parameters) without the context features, trained in this process and
   logged as its own MLflow run (a child of the model's run; not registered).
-* `model_evaluation`: scores the held-out days with the new model, its ablation, the popularity
-  baseline, the current champion and (on simulated data) the oracle; the comparison table and
-  plots are shown on the asset and logged to the model's MLflow run.
+* `fm_model`: a factorization machine (the seeds' baseline), built the same way: dlrm_model's job
+  without its MLPs (`ml.workflow.fm_job`).
+* `model_evaluation`: scores the held-out days with the new model, its ablation, the
+  factorization machine, the popularity baseline, the standard peers (EASE, item-kNN, ALS), the
+  current champion and (on simulated data) the oracle; the comparison table and plots are shown
+  on the asset and logged to the model's MLflow run.
 * `champion_model`: the promotion gate; the new version becomes `champion` only if it beats the
   champion on the same lists and no blocking check failed, else `challenger`, and says why.
 
-The four are unpartitioned and read every partition of the gold tables they depend on.
+The five are unpartitioned and read every partition of the gold tables they depend on.
 """
 
 import dataclasses
@@ -36,6 +39,7 @@ from ml.workflow import (
     champion_scorer,
     eval_days,
     evaluate_models,
+    fm_job,
     log_evaluation,
     png_markdown,
     train_and_log,
@@ -44,6 +48,7 @@ from ml.workflow import (
 GROUP = "ml"
 MODEL_KEY = dg.AssetKey("dlrm_model")
 ABLATION_KEY = dg.AssetKey("ablation_model")
+FM_KEY = dg.AssetKey("fm_model")
 EVALUATION_KEY = dg.AssetKey("model_evaluation")
 # every gold table a model may read (the definitions pass their dataset's, `Dataset.gold_inputs`)
 GOLD_INPUTS = FITNESS.gold_inputs
@@ -107,7 +112,7 @@ def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
 
 def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
                        gold_inputs: Sequence[str] = GOLD_INPUTS) -> list[dg.AssetsDefinition]:
-    """The four assets; `blocking_checks`: the blocking checks on the gold inputs (from the
+    """The five assets; `blocking_checks`: the blocking checks on the gold inputs (from the
     definitions), whose latest failure keeps training and promotion from starting."""
 
     @dg.asset(
@@ -163,48 +168,58 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
         })
 
 
-    @dg.asset(
-        key=ABLATION_KEY,
-        group_name=GROUP,
-        deps=[MODEL_KEY],
-        kinds={"pytorch", "mlflow"},
-        description="The context-free ablation: dlrm_model's job without the context features "
-                    "(same window, data and seed), trained in this process; its own MLflow run.",
-    )
-    def ablation_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
-                       mlflow: MlflowResource) -> dg.MaterializeResult:
-        settings = lakehouse.settings()
-        model_meta = _latest_metadata(context.instance, MODEL_KEY)
-        _, job = _job_of(model_meta, gold_store(settings), lakehouse.dataset())
-        tr = mlflow.tracking(settings)
-        of = model_meta["mlflow_run_id"]
-        run_name = f"{model_meta.get('mlflow_run_name') or of[:8]}-ablation"
-        context.log.info(f"training the context-free ablation of {run_name[:-len('-ablation')]}")
-        trained = train_and_log(
-            ablation_job(job), tr, run_name=run_name, use_ray=False, register=False,
-            parent_run_id=of, tags={"dagster.run_id": context.run.run_id, "ablation_of": of},
-            log=context.log.info,
-        )
-        last = trained.history[-1] if trained.history else {}
-        return dg.MaterializeResult(metadata={
-            "mlflow_run": dg.MetadataValue.url(tr.run_url(trained.experiment_id, trained.run_id)),
-            "mlflow_run_id": trained.run_id,
-            "model_uri": trained.model_uri,
-            "ablation_of_run_id": of,
-            "ablation_of_version": model_meta.get("version"),
-            "delta_versions": dg.MetadataValue.json(trained.table_versions),
-            "train_seconds": round(trained.seconds, 1),
-            "valid_auc_take": _r(last.get("valid_auc_take", float("nan"))),
-            "valid_logloss_take": _r(last.get("valid_logloss_take", float("nan"))),
-        })
+    def variant_asset(key: dg.AssetKey, suffix: str, job_of, description: str):
+        """A reference model of its own: dlrm_model's job (same window, data and seed) changed by
+        `job_of`, trained in this process and logged as a child MLflow run (not registered)."""
+
+        @dg.asset(key=key, group_name=GROUP, deps=[MODEL_KEY], kinds={"pytorch", "mlflow"},
+                  description=description)
+        def variant(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
+                    mlflow: MlflowResource) -> dg.MaterializeResult:
+            settings = lakehouse.settings()
+            model_meta = _latest_metadata(context.instance, MODEL_KEY)
+            _, job = _job_of(model_meta, gold_store(settings), lakehouse.dataset())
+            tr = mlflow.tracking(settings)
+            of = model_meta["mlflow_run_id"]
+            parent = model_meta.get("mlflow_run_name") or of[:8]
+            context.log.info(f"training the {suffix} of {parent}")
+            trained = train_and_log(
+                job_of(job), tr, run_name=f"{parent}-{suffix}", use_ray=False, register=False,
+                parent_run_id=of, tags={"dagster.run_id": context.run.run_id, f"{suffix}_of": of},
+                log=context.log.info,
+            )
+            last = trained.history[-1] if trained.history else {}
+            return dg.MaterializeResult(metadata={
+                "mlflow_run": dg.MetadataValue.url(tr.run_url(trained.experiment_id, trained.run_id)),
+                "mlflow_run_id": trained.run_id,
+                "model_uri": trained.model_uri,
+                f"{suffix}_of_run_id": of,
+                f"{suffix}_of_version": model_meta.get("version"),
+                "delta_versions": dg.MetadataValue.json(trained.table_versions),
+                "train_seconds": round(trained.seconds, 1),
+                "valid_auc_take": _r(last.get("valid_auc_take", float("nan"))),
+                "valid_logloss_take": _r(last.get("valid_logloss_take", float("nan"))),
+            })
+
+        return variant
+
+    ablation_model = variant_asset(
+        ABLATION_KEY, "ablation", ablation_job,
+        "The context-free ablation: dlrm_model's job without the context features (same window, "
+        "data and seed), trained in this process; its own MLflow run.")
+    fm_model = variant_asset(
+        FM_KEY, "fm", fm_job,
+        "A factorization machine, the seeds' baseline and a peer in every evaluation: dlrm_model's "
+        "job without its MLPs (same window, data, features and seed); its own MLflow run.")
 
     @dg.asset(
         key=EVALUATION_KEY,
         group_name=GROUP,
-        deps=[MODEL_KEY, ABLATION_KEY],
+        deps=[MODEL_KEY, ABLATION_KEY, FM_KEY],
         kinds={"pytorch", "mlflow"},
-        description="Held-out ranking metrics: model vs context-free ablation vs popularity vs "
-                    "champion vs oracle; per platform, cold start, calibration.",
+        description="Held-out ranking metrics: model vs context-free ablation vs factorization "
+                    "machine vs popularity vs EASE, item-kNN, ALS vs champion vs oracle; per "
+                    "platform, cold start, calibration.",
     )
     def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
                          lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
@@ -216,13 +231,15 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
 
         mlt.ensure_experiment(tr.experiment, tr.tracking_uri, tr.artifact_root)
         abl_meta = _latest_metadata(context.instance, ABLATION_KEY)
-        if abl_meta.get("ablation_of_run_id") != model_meta["mlflow_run_id"]:
-            raise dg.Failure(description=(
-                f"ablation_model is the ablation of MLflow run {abl_meta.get('ablation_of_run_id')}, "
-                f"the latest dlrm_model is run {model_meta['mlflow_run_id']}: materialize "
-                "ablation_model first"))
+        fm_meta = _latest_metadata(context.instance, FM_KEY)
+        for name, key, meta in (("ablation", ABLATION_KEY, abl_meta), ("fm", FM_KEY, fm_meta)):
+            if meta.get(f"{name}_of_run_id") != model_meta["mlflow_run_id"]:
+                raise dg.Failure(description=(
+                    f"{key.to_user_string()} is the {name} of MLflow run "
+                    f"{meta.get(f'{name}_of_run_id')}, the latest dlrm_model is run "
+                    f"{model_meta['mlflow_run_id']}: materialize {key.to_user_string()} first"))
         models = {}
-        for name, meta in (("candidate", model_meta), ("ablation", abl_meta)):
+        for name, meta in (("candidate", model_meta), ("ablation", abl_meta), ("fm", fm_meta)):
             module, encoders, _ = mlt.load_torchscript(meta["model_uri"])
             module.eval()
             models[name] = (module, encoders)
@@ -280,6 +297,7 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
                 tr.run_url(model_meta["mlflow_experiment_id"], model_meta["mlflow_run_id"])),
             "version": model_meta.get("version"),
             "ablation_run_id": abl_meta["mlflow_run_id"],
+            "fm_run_id": fm_meta["mlflow_run_id"],
             "champion_version": champion_version if champion_version is not None else -1,
             "champion_unscored_version": unscored if unscored is not None else -1,
             "champion_note": champion_note,
@@ -290,10 +308,12 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
             "map@10": r.metric("candidate", "map@10"),
             "map@10 popularity": _r(r.metric("popularity", "map@10")),
             "map@10 ablation": _r(r.metric("ablation", "map@10")),
+            "map@10 fm": _r(r.metric("fm", "map@10")),
             "map@10 oracle": _r(r.metric("oracle", "map@10") if oracle else float("nan")),
             "map@10 champion": (r.metric("champion", "map@10") if champion_version else float("nan")),
             "vs popularity": _r(ev.ratio("candidate", "popularity")),
             "vs ablation": _r(ev.ratio("candidate", "ablation")),
+            "vs fm": _r(ev.ratio("candidate", "fm")),
             "vs oracle": _r(ev.ratio("candidate", "oracle") if oracle else float("nan")),
             "vs champion": _r(ev.ratio("candidate", "champion") if champion_version else float("nan")),
             # each ratio with its paired bootstrap 95% interval (users resampled)
@@ -375,4 +395,4 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
             "lists": int(eval_meta.get("lists", 0)),
         })
 
-    return [dlrm_model, ablation_model, model_evaluation, champion_model]
+    return [dlrm_model, ablation_model, fm_model, model_evaluation, champion_model]

@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-# the default variants: a factorization machine (the DLRM without its MLPs) and, where the data
-# has a recent state (mapped data: last_item_*), the model without it
-FM = {"top_mlp": [], "bottom_mlp": [16]}
+# the default variants: a factorization machine (the DLRM without its MLPs, `ml.workflow.FM_KNOBS`)
+# and, where the data has a recent state (mapped data: last_item_*), the model without it
 RECENT_STATE = {"drop_features": ["last_item_*"]}
 # knobs that plan the window (a variant may not change it)
 WINDOW_KNOBS = {"train_days", "valid_days", "valid_lists", "sample_fraction", "seed"}
@@ -36,7 +35,9 @@ WINDOW_KNOBS = {"train_days", "valid_days", "valid_lists", "sample_fraction", "s
 def default_variants(spec) -> dict[str, dict]:
     """The factorization-machine form, and the model without its recent state where it has one."""
     recent = any(c.startswith("last_item_") for c in [*spec.sparse, *spec.dense])
-    return {"fm": FM, **({"no_recent_state": RECENT_STATE} if recent else {})}
+    from ml.workflow import FM_KNOBS
+
+    return {"fm": FM_KNOBS, **({"no_recent_state": RECENT_STATE} if recent else {})}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -344,6 +344,18 @@ def ablation_job(job: TrainingJob) -> TrainingJob:
     return dataclasses.replace(job, model=dataclasses.replace(job.model, with_context=False))
 
 
+# The seeds' baseline: a field-weighted factorization machine, the DLRM without its MLPs (the
+# dense features projected to the embedding size by one layer, no top MLP: each head is linear
+# in the pairwise dots). Knobs of `ModelHParams`, as `make train MODEL_CONFIG` takes them.
+FM_KNOBS = {"top_mlp": [], "bottom_mlp": [16]}
+
+
+def fm_job(job: TrainingJob) -> TrainingJob:
+    """The same job (window, data, features, seed, training) as a factorization machine."""
+    knobs = {**FM_KNOBS, "bottom_mlp": [job.model.embedding_dim]}
+    return dataclasses.replace(job, model=dataclasses.replace(job.model, **knobs))
+
+
 def eval_days(job: TrainingJob) -> list[dt.date]:
     w = job.data
     if w.valid_start is None or w.valid_end is None:
@@ -356,5 +368,5 @@ __all__ = [
     "Tracking", "TrainedModel", "Evaluation", "train_and_log", "reference_scorer",
     "evaluate_models", "evaluation_markdown", "peers_notes", "png_markdown", "log_evaluation",
     "Champion", "champion_scorer",
-    "ablation_job", "eval_days",
+    "ablation_job", "fm_job", "FM_KNOBS", "eval_days",
 ]

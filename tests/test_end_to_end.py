@@ -185,9 +185,9 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     assert first.success, [e.message for e in first.all_events if e.is_failure]
     meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.materialization.metadata.items()}
             for m in first.get_asset_materialization_events()}
-    keys = ("dlrm_model", "ablation_model", "model_evaluation", "champion_model")
+    keys = ("dlrm_model", "ablation_model", "fm_model", "model_evaluation", "champion_model")
     assert set(meta) == set(keys)
-    model, abl, ev, champ = (meta[k] for k in keys)
+    model, abl, fm, ev, champ = (meta[k] for k in keys)
     assert model["version"] == 1 and model["ray_workers"] == 1
     assert "/#/experiments/" in model["mlflow_run"]
     assert ev["has_oracle"] is True and "| candidate |" in ev["report"] and "data:image/png" in ev["report"]
@@ -220,6 +220,12 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     assert abl_run.data.tags["mlflow.parentRunId"] == run.info.run_id
     assert abl_run.data.params["model.with_context"] == "False" and run.data.params["model.with_context"] == "True"
     assert len(client.get_metric_history(abl_run.info.run_id, "loss")) == 2
+    # the factorization machine, a peer in every evaluation: the same job without the MLPs
+    assert fm["fm_of_run_id"] == run.info.run_id and ev["fm_run_id"] == fm["mlflow_run_id"]
+    fm_run = client.get_run(fm["mlflow_run_id"])
+    assert fm_run.data.params["model.top_mlp"] == "[]" and run.data.params["model.top_mlp"] != "[]"
+    assert fm_run.data.tags["mlflow.parentRunId"] == run.info.run_id
+    assert "| fm |" in ev["report"] and ev["map@10 fm"] > 0.0 and "[" in ev["vs fm, 95% CI"]
     assert [v.run_id for v in client.search_model_versions("name='class_recommender'")] == [run.info.run_id]
     assert str(tracking.get_alias_version("class_recommender", "champion", client_or_uri=uri).version) == "1"
 

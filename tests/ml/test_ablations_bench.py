@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks import ablations
 from ml.features import FeatureError, default_spec, mapped_spec
+from ml.workflow import FM_KNOBS
 
 
 def test_variants_are_compared_on_the_same_lists(candidates_lake, tmp_path, monkeypatch, capsys):
@@ -40,7 +41,7 @@ def test_variants_are_compared_on_the_same_lists(candidates_lake, tmp_path, monk
 
 def test_the_default_variants_drop_the_recent_state_only_where_the_data_has_one():
     # fitness data has no recent state to drop: the factorization-machine form alone
-    assert ablations.default_variants(default_spec()) == {"fm": ablations.FM}
+    assert ablations.default_variants(default_spec()) == {"fm": FM_KNOBS}
     spec = mapped_spec({"user_id": "str", "last_platform": "str", "last_item_attr_genre": "str"},
                        {"class_id": "str"}, {"user_id": "str", "class_id": "str", "platform": "str"})
-    assert ablations.default_variants(spec) == {"fm": ablations.FM, "no_recent_state": ablations.RECENT_STATE}
+    assert ablations.default_variants(spec) == {"fm": FM_KNOBS, "no_recent_state": ablations.RECENT_STATE}
