@@ -153,6 +153,7 @@ class InferenceStats:
     pairs_scored: int = 0
     seconds: float = 0.0
     workers: int = 0
+    nodes: int = 0  # the Ray nodes the actors ran on (> 1 on a cluster, RAY_ADDRESS)
 
 
 def _score_one(scorer: BatchScorer, gold: GoldStore, day: DayInputs, users: pl.DataFrame,
@@ -176,6 +177,11 @@ class _Actor:
         gold, day, settings = self.args
         return _score_one(self.scorer, gold, day, users, settings)
 
+    def node(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
 
 def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
                   settings: InferenceSettings | None = None, *, use_ray: bool = True, num_workers: int = 2, stats: InferenceStats | None = None,
@@ -195,7 +201,7 @@ def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
     def local() -> Iterator[pl.DataFrame]:
         module, encoders, heads = loaded or model.load()
         scorer = BatchScorer(module, encoders, heads, day, settings, model.version)
-        stats.workers = 1
+        stats.workers, stats.nodes = 1, 1
         t0 = time.perf_counter()
         for users in batches:
             rows, pairs = _score_one(scorer, gold, day, users, settings)
@@ -214,7 +220,9 @@ def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
         actor_cls = ray.remote(num_cpus=threads)(_Actor)
         actors = [actor_cls.remote(model, gold, day, settings, threads) for _ in range(n)]
         stats.workers = n
-        log(f"scoring {day.n_users} users on {n} Ray actor(s), {threads} thread(s) each")
+        stats.nodes = len(set(ray.get([a.node.remote() for a in actors])))
+        log(f"scoring {day.n_users} users on {n} Ray actor(s) on {stats.nodes} node(s), "
+            f"{threads} thread(s) each")
         t0 = time.perf_counter()
         inflight: dict = {}
         free = list(range(n)) * 2

@@ -155,6 +155,19 @@ def init_ray(
 # The worker
 
 
+def _count_nodes(world_size: int) -> int:
+    """How many Ray nodes the ranks run on (a collective: all ranks call it)."""
+    import ray
+    import torch.distributed as dist
+
+    node = ray.get_runtime_context().get_node_id()
+    if world_size <= 1 or not dist.is_initialized():
+        return 1
+    nodes: list = [None] * world_size
+    dist.all_gather_object(nodes, node)
+    return len(set(nodes))
+
+
 def _gather_samples(samples: float, world_size: int) -> list[float]:
     """Every rank's training-sample count for this epoch (a collective: all ranks call it)."""
     import torch.distributed as dist
@@ -237,6 +250,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics.update({f"samples_rank{r}": s for r, s in enumerate(per_rank)})
         metrics["samples_total"] = float(sum(per_rank))
         metrics["world_size"] = float(world_size)
+        metrics["nodes"] = float(_count_nodes(world_size))  # > 1 on a cluster (RAY_ADDRESS)
         report(dict(metrics), lambda out_dir: end.save(out_dir, **meta))
 
     try:
