@@ -109,11 +109,17 @@ def client(client_or_uri: "MlflowClient | str | None" = None) -> "MlflowClient":
     return mlflow.MlflowClient(tracking_uri=client_or_uri, registry_uri=client_or_uri)
 
 
+# MLflow 3's UI opens an experiment by its kind: without this tag it shows the GenAI overview
+# (traces, tokens) instead of the training runs
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | None = None) -> str:
     """Point MLflow (tracking and registry) at `tracking_uri`; create `name` if missing.
 
     Returns the experiment id and makes it the active experiment. `artifact_root` is used only
     when the experiment is created (MLflow fixes an experiment's artifact location for life).
+    The experiment is tagged as model development (`EXPERIMENT_KIND`) unless it has a kind.
     """
     mlflow = _mlflow()
     mlflow.set_tracking_uri(tracking_uri)
@@ -126,6 +132,8 @@ def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | None = 
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
         experiment_id = exp.experiment_id
+    if exp is None or EXPERIMENT_KIND[0] not in exp.tags:
+        c.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -193,8 +201,13 @@ def log_lineage(
 ) -> None:
     """Record which Delta version of each input table the run read.
 
-    params `data.<table>.delta_version`; tags `data.<table>.uri` where a URI is given.
+    params `data.<table>.delta_version`; tags `data.<table>.uri` where a URI is given, and the
+    table as an MLflow dataset input (a Delta source with its version: the run page's
+    "Datasets"), described, not loaded.
     """
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
     mlflow = _mlflow()
     _active_run()
     params = {metric_key(f"data.{t}.delta_version"): int(v) for t, v in table_versions.items()}
@@ -202,6 +215,9 @@ def log_lineage(
         mlflow.log_params(params)
     for table, uri in (uris or {}).items():
         mlflow.set_tag(metric_key(f"data.{table}.uri"), str(uri))
+        if table in table_versions:
+            source = DeltaDatasetSource(path=str(uri), delta_table_version=int(table_versions[table]))
+            mlflow.log_input(MetaDataset(source, name=table), context="training")
 
 
 def log_dict_metrics(

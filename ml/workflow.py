@@ -110,7 +110,7 @@ def train_and_log(
     seconds = time.perf_counter() - t0
     if log:
         log(f"trained {run_name} in {seconds:.1f}s: {result.history[-1] if result.history else {}}")
-    run_tags = {"mlflow.runName": run_name, **(tags or {})}
+    run_tags = {"mlflow.runName": run_name, "mlflow.note.content": describe(job, result), **(tags or {})}
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
     with tracking.start_run(experiment_id=exp_id, tags=run_tags) as run:
@@ -291,10 +291,38 @@ def png_markdown(path: str, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{data})"
 
 
+def describe(job: TrainingJob, result) -> str:
+    """The run's description (MLflow shows it on the run page): what was trained on what."""
+    w, m = job.data, job.model
+    form = ("a factorization machine (no MLPs)" if not m.top_mlp else f"a DLRM ({m.interaction} "
+            f"interaction, top MLP {list(m.top_mlp)})")
+    held = (f"; held out {w.valid_start.isoformat()}..{w.valid_end.isoformat()}"
+            if w.valid_start and w.valid_end else "")
+    return (f"{form} with heads {', '.join(result.model_config.heads)}, on the {job.dataset.name} "
+            f"data: trained on the event days {w.train_start.isoformat()}..{w.train_end.isoformat()}"
+            f" ({w.sample_fraction:.0%} of users){held}; "
+            f"{'without' if not m.with_context else 'with'} the context features; "
+            f"{result.num_workers} worker(s), {job.backend} backend.")
+
+
+def headline_metrics(ev: Evaluation, candidate: str = "candidate") -> dict[str, float]:
+    """The few figures a person reads first, at the top level of the run: MAP@10 with its ratio
+    to popularity and that ratio's interval, the lists, and the AUC of each head (`eval.*`
+    holds every metric of the evaluation)."""
+    out = {"map_at_10": ev.result.metric(candidate, "map@10")}
+    pop = ev.comparisons.get("popularity")
+    if pop:
+        out |= {"map_at_10_vs_popularity": pop["ratio"], "map_at_10_vs_popularity_low": pop["low"],
+                "map_at_10_vs_popularity_high": pop["high"], "eval_lists": float(pop["lists"])}
+    out |= {k: float(v) for k, v in ev.heads.get(candidate, {}).items() if k.startswith("auc_")}
+    return out
+
+
 def log_evaluation(ev: Evaluation, run_id: str) -> None:
     """Evaluation metrics, the markdown report and the plots into the candidate's MLflow run."""
     with tracking.start_run(run_id=run_id):
         tracking.log_dict_metrics({f"eval.{k}": v for k, v in ev.metrics.items()})
+        tracking.log_dict_metrics(headline_metrics(ev))
         tracking.log_text(ev.markdown, "evaluation/report.md")
         tracking.log_text(ev.result.summary.write_csv(), "evaluation/summary.csv")
         for p in ev.plots.values():
@@ -366,7 +394,7 @@ def eval_days(job: TrainingJob) -> list[dt.date]:
 
 __all__ = [
     "Tracking", "TrainedModel", "Evaluation", "train_and_log", "reference_scorer",
-    "evaluate_models", "evaluation_markdown", "peers_notes", "png_markdown", "log_evaluation",
+    "evaluate_models", "evaluation_markdown", "headline_metrics", "peers_notes", "png_markdown", "log_evaluation",
     "Champion", "champion_scorer",
     "ablation_job", "fm_job", "FM_KNOBS", "eval_days",
 ]

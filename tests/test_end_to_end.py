@@ -212,6 +212,18 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     assert int(run.data.params["data.training_examples.delta_version"]) >= 0
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 2
     assert "eval.candidate.map_at_10" in run.data.metrics
+    # the headline at the top level of the run; the experiment opens on the training runs
+    assert run.data.metrics["map_at_10"] == pytest.approx(ev["map@10"])
+    head = run.data.metrics
+    assert head["map_at_10_vs_popularity_low"] <= head["map_at_10_vs_popularity"] <= head["map_at_10_vs_popularity_high"]
+    assert head["eval_lists"] == ev["lists"] and {"auc_take", "auc_complete", "auc_music_like"} <= set(head)
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    # a description a person reads, and the Delta inputs as MLflow datasets at their versions
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith("a DLRM (dot interaction") and "take, complete, music_like" in note
+    assert "with the context features" in note and "trained on the event days" in note
+    inputs = {i.dataset.name for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
+    assert {"training_examples", "user_features_daily", "class_features_daily"} <= inputs
     # the ablation is a model of its own: its MLflow run (under the model's), not registered,
     # and the one the evaluation scored
     assert abl["ablation_of_run_id"] == model["mlflow_run_id"] == run.info.run_id
@@ -225,6 +237,8 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     fm_run = client.get_run(fm["mlflow_run_id"])
     assert fm_run.data.params["model.top_mlp"] == "[]" and run.data.params["model.top_mlp"] != "[]"
     assert fm_run.data.tags["mlflow.parentRunId"] == run.info.run_id
+    assert fm_run.data.tags["mlflow.note.content"].startswith("a factorization machine")
+    assert "without the context features" in abl_run.data.tags["mlflow.note.content"]
     assert "| fm |" in ev["report"] and ev["map@10 fm"] > 0.0 and "[" in ev["vs fm, 95% CI"]
     assert [v.run_id for v in client.search_model_versions("name='class_recommender'")] == [run.info.run_id]
     assert str(tracking.get_alias_version("class_recommender", "champion", client_or_uri=uri).version) == "1"

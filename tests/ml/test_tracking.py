@@ -103,6 +103,15 @@ def test_store_location_and_experiment_idempotent(store, tmp_path):
     exp = tracking.client(store["uri"]).get_experiment(again)
     assert exp.artifact_location == store["artifact_root"]
     assert not (tmp_path / "mlruns").exists() and not os.path.exists("mlruns.db")
+    # tagged as model development, so MLflow's UI opens it on the runs (not the GenAI overview);
+    # a kind someone set stays
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    c = tracking.client(store["uri"])
+    other = tracking.ensure_experiment("tests-tracking-kind", store["uri"], None)
+    c.set_experiment_tag(other, "mlflow.experimentKind", "genai_development")
+    tracking.ensure_experiment("tests-tracking-kind", store["uri"], None)
+    assert c.get_experiment(other).tags["mlflow.experimentKind"] == "genai_development"
+    tracking.ensure_experiment("tests-tracking", store["uri"], None)  # the module's, active again
 
 
 def test_disable_telemetry_sets_the_variable_mlflow_reads(monkeypatch):
@@ -142,6 +151,12 @@ def test_lineage_and_metrics_read_back(store):
     assert data.params["data.gold.user_features_daily.delta_version"] == "12"
     assert data.tags["data.gold.training_examples.uri"] == "s3://lake/gold/training_examples"
     assert data.metrics == {"val/map_at_10": 0.21, "val/recall_at_50": 0.5}
+    # the table with a URI is a dataset input of the run: a Delta source at its version
+    inputs = c.get_run(run.info.run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.source_type) for i in inputs] == [("gold.training_examples", "delta_table")]
+    source = json.loads(inputs[0].dataset.source)
+    assert source["path"] == "s3://lake/gold/training_examples" and source["delta_table_version"] == 3
+    assert [t.value for t in inputs[0].tags if t.key == "mlflow.data.context"] == ["training"]
     assert c.get_metric_history(run.info.run_id, "val/map_at_10")[0].step == 2
 
 
