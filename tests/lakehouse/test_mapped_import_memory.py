@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extra]  # about 40 s: `make test-extra`
 
 ROWS = 3_000_000  # about 280 MB of Parquet, 3 row groups
 DAYS = 28

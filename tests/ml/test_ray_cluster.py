@@ -5,13 +5,12 @@ machine, one CPU each, so two Ray Train workers (or two scoring actors) can only
 node. The project's code connects through `RAY_ADDRESS`, as it would to any cluster; each rank
 and each actor reports the node it ran on.
 
-About a minute on 2 cores, which `make test` cannot spare within its 15 minutes: it runs with
-RAY_CLUSTER_TEST=1, which `make test-cluster` sets.
+About half a minute to a minute on 2 cores, which `make test` cannot spare within its 15
+minutes: marked `extra`, it runs with `make test-extra`.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 
@@ -26,9 +25,7 @@ from ml.training_job import fit_encoders
 from tests.ml.ray_job import check_state_dict, tiny_job
 from tests.ml.tiny_gold import E2
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    os.environ.get("RAY_CLUSTER_TEST") != "1",
-    reason="a two-node Ray cluster (about a minute): run by `make test-cluster` (RAY_CLUSTER_TEST=1)")]
+pytestmark = [pytest.mark.slow, pytest.mark.extra]
 
 
 @pytest.fixture(scope="module")
