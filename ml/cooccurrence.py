@@ -21,6 +21,7 @@ numpy only (no polars, no torch): this module travels inside the logged model wi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -64,10 +65,13 @@ class Neighbours:
                          for k, v in d["rows"].items()})
 
     # -- scoring ----------------------------------------------------------------------------
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {v: i for i, v in enumerate(self.items)}
+
     def codes(self, values: Iterable[str | None]) -> np.ndarray:
         """Codes of item ids: -1 for null, len(items) for an item without neighbours."""
-        index = {v: i for i, v in enumerate(self.items)}
-        unknown = len(self.items)
+        index, unknown = self._index, len(self.items)
         return np.array([-1 if v is None else index.get(v, unknown) for v in values], dtype=np.int64)
 
     def similarity_rows(self, classes: Sequence[str | None]) -> np.ndarray:

@@ -88,13 +88,22 @@ def rich(tmp_path_factory):
     return build_mapped_lakehouse(tmp_path_factory.mktemp("cooc"), "rich")
 
 
-def test_training_frame_carries_it_point_in_time(rich):
-    uri, log = rich
-    gold = GoldStore(uri)
-    start, end = DAYS[0], DAYS[4]
+START, END = DAYS[0], DAYS[4]  # the training window of the mapped test lakehouse
+
+
+@pytest.fixture(scope="module")
+def training(rich):
+    """The training window's examples with the feature, and the neighbours after it."""
+    gold = GoldStore(rich[0])
     lf, neighbours = with_cooccurrence(
-        read_examples(gold, start=start, end=end, dataset=MAPPED), gold, start, end, RECENT_ITEMS)
-    frame = lf.collect()
+        read_examples(gold, start=START, end=END, dataset=MAPPED), gold, START, END, RECENT_ITEMS)
+    return lf.collect(), neighbours
+
+
+def test_training_frame_carries_it_point_in_time(rich, training):
+    uri, log = rich
+    end = END
+    frame, neighbours = training
     takes = [(t["event_date"], t["user"], t["item"]) for t in log.takes if t["event_date"] <= end]
     assert frame.height == pl.read_delta(f"{uri}/gold/training_examples").filter(
         pl.col("event_date") <= end).height
@@ -114,13 +123,9 @@ def test_training_frame_carries_it_point_in_time(rich):
             reference(takes, later, c, list(r), cooc.NEIGHBOURS), rel=1e-5, abs=1e-7)
 
 
-def test_scoring_takes_it_from_the_encoders_the_same_on_frames_and_pairs(rich):
-    uri, _ = rich
-    gold = GoldStore(uri)
-    start, end = DAYS[0], DAYS[4]
-    lf, neighbours = with_cooccurrence(
-        read_examples(gold, start=start, end=end, dataset=MAPPED), gold, start, end, RECENT_ITEMS)
-    train = lf.collect()
+def test_scoring_takes_it_from_the_encoders_the_same_on_frames_and_pairs(rich, training):
+    gold = GoldStore(rich[0])
+    train, neighbours = training
     enc = Encoders.fit(train, gold.mapped_spec())
     enc.neighbours = neighbours
     enc = Encoders.from_json(enc.to_json())
