@@ -50,6 +50,7 @@ MODEL_KEY = dg.AssetKey("dlrm_model")
 ABLATION_KEY = dg.AssetKey("ablation_model")
 FM_KEY = dg.AssetKey("fm_model")
 EVALUATION_KEY = dg.AssetKey("model_evaluation")
+CHAMPION_KEY = dg.AssetKey("champion_model")
 # every gold table a model may read (the definitions pass their dataset's, `Dataset.gold_inputs`)
 GOLD_INPUTS = FITNESS.gold_inputs
 
@@ -333,8 +334,8 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
         }
         return dg.MaterializeResult(metadata=meta)
 
-
     @dg.asset(
+        key=CHAMPION_KEY,
         group_name=GROUP,
         deps=[EVALUATION_KEY],
         kinds={"mlflow"},

@@ -22,14 +22,15 @@ import pyarrow as pa
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
+from assets.model import CHAMPION_KEY
 from assets.resources import LakehouseResource, MlflowResource
+from assets.retrieval import INDEX_KEY, retrieval_ref
 from lakehouse.io.delta import replace_partitions, table_exists
 from lakehouse.io.settings import LakehouseSettings
 
 GROUP = "serving"
 RECS_KEY = dg.AssetKey(["serving", "recommendations"])
 CACHE_KEY = dg.AssetKey(["serving", "home_screen_cache"])
-CHAMPION_KEY = dg.AssetKey("champion_model")
 GOLD_INPUTS = ("user_features_daily", "class_features_daily", "scoring_candidates",
                "training_examples", "user_instructor_affinity")
 # "older than a day and a bit": the daily run lands around 03:00; two missed hours are tolerated
@@ -69,6 +70,10 @@ class InferenceConfig(dg.Config):
     use_ray: bool = Field(True, description="score on Ray actors (else in this process)")
     precision: str = Field("bf16", description="bf16 for the large matmuls (~1.8x faster, 99% equal "
                                                "top-10 lists), or fp32 for exact scores")
+    retrieve: int | None = Field(200, description="retrieve then rank: the ranker scores each list's "
+                                                  "nearest classes of the day's candidate_index (plus "
+                                                  "popular and new ones); None: every candidate "
+                                                  "(exhaustive)")
 
 
 class CacheConfig(dg.Config):
@@ -125,7 +130,7 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
         key=RECS_KEY,
         group_name=GROUP,
         partitions_def=partitions_def,
-        deps=[*(dg.AssetKey(["gold", n]) for n in gold_inputs), CHAMPION_KEY],
+        deps=[*(dg.AssetKey(["gold", n]) for n in gold_inputs), CHAMPION_KEY, INDEX_KEY],
         kinds={"ray", "pytorch", "delta"},
         automation_condition=automation,
         description="Home-screen rows (For you, morning, evening, recover; a mapped dataset: For you) "
@@ -146,12 +151,13 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
         inf = InferenceSettings(top_k=config.top_k, max_per_instructor=config.max_per_instructor,
                                 exclude_days=_exclude_days(config, lakehouse), users_per_batch=config.users_per_batch,
                                 precision=config.precision, dataset=lakehouse.dataset(),
-                                cap_column=config.cap_column or None)
+                                cap_column=config.cap_column or None, retrieve=config.retrieve)
         stats = InferenceStats()
+        retrieval = None if config.retrieve is None else retrieval_ref(settings, mlflow, feature_date)
         try:
             day, frames = run_inference(ref, GoldStore(settings.uri, so), feature_date, inf,
                                         use_ray=config.use_ray, num_workers=config.num_workers,
-                                        stats=stats, log=context.log.info)
+                                        stats=stats, log=context.log.info, retrieval=retrieval)
         except (InferenceError, FileNotFoundError) as e:
             raise dg.Failure(description=f"inference for {feature_date} did not run: {e}") from e
         serve = day.serve_date
@@ -193,6 +199,8 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
             "scores_per_s": round(rate),
             "ray_workers": stats.workers,
             "ray_nodes": stats.nodes,
+            "retrieval": (f"top {config.retrieve} of candidate_index (retrieval v{retrieval.version})"
+                          if retrieval else "exhaustive"),
             "delta_uri": recommendations_uri(settings),
             "delta_version": version,
             "popular_delta_version": pop_version,

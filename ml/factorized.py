@@ -168,12 +168,13 @@ class FactorizedDLRM:
     @torch.no_grad()
     def score(self, qs: dict[str, torch.Tensor], cs: dict[str, torch.Tensor],
               pair_dense: torch.Tensor | None) -> torch.Tensor:
-        """Logits [n_queries, n_classes] on the model's device; `pair_dense` [n, C, n_pair]
+        """Logits [n_queries, n_classes] on the model's device (`cs` of every query, or each
+        query's own: `gather_classes`); `pair_dense` [n, C, n_pair]
         normalized pair features (copied to the device when elsewhere).
 
         Memory-bound steps work in place on one [n*C, width] buffer at a time; keep n*C to a
         few tens of thousands so the buffers stay in cache (`factorized_score_matrix` chunks)."""
-        n, C = qs["a"].shape[0], cs["a"].shape[0]
+        n, C = qs["a"].shape[0], cs["a"].shape[-2]
         if pair_dense is not None and pair_dense.shape[-1]:
             h = torch.matmul(pair_dense.to(self.device, non_blocking=True), self.w1_p.T)
             h += cs["a"]
@@ -184,7 +185,8 @@ class FactorizedDLRM:
         for w, b in self.bottom_rest:
             z = torch.addmm(b, z, w.T).relu_()
         z = z.view(n, C, -1)  # [n, C, D]
-        zc = torch.einsum("ncd,cjd->ncj", z, cs["e"])  # [n, C, nc]
+        # cs per query ([n, C, ...], `gather_classes`: each query's own candidates) or shared
+        zc = torch.einsum("ncd,ncjd->ncj" if cs["e"].dim() == 4 else "ncd,cjd->ncj", z, cs["e"])
         x = torch.cat([z, zc, cs["e_flat"].expand(n, -1, -1)], dim=2)
         top = torch.bmm(x, qs["r"])  # [n, C, H]: the first top layer's pair-dependent part
         top += cs["t"]
@@ -193,6 +195,11 @@ class FactorizedDLRM:
         for w, b in self.top_rest:
             x = torch.addmm(b, x, w.T).relu_()
         return (x @ self.w_head + self.b_head).float().view(n, C)
+
+
+def gather_classes(cs: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The class side of each query's own candidates: `idx` [n, m] class rows -> [n, m, ...]."""
+    return {k: v[idx] for k, v in cs.items()}
 
 
 def pair_dense_features(encoder: PairEncoder, users: Side, ui: np.ndarray, classes: Side,
@@ -227,4 +234,25 @@ def factorized_score_matrix(model: FactorizedDLRM, encoder: PairEncoder, users: 
     return out
 
 
-__all__ = ["FactorizedDLRM", "factorized_score_matrix", "pair_dense_features"]
+@torch.no_grad()
+def factorized_score_subset(model: FactorizedDLRM, encoder: PairEncoder, users: Side,
+                            classes: Side, idx: np.ndarray, *, max_pairs: int = 32_768,
+                            class_side: dict[str, torch.Tensor] | None = None) -> np.ndarray:
+    """[n_users, m] logits of each user's own candidates `idx` [n_users, m] (class rows): the
+    retrieve-then-rank path, m classes a user instead of all of them."""
+    n_users, m = idx.shape
+    out = np.empty((n_users, m), dtype=np.float32)
+    cs = class_side if class_side is not None else model.class_side(classes)
+    step = max(1, max_pairs // max(m, 1))
+    for start in range(0, n_users, step):
+        ui = np.arange(start, min(start + step, n_users))
+        sub = Side(users.dense[ui], users.sparse[ui], {})
+        ci = torch.from_numpy(idx[ui]).to(model.device)
+        pd = pair_dense_features(encoder, users, ui, classes, model.p_dense)  # [n, C, p]
+        pd = torch.take_along_dim(pd, torch.from_numpy(idx[ui])[..., None], dim=1) if pd.shape[-1] else None
+        out[ui] = model.score(model.query_side(sub), gather_classes(cs, ci), pd).cpu().numpy()
+    return out
+
+
+__all__ = ["FactorizedDLRM", "factorized_score_matrix", "factorized_score_subset",
+           "gather_classes", "pair_dense_features"]

@@ -163,14 +163,26 @@ def _score_one(scorer: BatchScorer, gold: GoldStore, day: DayInputs, users: pl.D
     return scorer.score(users, taken), scorer.pairs_scored - before
 
 
+def _retriever(retrieval, day: DayInputs, settings: InferenceSettings, ranker_version: int):
+    """The retrieve-then-rank path's Retriever, or None for exhaustive scoring."""
+    if settings.retrieve is None:
+        return None
+    if retrieval is None:
+        raise InferenceError("InferenceSettings.retrieve is set: pass the retrieval model and "
+                             "candidate index (ml.retrieval.RetrievalRef)")
+    return retrieval.retriever(day, n=settings.retrieve, ranker_version=ranker_version,
+                               popular=settings.retrieve_popular, new_days=settings.retrieve_new_days)
+
+
 class _Actor:
     """Ray actor body: loads the model once, then scores the batches it is given."""
 
     def __init__(self, model: ModelRef, gold: GoldStore, day: DayInputs,
-                 settings: InferenceSettings, threads: int) -> None:
+                 settings: InferenceSettings, threads: int, retrieval=None) -> None:
         torch.set_num_threads(max(1, threads))
         module, encoders, heads = model.load()
-        self.scorer = BatchScorer(module, encoders, heads, day, settings, model.version)
+        self.scorer = BatchScorer(module, encoders, heads, day, settings, model.version,
+                                  _retriever(retrieval, day, settings, model.version))
         self.args = (gold, day, settings)
 
     def score(self, users: pl.DataFrame) -> tuple[pl.DataFrame, int]:
@@ -186,21 +198,25 @@ class _Actor:
 def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
                   settings: InferenceSettings | None = None, *, use_ray: bool = True, num_workers: int = 2, stats: InferenceStats | None = None,
                   loaded: tuple | None = None, log: Callable[[str], None] | None = None,
-                  ) -> tuple[DayInputs, Iterator[pl.DataFrame]]:
+                  retrieval=None) -> tuple[DayInputs, Iterator[pl.DataFrame]]:
     """(the day's shared inputs, an iterator of row frames, one per batch of users).
 
     With Ray, `num_workers` actors score batches in parallel; at most two batches per actor are
     in flight, so memory stays bounded. `loaded`: an already loaded (module, encoders, heads)
-    for the in-process path. `stats` is filled in as the iterator is consumed."""
+    for the in-process path. `stats` is filled in as the iterator is consumed. `retrieval`: an
+    `ml.retrieval.RetrievalRef` (model + the day's index) when `settings.retrieve` is set; a
+    missing, corrupt or mismatched index raises `ml.retrieval.IndexLoadError` before any row."""
     settings = settings or InferenceSettings()
     stats = stats if stats is not None else InferenceStats()
     log = log or (lambda _m: None)
     day = load_day(gold, feature_date, settings)
     batches = iter_user_batches(gold, feature_date, settings)
+    # loaded and checked here, so a bad index fails before any actor starts
+    retriever = _retriever(retrieval, day, settings, model.version)
 
     def local() -> Iterator[pl.DataFrame]:
         module, encoders, heads = loaded or model.load()
-        scorer = BatchScorer(module, encoders, heads, day, settings, model.version)
+        scorer = BatchScorer(module, encoders, heads, day, settings, model.version, retriever)
         stats.workers, stats.nodes = 1, 1
         t0 = time.perf_counter()
         for users in batches:
@@ -218,7 +234,7 @@ def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
         n = max(1, min(num_workers, cpus))
         threads = max(1, cpus // n)
         actor_cls = ray.remote(num_cpus=threads)(_Actor)
-        actors = [actor_cls.remote(model, gold, day, settings, threads) for _ in range(n)]
+        actors = [actor_cls.remote(model, gold, day, settings, threads, retrieval) for _ in range(n)]
         stats.workers = n
         stats.nodes = len(set(ray.get([a.node.remote() for a in actors])))
         log(f"scoring {day.n_users} users on {n} Ray actor(s) on {stats.nodes} node(s), "

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BACKENDS = ("torchrec", "reference")
 INTERACTIONS = ("dot", "dcn")
+ARCHITECTURES = ("dlrm", "two_tower")
 
 
 @dataclass
@@ -64,6 +65,12 @@ class ModelConfig:
     dropout: float = 0.0
     sparse_names: list[str] | None = None
     sparse_slots: list[int] | None = None
+    # "dlrm", or "two_tower" (`ml.two_tower`: the retrieval model on the same inputs; it reads
+    # tower (hidden sizes, then the vector's), temperature and dense_names, not the MLPs above)
+    architecture: str = "dlrm"
+    tower: list[int] = field(default_factory=lambda: [128, 64])
+    temperature: float = 0.05
+    dense_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.sparse_cardinalities = [int(c) for c in self.sparse_cardinalities]
@@ -78,6 +85,8 @@ class ModelConfig:
             raise ValueError(
                 f"bottom_mlp {self.bottom_mlp} must end in embedding_dim={self.embedding_dim}"
             )
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         if self.interaction not in INTERACTIONS:
             raise ValueError(f"interaction must be one of {INTERACTIONS}, got {self.interaction!r}")
         if not self.heads:
@@ -316,9 +325,11 @@ class ReferenceDLRM(_DLRMBase):
         return self.sparse_arch(sparse)
 
 
-def build_model(config: ModelConfig, backend: str = "torchrec") -> _DLRMBase:
-    if backend == "torchrec":
-        return TorchRecDLRM(config)
-    if backend == "reference":
-        return ReferenceDLRM(config)
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def build_model(config: ModelConfig, backend: str = "torchrec") -> nn.Module:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if config.architecture == "two_tower":
+        from ml.two_tower import TwoTower
+
+        return TwoTower(config, backend)
+    return TorchRecDLRM(config) if backend == "torchrec" else ReferenceDLRM(config)

@@ -97,7 +97,7 @@ def _ensure_process_group() -> None:
 
 
 def prepare_fused(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, Any]:
-    """Wrap a TorchRecDLRM in DistributedModelParallel with the fused FBGEMM CPU kernel.
+    """Wrap a TorchRec-backed model (the DLRM, the two-tower) in DistributedModelParallel with the fused FBGEMM CPU kernel.
 
     Returns (dmp_model, optimizer). The embedding optimizer runs inside backward; the returned
     `CombinedOptimizer` steps the dense parameters and carries the fused optimizer's state for
@@ -115,10 +115,12 @@ def prepare_fused(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, Any
     from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
     from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-    from ml.model import TorchRecDLRM
+    from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
-    if not isinstance(model, TorchRecDLRM):
-        raise TypeError(f"fused training needs a TorchRecDLRM, got {type(model).__name__}")
+    if not isinstance(getattr(getattr(model, "sparse_arch", None), "embedding_bag_collection", None),
+                      EmbeddingBagCollection):
+        raise TypeError("fused training needs the TorchRec backend (sparse_arch."
+                        f"embedding_bag_collection an EmbeddingBagCollection), got {type(model).__name__}")
     _ensure_process_group()
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     ebc = model.sparse_arch.embedding_bag_collection

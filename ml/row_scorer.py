@@ -1,7 +1,8 @@
 """Scoring a batch of users into home-screen rows (one `BatchScorer` per Ray actor, or in-process).
 
-Scoring is exhaustive and factorized by side (`ml.factorized`); a DCN model falls back to
-scoring explicit pairs. Each row is the model under that row's context (`ml.context`); top-K per
+Scoring is factorized by side (`ml.factorized`), of every candidate of the platform
+(exhaustive) or of each user's retrieved ones (`ml.retrieval.Retriever`: retrieve then rank); a
+DCN model falls back to scoring explicit pairs. Each row is the model under that row's context (`ml.context`); top-K per
 row by P(take), at most `max_per_instructor` classes of one instructor (or `cap_column` value)
 per row, and no class twice on one screen (`distinct_rows`).
 """
@@ -10,17 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import polars as pl
 import torch
 
 from ml.context import after_last_workout, usual_hour
-from ml.factorized import FactorizedDLRM, factorized_score_matrix
+from ml.factorized import FactorizedDLRM, factorized_score_matrix, factorized_score_subset
 from ml.features import Encoders
 from ml.pairs import PairEncoder, score_matrix
 from ml.rows import RECOMMENDATION_SCHEMA, DayInputs, InferenceError, InferenceSettings, RowSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ml.retrieval import Retriever
 
 _ACTIVITY = {"cycling": "ride", "running": "run", "walking": "walk", "strength": "strength class",
              "yoga": "yoga", "stretching": "stretch", "meditation": "meditation",
@@ -57,6 +61,17 @@ def top_k_capped(scores: np.ndarray, groups: np.ndarray | None, k: int, cap: int
     return out
 
 
+def row_context(settings: InferenceSettings, day: DayInputs, users: pl.DataFrame, platform: str,
+                row: RowSpec) -> pl.DataFrame:
+    """The users' rows under a home-screen row's context (what the model and the user tower read)."""
+    if row.hour is not None:
+        hour: int | pl.Series = row.hour
+    else:
+        hour = usual_hour(users, platform).fill_null(day.default_hour[platform])
+    ctx = settings.dataset.list_context(users, platform, day.serve_date, hour)
+    return after_last_workout(ctx) if row.after_last_workout else ctx
+
+
 @dataclass
 class _Platform:
     frame: pl.DataFrame
@@ -71,8 +86,10 @@ class BatchScorer:
     """Scores batches of users into recommendation rows (one instance per Ray actor)."""
 
     def __init__(self, module: torch.nn.Module, encoders: Encoders, heads: Sequence[str],
-                 day: DayInputs, settings: InferenceSettings, model_version: int) -> None:
+                 day: DayInputs, settings: InferenceSettings, model_version: int,
+                 retriever: "Retriever | None" = None) -> None:
         self.settings, self.day, self.version = settings, day, int(model_version)
+        self.retriever = retriever  # None: every candidate of the platform (exhaustive)
         if not settings.dataset.matches(encoders.spec):
             raise InferenceError(f"the model was trained on {encoders.spec.dataset!r} data; "
                                  f"the inference settings are for {settings.dataset.name!r} data")
@@ -101,20 +118,30 @@ class BatchScorer:
                                           self.fast.class_side(side) if self.fast else None)
         self.pairs_scored = 0
 
-    def _logits(self, users: pl.DataFrame, plat: _Platform) -> np.ndarray:
+    def _logits(self, users: pl.DataFrame, platform: str, plat: _Platform) -> np.ndarray:
+        """[n, C] logits of every candidate; retrieve-then-rank: of the retrieved ones, -inf
+        for the others (a DCN model scores them all and keeps the retrieved)."""
         side = self.pairs.encode_users(users)
+        if self.retriever is not None:
+            idx = self.retriever.candidates(users, platform)
+            out = np.full((users.height, len(plat.class_ids)), -np.inf, dtype=np.float32)
+            rows = np.arange(users.height)[:, None]
+            if self.fast is not None:
+                self.pairs_scored += idx.size
+                out[rows, idx] = factorized_score_subset(self.fast, self.pairs, side, plat.side, idx,
+                                                         class_side=plat.cs)
+                return out
+            full = score_matrix(lambda d, s: self.module(d, s), self.pairs, side, plat.side, head=0)
+            self.pairs_scored += full.size
+            out[rows, idx] = full[rows, idx]
+            return out
         self.pairs_scored += users.height * len(plat.class_ids)
         if self.fast is not None:
             return factorized_score_matrix(self.fast, self.pairs, side, plat.side, class_side=plat.cs)
         return score_matrix(lambda d, s: self.module(d, s), self.pairs, side, plat.side, head=0)
 
     def _context(self, users: pl.DataFrame, platform: str, row: RowSpec) -> pl.DataFrame:
-        if row.hour is not None:
-            hour: int | pl.Series = row.hour
-        else:
-            hour = usual_hour(users, platform).fill_null(self.day.default_hour[platform])
-        ctx = self.settings.dataset.list_context(users, platform, self.day.serve_date, hour)
-        return after_last_workout(ctx) if row.after_last_workout else ctx
+        return row_context(self.settings, self.day, users, platform, row)
 
     def score(self, users: pl.DataFrame, taken: pl.DataFrame) -> pl.DataFrame:
         """Rows (RECOMMENDATION_SCHEMA) for this batch of users (with their affinity column)."""
@@ -141,7 +168,7 @@ class BatchScorer:
                     ur = ur.filter(pl.col("days_since_last_workout") == 0)
                     if ur.height == 0:
                         continue
-                logits = self._logits(self._context(ur, p, row), plat)
+                logits = self._logits(self._context(ur, p, row), p, plat)
                 at = np.array([pos[u] for u in ur["user_id"].to_list()], dtype=np.int64)
                 logits[blocked[at]] = -np.inf
                 top = top_k_capped(logits, plat.groups, s.top_k, s.max_per_instructor)
@@ -172,4 +199,4 @@ class BatchScorer:
             {"row_rank": pl.Int32, "rank": pl.Int32, "score": pl.Float32})
 
 
-__all__ = ["BatchScorer", "top_k_capped"]
+__all__ = ["BatchScorer", "row_context", "top_k_capped"]

@@ -89,6 +89,12 @@ class InferenceSettings:
     platforms: tuple[str, ...] | None = None
     dataset: Dataset = FITNESS
     cap_column: str | None = None
+    # retrieve then rank: the ranker scores each (user, platform, row) list's `retrieve` nearest
+    # classes of the two-tower's index plus the platform's `retrieve_popular` popular classes and
+    # those released in the last `retrieve_new_days` (`ml.retrieval`); None: every candidate
+    retrieve: int | None = None
+    retrieve_popular: int = 20
+    retrieve_new_days: int = 2
 
     def __post_init__(self) -> None:
         if self.rows is None:
@@ -100,6 +106,8 @@ class InferenceSettings:
         self.dataset.check_rows(self.rows)
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.retrieve is not None and self.retrieve < 1:
+            raise ValueError(f"retrieve must be >= 1 classes per list, or None (all), got {self.retrieve}")
         if self.top_k < 1 or self.max_per_instructor < 1 or self.users_per_batch < 1:
             raise ValueError("top_k, max_per_instructor and users_per_batch must be >= 1")
         if len({r.row_id for r in self.rows}) != len(self.rows):

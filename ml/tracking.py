@@ -37,7 +37,7 @@ import torch
 
 from ml.features import Encoders
 from ml.metrics import finite
-from ml.model import ModelConfig, ReferenceDLRM
+from ml.model import ModelConfig, build_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -292,7 +292,7 @@ def export_torchscript(state_dict: Mapping[str, torch.Tensor], model_config: Mod
     `torch.jit.script` rejects. The trace is checked against eager outputs on another batch size,
     so a shape baked into the graph would be caught here, not in production.
     """
-    model = ReferenceDLRM(model_config)
+    model = build_model(model_config, "reference")  # the DLRM, or the two-tower (pair scores)
     cpu_state = {k: v.detach().cpu() for k, v in state_dict.items()}
     model.load_state_dict(cpu_state, strict=True)
     model.eval()
@@ -408,6 +408,19 @@ def load_scorer(model_uri: str) -> Callable[[pl.DataFrame], np.ndarray]:
         return out[cols].to_numpy(dtype=np.float32)
 
     return score
+
+
+def load_model_config(model_uri: str, *, tracking_uri: str | None = None) -> ModelConfig:
+    """The logged model's `ModelConfig` (architecture, tables, heads)."""
+    mlflow = _mlflow()
+    from ml import serving
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="model-config-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        text = (local / "artifacts" / serving.ARTIFACT_FILES["model_config"]).read_text()
+    return ModelConfig(**json.loads(text))
 
 
 def load_torchscript(

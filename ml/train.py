@@ -139,7 +139,10 @@ def train_epoch(
     Raises FloatingPointError naming the head, epoch and step when a loss is NaN or infinite.
     """
     heads = head_names(model)
-    weights = config.weights_for(heads)
+    # a model may bring its own loss (the two-tower's in-batch softmax), else one BCE per head
+    loss_fn = getattr(unwrap(model), "batch_loss", None)
+    weights = [1.0] * len(heads) if loss_fn else config.weights_for(heads)
+    loss_fn = loss_fn or multi_head_loss
     device = torch.device(device)
     model.train()
     sums = torch.zeros(len(heads), dtype=torch.float64, device=device)
@@ -149,7 +152,7 @@ def train_epoch(
     for step, batch in enumerate(batches):
         batch = _batch_to(batch, device)
         logits = model(batch.dense, batch.sparse)
-        total, per_head = multi_head_loss(logits, batch.labels, weights)
+        total, per_head = loss_fn(logits, batch.labels, weights)
         per_head_d = per_head.detach()
         if not torch.isfinite(per_head_d).all():
             bad = [h for h, v in zip(heads, per_head_d.tolist()) if not math.isfinite(v)]
@@ -200,7 +203,8 @@ def evaluate_logloss(
         for batch in batches:
             batch = _batch_to(batch, device)
             all_logits.append(model(batch.dense, batch.sparse).float().cpu())
-            all_labels.append(batch.labels.float().cpu())
+            # a model of fewer heads (the two-tower's one) has the labels' first ones
+            all_labels.append(batch.labels[:, :len(heads)].float().cpu())
     finally:
         model.train(was_training)
     if not all_logits:

@@ -8,13 +8,9 @@ hyper-parameters. It is a picklable dataclass, so the same object drives:
 * `ml.ray_training.train_on_ray(job, encoders, num_workers=...)`: `run_training` inside Ray
   Train workers, each reading its own share of the days (the model asset).
 
-Both resume from and write the one checkpoint format of `ml.checkpoint`. Typical use::
-
-    window = plan_window(GoldStore(lakehouse_uri, storage_options), train_days=28, valid_days=1)
-    job = TrainingJob(data=window, model=ModelHParams(), train=TrainConfig(epochs=2))
-    encoders = fit_encoders(job)
-    result = run_training(job, encoders)
-
+Both resume from and write the one checkpoint format of `ml.checkpoint`. Typical use:
+`run_training(job, fit_encoders(job))` with `job = TrainingJob(data=plan_window(GoldStore(uri),
+train_days=28, valid_days=1))`. `ModelHParams.architecture` picks the DLRM or the two-tower.
 A mapped dataset (any interaction log imported through a mapping file) is the same job with
 `dataset=MAPPED` (`ml.datasets`): its spec is `ml.features.mapped_spec` of the gold tables' columns.
 """
@@ -32,7 +28,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from ml.batch import Batch
+from ml.batch import HEADS, Batch
 from ml.checkpoint import load_checkpoint, plain_state_dict, save_checkpoint
 from ml.cooccurrence import COOCCURRENCE, Neighbours
 from ml.datasets import FITNESS, Dataset
@@ -101,6 +97,11 @@ class ModelHParams:
     min_count: int = 1
     # features left out (names, or prefixes ending in "*"): how a feature is measured as an ablation
     drop_features: tuple[str, ...] = ()
+    # "two_tower": the retrieval model (`ml.two_tower`) on the same features: tower sizes (the
+    # last is the vector's), softmax temperature; it trains on the examples with a take only
+    architecture: str = "dlrm"
+    tower: list[int] = field(default_factory=lambda: [128, 64])
+    temperature: float = 0.05
 
     def __post_init__(self) -> None:
         if self.bottom_mlp and self.bottom_mlp[-1] != self.embedding_dim:
@@ -150,14 +151,8 @@ class TrainingResult:
 
 
 def plan_window(
-    gold: GoldStore,
-    *,
-    train_days: int = 28,
-    valid_days: int = 1,
-    valid_lists: int | None = None,
-    end: dt.date | None = None,
-    sample_fraction: float = 1.0,
-    seed: int = 0,
+    gold: GoldStore, *, train_days: int = 28, valid_days: int = 1, valid_lists: int | None = None,
+    end: dt.date | None = None, sample_fraction: float = 1.0, seed: int = 0,
     negatives: int | None = None,
 ) -> DataWindow:
     """The last `valid_days` event dates up to `end` (default: the latest) are held out; the
@@ -264,6 +259,9 @@ def model_config(job: TrainingJob, encoders: Encoders) -> ModelConfig:
         dropout=h.dropout,
         sparse_names=list(encoders.spec.sparse),
         sparse_slots=encoders.spec.slots(),
+        architecture=h.architecture, tower=list(h.tower), temperature=h.temperature,
+        dense_names=list(encoders.spec.dense),
+        heads=HEADS[:1] if h.architecture == "two_tower" else HEADS,  # take: its positives
     )
 
 
@@ -284,6 +282,8 @@ def train_batches(
     w = job.data
     mine = days_for_rank(w.train_days(), rank, world_size, w.seed)
     lf = _training_examples(job, encoders.spec)[0].filter(pl.col("event_date").is_in(mine))
+    if job.model.architecture == "two_tower":  # in-batch negatives: the positives only
+        lf = lf.filter(pl.col("label_take") == 1)
     return iter_batches(
         lf, encoders, job.train.batch_size,
         shuffle_seed=job.train.seed * 1000 + epoch, days_per_chunk=1,

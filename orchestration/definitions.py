@@ -25,12 +25,14 @@ from assets.automation import eager_latest
 from assets.mapped import build_mapped_import, source_spec
 from assets.model import blocking_checks_on_inputs, build_model_assets
 from assets.ops import remediation_log_spec
+from assets.retrieval import build_retrieval_assets
 from assets.serving import build_serving_assets
 from lakehouse.io.settings import LakehouseSettings
 from lakehouse.publish import published_models
 from ml.datasets import Dataset, dataset_for
 from orchestration.jobs import (
     daily_job,
+    embeddings_job,
     freshness_job,
     ingest_job,
     lakehouse_job,
@@ -41,7 +43,7 @@ from orchestration.jobs import (
 from orchestration.partitions import daily_partitions_from
 from orchestration.remediation import run_failure_remediation_sensor
 from orchestration.resources import build_resources
-from orchestration.schedules import daily_schedule, freshness_schedule
+from orchestration.schedules import daily_schedule, embeddings_schedule, freshness_schedule
 from orchestration.sensors import automation_sensor, correction_sensor, landing_zone_sensor, new_champion_sensor
 
 
@@ -94,11 +96,14 @@ def build_definitions(settings: LakehouseSettings | None = None, dbt_project_dir
     models = build_model_assets(blocking_checks_on_inputs([gold], gold_inputs), gold_inputs)
     recommendations, cache, freshness = build_serving_assets(daily_partitions, eager_latest(),
                                                              gold_inputs)
+    retrieval = build_retrieval_assets(daily_partitions, eager_latest(), gold_inputs)
     return dg.Definitions(
-        assets=[*landing, bronze, dbt_models, gold, *models, recommendations, cache, remediation_log_spec()],
+        assets=[*landing, bronze, dbt_models, gold, *models, *retrieval, recommendations, cache,
+                remediation_log_spec()],
         asset_checks=[*checks, freshness],
-        jobs=[daily_job, lakehouse_job, ingest_job, recompute_job, train_model_job, rescore_job, freshness_job],
-        schedules=[daily_schedule, freshness_schedule],
+        jobs=[daily_job, lakehouse_job, ingest_job, recompute_job, train_model_job, rescore_job,
+              freshness_job, embeddings_job],
+        schedules=[daily_schedule, freshness_schedule, embeddings_schedule],
         sensors=[*sensors, new_champion_sensor, automation_sensor, run_failure_remediation_sensor],
         resources=build_resources(settings, project),
     )

@@ -8,9 +8,9 @@ import dagster as dg
 _SERVING = dg.AssetSelection.groups("serving")
 # Jobs that run dbt on the DuckDB working file; dagster.yaml lets one such run go at a time.
 _DUCKDB = {"lakehouse/duckdb": "writer"}
-# Everything executable but training: landing files and the remediation log are external
-# assets, not part of a run.
-_DAILY = dg.AssetSelection.all() - dg.AssetSelection.groups("landing", "ml", "ops")
+# Everything executable but training: landing files and the remediation log are
+# external assets, not part of a run; the user embeddings refresh on their own schedule.
+_DAILY = dg.AssetSelection.all() - dg.AssetSelection.groups("landing", "ml", "ops", "embeddings")
 
 daily_job = dg.define_asset_job(
     name="daily_recommendations_job",
@@ -60,6 +60,14 @@ rescore_job = dg.define_asset_job(
     selection=_SERVING,
     executor_def=dg.in_process_executor,
     description="Re-score a day with the current champion and republish the cache.",
+)
+
+embeddings_job = dg.define_asset_job(
+    name="user_embeddings_job",
+    selection=dg.AssetSelection.groups("embeddings"),
+    executor_def=dg.in_process_executor,
+    description="The shared user embeddings of a day (the retrieval model's user tower), on their "
+    "own schedule, independent of the ranker's daily chain.",
 )
 
 freshness_job = dg.define_asset_job(

@@ -185,9 +185,10 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     assert first.success, [e.message for e in first.all_events if e.is_failure]
     meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.materialization.metadata.items()}
             for m in first.get_asset_materialization_events()}
-    keys = ("dlrm_model", "ablation_model", "fm_model", "model_evaluation", "champion_model")
+    keys = ("dlrm_model", "ablation_model", "fm_model", "model_evaluation", "champion_model",
+            "retrieval_model")
     assert set(meta) == set(keys)
-    model, abl, fm, ev, champ = (meta[k] for k in keys)
+    model, abl, fm, ev, champ, retrieval = (meta[k] for k in keys)
     assert model["version"] == 1 and model["ray_workers"] == 1
     assert "/#/experiments/" in model["mlflow_run"]
     assert ev["has_oracle"] is True and "| candidate |" in ev["report"] and "data:image/png" in ev["report"]
@@ -241,6 +242,14 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     assert "without the context features" in abl_run.data.tags["mlflow.note.content"]
     assert "| fm |" in ev["report"] and ev["map@10 fm"] > 0.0 and "[" in ev["vs fm, 95% CI"]
     assert [v.run_id for v in client.search_model_versions("name='class_recommender'")] == [run.info.run_id]
+    # the two-tower retrieval model: trained on the same window, registered apart, in use
+    assert retrieval["ranker_run_id"] == run.info.run_id and retrieval["version"] == 1
+    assert 0.5 < retrieval["valid_auc_take"] <= 1.0, retrieval
+    tt_run = client.get_run(retrieval["mlflow_run_id"])
+    assert tt_run.data.params["model.architecture"] == "two_tower"
+    assert tt_run.data.params["data.train_end"] == run.data.params["data.train_end"]
+    assert str(tracking.get_alias_version("class_recommender_retrieval", "champion",
+                                          client_or_uri=uri).version) == "1"
     assert str(tracking.get_alias_version("class_recommender", "champion", client_or_uri=uri).version) == "1"
 
     # an almost untrained model does not beat the champion on the same lists

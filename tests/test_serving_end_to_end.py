@@ -20,11 +20,12 @@ pytestmark = pytest.mark.slow
 LAST = (START + dt.timedelta(days=DAYS - 1)).isoformat()
 
 
-def run(settings, instance, job: str, tags: dict, run_config: dict | None = None):
+def run(settings, instance, job: str, tags: dict, run_config: dict | None = None, only=None):
     from orchestration.definitions import build_definitions
 
     return build_definitions(settings).resolve_job_def(job).execute_in_process(
-        instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
+        instance=instance, tags=tags, run_config=run_config, raise_on_error=False,
+        asset_selection=only)
 
 
 def failure_text(result) -> str:
@@ -63,6 +64,10 @@ def test_daily_chain_scores_publishes_and_survives_a_failed_rescore(built_copy, 
     assert meta["ray_workers"] >= 1 and meta["scores"] > 0 and meta["model_version"] == 1
     checks = {e.check_name: e.passed for e in daily.get_asset_check_evaluations()}
     assert checks["cache_is_fresh"] is True
+    # retrieve then rank: the day's candidate index, made by the retrieval model for this ranker
+    index = {k: v.value for k, v in daily.asset_materializations_for_node("serving__candidate_index")[0].metadata.items()}
+    assert index["retrieval_version"] == 1 and index["ranker_version"] == 1 and index["files"] >= 2
+    assert meta["retrieval"].startswith("top 200 of candidate_index")
 
     store = CacheStore(cache_dir(s))
     published = store.current()
@@ -92,6 +97,41 @@ def test_daily_chain_scores_publishes_and_survives_a_failed_rescore(built_copy, 
     assert delta.table_version(recommendations_uri(s)) == version_before
     assert store.current().name == published.name
     assert json.loads(reader.get(user, platform)) == screen
+
+    # fewer retrieved classes: fewer pairs scored, as many users
+    recs_only = [dg.AssetKey(["serving", "recommendations"])]
+    few = run(s, instance, "rescore_job", {"dagster/partition": LAST},
+              {"ops": {"serving__recommendations": {"config": {"use_ray": False, "retrieve": 3}}}},
+              only=recs_only)
+    assert few.success, failure_text(few)
+    few_meta = {k: v.value for k, v in few.asset_materializations_for_node("serving__recommendations")[0].metadata.items()}
+    assert 0 < few_meta["scores"] < meta["scores"] and few_meta["users"] == meta["users"]
+    version_before = delta.table_version(recommendations_uri(s))
+    published, screen = store.current(), json.loads(reader.get(user, platform))
+
+    # a corrupt index file: scoring does not run and names the file; rows and cache stay
+    from pathlib import Path
+
+    from assets.retrieval import index_root
+    from ml.retrieval import index_uri
+
+    faiss_file = sorted(Path(index_uri(index_root(s), dt.date.fromisoformat(LAST))).glob("*.faiss"))[0]
+    faiss_file.write_bytes(b"not an index")
+    bad = run(s, instance, "rescore_job", {"dagster/partition": LAST},
+              {"ops": {"serving__recommendations": {"config": {"use_ray": False}}}}, only=recs_only)
+    assert not bad.success and str(faiss_file) in failure_text(bad), failure_text(bad)
+    assert delta.table_version(recommendations_uri(s)) == version_before
+    assert store.current().name == published.name and json.loads(reader.get(user, platform)) == screen
+
+    # the shared user embeddings, on their own job: one vector per active user and platform
+    from assets.retrieval import embeddings_uri
+
+    emb = run(s, instance, "user_embeddings_job", {"dagster/partition": LAST})
+    assert emb.success, failure_text(emb)
+    vectors = pl.read_delta(embeddings_uri(s))
+    assert vectors.height > 0 and set(vectors["model_version"]) == {1}
+    assert vectors["embedding"].list.len().unique().to_list() == [64]
+    assert vectors.select("user_id", "platform").is_duplicated().sum() == 0
 
     # a new champion: the sensor asks to re-score the latest scored day, once per version
     from assets.resources import LakehouseResource, MlflowResource

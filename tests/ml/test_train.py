@@ -95,7 +95,7 @@ def test_fused_needs_supported_sparse_optimizer():
     with pytest.raises(ValueError, match="sparse_optimizer"):
         TrainConfig(fused=True)  # Adam for embeddings: no fused CPU kernel
     TrainConfig(fused=True, sparse_optimizer="adagrad")
-    with pytest.raises(TypeError, match="TorchRecDLRM"):
+    with pytest.raises(TypeError, match="TorchRec backend"):
         setup_training(
             build_model(_model_config(), backend="reference"),
             TrainConfig(fused=True, optimizer="adagrad"),

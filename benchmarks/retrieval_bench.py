@@ -1,0 +1,181 @@
+"""Retrieve then rank vs exhaustive ranking, on the same users of one day, in one run:
+
+* a two-tower retrieval model (`ml.two_tower`) trained here on the days up to the feature date
+  D (the day before the last gold day: nothing after D is read for training);
+* the day's candidate index (`ml.retrieval.build_index`);
+* the MLflow champion DLRM ranks every candidate (exhaustive) or each list's retrieved ones
+  (the two-tower's top N, plus the platform's popular and new classes) for N in --n;
+* quality on the lists of D + 1 (a user's takes on a platform): recall@N of the taken classes
+  and of the exhaustive "For you" top 10, MAP@10 of both "For you" rows with a paired
+  bootstrap interval of the ratio (users resampled);
+* speed: users/s of the whole `BatchScorer` (every platform and row), same users.
+
+    python -m benchmarks.retrieval_bench [--lakehouse data/lakehouse] [--users 2000]
+
+Writes benchmarks/results/retrieval.json and prints a table. Run `make demo` first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def average_precision(ranked: list[str], relevant: set[str], k: int = 10) -> float:
+    hits, total = 0, 0.0
+    for i, c in enumerate(ranked[:k], start=1):
+        if c in relevant:
+            hits += 1
+            total += hits / i
+    return total / min(len(relevant), k) if relevant else 0.0
+
+
+def for_you_lists(rows: pl.DataFrame) -> dict[tuple[str, str], list[str]]:
+    fy = rows.filter(pl.col("row_id") == "for_you").sort("user_id", "platform", "rank")
+    return {(u, p): list(c) for u, p, c in
+            fy.group_by("user_id", "platform", maintain_order=True).agg("class_id").iter_rows()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lakehouse.io.settings import LakehouseSettings
+    from ml import tracking
+    from ml.gold import GoldStore
+    from ml.inference import iter_user_batches, load_day, user_state
+    from ml.metrics import paired_bootstrap_ratio
+    from ml.pairs import PairEncoder
+    from ml.retrieval import Retriever, build_index
+    from ml.row_scorer import BatchScorer, row_context
+    from ml.rows import InferenceSettings
+    from ml.train import TrainConfig
+    from ml.training_job import ModelHParams, TrainingJob, fit_encoders, plan_window, run_training
+    from ml.two_tower import TowerEncoder
+
+    settings = LakehouseSettings.from_env()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lakehouse", default=settings.uri)
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI")
+                   or tracking.default_tracking_uri(settings.data_dir))
+    p.add_argument("--users", type=int, default=2000, help="users scored (those with lists first)")
+    p.add_argument("--n", default="50,100,200,500", help="retrieved classes per list")
+    p.add_argument("--train-days", type=int, default=28)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--out", default=str(RESULTS / "retrieval.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    ns = [int(x) for x in args.n.split(",")]
+
+    mv = tracking.get_alias_version("class_recommender", "champion", client_or_uri=args.tracking_uri)
+    if mv is None:
+        raise SystemExit(f"no champion in {args.tracking_uri}: run `make demo` first")
+    module, enc, heads = tracking.load_torchscript(mv.source, tracking_uri=args.tracking_uri)
+    gold = GoldStore(args.lakehouse)
+    dates = sorted(gold.scan("user_features_daily").select("feature_date").unique().collect()["feature_date"])
+    fdate = dates[-2]
+    serve = fdate + dt.timedelta(days=1)
+
+    t0 = time.perf_counter()
+    job = TrainingJob(data=plan_window(gold, train_days=args.train_days, valid_days=0, end=fdate),
+                      model=ModelHParams(architecture="two_tower"))
+    job = dataclasses.replace(job, train=TrainConfig(**{**dataclasses.asdict(job.train), "epochs": args.epochs}))
+    tenc = fit_encoders(job)
+    trained = run_training(job, tenc, validate=False)
+    train_s = time.perf_counter() - t0
+    tower, tpairs = TowerEncoder(trained.state_dict, trained.model_config), PairEncoder(tenc)
+
+    inf = InferenceSettings(users_per_batch=10**9)
+    day = load_day(gold, fdate, inf)
+    t0 = time.perf_counter()
+    index = build_index(tower, tpairs, day, retrieval_version=0, ranker_version=int(mv.version))
+    index_s = time.perf_counter() - t0
+
+    # users: those with a list on D + 1 first, then others, up to --users
+    takes = gold.takes(serve, serve).select("user_id", "platform", "class_id").unique().collect()
+    relevant = {(u, p): set(c) for u, p, c in takes.group_by("user_id", "platform").agg("class_id").iter_rows()}
+    active = next(iter_user_batches(gold, fdate, inf))
+    listed = set(takes["user_id"].to_list())
+    active = active.with_columns(pl.col("user_id").is_in(list(listed)).alias("_listed")).sort(
+        "_listed", "user_id", descending=[True, False]).head(args.users).drop("_listed")
+    users, taken = user_state(gold, fdate, active, inf)
+
+    def run(retriever) -> tuple[pl.DataFrame, float]:
+        scorer = BatchScorer(module, enc, heads, day, inf, int(mv.version), retriever)
+        t = time.perf_counter()
+        rows = scorer.score(users, taken)
+        return rows, time.perf_counter() - t
+
+    exh_rows, exh_s = run(None)
+    exh = for_you_lists(exh_rows)
+    keys = [k for k in exh if k in relevant]
+    ap_exh = np.array([average_precision(exh[k], relevant[k]) for k in keys])
+    out: dict = {"feature_date": str(fdate), "users": users.height, "lists": len(keys),
+                 "ranker_version": int(mv.version), "two_tower_train_seconds": round(train_s, 1),
+                 "index_seconds": round(index_s, 2),
+                 "candidates": {p: f.height for p, f in day.candidates.items()},
+                 "index_kind": {p: pi.kind for p, pi in index.platforms.items()},
+                 "exhaustive": {"seconds": round(exh_s, 2), "users_per_s": round(users.height / exh_s, 1),
+                                "map@10": float(ap_exh.mean()) if len(keys) else None},
+                 "retrieve": {}}
+    for n in ns:
+        retr = Retriever(tower, tpairs, index, day, n=n, popular=inf.retrieve_popular,
+                         new_days=inf.retrieve_new_days)
+        rows, secs = run(retr)
+        got = for_you_lists(rows)
+        ap = np.array([average_precision(got.get(k, []), relevant[k]) for k in keys])
+        # recall@N: of the taken classes, and of the exhaustive top 10, in the retrieved set of
+        # each list's "For you" context
+        rec_rel, rec_top = [], []
+        for p in sorted({k[1] for k in keys}):
+            ids = [k[0] for k in keys if k[1] == p]
+            ctx_users = users.filter(pl.col("user_id").is_in(ids))
+            ctx = row_context(inf, day, ctx_users, p, inf.rows[0])
+            cand = retr.candidates(ctx, p)
+            cls = day.candidates[p]["class_id"].to_numpy()
+            for u, row in zip(ctx_users["user_id"].to_list(), cand):
+                s = set(cls[row[row >= 0]].tolist())
+                rel = relevant[(u, p)]
+                rec_rel.append(len(rel & s) / len(rel))
+                top = exh.get((u, p), [])
+                if top:
+                    rec_top.append(len(set(top) & s) / len(top))
+        cmp = paired_bootstrap_ratio(ap, ap_exh, np.array([k[0] for k in keys]), n_boot=2000)
+        out["retrieve"][str(n)] = {
+            "seconds": round(secs, 2), "users_per_s": round(users.height / secs, 1),
+            "speedup_vs_exhaustive": round(exh_s / secs, 2),
+            "map@10": float(ap.mean()) if len(keys) else None,
+            "map_ratio": cmp["ratio"], "map_ratio_low": cmp["low"], "map_ratio_high": cmp["high"],
+            "recall_taken": float(np.mean(rec_rel)) if rec_rel else None,
+            "recall_exhaustive_top10": float(np.mean(rec_top)) if rec_top else None,
+        }
+    out["machine"] = {"cpu_count": os.cpu_count(), "threads": args.threads, "python": platform.python_version()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+
+    print(f"retrieve then rank vs exhaustive, feature date {fdate}, {users.height} users, "
+          f"{len(keys)} lists of {serve}; candidates per platform {out['candidates']}")
+    print(f"{'N':>6} {'users/s':>9} {'speed-up':>9} {'recall taken':>13} {'recall top10':>13} "
+          f"{'MAP@10 ratio [95% CI]':>26}")
+    e = out["exhaustive"]
+    print(f"{'all':>6} {e['users_per_s']:>9.1f} {1.0:>9.2f} {1.0:>13.3f} {1.0:>13.3f} {'1':>26}")
+    for n, r in out["retrieve"].items():
+        ci = f"{r['map_ratio']:.3f} [{r['map_ratio_low']:.3f}, {r['map_ratio_high']:.3f}]"
+        print(f"{n:>6} {r['users_per_s']:>9.1f} {r['speedup_vs_exhaustive']:>9.2f} "
+              f"{r['recall_taken'] or 0:>13.3f} {r['recall_exhaustive_top10'] or 0:>13.3f} {ci:>26}")
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,279 @@
+"""Retrieval: the two-tower's class vectors in a faiss index per platform, searched per user.
+
+* `build_index(tower, pairs, day, ...)`: the day's scoring candidates of each platform through the
+  class tower (`ml.two_tower.TowerEncoder`), into a faiss inner-product index: exact
+  (`IndexFlatIP`) up to `exact_max` classes, HNSW above (graph search; the vectors are unit
+  length, so inner product = cosine).
+* `save_index` / `load_index`: one folder per feature date, a `<platform>.faiss` file each and
+  `manifest.json` written last (its presence is the commit): the feature date, the retrieval
+  model that made the vectors and the ranker it was built for. A missing or unreadable file
+  raises `IndexLoadError` naming it.
+* `Retriever`: per (user, platform, row context) the top `n` classes by the user tower's
+  vector, plus what every user gets: the platform's popular classes and the classes released
+  in the last `new_days` (a new user, a new class: retrieval never leaves them out).
+* `user_embeddings`: the user tower's vectors of a day, the rows of the `user_embeddings` table.
+
+No Dagster here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+from typing import Iterator
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from ml.pairs import PairEncoder
+from ml.rows import DayInputs, InferenceError, InferenceSettings
+from ml.two_tower import TowerEncoder
+
+MANIFEST = "manifest.json"
+
+
+class IndexLoadError(InferenceError):
+    """The candidate index is missing, unreadable or from another model than the one in use."""
+
+
+def _faiss():
+    import faiss  # faiss-cpu; imported on use (it starts OpenMP threads)
+
+    return faiss
+
+
+@dataclass
+class PlatformIndex:
+    class_ids: np.ndarray  # object [C]: the index's row -> class_id
+    index: object  # a faiss index over [C, d] unit vectors
+    kind: str  # "flat" or "hnsw"
+
+
+@dataclass
+class CandidateIndex:
+    feature_date: dt.date
+    retrieval_version: int
+    ranker_version: int | None
+    dim: int
+    platforms: dict[str, PlatformIndex] = field(default_factory=dict)
+
+    def search(self, platform: str, queries: np.ndarray, k: int) -> np.ndarray:
+        """[n, k'] rows of the platform's index (k' = min(k, C)), best first; -1 where the
+        index found fewer."""
+        pi = self.platforms[platform]
+        k = min(k, len(pi.class_ids))
+        _, rows = pi.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return rows
+
+    def check_versions(self, retrieval_version: int, ranker_version: int | None) -> None:
+        """Refuse an index made by another retrieval model, or for another ranker."""
+        if self.retrieval_version != retrieval_version or (
+                ranker_version is not None and self.ranker_version is not None
+                and self.ranker_version != ranker_version):
+            raise IndexLoadError(
+                f"the candidate index of {self.feature_date} was built by retrieval model version "
+                f"{self.retrieval_version} for ranker version {self.ranker_version}; this run uses "
+                f"retrieval version {retrieval_version} and ranker version {ranker_version}: "
+                "materialize candidate_index again for the current models")
+
+
+def _make_index(vectors: np.ndarray, exact_max: int, hnsw_m: int, ef_search: int):
+    faiss = _faiss()
+    d = vectors.shape[1]
+    if len(vectors) <= exact_max:
+        index, kind = faiss.IndexFlatIP(d), "flat"
+    else:
+        index, kind = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT), "hnsw"
+        index.hnsw.efConstruction = max(2 * hnsw_m, 64)
+        index.hnsw.efSearch = ef_search
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index, kind
+
+
+def class_vectors(tower: TowerEncoder, pairs: PairEncoder, frame: pl.DataFrame,
+                  serve_date: dt.date) -> np.ndarray:
+    """[C, d] the class tower's vectors of candidate rows (class_id + catalogue + popularity)."""
+    side = pairs.encode_classes(frame.with_columns(pl.lit(serve_date).alias("event_date")))
+    return tower.classes(side.dense, side.sparse)
+
+
+def build_index(tower: TowerEncoder, pairs: PairEncoder, day: DayInputs, *,
+                retrieval_version: int, ranker_version: int | None = None,
+                exact_max: int = 50_000, hnsw_m: int = 32, ef_search: int = 256) -> CandidateIndex:
+    """The day's candidate index (one per platform of `day.candidates`)."""
+    out = CandidateIndex(day.feature_date, int(retrieval_version),
+                         None if ranker_version is None else int(ranker_version), tower.dim)
+    for p, frame in day.candidates.items():
+        vec = class_vectors(tower, pairs, frame, day.serve_date)
+        index, kind = _make_index(vec, exact_max, hnsw_m, ef_search)
+        out.platforms[p] = PlatformIndex(np.array(frame["class_id"].to_list(), dtype=object), index, kind)
+    return out
+
+
+def index_uri(base: str, feature_date: dt.date) -> str:
+    from lakehouse.io.storage import join_uri
+
+    return join_uri(base, str(feature_date))
+
+
+def save_index(index: CandidateIndex, uri: str) -> list[str]:
+    """Write the index's files under `uri` (a folder or s3:// prefix), the manifest last."""
+    from lakehouse.io.storage import filesystem_for, join_uri
+
+    faiss = _faiss()
+    fs, root = filesystem_for(uri)
+    fs.create_dir(root, recursive=True)
+    files = []
+    manifest = {"feature_date": str(index.feature_date), "retrieval_version": index.retrieval_version,
+                "ranker_version": index.ranker_version, "dim": index.dim, "platforms": {}}
+    for p, pi in index.platforms.items():
+        name = f"{p}.faiss"
+        with fs.open_output_stream(join_uri(root, name)) as f:
+            f.write(faiss.serialize_index(pi.index).tobytes())
+        manifest["platforms"][p] = {"file": name, "kind": pi.kind, "classes": pi.class_ids.tolist()}
+        files.append(join_uri(uri, name))
+    with fs.open_output_stream(join_uri(root, MANIFEST)) as f:
+        f.write(json.dumps(manifest).encode())
+    return [*files, join_uri(uri, MANIFEST)]
+
+
+def load_index(uri: str) -> CandidateIndex:
+    """The index saved under `uri`; IndexLoadError naming the file that is missing or corrupt."""
+    from lakehouse.io.storage import filesystem_for, join_uri
+
+    faiss = _faiss()
+    fs, root = filesystem_for(uri)
+
+    def read(name: str) -> bytes:
+        try:
+            with fs.open_input_stream(join_uri(root, name)) as f:
+                return f.read()
+        except (FileNotFoundError, OSError) as exc:
+            raise IndexLoadError(f"candidate index file {join_uri(uri, name)} cannot be read "
+                                 f"({exc}): materialize candidate_index for that day") from exc
+
+    try:
+        m = json.loads(read(MANIFEST))
+        out = CandidateIndex(dt.date.fromisoformat(m["feature_date"]), int(m["retrieval_version"]),
+                             m.get("ranker_version"), int(m["dim"]))
+        entries = m["platforms"].items()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IndexLoadError(f"candidate index file {join_uri(uri, MANIFEST)} is corrupt: {exc}") from exc
+    for p, e in entries:
+        raw = read(e["file"])
+        try:
+            index = faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8))
+        except Exception as exc:  # faiss raises RuntimeError with its C++ message
+            raise IndexLoadError(f"candidate index file {join_uri(uri, e['file'])} is corrupt: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+        if index.ntotal != len(e["classes"]) or index.d != out.dim:
+            raise IndexLoadError(f"candidate index file {join_uri(uri, e['file'])} holds "
+                                 f"{index.ntotal} vectors of {index.d} dims; the manifest says "
+                                 f"{len(e['classes'])} of {out.dim}")
+        out.platforms[p] = PlatformIndex(np.array(e["classes"], dtype=object), index, e["kind"])
+    return out
+
+
+class Retriever:
+    """Per platform: the index's rows mapped to the scorer's candidate positions, and the
+    positions every user gets (popular, new)."""
+
+    def __init__(self, tower: TowerEncoder, pairs: PairEncoder, index: CandidateIndex,
+                 day: DayInputs, *, n: int, popular: int = 20, new_days: int = 2) -> None:
+        if n < 1:
+            raise ValueError(f"retrieve must be >= 1 (classes per list), got {n}")
+        self.tower, self.pairs, self.index, self.n = tower, pairs, index, int(n)
+        self.rows_to_pos: dict[str, np.ndarray] = {}
+        self.always: dict[str, np.ndarray] = {}
+        for p, frame in day.candidates.items():
+            if p not in index.platforms:
+                raise IndexLoadError(f"the candidate index of {index.feature_date} has no platform "
+                                     f"{p!r} (has {sorted(index.platforms)})")
+            pos = {c: j for j, c in enumerate(frame["class_id"].to_list())}
+            self.rows_to_pos[p] = np.array([pos.get(c, -1) for c in index.platforms[p].class_ids],
+                                           dtype=np.int64)
+            top = day.popular.filter(pl.col("platform") == p).sort("rank").head(popular)["class_id"]
+            always = {pos[c] for c in top.to_list() if c in pos}
+            if "release_date" in frame.columns:
+                since = day.feature_date - dt.timedelta(days=new_days - 1)
+                new = frame.with_row_index("_j").filter(pl.col("release_date").cast(pl.Date) >= since)
+                always |= set(new["_j"].to_list())
+            self.always[p] = np.array(sorted(always), dtype=np.int64)
+
+    def candidates(self, context: pl.DataFrame, platform: str) -> np.ndarray:
+        """[n_users, m] candidate positions (into the day's candidates of the platform) for
+        users under a row's context: the tower's top n, then the shared ones (a position may
+        repeat; -1 never appears)."""
+        side = self.pairs.encode_users(context)
+        q = self.tower.users(side.dense, side.sparse)
+        rows = self.index.search(platform, q, self.n)
+        pos = np.where(rows >= 0, self.rows_to_pos[platform][np.maximum(rows, 0)], -1)
+        pos = np.where(pos >= 0, pos, pos.max(axis=1, keepdims=True))  # fill gaps with a held one
+        extra = np.broadcast_to(self.always[platform], (len(pos), len(self.always[platform])))
+        return np.concatenate([pos, extra], axis=1)
+
+
+USER_EMBEDDING_SCHEMA = pa.schema([
+    ("feature_date", pa.date32()), ("user_id", pa.string()), ("platform", pa.string()),
+    ("model_version", pa.int32()), ("embedding", pa.list_(pa.float32())),
+])
+
+
+def user_embeddings(gold, day: DayInputs, tower: TowerEncoder, pairs: PairEncoder,
+                    settings: InferenceSettings, model_version: int) -> Iterator[pl.DataFrame]:
+    """The user tower's vector of every active user on each platform they use, under the first
+    row's context ("For you": the user's usual hour there), a batch of users at a time
+    (USER_EMBEDDING_SCHEMA): the shared user representation other models and surfaces read."""
+    from ml.inference import iter_user_batches
+    from ml.row_scorer import row_context
+
+    ds = settings.dataset
+    for users in iter_user_batches(gold, day.feature_date, settings):
+        for p in day.candidates:
+            up = users.filter(ds.uses_platform(users, p))
+            if up.height == 0:
+                continue
+            side = pairs.encode_users(row_context(settings, day, up, p, settings.rows[0]))
+            vec = tower.users(side.dense, side.sparse)
+            yield pl.DataFrame({
+                "feature_date": [day.feature_date] * up.height, "user_id": up["user_id"],
+                "platform": [p] * up.height, "model_version": [int(model_version)] * up.height,
+                "embedding": pl.Series(vec.tolist(), dtype=pl.List(pl.Float32)),
+            }).cast({"model_version": pl.Int32})
+
+
+@dataclass(frozen=True)
+class RetrievalRef:
+    """Where a Ray actor finds the retrieval model (MLflow) and the day's index (files)."""
+
+    model_uri: str
+    version: int
+    index_uri: str
+    tracking_uri: str | None = None
+
+    def load_tower(self) -> tuple[TowerEncoder, PairEncoder]:
+        from ml import tracking
+
+        module, encoders, _ = tracking.load_torchscript(self.model_uri, tracking_uri=self.tracking_uri)
+        config = tracking.load_model_config(self.model_uri, tracking_uri=self.tracking_uri)
+        if config.architecture != "two_tower":
+            raise IndexLoadError(f"{self.model_uri} is a {config.architecture!r} model, not a two-tower")
+        return TowerEncoder(module.state_dict(), config), PairEncoder(encoders)
+
+    def retriever(self, day: DayInputs, *, n: int, ranker_version: int | None,
+                  popular: int = 20, new_days: int = 2) -> Retriever:
+        """The tower and the day's index, checked to belong together and to the ranker."""
+        index = load_index(self.index_uri)
+        if index.feature_date != day.feature_date:
+            raise IndexLoadError(f"candidate index {self.index_uri} is of {index.feature_date}, "
+                                 f"not {day.feature_date}")
+        index.check_versions(self.version, ranker_version)
+        tower, pairs = self.load_tower()
+        return Retriever(tower, pairs, index, day, n=n, popular=popular, new_days=new_days)
+
+
+__all__ = ["CandidateIndex", "IndexLoadError", "RetrievalRef", "Retriever", "build_index", "class_vectors",
+           "index_uri", "load_index", "save_index", "user_embeddings", "USER_EMBEDDING_SCHEMA"]

@@ -1,0 +1,154 @@
+"""Retrieval: the two-tower model, the candidate index (faiss) and scoring each user's own
+candidates; the retrieve-then-rank path through the Dagster assets is in
+tests/test_serving_end_to_end.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from ml.examples import read_examples
+from ml.factorized import FactorizedDLRM, factorized_score_matrix, factorized_score_subset
+from ml.features import Encoders, default_spec
+from ml.gold import GoldStore
+from ml.model import ModelConfig, build_model
+from ml.retrieval import (
+    CandidateIndex,
+    IndexLoadError,
+    PlatformIndex,
+    Retriever,
+    _make_index,
+    load_index,
+    save_index,
+)
+from ml.rows import DayInputs
+from ml.two_tower import TowerEncoder
+from tests.ml.test_factorized import _setup
+
+
+def test_scoring_each_users_own_candidates_equals_the_full_matrix(candidates_lake):
+    model, cfg, enc, pe, users, classes = _setup(candidates_lake)
+    fast = FactorizedDLRM(model.state_dict(), enc.spec, cfg.heads, head="take")
+    full = factorized_score_matrix(fast, pe, users, classes)
+    n, C = full.shape
+    idx = np.random.default_rng(0).integers(0, C, size=(n, 2))
+    for max_pairs in (3, 1_000_000):  # chunked and not
+        got = factorized_score_subset(fast, pe, users, classes, idx, max_pairs=max_pairs)
+        np.testing.assert_allclose(got, np.take_along_axis(full, idx, axis=1), atol=1e-5, rtol=1e-5)
+
+
+def _two_tower(candidates_lake):
+    frame = read_examples(GoldStore(candidates_lake)).collect()
+    enc = Encoders.fit(frame, default_spec())
+    cfg = ModelConfig(sparse_cardinalities=enc.cardinalities(), n_dense=len(enc.spec.dense),
+                      embedding_dim=8, bottom_mlp=[8], sparse_names=list(enc.spec.sparse),
+                      sparse_slots=enc.spec.slots(), architecture="two_tower", tower=[16, 8],
+                      temperature=0.1, dense_names=list(enc.spec.dense), heads=("take",))
+    batch = enc.transform(frame)
+    return enc, cfg, batch
+
+
+def test_two_tower_learns_in_batch_and_scores_pairs_as_its_towers(candidates_lake):
+    enc, cfg, batch = _two_tower(candidates_lake)
+    torch.manual_seed(0)
+    model = build_model(cfg, "reference")
+    pos = batch.labels[:, 0] > 0.5
+    assert int(pos.sum()) >= 2
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    model.train()
+    losses = []
+    for _ in range(30):
+        logits = model(batch.dense, batch.sparse)
+        assert logits.shape == (len(batch), len(batch))  # in-batch scores
+        loss, per_head = model.batch_loss(logits, batch.labels, [1.0])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0], losses  # it learns to tell the taken classes apart
+    model.eval()
+    with torch.no_grad():
+        scores = model(batch.dense, batch.sparse)
+    assert scores.shape == (len(batch), 1)
+    # the towers alone (what the index and retrieval use) give the same scores
+    tower = TowerEncoder(model.state_dict(), cfg)
+    u, c = tower.users(batch.dense, batch.sparse), tower.classes(batch.dense, batch.sparse)
+    np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose((u * c).sum(1) / cfg.temperature, scores[:, 0].numpy(), atol=1e-4)
+    # fewer than two taken rows: nothing to contrast, a zero loss that still back-propagates
+    one = torch.zeros_like(batch.labels)
+    one[0, 0] = 1.0
+    model.train()
+    zero, _ = model.batch_loss(model(batch.dense, batch.sparse), one, [1.0])
+    zero.backward()
+    assert float(zero) == 0.0
+
+
+def _index(tmp_path, exact_max=1_000, n=300, d=8):
+    rng = np.random.default_rng(1)
+    vec = rng.normal(size=(n, d)).astype(np.float32)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    index, kind = _make_index(vec, exact_max, hnsw_m=16, ef_search=128)
+    ci = CandidateIndex(dt.date(2026, 9, 3), 4, 7, d,
+                        {"bike": PlatformIndex(np.array([f"c{i:03d}" for i in range(n)], dtype=object), index, kind)})
+    return ci, vec
+
+
+@pytest.mark.parametrize("exact_max", [1_000, 10])
+def test_the_index_finds_the_nearest_classes_and_survives_a_round_trip(tmp_path, exact_max):
+    ci, vec = _index(tmp_path, exact_max)
+    assert ci.platforms["bike"].kind == ("flat" if exact_max >= 300 else "hnsw")
+    q = vec[:20] + 0.01
+    exact = np.argsort(-(q @ vec.T), axis=1)[:, :10]
+    got = ci.search("bike", q, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, exact)])
+    assert recall >= (1.0 if exact_max >= 300 else 0.9), recall
+    files = save_index(ci, str(tmp_path / "2026-09-03"))
+    assert [f.rsplit("/", 1)[1] for f in files] == ["bike.faiss", "manifest.json"]
+    back = load_index(str(tmp_path / "2026-09-03"))
+    assert (back.feature_date, back.retrieval_version, back.ranker_version) == (dt.date(2026, 9, 3), 4, 7)
+    np.testing.assert_array_equal(back.search("bike", q, 10), got)
+    assert list(back.platforms["bike"].class_ids[:2]) == ["c000", "c001"]
+
+
+def test_a_bad_index_is_refused_naming_the_file(tmp_path):
+    ci, _ = _index(tmp_path)
+    folder = tmp_path / "2026-09-03"
+    save_index(ci, str(folder))
+    (folder / "bike.faiss").write_bytes(b"garbage")
+    with pytest.raises(IndexLoadError, match=r"bike\.faiss is corrupt"):
+        load_index(str(folder))
+    (folder / "manifest.json").unlink()
+    with pytest.raises(IndexLoadError, match=r"manifest\.json cannot be read"):
+        load_index(str(folder))
+    with pytest.raises(IndexLoadError, match="built by retrieval model version 4 for ranker version 7"):
+        ci.check_versions(4, 8)
+    ci.check_versions(4, 7)
+
+
+def test_every_user_gets_the_popular_and_new_classes(tmp_path):
+    ci, vec = _index(tmp_path, n=30)
+    ids = ci.platforms["bike"].class_ids
+    # the day's candidates in another order than the index (and one class the index lacks)
+    cand = pl.DataFrame({"class_id": [*reversed(ids.tolist()), "c999"],
+                         "release_date": [dt.date(2026, 8, 1)] * 30 + [dt.date(2026, 9, 3)]})
+    popular = pl.DataFrame({"platform": ["bike", "bike"], "rank": [1, 2], "class_id": ["c005", "c006"]})
+    day = DayInputs(feature_date=dt.date(2026, 9, 3), serve_date=dt.date(2026, 9, 4),
+                    candidates={"bike": cand}, popular=popular, default_hour={"bike": 18}, n_users=2)
+    queries = vec[[0, 1]]
+    tower = SimpleNamespace(users=lambda dense, sparse: queries)
+    pairs = SimpleNamespace(encode_users=lambda frame: SimpleNamespace(dense=None, sparse=None))
+    r = Retriever(tower, pairs, ci, day, n=3, popular=2, new_days=1)
+    got = r.candidates(pl.DataFrame({"user_id": ["u1", "u2"]}), "bike")
+    names = cand["class_id"].to_numpy()
+    for row, q in zip(got, queries):
+        nearest = {f"c{i:03d}" for i in np.argsort(-(vec @ q))[:3]}
+        assert set(names[row[:3]]) == nearest
+        assert set(names[row[3:]]) == {"c005", "c006", "c999"}  # popular + released on D
+    with pytest.raises(ValueError, match="retrieve must be >= 1"):
+        Retriever(tower, pairs, ci, day, n=0)
