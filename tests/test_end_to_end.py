@@ -257,7 +257,9 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     assert champ2["promoted"] is False and champ2["champion_version"] == 1
     assert "does not beat" in champ2["reason"] and "ratio" in champ2["reason"]
     ev2 = {k: v.value for k, v in second.asset_materializations_for_node("model_evaluation")[0].metadata.items()}
-    assert ev2["vs champion low"] <= ev2["vs champion"] <= ev2["vs champion high"]
+    vs = ev2["gate"]["vs champion"]  # exact; the figure beside it rounded
+    assert vs["low"] <= vs["ratio"] <= vs["high"] and ev2["vs champion"] == pytest.approx(vs["ratio"], rel=1e-3)
+    assert ev2["champion"].startswith("v1") and ev2["map@10 champion"] > 0
     assert ev2["vs champion, 95% CI"] in champ2["reason"]
     assert str(tracking.get_alias_version("class_recommender", "challenger", client_or_uri=uri).version) == "2"
 
