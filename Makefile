@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 SIZE ?= small
 SEED ?= 42
 DAYS ?= 60
-START ?= 2026-09-01
+# The simulated calendar ends yesterday (UTC): START is DAYS days ago, unless given (START=2026-09-01).
+START ?= $(shell $(PYTHON) -c 'import datetime as d; print(d.datetime.now(d.timezone.utc).date() - d.timedelta(days=$(DAYS)))')
+# AUTOMATIONS=on make demo: the schedules and sensors are left running afterwards.
+AUTOMATIONS ?= off
 PORT ?= 3000
 MLFLOW_PORT ?= 5000
 
@@ -25,7 +28,8 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 .PHONY: byod byod-ui movielens help install demo test test-fast test-extra ui mlflow train search bench bench-train bench-infer ablations simulate report dbt-parse clean serve bench-serve fault-drill
 
 help:
-	@echo "make demo   - install, simulate $(DAYS) days ($(SIZE)), materialize every asset, print a summary"
+	@echo "make demo   - install, simulate $(DAYS) days up to yesterday ($(SIZE)), materialize every asset, print a summary"
+	@echo "              (AUTOMATIONS=on: leave the schedules and sensors running; START=YYYY-MM-DD: another calendar)"
 	@echo "make test   - install and run the test suite"
 	@echo "make test-extra - the tests too slow for make test: a two-node Ray cluster, a 270 MB import in bounded memory"
 	@echo "make ui     - open the Dagster UI on the same data (http://127.0.0.1:$(PORT))"
@@ -71,7 +75,7 @@ report: install
 	$(BIN)/python -m simulator report --landing "$${LANDING_URI:-$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}/landing}"
 
 demo: install $(DAGSTER_HOME)/dagster.yaml simulate dbt-parse
-	$(BIN)/python -m orchestration.demo --start $(START) --days $(DAYS)
+	$(BIN)/python -m orchestration.demo --start $(START) --days $(DAYS) $(if $(filter on,$(AUTOMATIONS)),--automations-on)
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -140,6 +144,8 @@ BYOD_URI ?=
 BYOD_ENV = LAKEHOUSE_MAPPING="$(abspath $(MAPPING))" LAKEHOUSE_DATA_DIR="$(BYOD_DIR)" \
 	DAGSTER_HOME="$(BYOD_DIR)/dagster_home" LAKEHOUSE_URI="$(BYOD_URI)" LANDING_URI= LAKEHOUSE_DUCKDB_PATH=
 BYOD_DAYS ?= 42
+# the generated listening log's first day (its mapping's default first_day)
+BYOD_START ?= 2026-09-01
 # JSON overrides of ModelTrainingConfig, e.g. MODEL_CONFIG='{"train_days": 90, "valid_days": 7}'
 MODEL_CONFIG ?=
 MODEL_ARG = $(if $(MODEL_CONFIG),--model-config '$(MODEL_CONFIG)')
@@ -148,7 +154,7 @@ byod: install
 	mkdir -p "$(BYOD_DIR)/dagster_home" && cp orchestration/dagster.yaml "$(BYOD_DIR)/dagster_home/dagster.yaml"
 	@case "$(MAPPING)" in examples/listening/*) \
 		$(BIN)/python -m simulator external --out "$(BYOD_DIR)/listening_source" --days $(BYOD_DAYS) \
-			--start-date $(START) --seed $(SEED) --ratings;; esac
+			--start-date $(BYOD_START) --seed $(SEED) --ratings;; esac
 	$(BYOD_ENV) $(BIN)/python -m orchestration.demo --from-source $(MODEL_ARG)
 
 byod-ui: install

@@ -10,7 +10,7 @@ import datetime as dt
 import dagster as dg
 from pydantic import Field
 
-from assets.checks import ReplaceConfig, check_results, check_specs
+from assets.checks import ReplaceConfig, check_evaluations, check_specs
 from assets.landing import landing_key
 from assets.resources import LakehouseResource
 from lakehouse.contract import ENTITIES
@@ -75,7 +75,7 @@ def build_bronze_assets(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg
         except AuditFailedError as exc:
             # report every check of the audit, then fail: nothing was committed
             for entity, outcomes in exc.outcomes.items():
-                yield from check_results(bronze_key(entity), outcomes, window)
+                yield from check_evaluations(context, bronze_key(entity), outcomes, window)
             raise
         context.log.info(report.summary())
         opts = settings.storage_options()
@@ -97,8 +97,8 @@ def build_bronze_assets(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg
                     "dagster/row_count": r.rows_valid,
                     "quarantine_reasons": dg.MetadataValue.json(dict(r.reasons.most_common(20))),
                 },
-                check_results=check_results(bronze_key(e.name), r.checks, window),
             )
+            yield from check_evaluations(context, bronze_key(e.name), r.checks, window)
         yield dg.MaterializeResult(
             asset_key=bronze_key(QUARANTINE),
             metadata={

@@ -17,7 +17,7 @@ import dagster as dg
 import polars as pl
 
 from assets.automation import rebuild_when_changed
-from assets.checks import ReplaceConfig, check_results, check_specs, window_of
+from assets.checks import ReplaceConfig, check_evaluations, check_specs, window_of
 from assets.resources import LakehouseResource
 from lakehouse.io import delta
 from lakehouse.publish import PublishSpec, commit, stage
@@ -86,7 +86,7 @@ def build_gold_assets(published: Mapping[dg.AssetKey, PublishSpec], suites: Mapp
                              f"{'FAILED ' + ', '.join(failed) if failed else 'passed'}")
         if any(blocking_failures(o) for o in outcomes.values()):
             for key, outs in outcomes.items():
-                yield from check_results(key, outs, window)
+                yield from check_evaluations(context, key, outs, window)
             raise AuditFailedError({k.to_user_string(): o for k, o in outcomes.items()})
         for key in keys:  # publish
             result = commit(settings, spec_of[key], staged.pop(key), start=start, end=end)
@@ -96,8 +96,8 @@ def build_gold_assets(published: Mapping[dg.AssetKey, PublishSpec], suites: Mapp
                 asset_key=key,
                 metadata={"delta_uri": result.uri, "delta_version": result.version,
                           "dagster/row_count": result.rows, "published_range": window},
-                check_results=check_results(key, outcomes[key], window),
             )
+            yield from check_evaluations(context, key, outcomes[key], window)
 
     return publish_gold
 

@@ -27,11 +27,11 @@ from typing import Sequence
 import dagster as dg
 
 from assets.model_config import EvaluationConfig, ModelTrainingConfig, PromotionConfig
+from assets.model_metadata import evaluation_metadata, figures, gate_inputs, plot_entries
 from assets.resources import LakehouseResource, MlflowResource
 from ml.datasets import FITNESS, Dataset
 from ml.gold import GoldStore, day_span
 from ml.lists import EvalSettings
-from ml.metrics import format_ratio
 from ml.peers import fit_peers
 from ml.training_job import DataWindow, TrainingJob
 from ml.workflow import (
@@ -99,9 +99,10 @@ def _job_of(model_meta: dict, gold: GoldStore,
     return cfg, cfg.job(gold, window, dataset=dataset)
 
 
-def _r(x: float) -> float:
-    """Four decimals for the UI (NaN stays NaN)."""
-    return round(float(x), 4)
+def _source(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """What MLflow shows as the run's source (else the process's entry point, `__main__.py`)."""
+    return {"mlflow.source.name": f"dagster asset {context.asset_key.to_user_string()} "
+                                  f"(run {context.run.run_id[:8]})", "mlflow.source.type": "JOB"}
 
 
 def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
@@ -144,7 +145,7 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
         trained = train_and_log(
             job, tr, run_name=run_name, num_workers=config.num_workers, use_ray=True,
             use_gpu=config.use_gpu, ray_storage=_ray_storage(settings),
-            tags={"dagster.run_id": context.run.run_id}, log=context.log.info,
+            tags={"dagster.run_id": context.run.run_id, **_source(context)}, log=context.log.info,
         )
         last = trained.history[-1] if trained.history else {}
         return dg.MaterializeResult(metadata={
@@ -161,11 +162,10 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
             "delta_versions": dg.MetadataValue.json(trained.table_versions),
             "ray_workers": trained.num_workers,
             "ray_nodes": int(last.get("nodes", 1)),
-            "resumed_from_epoch": trained.resumed_from_epoch if trained.resumed_from_epoch is not None else -1,
+            **({"resumed_from_epoch": trained.resumed_from_epoch} if trained.resumed_from_epoch is not None else {}),
             "train_seconds": round(trained.seconds, 1),
             "samples_per_s": round(float(last.get("samples_per_s", 0.0)), 0),
-            "valid_auc_take": _r(last.get("valid_auc_take", float("nan"))),
-            "valid_logloss_take": _r(last.get("valid_logloss_take", float("nan"))),
+            **figures({k: last.get(k) for k in ("valid_auc_take", "valid_logloss_take")}),
             "config": dg.MetadataValue.json(config.model_dump()),
         })
 
@@ -187,7 +187,7 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
             context.log.info(f"training the {suffix} of {parent}")
             trained = train_and_log(
                 job_of(job), tr, run_name=f"{parent}-{suffix}", use_ray=False, register=False,
-                parent_run_id=of, tags={"dagster.run_id": context.run.run_id, f"{suffix}_of": of},
+                parent_run_id=of, tags={"dagster.run_id": context.run.run_id, f"{suffix}_of": of, **_source(context)},
                 log=context.log.info,
             )
             last = trained.history[-1] if trained.history else {}
@@ -199,8 +199,7 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
                 f"{suffix}_of_version": model_meta.get("version"),
                 "delta_versions": dg.MetadataValue.json(trained.table_versions),
                 "train_seconds": round(trained.seconds, 1),
-                "valid_auc_take": _r(last.get("valid_auc_take", float("nan"))),
-                "valid_logloss_take": _r(last.get("valid_logloss_take", float("nan"))),
+                **figures({k: last.get(k) for k in ("valid_auc_take", "valid_logloss_take")}),
             })
 
         return variant
@@ -289,48 +288,28 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
         ev = evaluate_models(gold, models, eval_settings, oracle=oracle,
                              out_dir=out_dir, log=context.log.info,
                              train_window=train_window, peers=peers)
-        log_evaluation(ev, model_meta["mlflow_run_id"])
+        log_evaluation(ev, model_meta["mlflow_run_id"])  # every figure, exact, in MLflow
         report = "\n\n".join([ev.markdown, png_markdown(ev.plots["map_at_k"], "MAP@K"),
                               png_markdown(ev.plots["calibration"], "calibration")])
         r = ev.result
+        lists = int(r.summary.filter((r.summary["ranker"] == "candidate") & (r.summary["platform"] == "all"))["lists"][0])
         meta = {
             "report": dg.MetadataValue.md(report),
+            **plot_entries(tr, model_meta["mlflow_run_id"], ev.plots),
             "mlflow_run": dg.MetadataValue.url(
                 tr.run_url(model_meta["mlflow_experiment_id"], model_meta["mlflow_run_id"])),
             "version": model_meta.get("version"),
             "ablation_run_id": abl_meta["mlflow_run_id"],
             "fm_run_id": fm_meta["mlflow_run_id"],
-            "champion_version": champion_version if champion_version is not None else -1,
-            "champion_unscored_version": unscored if unscored is not None else -1,
-            "champion_note": champion_note,
+            **({"champion_note": champion_note} if champion_note else {}),
             "eval_days": day_span(eval_settings.days),
             "min_lists": eval_settings.min_lists,
-            "lists": int(r.summary.filter((r.summary["ranker"] == "candidate") & (r.summary["platform"] == "all"))["lists"][0]),
-            # exact (unrounded): the promotion gate compares these two
-            "map@10": r.metric("candidate", "map@10"),
-            "map@10 popularity": _r(r.metric("popularity", "map@10")),
-            "map@10 ablation": _r(r.metric("ablation", "map@10")),
-            "map@10 fm": _r(r.metric("fm", "map@10")),
-            "map@10 oracle": _r(r.metric("oracle", "map@10") if oracle else float("nan")),
-            "map@10 champion": (r.metric("champion", "map@10") if champion_version else float("nan")),
-            "vs popularity": _r(ev.ratio("candidate", "popularity")),
-            "vs ablation": _r(ev.ratio("candidate", "ablation")),
-            "vs fm": _r(ev.ratio("candidate", "fm")),
-            "vs oracle": _r(ev.ratio("candidate", "oracle") if oracle else float("nan")),
-            "vs champion": _r(ev.ratio("candidate", "champion") if champion_version else float("nan")),
-            # each ratio with its paired bootstrap 95% interval (users resampled)
-            **{f"vs {other}, 95% CI": format_ratio(c) for other, c in ev.comparisons.items()},
-            # exact bounds: the promotion gate reads them
-            **{f"vs {other} {b}": ev.comparisons[other][b] for other in ("popularity", "champion")
-               if other in ev.comparisons for b in ("low", "high")},
-            "users": next(iter(ev.comparisons.values()))["users"] if ev.comparisons else 0,
-            **{f"map@10 {p}": _r(r.metric(p, "map@10")) for p in (peers.chosen if peers else {})},
-            **{f"{p} skipped": why for p, why in ev.skipped.items()},
-            "new-class slots in top 10": _r(r.new_class_share["candidate"]),
-            "coverage@10": _r(r.coverage["candidate"]),
-            "auc_take": _r(ev.heads["candidate"]["auc_take"]),
-            "ece_take": _r(ev.heads["candidate"]["ece_take"]),
-            "has_oracle": oracle is not None,
+            "lists": lists,
+            **evaluation_metadata(ev, oracle=oracle is not None, champion_version=champion_version,
+                                  unscored=unscored, peers=peers.chosen if peers else {}),
+            # exact: the promotion gate decides on these
+            "gate": dg.MetadataValue.json(gate_inputs(ev, lists=lists, min_lists=eval_settings.min_lists,
+                                                      champion_version=champion_version, unscored=unscored)),
         }
         return dg.MaterializeResult(metadata=meta)
 
@@ -356,28 +335,24 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
         from ml.promotion import apply, decide
 
         mlt.ensure_experiment(tr.experiment, tr.tracking_uri, tr.artifact_root)
-        champ_v = eval_meta.get("champion_version", -1)
-        champ_v = None if champ_v in (None, -1) else int(champ_v)
-        unscored = eval_meta.get("champion_unscored_version", -1)
+        gate = eval_meta["gate"]
+        champ_v, unscored = gate.get("champion_version"), gate.get("champion_unscored_version")
         failed = failed_blocking_checks(context.instance, blocking_checks)
 
         def interval(other: str) -> dict | None:
-            if f"vs {other} low" not in eval_meta:
-                return None
-            return {"ratio": float(eval_meta[f"vs {other}"]), "low": float(eval_meta[f"vs {other} low"]),
-                    "high": float(eval_meta[f"vs {other} high"])}
+            return gate.get(f"vs {other}")
 
         if champ_v:
-            champion_metrics = {"map@10": float(eval_meta["map@10 champion"])}
-        elif unscored not in (None, -1):  # a champion the held-out days cannot judge: no NaN wins
+            champion_metrics = {"map@10": float(gate["map@10 champion"])}
+        elif unscored is not None:  # a champion the held-out days cannot judge: no NaN wins
             champ_v, champion_metrics = int(unscored), {"map@10": float("nan")}
         else:
             champion_metrics = None
-        decision = decide({"map@10": float(eval_meta["map@10"])}, champion_metrics,
+        decision = decide({"map@10": float(gate["map@10"])}, champion_metrics,
                           failed_checks=failed, champion_version=champ_v,
                           vs_popularity=interval("popularity") if config.first_must_beat_popularity else None,
-                          vs_champion=interval("champion"), lists=int(eval_meta.get("lists", 0)),
-                          min_lists=int(eval_meta.get("min_lists", 0)))
+                          vs_champion=interval("champion"), lists=int(gate.get("lists", 0)),
+                          min_lists=int(gate.get("min_lists", 0)))
         if eval_meta.get("champion_note"):
             decision = dataclasses.replace(decision, reason=f"{decision.reason} ({eval_meta['champion_note']})")
         apply(tr.tracking_uri, tr.registered_model, int(model_meta["version"]), decision,
@@ -389,9 +364,8 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
             "alias": decision.alias,
             "reason": decision.reason,
             "candidate_version": int(model_meta["version"]),
-            "champion_version": int(current.version) if current is not None else -1,
-            "map@10": decision.candidate,
-            "map@10 champion before": decision.champion if decision.champion is not None else float("nan"),
+            **({"champion_version": int(current.version)} if current is not None else {}),
+            **figures({"map@10": decision.candidate, "map@10 champion before": decision.champion}),
             "vs popularity, 95% CI": eval_meta.get("vs popularity, 95% CI", "n/a"),
             "vs champion, 95% CI": eval_meta.get("vs champion, 95% CI", "n/a"),
             "lists": int(eval_meta.get("lists", 0)),

@@ -252,7 +252,11 @@ class FitnessDataset(Dataset):
     items_word = "classes"
 
     def first_day(self, settings: Any) -> dt.date | None:
-        return None
+        """The landing zone's first day (the simulator's calendar starts there; None: nothing
+        landed yet, the default first day)."""
+        from lakehouse.landing.manifest import first_landed_day
+
+        return first_landed_day(settings.landing_uri)
 
     @property
     def bronze_tables(self) -> tuple[str, ...]:

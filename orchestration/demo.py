@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -177,10 +178,44 @@ def summary(settings: LakehouseSettings) -> str:
     return "\n".join(lines)
 
 
+WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"  # the one `make ui` opens
+
+
+def dagster_cli(*args: str) -> int:
+    return subprocess.call([sys.executable, "-m", "dagster", *args, "-w", str(WORKSPACE)])
+
+
+def start_automations(settings: LakehouseSettings) -> int:
+    """Every schedule and sensor left running (the UI's Automation tab shows them on); the
+    landing sensor's cursor set to the days the demo ingested and the champion sensor's to the
+    current champion, so the daemon does not run them again."""
+    from lakehouse.contract import ENTITIES
+    from lakehouse.landing.manifest import scan_landing
+
+    print("[demo] automations: every schedule and sensor left running", flush=True)
+    rc = dagster_cli("schedule", "start", "--start-all") or dagster_cli("sensor", "start", "--start-all")
+    if rc == 0 and not settings.mapping_path:
+        seen = {day: st.fingerprint for day, st in scan_landing(settings.landing_uri, [e.name for e in ENTITIES]).items()}
+        rc = dagster_cli("sensor", "cursor", "landing_zone_sensor", "--set",
+                         json.dumps({"seen": seen, "reported": {}}, sort_keys=True))
+    champion = champion_version()
+    if rc == 0 and champion is not None:
+        rc = dagster_cli("sensor", "cursor", "new_champion_sensor", "--set", str(champion))
+    return rc
+
+
+def default_start(days: int) -> dt.date:
+    """The first day of a calendar of `days` days that ends yesterday (UTC)."""
+    return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=days)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--start", default="2026-09-01")
+    p.add_argument("--start", default=None, help="the first simulated day (default: --days days ago, "
+                   "so the calendar ends yesterday)")
     p.add_argument("--days", type=int, default=60)
+    p.add_argument("--automations-on", action="store_true",
+                   help="leave every schedule and sensor running afterwards (make demo AUTOMATIONS=on)")
     p.add_argument("--skip-model", action="store_true", help="only the lakehouse, no training")
     p.add_argument("--model-only", action="store_true", help="only train/evaluate/promote")
     p.add_argument("--model-config", default="", help="JSON overrides of ModelTrainingConfig")
@@ -190,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     settings = LakehouseSettings.from_env()
     dataset = dataset_for(settings)
-    start = dt.date.fromisoformat(args.start)
+    start = dt.date.fromisoformat(args.start) if args.start else default_start(args.days)
     end = start + dt.timedelta(days=args.days - 1)
     if args.from_source:
         if not settings.mapping_path:
@@ -224,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(settings))
     if rc == 0 and serve:
         print(home_screen_summary(settings))
+    if rc == 0 and args.automations_on:
+        rc = start_automations(settings)
     print(f"\n[demo] {'done' if rc == 0 else 'FAILED'} in {time.perf_counter() - t0:.0f}s"
           f" (DAGSTER_HOME={os.environ.get('DAGSTER_HOME')})")
     return rc

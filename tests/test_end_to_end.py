@@ -202,7 +202,10 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     assert ev["map@10"] > ev["map@10 ablation"], maps
     assert champ["promoted"] is True and champ["champion_version"] == 1
     # every ratio with its paired bootstrap interval over the evaluated users; the peers too
-    assert ev["vs popularity low"] <= ev["vs popularity"] <= ev["vs popularity high"]
+    pop = ev["gate"]["vs popularity"]  # exact, for the promotion gate; the figures are rounded
+    assert pop["low"] <= pop["ratio"] <= pop["high"] and ev["vs popularity"] == pytest.approx(pop["ratio"], rel=1e-3)
+    assert "champion" not in {k.split(" ")[-1] for k in ev if k.startswith("map@10")}  # none yet: no blank entry
+    assert {"plot: MAP@K on the held-out days", "plot: calibration of the take head"} <= set(ev)
     assert f"| {ev['vs popularity, 95% CI']} |" in ev["report"] and ev["users"] > 0
     assert {"map@10 ease", "map@10 item_knn", "map@10 als"} <= set(ev), sorted(ev)
 
@@ -214,7 +217,9 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 2
     assert "eval.candidate.map_at_10" in run.data.metrics
     # the headline at the top level of the run; the experiment opens on the training runs
-    assert run.data.metrics["map_at_10"] == pytest.approx(ev["map@10"])
+    assert run.data.metrics["map_at_10"] == ev["gate"]["map@10"]  # exact in MLflow
+    assert run.data.tags["mlflow.source.name"].startswith("dagster asset dlrm_model (run ")
+    assert run.data.metrics["map_at_10"] == pytest.approx(ev["map@10"], rel=1e-3)
     head = run.data.metrics
     assert head["map_at_10_vs_popularity_low"] <= head["map_at_10_vs_popularity"] <= head["map_at_10_vs_popularity_high"]
     assert head["eval_lists"] == ev["lists"] and {"auc_take", "auc_complete", "auc_music_like"} <= set(head)
@@ -261,7 +266,9 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     assert champ2["promoted"] is False and champ2["champion_version"] == 1
     assert "does not beat" in champ2["reason"] and "ratio" in champ2["reason"]
     ev2 = {k: v.value for k, v in second.asset_materializations_for_node("model_evaluation")[0].metadata.items()}
-    assert ev2["vs champion low"] <= ev2["vs champion"] <= ev2["vs champion high"]
+    vs = ev2["gate"]["vs champion"]  # exact; the figure beside it rounded
+    assert vs["low"] <= vs["ratio"] <= vs["high"] and ev2["vs champion"] == pytest.approx(vs["ratio"], rel=1e-3)
+    assert ev2["champion"].startswith("v1") and ev2["map@10 champion"] > 0
     assert ev2["vs champion, 95% CI"] in champ2["reason"]
     assert str(tracking.get_alias_version("class_recommender", "challenger", client_or_uri=uri).version) == "2"
 

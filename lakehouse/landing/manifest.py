@@ -267,6 +267,15 @@ def scan_landing(landing_uri: str, entities: Sequence[str],
     return days
 
 
+def first_landed_day(landing_uri: str) -> dt.date | None:
+    """The first day whose manifest the exporter wrote (None: an empty or absent landing zone):
+    where the daily partitions of a landing zone start. Lists only the manifests' folder."""
+    fs, root = filesystem_for(landing_uri)
+    days = [m.group(1) for info in list_files(fs, join_uri(root, MANIFEST_DIR))
+            if (m := _MANIFEST_FILE.match(f"{MANIFEST_DIR}/{info.path.rsplit('/', 1)[-1]}"))]
+    return dt.date.fromisoformat(min(days)) if days else None
+
+
 def build_manifest(landing_uri: str, day: dt.date, entities: Sequence[str]) -> dict:
     """A manifest for what the landing zone holds for `day` (every entity named)."""
     fs, root = filesystem_for(landing_uri)
