@@ -103,9 +103,12 @@ def load_day(gold: GoldStore, feature_date: dt.date, settings: InferenceSettings
         if c.height:
             candidates[p] = c
 
-    # popular fallback: workouts per class and platform over the last days, among candidates
+    # popular fallback: the classes (among candidates) with the most workouts on the platform
+    # over the last days; score = their share of the platform's workouts in that window (0-1,
+    # like the model's P(take); a count would not compare)
     start = feature_date - dt.timedelta(days=settings.popular_days - 1)
     pop = (gold.takes(start, feature_date).group_by("platform", "class_id").len("workouts").collect()
+           .with_columns((pl.col("workouts") / pl.col("workouts").sum().over("platform")).alias("share"))
            .join(cand, on=["platform", "class_id"], how="semi")
            .sort(["platform", "workouts", "class_id"], descending=[False, True, False])
            .with_columns(pl.col("workouts").rank("ordinal", descending=True).over("platform").alias("rank"))
@@ -113,7 +116,7 @@ def load_day(gold: GoldStore, feature_date: dt.date, settings: InferenceSettings
     popular = pl.DataFrame({
         "serve_date": [serve] * pop.height, "platform": pop["platform"],
         "rank": pop["rank"].cast(pl.Int32), "class_id": pop["class_id"],
-        "score": pop["workouts"].cast(pl.Float32),
+        "score": pop["share"].cast(pl.Float32),
     })
     return DayInputs(feature_date=feature_date, serve_date=serve, candidates=candidates,
                      popular=popular, default_hour=default_hour, n_users=n_users)
