@@ -264,3 +264,22 @@ def _account(stats: InferenceStats, users, rows: pl.DataFrame, pairs: int, t0: f
 __all__ = [
     "InferenceStats", "ModelRef", "iter_user_batches", "load_day", "run_inference", "user_state",
 ]
+
+
+class UserScorer:
+    """A few users' rows on demand, in this process (the preview's challenger): the day's
+    inputs and the model loaded once, then `rows(user_ids)` per request. Users not active on
+    the feature date (`Dataset.active_users`) get no rows."""
+
+    def __init__(self, model: ModelRef, gold: GoldStore, feature_date: dt.date,
+                 settings: InferenceSettings | None = None) -> None:
+        self.gold, self.settings = gold, settings or InferenceSettings()
+        self.day = load_day(gold, feature_date, self.settings)
+        module, encoders, heads = model.load()
+        self.scorer = BatchScorer(module, encoders, heads, self.day, self.settings, model.version)
+
+    def rows(self, user_ids: list[str]) -> pl.DataFrame:
+        users = (self.settings.dataset.active_users(self.gold.scan("user_features_daily"), self.day.feature_date)
+                 .filter(pl.col("user_id").is_in(user_ids)).collect())
+        return _score_one(self.scorer, self.gold, self.day, users, self.settings)[0] if users.height \
+            else pl.DataFrame()
