@@ -25,7 +25,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DAGSTER_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: byod byod-ui movielens help install demo test test-fast test-extra ui mlflow train search bench bench-train bench-infer ablations simulate report dbt-parse clean serve bench-serve fault-drill
+.PHONY: byod byod-ui movielens help install demo test test-fast test-extra ui mlflow train search bench bench-train bench-infer ablations simulate report dbt-parse clean serve preview chromium bench-serve fault-drill
 
 help:
 	@echo "make demo   - install, simulate $(DAYS) days up to yesterday ($(SIZE)), materialize every asset, print a summary"
@@ -40,6 +40,7 @@ help:
 	@echo "make ablations - what a feature or model form adds: variants of one config on the same held-out lists"
 	@echo "make report - the simulator's realism report on the landing zone"
 	@echo "make serve  - the home-feed read service on the published cache; make bench-serve - its latency benchmark"
+	@echo "make preview - a user's home screen as the app shows it, beside their history and true taste (http://127.0.0.1:8001)"
 	@echo "make fault-drill - every fault-injection test REPEAT times: survivals, rows lost, time to recover"
 	@echo "make byod   - your own data through the same flow: MAPPING=your.yaml (default: a generated example)"
 	@echo "make byod-ui - the Dagster UI on the byod data"
@@ -83,8 +84,14 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-extra: install
+test-extra: install chromium
 	RUN_EXTRA_TESTS=1 $(BIN)/python -m pytest -q -m extra
+
+# the preview's browser test needs Debian's Chromium: installed when missing (root, apt)
+chromium:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get install -y chromium chromium-driver; \
+	else echo "make chromium: no apt-get (or not root): the preview's browser test will be skipped; install chromium and chromium-driver"; fi
 
 ui: install $(DAGSTER_HOME)/dagster.yaml dbt-parse
 	$(BIN)/python -m orchestration.ui -w workspace.yaml -h 127.0.0.1 -p $(PORT)
@@ -113,6 +120,10 @@ bench: install $(DAGSTER_HOME)/dagster.yaml
 # The home-feed read service on the published cache (HOMEFEED_CACHE_DIR, else the data folder's cache/).
 serve: install
 	$(BIN)/python -m homefeed.service --cache "$${HOMEFEED_CACHE_DIR:-$(LAKEHOUSE_DATA_DIR)/cache}" --port $${SERVE_PORT:-8000}
+
+# the home-screen preview for reviewers: http://127.0.0.1:8001/?user=ID (read-only, loopback)
+preview: install
+	$(BIN)/python -m ml.preview --port $${PREVIEW_PORT:-8001} $(PREVIEW_ARGS)
 
 bench-serve: install
 	$(BIN)/python -m benchmarks.serve_bench

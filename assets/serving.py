@@ -5,7 +5,8 @@
   `recommendations` Delta table (one partition per serve_date, replaced in one commit) and the
   popular fallback to `popular_classes`. No champion: the run fails and says so; a failed
   scoring run commits nothing, so yesterday's rows and cache stay.
-* `serving/home_screen_cache` (daily partitions): the partition's rows published to the
+* `serving/home_screen_cache` (daily partitions): the partition's rows, each class with its
+  title, instructor, discipline, duration and "new" (`Dataset.display_catalogue`), published to the
   versioned on-disk cache (built aside, swapped in atomically, last versions kept); on S3 also
   exported to `<lakehouse>/exports/home_screen/` with a manifest written last. A partition older
   than the one already published is not published over it (a backfill never rolls the app back).
@@ -251,10 +252,20 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
                 yield (lf.filter(pl.col("user_id").hash(seed=7) % buckets == b)
                        .sort("user_id", "platform", "row_rank", "rank").collect())
 
-        version = store.publish(frames(), popular, serve_date=serve, model_version=model_version)
+        from ml.gold import GoldStore
+
+        # the cards' title, instructor, ...: joined once here, so the cache and the API carry them
+        try:
+            classes = lakehouse.dataset().display_catalogue(GoldStore(settings.uri, so))
+        except FileNotFoundError as e:  # rows without a catalogue still serve, by class id
+            context.log.warning(f"no class catalogue ({e}): items are published without titles")
+            classes = None
+        version = store.publish(frames(), popular, serve_date=serve, model_version=model_version,
+                                classes=classes)
         meta = {"published": True, "cache_version": version.name, "cache_path": str(version.path),
                 "serve_date": serve.isoformat(), "model_version": model_version,
-                "keys": version.keys, "dagster/row_count": version.rows}
+                "keys": version.keys, "dagster/row_count": version.rows,
+                "class_fields": classes is not None}
         if settings.is_s3:
             from homefeed.s3_export import export_to_s3
 

@@ -165,10 +165,12 @@ class CacheStore:
 
     # -- publishing --------------------------------------------------------------------------
     def publish(self, frames: Iterable[pl.DataFrame], popular: pl.DataFrame, *,
-                serve_date: dt.date | str, model_version: int) -> CacheVersion:
+                serve_date: dt.date | str, model_version: int,
+                classes: pl.DataFrame | None = None) -> CacheVersion:
         """Build a new version from `frames` (each holding whole (user_id, platform) groups) and
-        make it current. On any error: CacheError (or the iterator's own exception), the temp
-        file is removed, CURRENT and every existing version are untouched."""
+        make it current; `classes`, the catalogue, gives every item its title, instructor, ...
+        (`payload.class_fields`). On any error: CacheError (or the iterator's own exception),
+        the temp file is removed, CURRENT and every existing version are untouched."""
         from homefeed import payload as P  # polars only on the publishing path
 
         if hasattr(frames, "columns"):  # a single DataFrame is one frame, not an iterable of rows
@@ -180,7 +182,8 @@ class CacheStore:
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.versions_dir / f".{name}{_TMP_SUFFIX}"
         final = self.versions_dir / f"{name}.sqlite"
-        common = {"serve_date": serve_date, "model_version": model_version, "cache_version": name}
+        common = {"serve_date": serve_date, "model_version": model_version, "cache_version": name,
+                  "fields": P.class_fields(classes, serve_date)}
 
         with self._lock():
             self._remove_stale_temps()

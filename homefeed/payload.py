@@ -4,9 +4,18 @@ Payload (compact JSON, UTF-8), rows ordered by row_rank, items by rank:
     {"user_id": "u0001234", "platform": "bike", "serve_date": "2026-10-31", "model_version": 3,
      "cache_version": "v20261031T030512Z-1a2b3c", "source": "personal",
      "rows": [{"row_id": "for_you", "title": "For you",
-               "items": [{"rank": 1, "class_id": "c00123", "score": 0.123}, ...]}, ...]}
+               "items": [{"rank": 1, "class_id": "c00123", "score": 0.123,
+                          "title": "30 min Electronic Ride", "instructor": "Leanne Lee",
+                          "discipline": "cycling", "duration_min": 30, "is_new": false}, ...]},
+              ...]}
 The popular payload has the same shape with "user_id": null, "source": "popular" and one row
-{"row_id": "popular", "title": "Popular on Bike", ...}.
+{"row_id": "popular", "title": "Popular on Bike", ...}; its score is the class's share of the
+platform's workouts over the popularity window (0-1, `ml.inference.load_day`), not a P(take).
+
+The class fields (CLASS_FIELDS) come from the catalogue handed to the publisher, joined here, in
+one place, for the cache and so for the API: those the catalogue has (a mapped dataset may have
+none but its release date), null for a class the catalogue lacks. `is_new`: released within
+NEW_DAYS before the serve date (null when the release date is unknown).
 """
 
 from __future__ import annotations
@@ -25,6 +34,11 @@ RECS_COLUMNS = {"user_id": _STR, "platform": _STR, "row_id": _STR, "row_title": 
                 "row_rank": _INT, "rank": _INT, "class_id": _STR, "score": _NUM}
 POPULAR_COLUMNS = {"platform": _STR, "rank": _INT, "class_id": _STR, "score": _NUM}
 _EXPECTED = {_STR: "Utf8", _INT: "Int32", _NUM: "Float32"}
+# what an item shows besides its rank, id and score, in this order; a catalogue brings any of
+# them (plus release_date, for is_new)
+CLASS_FIELDS = ("title", "instructor", "discipline", "duration_min")
+NEW_DAYS = 7  # "new": released in the week before the serve date
+_ITEM = ("rank", "class_id", "score")
 
 
 def _family_ok(dtype: pl.DataType, family: str) -> bool:
@@ -85,22 +99,58 @@ def _score() -> pl.Expr:
     return pl.col("score").cast(pl.Float32).cast(pl.String).cast(pl.Float64)
 
 
+def class_fields(classes: pl.DataFrame | None, serve_date: dt.date) -> pl.DataFrame | None:
+    """The catalogue as the items show it: class_id + the CLASS_FIELDS it has + is_new (when it
+    has release_date); None without a catalogue. CacheError for a catalogue that would be
+    ambiguous (no class_id, a class_id twice or null)."""
+    if classes is None:
+        return None
+    what = "classes (the catalogue)"
+    if "class_id" not in classes.columns:
+        raise CacheError(f"{what}: no class_id column (have {classes.columns})")
+    for cond, msg in ((pl.col("class_id").is_null(), "is null"),
+                      (pl.col("class_id").is_duplicated(), "is duplicated")):
+        idx = _first_bad(classes, cond)
+        if idx is not None:
+            raise CacheError(f"{what}: column 'class_id' {msg} at row {idx} "
+                             f"(class_id={classes['class_id'][idx]!r})")
+    cols = [pl.col("class_id").cast(pl.String)]
+    cols += [pl.col(c).cast(pl.Int64 if c == "duration_min" else pl.String)
+             for c in CLASS_FIELDS if c in classes.columns]
+    if "release_date" in classes.columns:
+        released = pl.col("release_date").cast(pl.Date)
+        cols.append(((released <= serve_date) & (released > serve_date - dt.timedelta(days=NEW_DAYS)))
+                    .alias("is_new"))
+    return classes.select(cols)
+
+
+def _item_columns(fields: pl.DataFrame | None) -> list[str]:
+    return [*_ITEM, *([] if fields is None else fields.columns[1:])]
+
+
+def _with_fields(lf: pl.LazyFrame, fields: pl.DataFrame | None) -> pl.LazyFrame:
+    return lf if fields is None else lf.join(fields.lazy(), on="class_id", how="left")
+
+
 def personal_payloads(frame: pl.DataFrame, *, serve_date: dt.date, model_version: int,
-                      cache_version: str) -> Iterator[tuple[str, str, bytes]]:
-    """(user_id, platform, payload) per key of a validated frame, in key order.
+                      cache_version: str, fields: pl.DataFrame | None = None,
+                      ) -> Iterator[tuple[str, str, bytes]]:
+    """(user_id, platform, payload) per key of a validated frame, in key order; items carry the
+    catalogue's `fields` (`class_fields`) when given.
 
     The rows array is JSON-encoded by polars in one vectorized pass (about 10x faster than
     building Python dicts for orjson); the header is orjson; both write compact JSON."""
+    base = frame.lazy().select(
+        pl.col("user_id").cast(pl.String), pl.col("platform").cast(pl.String),
+        pl.col("row_id").cast(pl.String), pl.col("row_title").cast(pl.String),
+        pl.col("row_rank").cast(pl.Int64), pl.col("rank").cast(pl.Int64),
+        pl.col("class_id").cast(pl.String), _score())
     encoded = (
-        frame.lazy()
-        .select(pl.col("user_id").cast(pl.String), pl.col("platform").cast(pl.String),
-                pl.col("row_id").cast(pl.String), pl.col("row_title").cast(pl.String),
-                pl.col("row_rank").cast(pl.Int64), pl.col("rank").cast(pl.Int64),
-                pl.col("class_id").cast(pl.String), _score())
+        _with_fields(base, fields)
         # sort inside the groups rather than the whole frame: a global string sort costs more
         .group_by("user_id", "platform", "row_rank", "row_id")
         .agg(pl.col("row_title").first().alias("title"),
-             pl.struct("rank", "class_id", "score").sort_by("rank").alias("items"))
+             pl.struct(_item_columns(fields)).sort_by("rank").alias("items"))
         .group_by("user_id", "platform")
         .agg(pl.struct("row_id", "title", "items").sort_by("row_rank", "row_id").alias("rows"))
         .sort("user_id", "platform")
@@ -117,15 +167,22 @@ def personal_payloads(frame: pl.DataFrame, *, serve_date: dt.date, model_version
 
 
 def popular_payloads(popular: pl.DataFrame, *, serve_date: dt.date, model_version: int,
-                     cache_version: str, platforms=PLATFORMS) -> dict[str, bytes]:
+                     cache_version: str, platforms=PLATFORMS,
+                     fields: pl.DataFrame | None = None) -> dict[str, bytes]:
     """platform -> popular payload ("user_id": null); every platform recommended (`platforms`)
-    must have a list."""
+    must have a list. Scores must be shares (0-1), as the personal ones are probabilities."""
     validate(popular, POPULAR_COLUMNS, what="popular")
-    items = (popular.select(pl.col("platform").cast(pl.String), pl.col("rank").cast(pl.Int64),
-                            pl.col("class_id").cast(pl.String), _score())
+    idx = _first_bad(popular, (pl.col("score") < 0) | (pl.col("score") > 1))
+    if idx is not None:
+        raise CacheError(f"popular: column 'score' must be a share in [0, 1] at row {idx} "
+                         f"({_describe_row(popular, idx)}, score={popular['score'][idx]}); a count "
+                         "is not comparable with the personal rows' probabilities")
+    base = popular.lazy().select(pl.col("platform").cast(pl.String), pl.col("rank").cast(pl.Int64),
+                                 pl.col("class_id").cast(pl.String), _score())
+    items = (_with_fields(base, fields)
              .sort("platform", "rank")
              .group_by("platform", maintain_order=True)
-             .agg(pl.struct("rank", "class_id", "score").alias("items")))
+             .agg(pl.struct(_item_columns(fields)).alias("items")).collect())
     by_platform = dict(items.iter_rows())
     absent = [p for p in sorted(platforms) if p not in by_platform]
     if absent:

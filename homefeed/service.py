@@ -2,6 +2,7 @@
 
     GET /users/{user_id}/recommendations?platform=bike[&k=10][&row=for_you]
     GET /healthz
+    GET /openapi.json   (the OpenAPI 3.1 description, homefeed.openapi)
 
     python -m homefeed.service --cache DIR --host 127.0.0.1 --port 8000
 
@@ -47,6 +48,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from homefeed.cache import PLATFORM_ID, POPULAR_ROW, CacheReader, default_cache_dir
+from homefeed.openapi import openapi
 from homefeed.limits import (
     KEEP_ALIVE_S,
     LIMIT_CONCURRENCY,
@@ -153,6 +155,11 @@ def create_app(cache_dir: str | Path, *, refresh_s: float = 0.5, max_k: int = 50
         return _json({"status": "ok", "cache_version": v.name, "serve_date": v.serve_date.isoformat(),
                       "model_version": v.model_version, "keys": v.keys, "age_s": round(age, 1)})
 
+    spec = orjson.dumps(openapi(max_k))
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(spec, media_type=JSON)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         path = request.url.path  # bounded like any echoed input
@@ -161,7 +168,8 @@ def create_app(cache_dir: str | Path, *, refresh_s: float = 0.5, max_k: int = 50
 
     app = Starlette(
         routes=[Route("/users/{user_id}/recommendations", recommendations, methods=["GET"]),
-                Route("/healthz", healthz, methods=["GET"])],
+                Route("/healthz", healthz, methods=["GET"]),
+                Route("/openapi.json", openapi_json, methods=["GET"])],
         exception_handlers={404: http_error, 405: http_error},
         middleware=[Middleware(HeaderLimits, max_headers=max_headers, max_bytes=max_header_bytes)],
     )

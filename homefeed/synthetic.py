@@ -73,3 +73,25 @@ def synthetic_popular(*, platforms: Sequence[str] = PLATFORMS, k: int = 20, n_cl
             "score": pl.Series(np.sort(rng.random(k, dtype=np.float32))[::-1], dtype=pl.Float32),
         }))
     return pl.concat(parts)
+
+
+DISCIPLINES = ("cycling", "running", "strength", "yoga", "meditation")
+INSTRUCTORS = ("Leanne Lee", "Matt Chen", "Sam Love", "Alex Moreno")
+
+
+def synthetic_classes(n_classes: int = 5_000, *, serve_date: dt.date = dt.date(2026, 10, 31),
+                      seed: int = 0) -> pl.DataFrame:
+    """A catalogue for the synthetic class ids (`payload.class_fields`' input): class_id, title,
+    instructor, discipline, duration_min, release_date (some within the "new" week)."""
+    rng = np.random.default_rng(seed)
+    disc = rng.choice(len(DISCIPLINES), n_classes)
+    minutes = rng.choice(np.array([10, 20, 30, 45, 60]), n_classes)
+    age = rng.integers(0, 60, n_classes)
+    return pl.DataFrame({
+        "class_id": _ids("c", np.arange(n_classes), 5),
+        "title": [f"{m} min {DISCIPLINES[d].capitalize()}" for m, d in zip(minutes, disc)],
+        "instructor": np.asarray(INSTRUCTORS)[rng.choice(len(INSTRUCTORS), n_classes)],
+        "discipline": np.asarray(DISCIPLINES)[disc],
+        "duration_min": pl.Series(minutes, dtype=pl.Int32),
+        "release_date": pl.Series([serve_date - dt.timedelta(days=int(a)) for a in age], dtype=pl.Date),
+    })

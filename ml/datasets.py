@@ -139,6 +139,11 @@ class Dataset(ABC):
         """The static class (item) columns, one row per class_id."""
 
     @abstractmethod
+    def display_catalogue(self, gold: GoldStore) -> pl.DataFrame:
+        """What a home-screen card shows of a class: class_id + those of
+        `homefeed.payload.CLASS_FIELDS` the data has, and release_date (for "new")."""
+
+    @abstractmethod
     def example_user_columns(self, users: pl.LazyFrame, taken: set[str]) -> list[str]:
         """The user_features_daily columns an example joins (`taken`: the example's own)."""
 
@@ -276,6 +281,9 @@ class FitnessDataset(Dataset):
     def catalogue(self, gold: GoldStore) -> pl.DataFrame:
         return gold.class_catalogue()
 
+    def display_catalogue(self, gold: GoldStore) -> pl.DataFrame:
+        return gold.class_display()
+
     def example_user_columns(self, users: pl.LazyFrame, taken: set[str]) -> list[str]:
         names = set(users.collect_schema().names())
         return [c for c in USER_FEATURE_COLUMNS if c in names]
@@ -387,6 +395,20 @@ class MappedDataset(Dataset):
     def catalogue(self, gold: GoldStore) -> pl.DataFrame:
         """release_date and item_attr_* from gold class_features_daily (static per item)."""
         return gold.item_catalogue()
+
+    def display_catalogue(self, gold: GoldStore) -> pl.DataFrame:
+        """An item attribute named like a card field (item_attr_title, ..._instructor,
+        ..._discipline, ..._duration_min) fills it; a multi-valued one is joined with ", "."""
+        from homefeed.payload import CLASS_FIELDS
+
+        items = gold.item_catalogue()
+        shown = []
+        for name in CLASS_FIELDS:
+            col = items.get_column(ITEM_ATTR_PREFIX + name, default=None)
+            if col is not None:
+                expr = pl.col(col.name)
+                shown.append((expr.list.join(", ") if col.dtype == pl.List(pl.Utf8) else expr).alias(name))
+        return items.select("class_id", *shown, *[c for c in ("release_date",) if c in items.columns])
 
     def example_user_columns(self, users: pl.LazyFrame, taken: set[str]) -> list[str]:
         """Every user column (the spec picks), but none the examples already have."""

@@ -7,6 +7,7 @@ options) instead of a URI and a dict passed side by side.
     gold.affinity()                         # user_instructor_affinity, or None (mapped data)
     gold.versions()                         # Delta version per table (MLflow lineage)
     gold.class_catalogue()                  # static class columns (bronze classes)
+    gold.class_display()                    # what the app shows: title, instructor name, ...
 
 Delta is read through `pl.scan_delta` only (docs/stack.md: never `DeltaTable.to_pyarrow_table()`).
 The point-in-time example join is `ml.examples.read_examples(gold, ...)`.
@@ -153,20 +154,45 @@ class GoldStore:
             "class_id", *[pl.col(c).alias(CLASS_PREFIX + c) for c in columns if c in present]
         ).collect()
 
-    def class_catalogue(self) -> pl.DataFrame:
-        """The static class columns of bronze `classes` (the latest landing per class_id)."""
-        lf = self.scan("classes", layer="bronze")
+    def _latest_bronze(self, table: str, key: str) -> tuple[pl.LazyFrame, set[str]]:
+        """A bronze table's latest landing per `key`, and its column names."""
+        lf = self.scan(table, layer="bronze")
         names = set(lf.collect_schema().names())
         order = [c for c in ("landing_date", "_ingested_at") if c in names]
         if order:
             lf = lf.sort(order, descending=True, nulls_last=True)
-        release = (
-            pl.col("release_ts").dt.convert_time_zone("UTC").dt.date()
-            if "release_ts" in names else pl.col("release_date")
-        )
+        return lf.unique(subset=[key], keep="first", maintain_order=True), names
+
+    @staticmethod
+    def _release(names: set[str]) -> pl.Expr:
+        return (pl.col("release_ts").dt.convert_time_zone("UTC").dt.date()
+                if "release_ts" in names else pl.col("release_date")).alias("release_date")
+
+    def class_display(self) -> pl.DataFrame:
+        """What the app shows of a class: class_id, title, instructor (the name, bronze
+        `instructors`; the id where it has none), discipline, duration_min, release_date."""
+        lf, names = self._latest_bronze("classes", "class_id")
+        try:
+            instructors = self._latest_bronze("instructors", "instructor_id")[0].select(
+                pl.col("instructor_id").cast(pl.Utf8), pl.col("name").cast(pl.Utf8))
+        except FileNotFoundError:  # no instructors table: the ids
+            instructors = pl.LazyFrame(schema={"instructor_id": pl.Utf8, "name": pl.Utf8})
         return (
-            lf.unique(subset=["class_id"], keep="first", maintain_order=True)
-            .select(
+            lf.select(pl.col("class_id").cast(pl.Utf8), pl.col("title").cast(pl.Utf8),
+                      pl.col("instructor_id").cast(pl.Utf8), pl.col("discipline").cast(pl.Utf8),
+                      pl.col("duration_min").cast(pl.Int32), self._release(names))
+            .join(instructors, on="instructor_id", how="left")
+            .select("class_id", "title", pl.coalesce("name", "instructor_id").alias("instructor"),
+                    "discipline", "duration_min", "release_date")
+            .collect()
+        )
+
+    def class_catalogue(self) -> pl.DataFrame:
+        """The static class columns of bronze `classes` (the latest landing per class_id)."""
+        lf, names = self._latest_bronze("classes", "class_id")
+        release = self._release(names)
+        return (
+            lf.select(
                 pl.col("class_id").cast(pl.Utf8),
                 pl.col("instructor_id").cast(pl.Utf8),
                 pl.col("discipline").cast(pl.Utf8),
@@ -175,7 +201,7 @@ class GoldStore:
                 pl.col("difficulty").cast(pl.Float64),
                 pl.col("body_focus").cast(pl.Utf8),
                 pl.col("music_genre").cast(pl.Utf8),
-                release.alias("release_date"),
+                release,
             )
             .collect()
         )

@@ -103,9 +103,12 @@ def load_day(gold: GoldStore, feature_date: dt.date, settings: InferenceSettings
         if c.height:
             candidates[p] = c
 
-    # popular fallback: workouts per class and platform over the last days, among candidates
+    # popular fallback: the classes (among candidates) with the most workouts on the platform
+    # over the last days; score = their share of the platform's workouts in that window (0-1,
+    # like the model's P(take); a count would not compare)
     start = feature_date - dt.timedelta(days=settings.popular_days - 1)
     pop = (gold.takes(start, feature_date).group_by("platform", "class_id").len("workouts").collect()
+           .with_columns((pl.col("workouts") / pl.col("workouts").sum().over("platform")).alias("share"))
            .join(cand, on=["platform", "class_id"], how="semi")
            .sort(["platform", "workouts", "class_id"], descending=[False, True, False])
            .with_columns(pl.col("workouts").rank("ordinal", descending=True).over("platform").alias("rank"))
@@ -113,7 +116,7 @@ def load_day(gold: GoldStore, feature_date: dt.date, settings: InferenceSettings
     popular = pl.DataFrame({
         "serve_date": [serve] * pop.height, "platform": pop["platform"],
         "rank": pop["rank"].cast(pl.Int32), "class_id": pop["class_id"],
-        "score": pop["workouts"].cast(pl.Float32),
+        "score": pop["share"].cast(pl.Float32),
     })
     return DayInputs(feature_date=feature_date, serve_date=serve, candidates=candidates,
                      popular=popular, default_hour=default_hour, n_users=n_users)
@@ -277,3 +280,22 @@ def _account(stats: InferenceStats, users, rows: pl.DataFrame, pairs: int, t0: f
 __all__ = [
     "InferenceStats", "ModelRef", "iter_user_batches", "load_day", "run_inference", "user_state",
 ]
+
+
+class UserScorer:
+    """A few users' rows on demand, in this process (the preview's challenger): the day's
+    inputs and the model loaded once, then `rows(user_ids)` per request. Users not active on
+    the feature date (`Dataset.active_users`) get no rows."""
+
+    def __init__(self, model: ModelRef, gold: GoldStore, feature_date: dt.date,
+                 settings: InferenceSettings | None = None) -> None:
+        self.gold, self.settings = gold, settings or InferenceSettings()
+        self.day = load_day(gold, feature_date, self.settings)
+        module, encoders, heads = model.load()
+        self.scorer = BatchScorer(module, encoders, heads, self.day, self.settings, model.version)
+
+    def rows(self, user_ids: list[str]) -> pl.DataFrame:
+        users = (self.settings.dataset.active_users(self.gold.scan("user_features_daily"), self.day.feature_date)
+                 .filter(pl.col("user_id").is_in(user_ids)).collect())
+        return _score_one(self.scorer, self.gold, self.day, users, self.settings)[0] if users.height \
+            else pl.DataFrame()

@@ -112,6 +112,15 @@ def source_range(settings: LakehouseSettings) -> tuple[dt.date, dt.date]:
     return days[0], days[-1]
 
 
+def _card(item: dict) -> str:
+    """A class as its card reads: title, instructor, discipline, minutes (the id where the cache
+    has no title)."""
+    what = " · ".join(str(item[k]) for k in ("instructor", "discipline") if item.get(k))
+    minutes = f" · {item['duration_min']} min" if item.get("duration_min") else ""
+    new = "  [new]" if item.get("is_new") else ""
+    return f"{item.get('title') or item['class_id']:<32} {what}{minutes}  ({item['score']:.2f}){new}"
+
+
 def home_screen_summary(settings: LakehouseSettings) -> str:
     """One user's home screen per platform, read back from the published cache."""
     import polars as pl
@@ -141,11 +150,12 @@ def home_screen_summary(settings: LakehouseSettings) -> str:
         screen = json.loads(body)
         lines += ["", f"{user[0]}'s home screen on the {platform}:"]
         for row in screen["rows"]:
-            items = ", ".join(f"{i['class_id']} {i['score']:.2f}" for i in row["items"][:5])
-            lines.append(f"  {row['title']:<38} {items}")
+            lines.append(f"  {row['title']}")
+            lines += [f"    {_card(i)}" for i in row["items"][:3]]
     serve = dataset_for(settings).serve_command(cache_dir(settings))
     lines += ["", f"Serve it:  {serve}   then  curl 'http://127.0.0.1:8000/users/"
-              f"{user[0]}/recommendations?platform={platforms[0]}'"]
+              f"{user[0]}/recommendations?platform={platforms[0]}'",
+              f"Review it: make preview   then  http://127.0.0.1:8001/?user={user[0]}"]
     return "\n".join(lines)
 
 

@@ -80,7 +80,12 @@ def test_daily_chain_scores_publishes_and_survives_a_failed_rescore(built_copy, 
     expected = (recs.filter((pl.col("user_id") == user) & (pl.col("platform") == platform)
                             & (pl.col("row_id") == "for_you")).sort("rank")["class_id"].to_list())
     assert [i["class_id"] for i in screen["rows"][0]["items"]] == expected
-    assert json.loads(reader.popular("app"))["source"] == "popular"
+    # readable: the card fields from the catalogue; the popular score a share, not a count
+    item = screen["rows"][0]["items"][0]
+    bronze = pl.read_delta(f"{s.uri}/bronze/classes").filter(pl.col("class_id") == item["class_id"])
+    assert item["title"] == bronze["title"][0] and item["instructor"] and isinstance(item["is_new"], bool)
+    pop = json.loads(reader.popular("app"))
+    assert pop["source"] == "popular" and all(0 < i["score"] <= 1 for i in pop["rows"][0]["items"])
 
     # a scoring run that fails midway: the Delta table and the cache are untouched
     version_before = delta.table_version(recommendations_uri(s))
