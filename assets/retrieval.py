@@ -20,7 +20,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from assets.model import CHAMPION_KEY, MODEL_KEY, _job_of, _latest_metadata, _r, _ray_storage, gold_store
+from assets.model import CHAMPION_KEY, MODEL_KEY, _job_of, _latest_metadata, _ray_storage, gold_store
+from assets.model_metadata import figures
 from assets.resources import LakehouseResource, MlflowResource
 from lakehouse.io.delta import replace_partitions
 from lakehouse.io.settings import LakehouseSettings
@@ -105,7 +106,7 @@ def build_retrieval_assets(partitions_def: dg.PartitionsDefinition,
             "version": int(trained.version),
             "ranker_run_id": model_meta["mlflow_run_id"],
             "train_seconds": round(trained.seconds, 1),
-            "valid_auc_take": _r(last.get("valid_auc_take", float("nan"))),
+            **figures({"valid_auc_take": last.get("valid_auc_take")}),
             "vector_dim": int(config.tower[-1]),
         })
 

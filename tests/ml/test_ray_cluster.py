@@ -94,3 +94,40 @@ def test_training_and_scoring_run_across_both_nodes(cluster, candidates_lake, tm
     a, b = rows.sort(keys), local.sort(keys)
     assert a["class_id"].to_list() == b["class_id"].to_list()
     np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), rtol=1e-5)
+
+
+def test_a_node_lost_mid_scoring_fails_the_run_cleanly(cluster, candidates_lake, tmp_path):
+    """A node dies while its actor scores: the iterator raises (the asset then commits nothing,
+    `tests/test_serving_end_to_end.py`), and the other actors are released."""
+    import mlflow
+    import ray
+
+    from ml import tracking
+    from ml.ray_training import init_ray
+    from ml.training_job import run_training
+
+    init_ray()
+    job = tiny_job(candidates_lake)
+    encoders = fit_encoders(job)
+    out = run_training(job, encoders, validate=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.ensure_experiment("cluster-loss", uri, (tmp_path / "artifacts").as_uri())
+    with mlflow.start_run():
+        info = tracking.log_scoring_model(state_dict=out.state_dict, model_config=out.model_config,
+                                          encoders=encoders)
+    settings = InferenceSettings(exclude_days=14, top_k=5, users_per_batch=2)  # 20 batches
+    stats = InferenceStats()
+    _, frames = run_inference(ModelRef(info.model_uri, 1, uri), GoldStore(candidates_lake), E2,
+                              settings, use_ray=True, num_workers=2, stats=stats)
+    first = next(frames)
+    assert first.height > 0 and stats.nodes == 2
+    worker = next(n for n in cluster.list_all_nodes() if n is not cluster.head_node)
+    cluster.remove_node(worker, allow_graceful=False)
+    try:
+        with pytest.raises(ray.exceptions.RayError):
+            for _ in frames:
+                pass
+        assert stats.batches < 20  # it stopped; nothing pretends the day was scored
+    finally:
+        cluster.add_node(num_cpus=1)  # the cluster as the other tests found it
+        cluster.wait_for_nodes()
