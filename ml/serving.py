@@ -103,8 +103,9 @@ def score_frame(
 class DLRMScorer(mlflow.pyfunc.PythonModel):
     """pyfunc model: candidate frame -> one sigmoid-probability column per head.
 
-    The input is the joined frame `ml.examples.read_examples` returns (or a pandas copy of it);
-    extra columns are ignored, missing feature columns raise `FeatureError`.
+    The input is the joined frame `ml.examples.read_examples` returns, as pandas: MLflow checks it
+    against the signature's named inputs (each optional, any type); extra columns are ignored,
+    missing feature columns raise `FeatureError`. `ml.tracking.load_scorer` takes polars too.
     """
 
     def __getstate__(self) -> dict:
@@ -117,12 +118,12 @@ class DLRMScorer(mlflow.pyfunc.PythonModel):
         self.encoders = Encoders.load(context.artifacts["encoders"])
         self.heads = load_heads(context.artifacts["model_config"])
 
-    # The pd.DataFrame hint is one MLflow infers no schema from (polars passes through as well);
-    # without a hint MLflow warns on every log.
+    # The pd.DataFrame hint is one MLflow infers no schema from (the signature is given when
+    # the model is logged); without a hint MLflow warns on every log.
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        """pandas or polars frame -> pandas frame `score_<head>` per head, same row order."""
+        """pandas frame -> pandas frame `score_<head>` per head, same row order."""
         frame = coerce_dates(to_polars(model_input))
         probs = score_frame(self.module, self.encoders, frame)
         return pd.DataFrame(probs, columns=score_columns(self.heads))

@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -318,17 +318,25 @@ def _check_compatible(model_config: ModelConfig, encoders: Encoders) -> None:
         raise ValueError(f"encoder slots {encoders.spec.slots()} != model {model_config.sparse_slots}")
 
 
-def _output_signature(heads):
-    """Outputs only: MLflow then saves the input example without enforcing a schema inferred
-    from it (a few rows fix dtypes such as int vs float or all-null columns too narrowly);
-    the Encoders validate the input (missing columns, NaN) instead."""
+# columns of an example frame that are not the scorer's inputs (ids, labels, bookkeeping)
+_NOT_INPUTS = ("example_id", "workout_id", "sample_index", "is_negative")
+
+
+def _signature(heads, input_columns: Sequence[str] | None):
+    """Named inputs (the example frame's columns, each optional and of any type: a few rows
+    would fix dtypes such as int vs float or all-null columns too narrowly, and a mapped dataset
+    leaves some out; the Encoders validate the input: missing feature columns, NaN) and one
+    float output per head."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
     from ml.serving import score_columns
 
     outputs = Schema([ColSpec("float", c) for c in score_columns(heads)])
-    return ModelSignature(inputs=None, outputs=outputs)
+    names = [c for c in (input_columns or ()) if c not in _NOT_INPUTS and not c.startswith("label_")]
+    inputs = Schema([ColSpec(AnyType(), c, required=False) for c in names]) if names else None
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 def log_scoring_model(
@@ -339,6 +347,7 @@ def log_scoring_model(
     artifact_path: str = "model",
     registered_model_name: str | None = None,
     input_example: pl.DataFrame | None = None,
+    input_columns: Sequence[str] | None = None,
 ) -> ScoringModelInfo:
     """Log a pyfunc model that scores without the training code (and register it if named).
 
@@ -383,7 +392,8 @@ def log_scoring_model(
             pip_requirements=_pip_requirements(),
             registered_model_name=registered_model_name,
             input_example=example,
-            signature=_output_signature(model_config.heads),
+            signature=_signature(model_config.heads, input_columns if input_columns is not None
+                                 else (list(example.columns) if example is not None else None)),
         )
     version = getattr(info, "registered_model_version", None)
     return ScoringModelInfo(
@@ -403,7 +413,8 @@ def load_scorer(model_uri: str) -> Callable[[pl.DataFrame], np.ndarray]:
     model = mlflow.pyfunc.load_model(model_uri)
 
     def score(frame: pl.DataFrame) -> np.ndarray:
-        out = model.predict(frame)  # polars passes through: the model has no input schema
+        # pandas: MLflow enforces the named input schema on pandas frames (not on polars)
+        out = model.predict(frame.to_pandas() if isinstance(frame, pl.DataFrame) else frame)
         cols = [c for c in out.columns if c.startswith("score_")]
         return out[cols].to_numpy(dtype=np.float32)
 

@@ -1,8 +1,6 @@
 """The model's life cycle in plain functions: train -> log to MLflow -> evaluate (the gate that
-promotes is `ml.promotion`).
-
-The Dagster assets (`assets/model.py`) and the hyperparameter search (`ml.search`) are thin
-callers of these, so everything here runs and is tested without the orchestrator.
+promotes is `ml.promotion`). The Dagster assets (`assets/model.py`) and the hyperparameter search
+(`ml.search`) are thin callers, so everything here runs and is tested without the orchestrator.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ import torch
 
 from ml import tracking
 from ml.evaluation import EvalResult, evaluate, head_metrics
+from ml.examples import read_examples
 from ml.features import Encoders
 from ml.gold import GoldStore, day_span
 from ml.lists import EvalSettings
@@ -123,6 +122,7 @@ def train_and_log(
         model = tracking.log_scoring_model(
             state_dict=result.state_dict, model_config=result.model_config, encoders=encoders,
             registered_model_name=tracking_cfg.registered_model if register else None,
+            input_columns=read_examples(gold, dataset=job.dataset).collect_schema().names(),
         )
     return TrainedModel(
         run_id=run.info.run_id, experiment_id=exp_id, model_uri=model.model_uri,

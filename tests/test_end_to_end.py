@@ -228,6 +228,10 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     note = run.data.tags["mlflow.note.content"]
     assert note.startswith("a DLRM (dot interaction") and "take, complete, music_like" in note
     assert "with the context features" in note and "trained on the event days" in note
+    import mlflow
+
+    names = mlflow.models.get_model_info(model["model_uri"]).signature.inputs.input_names()
+    assert {"user_id", "hour_of_day", "instructor_id"} <= set(names) and "label_take" not in names
     inputs = {i.dataset.name for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
     assert {"training_examples", "user_features_daily", "class_features_daily"} <= inputs
     # the ablation is a model of its own: its MLflow run (under the model's), not registered,

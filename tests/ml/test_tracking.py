@@ -175,12 +175,15 @@ def test_pyfunc_scores_like_the_reference_model(store, logged):
     assert expected.std() > 0.01  # the outputs differ from row to row
 
     pyfunc = mlflow.pyfunc.load_model("models:/dlrm-tracking/1")
-    for given in (frame, frame.to_pandas()):
-        out = pyfunc.predict(given)
-        assert list(out.columns) == ["score_take", "score_complete", "score_music_like"]
-        np.testing.assert_allclose(out.to_numpy(), expected, atol=1e-5)
+    out = pyfunc.predict(frame.to_pandas())  # the frame MLflow checks against the signature
+    assert list(out.columns) == ["score_take", "score_complete", "score_music_like"]
+    np.testing.assert_allclose(out.to_numpy(), expected, atol=1e-5)
 
     np.testing.assert_allclose(tracking.load_scorer(info.model_uri)(frame), expected, atol=1e-5)
+    # the signature names its inputs (the example's columns but ids), each optional, any type
+    sig = mlflow.models.get_model_info("models:/dlrm-tracking/1").signature
+    assert sig.inputs.input_names() == [c for c in frame.columns if c != "example_id"]
+    assert not any(spec.required for spec in sig.inputs.inputs)
 
 
 def test_torchscript_fast_path(store, logged, tmp_path):
