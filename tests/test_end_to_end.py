@@ -230,6 +230,7 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     assert "with the context features" in note and "trained on the event days" in note
     import mlflow
 
+    mlflow.set_tracking_uri(uri)
     names = mlflow.models.get_model_info(model["model_uri"]).signature.inputs.input_names()
     assert {"user_id", "hour_of_day", "instructor_id"} <= set(names) and "label_take" not in names
     inputs = {i.dataset.name for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
