@@ -25,7 +25,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DAGSTER_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: byod byod-ui movielens help install demo test test-fast test-extra ui mlflow train search bench bench-train bench-infer ablations simulate report dbt-parse clean serve preview chromium bench-serve fault-drill
+.PHONY: byod byod-ui movielens help install demo test test-fast test-extra ui mlflow train search bench bench-train bench-infer bench-retrieval bench-scale ablations simulate report dbt-parse clean serve preview chromium bench-serve fault-drill
 
 help:
 	@echo "make demo   - install, simulate $(DAYS) days up to yesterday ($(SIZE)), materialize every asset, print a summary"
@@ -134,6 +134,17 @@ clean:
 # Batch-inference throughput against a naive per-user loop of the same champion (make demo first).
 bench-infer: install
 	$(BIN)/python -m benchmarks.inference_bench
+
+# Retrieve then rank vs exhaustive ranking on the same users and lists (make demo first).
+bench-retrieval: install
+	$(BIN)/python -m benchmarks.retrieval_bench --lakehouse "$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}"
+
+# The whole pipeline at one simulator size (SCALE_SIZE: tiny, small, medium, large), in a scratch
+# folder: simulate, backfill SCALE_DAYS days, train, one daily chain; wall time and peak memory.
+SCALE_SIZE ?= medium
+SCALE_DAYS ?= 28
+bench-scale: install
+	$(BIN)/python -m benchmarks.scale_bench --size $(SCALE_SIZE) --days $(SCALE_DAYS) $(SCALE_ARGS)
 
 # What a feature or model form adds, on the same held-out lists with intervals (make demo or
 # make byod first; for a byod run, set LAKEHOUSE_MAPPING and the lakehouse as `make byod` does).

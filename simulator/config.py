@@ -1,4 +1,5 @@
-"""Simulation settings and the size presets (tiny for tests, small for the demo, large for scale)."""
+"""Simulation settings and the size presets (tiny for tests, small for the demo, medium and large
+for scale)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,16 @@ SIZES: dict[str, dict] = {
     ),
     # demo default: ~26k users, 55 instructors, 1000 + 30/day classes, ~0.9M workouts
     "small": dict(days=60),
+    # scale, a quarter of large: 250k users, 100 instructors, 4000 + 40/day classes
+    "medium": dict(
+        days=90,
+        n_users_initial=250_000,
+        new_users_per_day=400,
+        n_instructors=100,
+        n_classes_initial=4_000,
+        new_classes_per_day=40,
+        choice="sampled",
+    ),
     # scale: 1.2M users and ~55M workouts over 90 days, generated day by day (~25 s a day)
     "large": dict(
         days=90,

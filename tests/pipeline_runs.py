@@ -209,12 +209,19 @@ def train_run_config(model_config: dict, gate: dict | None = TINY_GATE,
 
 
 def run_train_job(settings: LakehouseSettings, instance: dg.DagsterInstance, model_config: dict,
-                  gate: dict | None = TINY_GATE, evaluation: dict | None = None):
-    """The train job (train, evaluate on every held-out user, promote) as a user launches it."""
+                  gate: dict | None = TINY_GATE, evaluation: dict | None = None,
+                  without: tuple[str, ...] = ()):
+    """The train job (train, evaluate on every held-out user, promote) as a user launches it;
+    `without`: assets of the job left out (e.g. "retrieval_model" where a test has no use for it)."""
     from orchestration.definitions import build_definitions
 
-    job = build_definitions(settings).resolve_job_def("train_model_job")
-    return job.execute_in_process(instance=instance, raise_on_error=False,
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def("train_model_job")
+    keep = None
+    if without:
+        ml = defs.resolve_asset_graph().asset_keys_for_group("ml")
+        keep = [k for k in ml if k.to_user_string() not in without]
+    return job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=keep,
                                   run_config=train_run_config(model_config, gate, evaluation))
 
 

@@ -265,7 +265,8 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     # an almost untrained model does not beat the champion on the same lists
     # (the production gate: its first-model rule does not apply with a champion in place)
     weak = {**TINY_MODEL, "epochs": 1, "lr": 1e-7, "sparse_lr": 1e-7, "seed": 3}
-    second = run_train_job(s, instance, weak, gate=None, evaluation={"eval_user_fraction": 1.0, "peers": False})
+    second = run_train_job(s, instance, weak, gate=None, evaluation={"eval_user_fraction": 1.0, "peers": False},
+                           without=("retrieval_model",))
     assert second.success, [e.message for e in second.all_events if e.is_failure]
     champ2 = {k: v.value for k, v in second.asset_materializations_for_node("champion_model")[0].metadata.items()}
     assert champ2["promoted"] is False and champ2["champion_version"] == 1

@@ -1,0 +1,135 @@
+"""How the whole pipeline's cost grows with the platform: one simulator size through every stage.
+
+    python -m benchmarks.scale_bench --size medium --days 28 [--workdir DIR] [--model-config JSON]
+
+In a scratch folder (its own lakehouse, DuckDB file, MLflow store and DAGSTER_HOME), each stage a
+child process measured for wall time and peak memory (the child and its children):
+
+1. simulate `--days` + 1 days of the size (the landing files);
+2. backfill the first `--days` days as the demo does (`daily_lakehouse_job`: ingest, dbt, gold,
+   checks; one range run, then the last day as a daily run);
+3. train (`train_model_job`: the DLRM, its ablation, the factorization machine, the evaluation,
+   the promotion and the two-tower retrieval model), on a share of the users at scale
+   (`--model-config`, default `{"sample_fraction": 0.05}` above `small`);
+4. one new day through the daily chain (`daily_recommendations_job`: ingest -> dbt -> gold ->
+   checks -> candidate index -> retrieve then rank -> cache), with the seconds of each step.
+
+Writes benchmarks/results/scale_<size>.json and prints a table, with seconds per 1k users and per
+1M events (workouts + impressions of the history). Needs the disk: about 70 MB of landing files a
+day at `medium`, 340 MB at `large`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.lakehouse_bench import RESULTS, ROOT, measure
+
+DEMO = [sys.executable, "-m", "orchestration.demo"]
+
+
+def dagster_job(job: str, tags: dict) -> list[str]:
+    return [sys.executable, "-m", "dagster", "job", "execute", "-m", "orchestration.definitions",
+            "-j", job, "--tags", json.dumps(tags)]
+
+
+def step_seconds(dagster_home: str, job: str) -> dict[str, float]:
+    """Seconds per step of the latest run of `job` in the instance."""
+    os.environ["DAGSTER_HOME"] = dagster_home
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job), limit=1)
+    if not runs:
+        return {}
+    stats = instance.get_run_step_stats(runs[0].run_id)
+    return {s.step_key: round((s.end_time or s.start_time) - s.start_time, 1)
+            for s in stats if s.start_time is not None}
+
+
+def table_rows(lake: str, layer: str, name: str) -> int:
+    from lakehouse.io.delta import row_count, table_exists
+
+    uri = f"{lake}/{layer}/{name}"
+    return row_count(uri) if table_exists(uri) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="medium")
+    p.add_argument("--days", type=int, default=28, help="days of history before the measured day")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--start-date", default="2026-09-01")
+    p.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed)")
+    p.add_argument("--model-config", default=None, help="JSON overrides of ModelTrainingConfig")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    model_config = args.model_config or ('{}' if args.size in ("tiny", "small") else '{"sample_fraction": 0.05}')
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix=f"scale-{args.size}-")).absolute()
+    data = work / "data"
+    home = data / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
+    lake = str(data / "lakehouse")
+    env = {**os.environ, "LAKEHOUSE_DATA_DIR": str(data), "DAGSTER_HOME": str(home),
+           "LAKEHOUSE_URI": "", "LANDING_URI": "", "LAKEHOUSE_DUCKDB_PATH": "",
+           "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1",
+           "GX_ANALYTICS_ENABLED": "false", "RAY_USAGE_STATS_ENABLED": "0",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "DAGSTER_DISABLE_TELEMETRY": "true",
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    start = dt.date.fromisoformat(args.start_date)
+    day = start + dt.timedelta(days=args.days)  # the measured new day
+    print(f"scale: size={args.size} days={args.days}+1 workdir={work}", flush=True)
+
+    stages: dict[str, dict] = {}
+
+    def run(name: str, cmd: list[str]) -> None:
+        stages[name] = measure(cmd, env)
+        print(f"  {name:<14} {stages[name]['wall_s']:>9.1f}s {stages[name]['peak_rss_mib']:>9.0f} MiB", flush=True)
+
+    run("simulate", [sys.executable, "-m", "simulator", "generate", "--size", args.size, "--seed",
+                     str(args.seed), "--days", str(args.days + 1), "--start-date", start.isoformat(),
+                     "--landing", f"{lake}/landing"])
+    run("backfill", [*DEMO, "--start", start.isoformat(), "--days", str(args.days), "--skip-model"])
+    run("train", [*DEMO, "--model-only", "--model-config", model_config])
+    run("daily_chain", dagster_job("daily_recommendations_job",
+                                   {"dagster/partition": day.isoformat(), "lakehouse/trigger": "benchmark"}))
+    steps = step_seconds(str(home), "daily_recommendations_job")
+
+    users = table_rows(lake, "bronze", "users")
+    events = table_rows(lake, "bronze", "workouts") + table_rows(lake, "bronze", "impressions")
+    recs = table_rows(lake, "serving", "recommendations")
+    per = {name: {"s_per_1k_users": round(s["wall_s"] / max(users, 1) * 1000, 3),
+                  "s_per_1m_events": round(s["wall_s"] / max(events, 1) * 1e6, 2)} for name, s in stages.items()}
+    out = {"params": {"size": args.size, "days": args.days, "seed": args.seed, "model_config": model_config,
+                      "measured_day": day.isoformat()},
+           "users": users, "events": events, "recommendation_rows": recs,
+           "stages": stages, "per_unit": per, "daily_chain_steps": steps,
+           "machine": {"cpu_count": os.cpu_count()}}
+    path = Path(args.out) if args.out else RESULTS / f"scale_{args.size}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+
+    print(f"\n{args.size}: {users:,} users, {events:,} events (workouts + impressions), "
+          f"{recs:,} recommendation rows for {day + dt.timedelta(days=1)}")
+    print(f"{'stage':<14} {'wall s':>9} {'peak MiB':>9} {'s/1k users':>11} {'s/1M events':>12}")
+    for name, s in stages.items():
+        print(f"{name:<14} {s['wall_s']:>9.1f} {s['peak_rss_mib']:>9.0f} "
+              f"{per[name]['s_per_1k_users']:>11.3f} {per[name]['s_per_1m_events']:>12.2f}")
+    print("daily chain steps (s): " + ", ".join(f"{k} {v}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])))
+    print(f"written {path}")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
