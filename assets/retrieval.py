@@ -73,6 +73,23 @@ def retrieval_ref(settings: LakehouseSettings, mlflow: MlflowResource, feature_d
                         index_uri=index_uri(index_root(settings), feature_date))
 
 
+def _day_and_tower(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
+                   mlflow: MlflowResource, what: str):
+    """(retrieval ref, the partition's DayInputs, tower, pair encoder); a Failure naming `what`
+    when the day has no features or candidates."""
+    from ml.inference import load_day
+    from ml.rows import InferenceError, InferenceSettings
+
+    settings = lakehouse.settings()
+    feature_date = dt.date.fromisoformat(context.partition_key)
+    ref = retrieval_ref(settings, mlflow, feature_date)
+    try:
+        day = load_day(gold_store(settings), feature_date, InferenceSettings(dataset=lakehouse.dataset()))
+    except InferenceError as e:
+        raise dg.Failure(description=f"no {what} for {feature_date}: {e}") from e
+    return (ref, day, *ref.load_tower())
+
+
 def build_retrieval_assets(partitions_def: dg.PartitionsDefinition,
                            automation: dg.AutomationCondition | None = None,
                            gold_inputs: tuple[str, ...] = ()) -> list[dg.AssetsDefinition]:
@@ -119,19 +136,11 @@ def build_retrieval_assets(partitions_def: dg.PartitionsDefinition,
     def candidate_index(context: dg.AssetExecutionContext, config: IndexConfig,
                         lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
         from assets.serving import _champion
-        from ml.inference import load_day
         from ml.retrieval import build_index, save_index
-        from ml.rows import InferenceError, InferenceSettings
 
         settings = lakehouse.settings()
-        feature_date = dt.date.fromisoformat(context.partition_key)
         _, ranker = _champion(settings, mlflow)
-        ref = retrieval_ref(settings, mlflow, feature_date)
-        try:
-            day = load_day(gold_store(settings), feature_date, InferenceSettings(dataset=lakehouse.dataset()))
-        except InferenceError as e:
-            raise dg.Failure(description=f"no candidate index for {feature_date}: {e}") from e
-        tower, pairs = ref.load_tower()
+        ref, day, tower, pairs = _day_and_tower(context, lakehouse, mlflow, "candidate index")
         index = build_index(tower, pairs, day, retrieval_version=ref.version,
                             ranker_version=int(ranker.version), exact_max=config.exact_max)
         files = save_index(index, ref.index_uri)
@@ -154,21 +163,13 @@ def build_retrieval_assets(partitions_def: dg.PartitionsDefinition,
         import pyarrow.dataset as pds
 
         from assets.serving import _stage_rows
-        from ml.inference import load_day
         from ml.retrieval import USER_EMBEDDING_SCHEMA, user_embeddings as rows_of
-        from ml.rows import InferenceError, InferenceSettings
+        from ml.rows import InferenceSettings
 
         settings = lakehouse.settings()
         so = settings.storage_options() or None
-        feature_date = dt.date.fromisoformat(context.partition_key)
-        ref = retrieval_ref(settings, mlflow, feature_date)
-        inf = InferenceSettings(dataset=lakehouse.dataset())
-        gold = gold_store(settings)
-        try:
-            day = load_day(gold, feature_date, inf)
-        except InferenceError as e:
-            raise dg.Failure(description=f"no user embeddings for {feature_date}: {e}") from e
-        tower, pairs = ref.load_tower()
+        ref, day, tower, pairs = _day_and_tower(context, lakehouse, mlflow, "user embeddings")
+        feature_date, inf, gold = day.feature_date, InferenceSettings(dataset=lakehouse.dataset()), gold_store(settings)
         staging = Path(settings.data_dir) / "staging" / f"user_embeddings-{feature_date}-{context.run.run_id[:8]}"
         try:
             n = _stage_rows(rows_of(gold, day, tower, pairs, inf, ref.version), USER_EMBEDDING_SCHEMA, staging)

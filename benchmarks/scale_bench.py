@@ -54,6 +54,13 @@ def step_seconds(dagster_home: str, job: str) -> dict[str, float]:
             for s in stats if s.start_time is not None}
 
 
+def champion(env: dict) -> bool:
+    from ml import tracking
+
+    uri = tracking.default_tracking_uri(env["LAKEHOUSE_DATA_DIR"])
+    return tracking.get_alias_version("class_recommender", "champion", client_or_uri=uri) is not None
+
+
 def table_rows(lake: str, layer: str, name: str) -> int:
     from lakehouse.io.delta import row_count, table_exists
 
@@ -100,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                      "--landing", f"{lake}/landing"])
     run("backfill", [*DEMO, "--start", start.isoformat(), "--days", str(args.days), "--skip-model"])
     run("train", [*DEMO, "--model-only", "--model-config", model_config])
+    if not champion(env):
+        raise SystemExit("the promotion kept the model out (too little data to beat popularity?): "
+                         "no champion, so no daily chain to measure; see the train stage's log")
     run("daily_chain", dagster_job("daily_recommendations_job",
                                    {"dagster/partition": day.isoformat(), "lakehouse/trigger": "benchmark"}))
     steps = step_seconds(str(home), "daily_recommendations_job")

@@ -217,42 +217,29 @@ def pair_dense_features(encoder: PairEncoder, users: Side, ui: np.ndarray, class
 @torch.no_grad()
 def factorized_score_matrix(model: FactorizedDLRM, encoder: PairEncoder, users: Side,
                             classes: Side, *, max_pairs: int = 32_768,
-                            class_side: dict[str, torch.Tensor] | None = None) -> np.ndarray:
-    """[n_users, n_classes] logits, users chunked so a chunk holds <= max_pairs pairs.
+                            class_side: dict[str, torch.Tensor] | None = None,
+                            idx: np.ndarray | None = None) -> np.ndarray:
+    """[n_users, n_classes] logits, users chunked so a chunk holds <= max_pairs pairs; with
+    `idx` [n_users, m] (class rows), [n_users, m] logits of each user's own candidates (the
+    retrieve-then-rank path: m classes a user instead of all of them).
     `class_side`: `model.class_side(classes)` when the caller keeps it across calls.
     The sides and pair features are built on the host; each chunk is scored on `model.device`."""
     n_users, n_classes = users.dense.shape[0], classes.dense.shape[0]
-    out = np.empty((n_users, n_classes), dtype=np.float32)
-    cs = class_side if class_side is not None else model.class_side(classes)
-    step = max(1, max_pairs // max(n_classes, 1))
-    for start in range(0, n_users, step):
-        ui = np.arange(start, min(start + step, n_users))
-        sub = Side(users.dense[ui], users.sparse[ui], {})
-        qs = model.query_side(sub)
-        pd = pair_dense_features(encoder, users, ui, classes, model.p_dense)
-        out[ui] = model.score(qs, cs, pd).cpu().numpy()
-    return out
-
-
-@torch.no_grad()
-def factorized_score_subset(model: FactorizedDLRM, encoder: PairEncoder, users: Side,
-                            classes: Side, idx: np.ndarray, *, max_pairs: int = 32_768,
-                            class_side: dict[str, torch.Tensor] | None = None) -> np.ndarray:
-    """[n_users, m] logits of each user's own candidates `idx` [n_users, m] (class rows): the
-    retrieve-then-rank path, m classes a user instead of all of them."""
-    n_users, m = idx.shape
+    m = n_classes if idx is None else idx.shape[1]
     out = np.empty((n_users, m), dtype=np.float32)
     cs = class_side if class_side is not None else model.class_side(classes)
     step = max(1, max_pairs // max(m, 1))
     for start in range(0, n_users, step):
         ui = np.arange(start, min(start + step, n_users))
         sub = Side(users.dense[ui], users.sparse[ui], {})
-        ci = torch.from_numpy(idx[ui]).to(model.device)
         pd = pair_dense_features(encoder, users, ui, classes, model.p_dense)  # [n, C, p]
-        pd = torch.take_along_dim(pd, torch.from_numpy(idx[ui])[..., None], dim=1) if pd.shape[-1] else None
-        out[ui] = model.score(model.query_side(sub), gather_classes(cs, ci), pd).cpu().numpy()
+        chunk_cs = cs
+        if idx is not None:
+            rows = torch.from_numpy(idx[ui])
+            chunk_cs = gather_classes(cs, rows.to(model.device))
+            pd = torch.take_along_dim(pd, rows[..., None], dim=1) if pd.shape[-1] else pd
+        out[ui] = model.score(model.query_side(sub), chunk_cs, pd).cpu().numpy()
     return out
 
 
-__all__ = ["FactorizedDLRM", "factorized_score_matrix", "factorized_score_subset",
-           "gather_classes", "pair_dense_features"]
+__all__ = ["FactorizedDLRM", "factorized_score_matrix", "gather_classes", "pair_dense_features"]

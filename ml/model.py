@@ -309,10 +309,15 @@ class ReferenceSparseArch(nn.Module):
         self.tables = config.table_names()
         self.columns = slot_columns(config.sparse_slots)  # type: ignore[arg-type]
 
-    def forward(self, sparse: torch.Tensor) -> torch.Tensor:
+    def forward(self, sparse: torch.Tensor, features: Sequence[int] | None = None) -> torch.Tensor:
+        """[B, F, D]; `features`: only these (feature indices), e.g. one tower's side."""
         bags = self.embedding_bag_collection.embedding_bags
+        pick = range(len(self.tables)) if features is None else features
         cols = [bags[t](sparse[:, c : c + 1]) if k == 1 else mean_bag(bags[t].weight, sparse[:, c : c + k])
-                for t, (c, k) in zip(self.tables, self.columns)]
+                for t, (c, k) in ((self.tables[i], self.columns[i]) for i in pick)]
+        if not cols:  # a side without sparse features (a mapped user side may have none)
+            dim = next(iter(bags.values())).weight.shape[1]
+            return torch.zeros(sparse.shape[0], 0, dim)
         return torch.stack(cols, dim=1)
 
 

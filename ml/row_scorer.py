@@ -18,7 +18,7 @@ import polars as pl
 import torch
 
 from ml.context import after_last_workout, usual_hour
-from ml.factorized import FactorizedDLRM, factorized_score_matrix, factorized_score_subset
+from ml.factorized import FactorizedDLRM, factorized_score_matrix
 from ml.features import Encoders
 from ml.pairs import PairEncoder, score_matrix
 from ml.rows import RECOMMENDATION_SCHEMA, DayInputs, InferenceError, InferenceSettings, RowSpec
@@ -128,8 +128,8 @@ class BatchScorer:
             rows = np.arange(users.height)[:, None]
             if self.fast is not None:
                 self.pairs_scored += idx.size
-                out[rows, idx] = factorized_score_subset(self.fast, self.pairs, side, plat.side, idx,
-                                                         class_side=plat.cs)
+                out[rows, idx] = factorized_score_matrix(self.fast, self.pairs, side, plat.side,
+                                                         class_side=plat.cs, idx=idx)
                 return out
             full = score_matrix(lambda d, s: self.module(d, s), self.pairs, side, plat.side, head=0)
             self.pairs_scored += full.size

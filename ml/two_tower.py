@@ -75,8 +75,11 @@ class TwoTower(nn.Module):
         return self.config.heads
 
     def _vectors(self, tower: nn.Module, e: torch.Tensor, dense: torch.Tensor,
-                 s_idx: torch.Tensor, d_idx: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([e.index_select(1, s_idx).flatten(1), dense.index_select(1, d_idx)], dim=1)
+                 s_idx: torch.Tensor | None, d_idx: torch.Tensor) -> torch.Tensor:
+        """Unit vectors of one side; `e` [B, F, D] every feature's embedding (s_idx picks the
+        side's), or already the side's alone (s_idx None)."""
+        side = e if s_idx is None else e.index_select(1, s_idx)
+        x = torch.cat([side.flatten(1), dense.index_select(1, d_idx)], dim=1)
         return F.normalize(tower(x), dim=-1)
 
     def towers(self, dense: torch.Tensor, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,12 +132,12 @@ class TowerEncoder:
     def _side(self, dense: torch.Tensor, sparse: torch.Tensor, user: bool, batch: int) -> np.ndarray:
         m = self.model
         out = []
+        tower, s_idx, d_idx = ((m.user_tower, m.u_sparse, m.u_dense) if user
+                               else (m.class_tower, m.c_sparse, m.c_dense))
         for s in range(0, dense.shape[0], batch):
             d = dense[s:s + batch].to(self.device)
-            e = m.sparse_arch(sparse[s:s + batch].to(self.device))
-            v = (m._vectors(m.user_tower, e, d, m.u_sparse, m.u_dense) if user
-                 else m._vectors(m.class_tower, e, d, m.c_sparse, m.c_dense))
-            out.append(v.float().cpu().numpy())
+            e = m.sparse_arch(sparse[s:s + batch].to(self.device), s_idx.tolist())  # this side's only
+            out.append(m._vectors(tower, e, d, None, d_idx).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
 
     def users(self, dense: torch.Tensor, sparse: torch.Tensor, batch: int = 8192) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ml.examples import read_examples
-from ml.factorized import FactorizedDLRM, factorized_score_matrix, factorized_score_subset
+from ml.factorized import FactorizedDLRM, factorized_score_matrix
 from ml.features import Encoders, default_spec
 from ml.gold import GoldStore
 from ml.model import ModelConfig, build_model
@@ -38,7 +38,7 @@ def test_scoring_each_users_own_candidates_equals_the_full_matrix(candidates_lak
     n, C = full.shape
     idx = np.random.default_rng(0).integers(0, C, size=(n, 2))
     for max_pairs in (3, 1_000_000):  # chunked and not
-        got = factorized_score_subset(fast, pe, users, classes, idx, max_pairs=max_pairs)
+        got = factorized_score_matrix(fast, pe, users, classes, idx=idx, max_pairs=max_pairs)
         np.testing.assert_allclose(got, np.take_along_axis(full, idx, axis=1), atol=1e-5, rtol=1e-5)
 
 
