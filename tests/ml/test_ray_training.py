@@ -54,8 +54,10 @@ def test_one_worker_trains_and_checkpoints(ray_local, job, encoders, tmp_path):
     assert out.seconds > 0
 
 
-def test_two_gloo_workers_split_the_days(ray_local, ray_gold_lake, encoders, tmp_path):
-    """Batch size 32: rank 0's day gives 3 steps, rank 1's 4 - uneven inputs under DDP."""
+def test_two_gloo_workers_shard_the_tables_and_split_the_days(ray_local, ray_gold_lake, encoders,
+                                                               tmp_path):
+    """Batch size 32: rank 0's day gives 3 steps, rank 1's 4 - uneven inputs under the sharded
+    model's all-to-alls (the fused DMP path, table-wise over 2 gloo workers)."""
     from ml.ray_training import train_on_ray
 
     job = _job(ray_gold_lake, batch_size=32)
@@ -67,6 +69,15 @@ def test_two_gloo_workers_split_the_days(ray_local, ray_gold_lake, encoders, tmp
         per_rank = sorted([h["samples_rank0"], h["samples_rank1"]])
         assert per_rank == [78.0, 120.0]  # one whole day each: E1 (39 users x 2), E2 (40 x 3)
         assert h["samples_total"] == 198 and h["samples"] < h["samples_total"]
+        # validated on both ranks together: every held-out example of E3 scored once
+        assert h["valid_samples"] == 120 and 0 < h["valid_logloss"] < 1
+    assert out.history[1]["valid_logloss"] < out.history[0]["valid_logloss"]
+    ckpt = Path(out.checkpoint_path)
+    info = read_info(ckpt)
+    assert info.meta["strategy"] == "cpu-dmp2" and "optimizer_state" not in info.meta
+    # both ranks' uploads merged into one checkpoint: DCP shards of each rank, rank 0's metadata
+    assert {p.name for p in (ckpt / "sharded").iterdir()} == {".metadata", "__0_0.distcp", "__1_0.distcp"}
+    assert not (ckpt / "optimizer.pt").exists()
     logits = _check_state_dict(out, encoders, job)
     one_worker_keys = build_model(out.model_config, "torchrec").state_dict().keys()
     assert set(out.state_dict) == set(one_worker_keys)
