@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from ml.checkpoint import read_info, read_weights
 from ml.model import build_model
-from ml.training_job import TrainingJob, fit_encoders
+from ml.training_job import TrainingJob, fit_encoders, train_batches
 from tests.ml.ray_job import check_state_dict as _check_state_dict
 from tests.ml.ray_job import tiny_job as _job
 
@@ -107,3 +108,49 @@ def test_job_is_picklable_for_the_workers(job):
 
     again = pickle.loads(pickle.dumps(job))
     assert dataclasses.asdict(again) == dataclasses.asdict(job)
+
+
+@pytest.mark.extra  # two TorchTrainer runs: ~45 s on 2 cores
+def test_resuming_with_another_world_size_restores_the_weights_and_says_so(
+    ray_local, ray_gold_lake, encoders, tmp_path
+):
+    """Epoch 0 on 1 worker (fused, unsharded), then the same run resumed on 2 sharded workers:
+    the weights, epoch and history come back; the optimizer state (another layout) is reset,
+    and the checkpoint says so."""
+    from ml.ray_training import train_on_ray
+
+    storage = str(tmp_path / "runs")
+    one = train_on_ray(_job(ray_gold_lake, epochs=1), encoders, num_workers=1,
+                       storage_path=storage, run_name="resize")
+    out = train_on_ray(_job(ray_gold_lake, epochs=2), encoders, num_workers=2,
+                       storage_path=storage, run_name="resize")
+    assert out.resumed_from_epoch == 0 and [h["epoch"] for h in out.history] == [0.0, 1.0]
+    assert out.history[0] == one.history[0]
+    info = read_info(out.checkpoint_path)
+    assert info.meta["strategy"] == "cpu-dmp2"
+    assert info.meta["optimizer_state"] == (
+        "reset: the checkpoint of epoch 0 was written as 'cpu-fused', this run is 'cpu-dmp2'")
+    # trained on from epoch 0's weights: its validation loss keeps falling (from scratch, the
+    # first epoch's is ~0.39 as in epoch 0)
+    assert out.history[1]["valid_logloss"] < one.history[0]["valid_logloss"] - 0.05
+
+
+@pytest.mark.extra  # a TorchTrainer run of 2 workers: ~25 s on 2 cores
+def test_two_workers_train_the_two_tower_sharded(ray_local, ray_gold_lake, tmp_path):
+    from ml.ray_training import train_on_ray
+    from ml.two_tower import TowerEncoder
+
+    base = _job(ray_gold_lake, batch_size=32)
+    job = dataclasses.replace(base, model=dataclasses.replace(base.model, architecture="two_tower",
+                                                              tower=[8, 4]))
+    encoders = fit_encoders(job)
+    out = train_on_ray(job, encoders, num_workers=2, storage_path=str(tmp_path / "runs"),
+                       run_name="towers")
+    assert read_info(out.checkpoint_path).meta["strategy"] == "cpu-dmp2"
+    for h in out.history:  # the takes only: 39 on E1, 40 on E2; every held-out pair scored
+        assert sorted([h["samples_rank0"], h["samples_rank1"]]) == [39.0, 40.0]
+        assert h["valid_samples"] == 120 and h["valid_auc_take"] == h["valid_auc_take"]
+    _check_state_dict(out, encoders, job)  # scores in the plain model, without training code
+    batch = next(iter(train_batches(job, encoders, epoch=0)))
+    users = TowerEncoder(out.state_dict, out.model_config).users(batch.dense, batch.sparse)
+    assert users.shape == (len(batch), 4) and np.isfinite(users).all()
