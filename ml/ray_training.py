@@ -68,7 +68,7 @@ resumes from the checkpoint before it.
 `ml` never imports dagster; `ray` is imported inside the functions, so importing this module is
 cheap.
 
-Over 400 lines (barely): the launcher, the worker loop and the resume logic share the
+Over 400 lines: the launcher, the worker loop and the resume logic share the
 checkpoint bookkeeping.
 """
 
@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -167,14 +168,14 @@ def _count_nodes(world_size: int) -> int:
     return len(set(nodes))
 
 
-def _gather_samples(samples: float, world_size: int) -> list[float]:
-    """Every rank's training-sample count for this epoch (a collective: all ranks call it)."""
+def _per_rank(value: float, world_size: int) -> list[float]:
+    """Every rank's `value` (a collective: all ranks call it)."""
     import torch.distributed as dist
 
     if world_size <= 1 or not dist.is_initialized():
-        return [samples]
+        return [value]
     counts = torch.zeros(world_size, dtype=torch.float64)
-    counts[dist.get_rank()] = samples
+    counts[dist.get_rank()] = value
     dist.all_reduce(counts)
     return counts.tolist()
 
@@ -253,8 +254,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             finish_epoch()  # DDP: every rank joins before the collectives below
         metrics = end.metrics
         metrics.update(finite_or_nan(metrics))
-        per_rank = _gather_samples(metrics.get("samples", 0.0), world_size)
+        per_rank = _per_rank(metrics.get("samples", 0.0), world_size)
         metrics.update({f"samples_rank{r}": s for r, s in enumerate(per_rank)})
+        # the worker process's peak resident memory so far (Linux: ru_maxrss in KiB)
+        rss = _per_rank(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, world_size)
+        metrics.update({f"peak_rss_mb_rank{r}": m for r, m in enumerate(rss)})
         metrics["samples_total"] = float(sum(per_rank))
         metrics["world_size"] = float(world_size)
         metrics["nodes"] = float(_count_nodes(world_size))  # > 1 on a cluster (RAY_ADDRESS)
