@@ -3,9 +3,13 @@
     <directory>/model.pt         plain weights (`plain_state_dict`): ordinary tensors with the
                                  unwrapped model's keys, so either backend loads them and
                                  `torch.load(weights_only=True)` reads them without a process group
+                                 (gathered on rank 0 when the tables are sharded across ranks)
     <directory>/optimizer.pt     the optimizer's state_dict (absent when saved without one); the
                                  fused path's holds ShardedTensors, which unpickle only inside a
                                  process group, hence a file of its own
+    <directory>/sharded/         model and optimizer state of a model sharded across ranks, in
+                                 `torch.distributed.checkpoint` files (`ml.sharded`; then no
+                                 optimizer.pt)
     <directory>/checkpoint.json  {"epoch": last finished epoch, "history": one metrics dict per
                                  epoch so far, ...}: whatever else the writer adds (Ray adds the
                                  optimizer layout it trained with, see `ml.ray_training`)
@@ -75,10 +79,14 @@ def _gather_sharded(value: Any) -> torch.Tensor:
     return full
 
 
-def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: Any, epoch: int, *,
-                    history: list[dict[str, float]] = (), **meta: Any) -> Path:
+def save_checkpoint(directory: str | Path, model: nn.Module | None, optimizer: Any, epoch: int, *,
+                    history: list[dict[str, float]] = (),
+                    weights: dict[str, torch.Tensor] | None = None, **meta: Any) -> Path:
     """Write the checkpoint of `epoch` to `directory`, replacing an earlier checkpoint there (a
     directory that is neither empty nor a checkpoint is refused: FileExistsError).
+
+    weights: the plain weights when already made (`ml.sharded.gather_weights`), else
+    `plain_state_dict(model)`. optimizer None: no optimizer.pt (`ml.sharded` saves it sharded).
 
     The files are written to a fresh sibling directory first, which then takes the place of the
     old one: a crash leaves either the old checkpoint or the new one, never a mix.
@@ -87,7 +95,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: Any, epo
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir()
-    torch.save(plain_state_dict(model), tmp / WEIGHTS_FILE)
+    torch.save(plain_state_dict(model) if weights is None else weights, tmp / WEIGHTS_FILE)
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
     info = {**meta, "epoch": int(epoch), "history": list(history)}
@@ -143,7 +151,7 @@ def load_checkpoint(directory: str | Path, model: nn.Module, optimizer: Any = No
     info = read_info(directory)
     restore_optimizer = optimizer is not None and (directory / OPTIMIZER_FILE).is_file()
     if restore_optimizer:
-        _init_keyed_optimizer_state(optimizer)  # before the weights: it takes a zero-grad step
+        init_optimizer_state(optimizer)  # before the weights: it takes a zero-grad step
     model.load_state_dict(read_weights(directory))
     if restore_optimizer:
         optimizer.load_state_dict(
@@ -151,7 +159,7 @@ def load_checkpoint(directory: str | Path, model: nn.Module, optimizer: Any = No
     return info
 
 
-def _init_keyed_optimizer_state(optimizer: Any) -> None:
+def init_optimizer_state(optimizer: Any) -> None:
     """TorchRec's KeyedOptimizer loads state only into initialised state: initialise lazy parts.
 
     A CombinedOptimizer from `prepare_fused` holds the fused (already initialised) embedding
@@ -168,6 +176,7 @@ def _init_keyed_optimizer_state(optimizer: Any) -> None:
 
 
 __all__ = [
-    "CheckpointInfo", "copy_checkpoint", "load_checkpoint", "plain", "plain_state_dict",
+    "CheckpointInfo", "copy_checkpoint", "init_optimizer_state", "load_checkpoint", "plain",
+    "plain_state_dict",
     "read_info", "read_weights", "save_checkpoint",
 ]

@@ -1,9 +1,9 @@
 """Optimizers for the DLRM: plain PyTorch, or TorchRec's fused FBGEMM kernel in backward.
 
 `setup_training(model, config)` returns (model to train, optimizer): with `TrainConfig(fused=True)`
-and a `TorchRecDLRM` the model is wrapped in TorchRec's `DistributedModelParallel` on a gloo
-process group (world size 1 when none exists yet): every table is placed table-wise with the
-fused FBGEMM kernel and its optimizer runs inside backward; the other parameters get an ordinary
+and a TorchRec-backed model it is wrapped in TorchRec's `DistributedModelParallel` over the
+process group (gloo of world size 1 when none exists yet; several ranks shard the tables,
+see `ml.sharded`): every table is placed table-wise (CPU) with the fused FBGEMM kernel and its optimizer runs inside backward; the other parameters get an ordinary
 optimizer (the in-backward ones filtered out, see docs/stack.md). Otherwise one plain torch optimizer
 (or a `MultiOptimizer` when the embeddings use another algorithm than the dense parameters).
 """
@@ -96,12 +96,30 @@ def _ensure_process_group() -> None:
     )
 
 
-def prepare_fused(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, Any]:
-    """Wrap a TorchRec-backed model (the DLRM, the two-tower) in DistributedModelParallel with the fused FBGEMM CPU kernel.
+class ShardingPlanError(RuntimeError):
+    """TorchRec's planner found no sharding of the tables that fits the ranks' memory."""
+
+
+def _memory_per_rank(device: torch.device) -> int:
+    """Bytes one rank may plan for: the GPU's memory, or the machine's shared by its ranks."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by Ray Train and torchrun
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // max(1, local)
+
+
+def prepare_fused(model: nn.Module, config: TrainConfig, *, device: torch.device | str = "cpu",
+                  memory_per_rank: int | None = None) -> tuple[nn.Module, Any]:
+    """Wrap a TorchRec-backed model (the DLRM, the two-tower) in DistributedModelParallel with
+    the fused FBGEMM kernel, over the process group (world size 1 when none exists yet).
 
     Returns (dmp_model, optimizer). The embedding optimizer runs inside backward; the returned
     `CombinedOptimizer` steps the dense parameters and carries the fused optimizer's state for
     checkpoints. The wrapped model's current weights are kept.
+    On the CPU every table is placed whole on one rank (table-wise: on gloo torchrec 1.8 offers
+    no row-wise); on CUDA the planner picks the sharding over the GPU topology.
+    memory_per_rank: bytes each rank may use (default: the GPU's, or the machine's memory over
+    its local ranks); a plan that does not fit raises ShardingPlanError before training.
     """
     import torch.distributed as dist
     from torchrec.distributed import DistributedModelParallel
@@ -111,6 +129,7 @@ def prepare_fused(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, Any
         ParameterConstraints,
         Topology,
     )
+    from torchrec.distributed.planner.types import PlannerError
     from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
     from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
     from torchrec.optim.optimizers import in_backward_optimizer_filter
@@ -130,18 +149,29 @@ def prepare_fused(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, Any
     )
 
     world = dist.get_world_size()
+    device = torch.device(device)
+    cpu = device.type == "cpu"
     constraints = {
-        table: ParameterConstraints(sharding_types=["table_wise"], compute_kernels=["fused"])
+        table: ParameterConstraints(sharding_types=["table_wise"] if cpu else None,
+                                    compute_kernels=["fused"])
         for table in model.config.table_names()
     }
-    planner = EmbeddingShardingPlanner(
-        topology=Topology(world_size=world, compute_device="cpu"), constraints=constraints
-    )
+    memory = memory_per_rank or _memory_per_rank(device)
+    topology = Topology(world_size=world, compute_device=device.type,
+                        local_world_size=min(world, int(os.environ.get("LOCAL_WORLD_SIZE", world))),
+                        **({"ddr_cap": memory} if cpu else {"hbm_cap": memory}))
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
     sharders = [EmbeddingBagCollectionSharder()]
-    plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    try:
+        plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    except PlannerError as exc:
+        raise ShardingPlanError(
+            f"no sharding of the {len(constraints)} embedding tables fits {world} rank(s) of "
+            f"{memory / 2**20:.0f} MiB each on {device.type} (torchrec PlannerError: "
+            f"{str(exc).splitlines()[0]})") from exc
     dmp = DistributedModelParallel(
         model,
-        device=torch.device("cpu"),
+        device=device,
         plan=plan,
         sharders=sharders,
         init_data_parallel=world > 1,  # DDP over one rank only adds hooks and copies
@@ -159,11 +189,12 @@ def prepare_fused(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, Any
     return dmp, CombinedOptimizer([dmp.fused_optimizer, dense_opt])
 
 
-def setup_training(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, Any]:
+def setup_training(model: nn.Module, config: TrainConfig,
+                   device: torch.device | str = "cpu") -> tuple[nn.Module, Any]:
     """(model to train, optimizer): the fused DMP path when config.fused, else plain PyTorch."""
     if config.fused:
-        return prepare_fused(model, config)
+        return prepare_fused(model, config, device=device)
     return model, make_optimizer(model, config)
 
 
-__all__ = ["MultiOptimizer", "make_optimizer", "prepare_fused", "setup_training"]
+__all__ = ["MultiOptimizer", "ShardingPlanError", "make_optimizer", "prepare_fused", "setup_training"]

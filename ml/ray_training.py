@@ -32,37 +32,34 @@ Resuming (Ray 2.60 runs Train V2 by default: `RAY_TRAIN_V2_ENABLED` defaults to 
   raises, so there is nothing to pass: the same code path as a worker retry applies. A rerun of
   a run that already finished trains no epoch and hands back the last checkpoint again.
 
-Multi-worker strategy on CPU (world size > 1, `use_gpu=False`): DDP over the plain TorchRec
-model (`fused=False`), not the fused DistributedModelParallel path. Why (seen with 2 gloo
-workers under Ray on this 2-core machine, torch 2.13, torchrec 1.8):
+Several workers (world size > 1), `train.fused=True` (the job's default): the tables are
+sharded across the workers with TorchRec's DistributedModelParallel (table-wise on the CPU, the
+fused FBGEMM kernel; `ml.optim.prepare_fused`), the dense layers replicated (DDP inside DMP).
+What that takes (`ml.sharded`; seen with 2 gloo workers, torch 2.13, torchrec 1.8):
 
-* torchrec 1.8 offers the fused FBGEMM kernel only for model-parallel sharding (table-wise,
-  column-wise, table-column-wise on CPU); `ShardingType.DATA_PARALLEL` supports the dense kernel
-  only (`EmbeddingBagCollectionSharder.compute_kernels`), so "fused + replicated" does not exist.
-* `prepare_fused`'s table-wise plan at world size 2 does train (gloo all-to-all works), but the
-  tables are split across the ranks: `plain_state_dict` fails on every rank with "sharded tensor
-  is not fully local", and so does `run_training`'s return value; the fused optimizer state is
-  split too. With validation on (rank 0 only, in `run_training`) rank 0 hangs in its first
-  validation forward, which is an all-to-all that rank 1 never joins.
-* DDP keeps a full replica on every rank, so rank 0's `save_checkpoint` is a complete model.
-  The embedding optimizer is then torch's (same algorithm and learning rate, dense gradients).
-  World size 1 keeps the fused path (`job.train.fused`), the fast one on CPU.
-* the ranks read different days, hence different numbers of batches: plain DDP then pairs one
-  rank's gradient all-reduce with another rank's next collective and gloo aborts the process
-  (seen: "Received data size doesn't match expected size"). `ml.ddp.plain_keys_ddp` runs each epoch
-  inside DDP's `Join`: a rank out of batches shadows the others' all-reduces with zero
-  gradients, and the replicas are made equal again at the end of each epoch. Optimizer state
-  (e.g. Adam's step count) may then differ slightly between ranks; rank 0's is checkpointed.
-* a checkpoint's optimizer state resumes only under the same layout ("strategy" in its
-  checkpoint.json: cpu-fused, cpu-ddp, ...); resuming a 1-worker run with 2 workers (or back)
-  restores the weights, the epoch and the history and starts a fresh optimizer.
+* every forward and backward is an all-to-all all ranks join: the ranks read different days,
+  hence different numbers of batches, so they step in lockstep (a rank out of batches runs empty
+  ones) and validate together, each on its share of the held-out batches (a rank-0-only
+  validation hung in its first forward);
+* no rank holds the whole model: the tables are gathered to rank 0 for `model.pt` (what the
+  driver returns and MLflow logs), and the sharded model and fused optimizer state are saved
+  with `torch.distributed.checkpoint` under `sharded/` of the checkpoint. Every rank reports its
+  own directory: Ray Train V2 gives all ranks of one report the same checkpoint directory name
+  (broadcast from rank 0) and uploads each rank's files into it, so the union is one checkpoint.
 
-On a GPU (`use_gpu=True`) the intended path is NCCL with DistributedModelParallel and the
-default sharded plan on `ray.train.torch.get_device()`. `prepare_fused` is CPU-only
-(`run_training(device=...)` trains the plain, unfused model on any device), so
-`train_on_ray(use_gpu=True)` raises NotImplementedError up front. A sharded GPU model also needs
-its ShardedTensors gathered on every rank before rank 0 can save it (the same "not fully local"
-limit as above): untested here (no CUDA fbgemm).
+`train.fused=False` with several workers: DDP over full replicas (`ml.ddp.plain_keys_ddp`, DDP's
+`Join` for the uneven batches); rank 0 saves the whole model.
+
+A checkpoint's optimizer state resumes only under the same layout ("strategy" in its
+checkpoint.json: cpu-fused, cpu-dmp2, cpu-ddp, gpu-...; a sharded one names its world size);
+under another layout (e.g. a 1-worker run resumed with 2 workers) the weights, the epoch and the
+history are restored and the optimizer starts afresh: the worker logs it and the checkpoint's
+"optimizer_state" says so ("reset: ...").
+
+`use_gpu=True`: without a CUDA device `train_on_ray` raises `ml.devices.DeviceUnavailableError`
+before Ray starts. On CUDA each worker trains on `ray.train.torch.get_device()` over NCCL, the
+planner's topology the GPU one; without the CUDA fbgemm-gpu the job trains the plain-PyTorch
+model (`ml.devices.for_gpu`). Not verified here (no GPU on the development machine).
 
 Ray Train consumes a report when its controller next polls the worker
 (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, default 2 s): a crash within that window after a report
@@ -71,16 +68,17 @@ resumes from the checkpoint before it.
 `ml` never imports dagster; `ray` is imported inside the functions, so importing this module is
 cheap.
 
-Over 400 lines (barely): the launcher, the worker loop and the resume logic share the
+Over 400 lines: the launcher, the worker loop and the resume logic share the
 checkpoint bookkeeping.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
+import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -90,10 +88,12 @@ import torch
 
 from ml.checkpoint import copy_checkpoint, read_info, read_weights
 from ml.ddp import plain_keys_ddp
+from ml.devices import DeviceUnavailableError, for_gpu, require_cuda
 from ml.features import Encoders
 from ml.metrics import finite_or_nan
 from ml.training_job import EpochEnd, TrainingJob, TrainingResult, model_config, run_training
 
+logger = logging.getLogger(__name__)
 _RAY_ENV_DEFAULTS = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -168,25 +168,25 @@ def _count_nodes(world_size: int) -> int:
     return len(set(nodes))
 
 
-def _gather_samples(samples: float, world_size: int) -> list[float]:
-    """Every rank's training-sample count for this epoch (a collective: all ranks call it)."""
+def _per_rank(value: float, world_size: int) -> list[float]:
+    """Every rank's `value` (a collective: all ranks call it)."""
     import torch.distributed as dist
 
     if world_size <= 1 or not dist.is_initialized():
-        return [samples]
+        return [value]
     counts = torch.zeros(world_size, dtype=torch.float64)
-    counts[dist.get_rank()] = samples
+    counts[dist.get_rank()] = value
     dist.all_reduce(counts)
     return counts.tolist()
 
 
 def _strategy(job: TrainingJob, world_size: int, use_gpu: bool) -> str:
     """A name for the optimizer-state layout: checkpoints resume their optimizer only within one."""
-    if use_gpu:
-        return "gpu-dmp"
-    if world_size > 1:
-        return "cpu-ddp"
-    return "cpu-fused" if job.train.fused else "cpu-plain"
+    if job.train.fused:
+        kind = f"dmp{world_size}" if world_size > 1 else "fused"
+    else:
+        kind = "ddp" if world_size > 1 else "plain"
+    return f"{'gpu' if use_gpu else 'cpu'}-{kind}"
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -203,12 +203,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     encoders = Encoders.from_json(config["encoders_json"])
     use_gpu = bool(config.get("use_gpu", False))
 
-    wrap_model = None
-    if world_size > 1 and not use_gpu:
-        # DDP over full replicas (see the module docstring): the fused kernel only exists for
-        # model-parallel sharding, whose weights are not all on rank 0.
-        job = dataclasses.replace(job, train=dataclasses.replace(job.train, fused=False))
-        wrap_model = plain_keys_ddp
+    device = torch.device("cpu")
+    if use_gpu:
+        import ray.train.torch
+
+        device, job = ray.train.torch.get_device(), for_gpu(job)
+    # fused: DMP shards the tables (one model, collectives in every step); else DDP replicas
+    wrap_model = plain_keys_ddp if world_size > 1 and not job.train.fused else None
+    every_rank_saves = world_size > 1 and job.train.fused
     strategy = _strategy(job, world_size, use_gpu)
 
     # -- resume ---------------------------------------------------------------------------------
@@ -222,17 +224,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         restored.to_directory(str(restored_dir))
         info = read_info(restored_dir)
         resumed_from_epoch = info.epoch
-        # e.g. a 1-worker fused run resumed with 2 DDP workers: the optimizer state has another
-        # structure, so resume the weights, the epoch and the history with a fresh optimizer
+        # e.g. a 1-worker fused run resumed with 2 sharded workers: the optimizer state has
+        # another structure, so resume the weights, the epoch and the history with a fresh one
         same_layout = info.meta.get("strategy") == strategy
     meta = {"strategy": strategy, "resumed_from_epoch": resumed_from_epoch,
             "world_size": world_size, "job_epochs": job.train.epochs}
+    if not same_layout:
+        meta["optimizer_state"] = (f"reset: the checkpoint of epoch {resumed_from_epoch} was "
+                                   f"written as {info.meta.get('strategy')!r}, this run is {strategy!r}")
+        if rank == 0:
+            logger.warning("resuming weights only, optimizer %s", meta["optimizer_state"])
     reported = 0
 
-    def report(metrics: dict[str, float], write_checkpoint: Callable[[Path], Any]) -> None:
+    def report(metrics: dict[str, float], write_checkpoint: Callable[[Path], Any],
+               every_rank: bool = False) -> None:
         nonlocal reported
         reported += 1
-        if rank != 0:
+        if rank != 0 and not every_rank:
             ray.train.report(metrics, checkpoint=None)
             return
         out_dir = Path(tempfile.mkdtemp(prefix="report_", dir=local_dir))
@@ -246,17 +254,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             finish_epoch()  # DDP: every rank joins before the collectives below
         metrics = end.metrics
         metrics.update(finite_or_nan(metrics))
-        per_rank = _gather_samples(metrics.get("samples", 0.0), world_size)
+        per_rank = _per_rank(metrics.get("samples", 0.0), world_size)
         metrics.update({f"samples_rank{r}": s for r, s in enumerate(per_rank)})
+        # the worker process's peak resident memory so far (Linux: ru_maxrss in KiB)
+        rss = _per_rank(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, world_size)
+        metrics.update({f"peak_rss_mb_rank{r}": m for r, m in enumerate(rss)})
         metrics["samples_total"] = float(sum(per_rank))
         metrics["world_size"] = float(world_size)
         metrics["nodes"] = float(_count_nodes(world_size))  # > 1 on a cluster (RAY_ADDRESS)
-        report(dict(metrics), lambda out_dir: end.save(out_dir, **meta))
+        # sharded: every rank writes its shards (a collective), Ray merges the uploads
+        report(dict(metrics), lambda out_dir: end.save(out_dir, **meta), every_rank_saves)
 
     try:
         result = run_training(
             job, encoders, rank=rank, world_size=world_size, resume_from=restored_dir,
             resume_optimizer=same_layout, on_epoch_end=on_epoch_end, wrap_model=wrap_model,
+            device=device,
         )
         if reported == 0 and restored_dir is not None:
             # Nothing left to train (a rerun of a finished run): report the restored checkpoint
@@ -348,6 +361,8 @@ def train_on_ray(
     max_failures: worker-group restarts Ray may make within this call (each resumes from the
     last checkpoint). Raises RayTrainingError with the workers' root-cause messages when
     training fails.
+    use_gpu: one GPU per worker (see the module docstring); DeviceUnavailableError before Ray
+    starts when this machine has no CUDA device (and no cluster is named: RAY_ADDRESS).
     Killing a worker mid-run is tested from outside in tests/faults/test_ray_worker_kill.py.
     """
     if num_workers < 1:
@@ -360,16 +375,19 @@ def train_on_ray(
         if not os.path.isabs(storage_path):
             raise ValueError(f"a local storage_path must be absolute, got {storage_path!r}")
         Path(storage_path).mkdir(parents=True, exist_ok=True)
-    if use_gpu:
-        raise NotImplementedError(
-            "use_gpu=True needs a CUDA DistributedModelParallel in ml.optim.prepare_fused (the "
-            "fused path is CPU-only for now) and sharded weights gathered before rank 0 saves"
-        )
+    ray_up = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    if use_gpu and not ray_up and not os.environ.get("RAY_ADDRESS"):
+        require_cuda(job)  # before Ray starts (a cluster's GPUs are checked below)
 
+    import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     init_ray()
+    gpus = ray.cluster_resources().get("GPU", 0) if use_gpu else 0
+    if use_gpu and gpus < num_workers:  # else Ray waits for GPUs that never come
+        raise DeviceUnavailableError(f"use_gpu=True with {num_workers} worker(s): the Ray cluster "
+                                     f"has {gpus:g} GPU(s)")
     env_vars = {
         "RAY_USAGE_STATS_ENABLED": "0",
         "OMP_NUM_THREADS": str(max(1, int(cpus_per_worker))),

@@ -147,12 +147,16 @@ def train_epoch(
     model.train()
     sums = torch.zeros(len(heads), dtype=torch.float64, device=device)
     total_sum = torch.zeros((), dtype=torch.float64, device=device)
-    samples, step = 0, -1
+    samples, steps = 0, 0
     start = time.perf_counter()
     for step, batch in enumerate(batches):
         batch = _batch_to(batch, device)
         logits = model(batch.dense, batch.sparse)
-        total, per_head = loss_fn(logits, batch.labels, weights)
+        if len(batch) == 0:  # a sharded rank out of batches (`ml.sharded.in_lockstep`): it
+            # joins the all-to-alls and the gradient all-reduce with zero gradients
+            total, per_head = logits.sum() * 0.0, torch.zeros(len(heads), device=device)
+        else:
+            total, per_head = loss_fn(logits, batch.labels, weights)
         per_head_d = per_head.detach()
         if not torch.isfinite(per_head_d).all():
             bad = [h for h, v in zip(heads, per_head_d.tolist()) if not math.isfinite(v)]
@@ -166,13 +170,14 @@ def train_epoch(
         sums += per_head_d.double() * n
         total_sum += total.detach().double() * n
         samples += n
+        steps += n > 0
     seconds = time.perf_counter() - start
     denom = max(samples, 1)
     metrics: dict[str, float] = {"loss": float(total_sum) / denom}
     metrics.update({f"loss_{h}": float(s) / denom for h, s in zip(heads, sums.tolist())})
     metrics.update(
         samples=float(samples),
-        steps=float(step + 1),
+        steps=float(steps),
         seconds=seconds,
         samples_per_s=samples / seconds if seconds > 0 else 0.0,
     )
@@ -209,8 +214,14 @@ def evaluate_logloss(
         model.train(was_training)
     if not all_logits:
         return {"samples": 0.0}
-    logits = torch.cat(all_logits)
-    labels = torch.cat(all_labels)
+    return logloss_metrics(torch.cat(all_logits), torch.cat(all_labels), heads)
+
+
+def logloss_metrics(logits: torch.Tensor, labels: torch.Tensor,
+                    heads: tuple[str, ...]) -> dict[str, float]:
+    """`evaluate_logloss`'s metrics of scores [N, heads] and labels [N, heads] (CPU floats)."""
+    if len(labels) == 0:
+        return {"samples": 0.0}
     per_head = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=0)
     out: dict[str, float] = {"samples": float(len(labels)), "logloss": float(per_head.mean())}
     scores, y = logits.numpy(), labels.numpy()
@@ -221,6 +232,6 @@ def evaluate_logloss(
 
 
 __all__ = [
-    "TrainConfig", "evaluate_logloss", "head_names", "multi_head_loss",
+    "TrainConfig", "evaluate_logloss", "head_names", "logloss_metrics", "multi_head_loss",
     "seed_everything", "train_epoch", "unwrap",
 ]

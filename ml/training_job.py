@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ml.batch import HEADS, Batch
-from ml.checkpoint import load_checkpoint, plain_state_dict, save_checkpoint
+from ml.checkpoint import plain_state_dict
 from ml.cooccurrence import COOCCURRENCE, Neighbours
 from ml.datasets import FITNESS, Dataset
 from ml.features import Encoders, FeatureError, FeatureSpec, with_context, without
@@ -37,6 +37,7 @@ from ml.examples import iter_batches, read_examples, with_cooccurrence
 from ml.gold import GoldStore
 from ml.model import ModelConfig, build_model
 from ml.optim import setup_training
+from ml.sharded import empty_batch, evaluate_sharded, gather_weights, in_lockstep, is_sharded, restore, save
 from ml.train import TrainConfig, evaluate_logloss, seed_everything, train_epoch
 
 
@@ -45,8 +46,7 @@ class DataWindow:
     """Which examples: event dates [train_start, train_end] to train on, and the held-out days
     [valid_start, valid_end] (strictly later) for per-epoch log-loss/AUC.
 
-    sample_fraction keeps whole users by a stable hash (ml.gold.user_kept), so the
-    downsampled set is the same in every process and on every run.
+    sample_fraction keeps whole users by a stable hash (ml.gold.user_kept): the same in every process.
     """
 
     gold: GoldStore
@@ -314,9 +314,9 @@ class EpochEnd:
     optimizer: Any
 
     def save(self, directory: str | Path, **meta: Any) -> Path:
-        """The checkpoint of this epoch (`ml.checkpoint`), with `meta` in its checkpoint.json."""
-        return save_checkpoint(directory, self.model, self.optimizer, self.epoch,
-                               history=self.history, **meta)
+        """The checkpoint of this epoch (`ml.checkpoint`), with `meta` in its checkpoint.json
+        (`ml.sharded.save`: a model sharded across ranks saves on every rank)."""
+        return save(directory, self.model, self.optimizer, self.epoch, history=self.history, **meta)
 
 
 EpochHook = Callable[[EpochEnd], None]
@@ -341,50 +341,51 @@ def run_training(
     after the saved one, from its weights and (unless resume_optimizer=False, e.g. another
     optimizer layout) its optimizer state; the result's history starts with the checkpoint's.
     on_epoch_end(EpochEnd) runs after every epoch (checkpointing and reporting hook in there).
-    wrap_model: e.g. DDP for the non-fused multi-worker path. device: where the plain (not
-    fused) model trains; batches are copied there as they come.
+    wrap_model: e.g. DDP for the non-fused multi-worker path. device: where the model trains;
+    batches are copied there as they come.
+    Fused with world_size > 1 the tables are sharded across the ranks (`ml.sharded`): all validate,
+    and rank 0's result holds the gathered weights (the other ranks' none).
     """
     t0 = time.perf_counter()
     seed_everything(job.train.seed)
     config = model_config(job, encoders)
     train_cfg = job.train
     device = torch.device(device)
-    if train_cfg.fused and job.backend != "torchrec":
-        raise ValueError("train.fused needs backend='torchrec'")
-    if train_cfg.fused and device.type != "cpu":
-        raise ValueError("train.fused is the CPU path (FBGEMM's CPU kernel): set fused=False "
-                         f"to train on {device}")
+    if train_cfg.fused and (job.backend != "torchrec" or device.type not in ("cpu", "cuda")):
+        raise ValueError(f"train.fused needs backend='torchrec' (got {job.backend!r}) and FBGEMM's CPU "
+                         f"or CUDA kernel: set fused=False to train on {device}")
     model = build_model(config, backend=job.backend).to(device)
-    model, optimizer = setup_training(model, train_cfg)
+    model, optimizer = setup_training(model, train_cfg, device)
+    sharded = is_sharded(model)
+    empty = empty_batch(config) if sharded else None
     if wrap_model is not None and not train_cfg.fused:
         model = wrap_model(model)  # DDP keeps the parameter tensors: the optimizer stays valid
     history: list[dict[str, float]] = []
     resumed: int | None = None
     if resume_from is not None:
-        info = load_checkpoint(resume_from, model, optimizer if resume_optimizer else None)
+        info = restore(resume_from, model, optimizer if resume_optimizer else None)
         history, resumed = info.history, info.epoch
 
     for epoch in range(0 if resumed is None else resumed + 1, train_cfg.epochs):
-        metrics = train_epoch(
-            model, train_batches(job, encoders, epoch=epoch, rank=rank, world_size=world_size),
-            optimizer, train_cfg, epoch=epoch, device=device,
-        )
+        batches = train_batches(job, encoders, epoch=epoch, rank=rank, world_size=world_size)
+        metrics = train_epoch(model, in_lockstep(batches, empty) if sharded else batches,
+                              optimizer, train_cfg, epoch=epoch, device=device)
         metrics["epoch"] = float(epoch)
-        if validate and rank == 0:
-            valid = evaluate_logloss(model, valid_batches(job, encoders), device=device)
+        if validate and (sharded or rank == 0):  # sharded: every rank's forward is an all-to-all
+            held_out = valid_batches(job, encoders)
+            valid = (evaluate_sharded(model, held_out, empty, device=device) if sharded
+                     else evaluate_logloss(model, held_out, device=device))
             metrics.update({f"valid_{k}": v for k, v in valid.items()})
         history.append(metrics)
         if on_epoch_end is not None:
             on_epoch_end(EpochEnd(epoch, metrics, history, model, optimizer))
-    return TrainingResult(
-        state_dict=plain_state_dict(model), model_config=config, history=history,
-        resumed_from_epoch=resumed, num_workers=world_size, seconds=time.perf_counter() - t0,
-    )
+    weights = (gather_weights(model) or {}) if sharded else plain_state_dict(model)
+    return TrainingResult(state_dict=weights, model_config=config, history=history, resumed_from_epoch=resumed,
+                          num_workers=world_size, seconds=time.perf_counter() - t0)
 
 
 def checkpoint_hook(directory: str | Path) -> EpochHook:
-    """An on_epoch_end that writes the checkpoint of each epoch to `directory` (replacing the
-    previous one; `ml.checkpoint.save_checkpoint`)."""
+    """An on_epoch_end that writes each epoch's checkpoint to `directory`, replacing the last."""
 
     def hook(end: EpochEnd) -> None:
         end.save(directory)

@@ -118,11 +118,13 @@ def train_worker_pids() -> list[int]:
 
 
 class WorkerKiller(threading.Thread):
-    """SIGKILLs the run's only Ray Train worker once a checkpoint of the run is registered."""
+    """SIGKILLs one of the run's `workers` Ray Train workers (the last PID of the actor table)
+    once a checkpoint of the run is registered."""
 
-    def __init__(self, run_dir: Path, fault_drill, timeout_s: float = 240.0) -> None:
+    def __init__(self, run_dir: Path, fault_drill, timeout_s: float = 240.0, workers: int = 1) -> None:
         super().__init__(daemon=True, name="ray-worker-killer")
         self.run_dir, self.fault_drill, self.timeout_s = run_dir, fault_drill, timeout_s
+        self.workers = workers
         self.stop = threading.Event()
         self.killed_pid: int | None = None
         self.epoch_at_kill: int | None = None
@@ -142,9 +144,9 @@ class WorkerKiller(threading.Thread):
         while not self.stop.is_set() and time.perf_counter() < deadline:
             if pid is None:  # look it up before the checkpoint: the kill follows it at once
                 pids = train_worker_pids()
-                if len(pids) > 1:
-                    raise AssertionError(f"expected one Ray Train worker, found PIDs {pids}")
-                pid = pids[0] if pids else None
+                if len(pids) > self.workers:
+                    raise AssertionError(f"expected {self.workers} Ray Train worker(s), found PIDs {pids}")
+                pid = pids[-1] if len(pids) == self.workers else None
             epoch = registered_epoch(self.run_dir)
             if pid is not None and epoch is not None:
                 os.kill(pid, signal.SIGKILL)
@@ -240,4 +242,40 @@ def test_killed_worker_without_retries_fails_then_rerun_resumes(
     fault_drill.detail.update(
         epoch_at_kill=killer.epoch_at_kill, resumed_from_epoch=out.resumed_from_epoch,
         kill_after_s=killer.kill_after_s, rerun_s=round(out.seconds, 2), epochs=EPOCHS,
+    )
+
+
+@pytest.mark.extra  # two TorchTrainer runs of 2 workers: ~1.5 min on 2 cores
+@pytest.mark.fault("one of two sharded (DMP) Ray workers killed mid-training")
+def test_killed_sharded_worker_resumes_the_sharded_checkpoint(
+    ray_local, job, encoders, tmp_path, fault_drill
+):
+    """2 workers shard the tables (fused DMP, DCP checkpoints): one is SIGKILLed after a
+    checkpoint; Ray restarts both and they resume the sharded weights and fused optimizer state
+    under the same layout, ending where the same 2-worker run without a fault ends."""
+    from ml.checkpoint import read_info
+    from ml.ray_training import train_on_ray
+
+    storage = tmp_path / "runs"
+    ref = train_on_ray(job, encoders, num_workers=2, storage_path=str(storage), run_name="ref")
+    killer = WorkerKiller(storage / "kill-dmp", fault_drill, workers=2)
+    killer.start()
+    try:
+        out = train_on_ray(job, encoders, num_workers=2, storage_path=str(storage),
+                           run_name="kill-dmp", max_failures=1)
+    finally:
+        killer.stop.set()
+    killer.finish()
+    fault_drill.recovered()
+    _assert_worker_dead(killer.killed_pid)
+    assert out.resumed_from_epoch is not None
+    assert killer.epoch_at_kill <= out.resumed_from_epoch <= killer.epoch_at_kill + 1
+    assert [h["epoch"] for h in out.history] == [float(e) for e in range(EPOCHS)]
+    info = read_info(out.checkpoint_path)
+    assert info.meta["strategy"] == "cpu-dmp2" and "optimizer_state" not in info.meta
+    _check_state_dict(out, encoders, job)
+    assert_as_uninterrupted(out, {"state_dict": ref.state_dict, "history": ref.history})
+    fault_drill.detail.update(
+        epoch_at_kill=killer.epoch_at_kill, resumed_from_epoch=out.resumed_from_epoch,
+        kill_after_s=killer.kill_after_s, run_s=round(out.seconds, 2), epochs=EPOCHS, workers=2,
     )

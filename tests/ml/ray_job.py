@@ -29,6 +29,7 @@ def check_state_dict(out, encoders, job) -> torch.Tensor:
     """The trained weights load into the reference model and give finite logits."""
     model = build_model(out.model_config, "reference")
     model.load_state_dict(out.state_dict, strict=True)
+    model.eval()  # as scored (the two-tower's training forward is the in-batch matrix)
     batch = next(iter(train_batches(job, encoders, epoch=0)))
     with torch.no_grad():
         logits = model(batch.dense, batch.sparse)
