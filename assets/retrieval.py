@@ -36,6 +36,7 @@ class RetrievalTrainingConfig(dg.Config):
     tower: list[int] = Field([128, 64], description="tower MLP sizes; the last is the vector's")
     temperature: float = Field(0.05, description="softmax temperature of the in-batch loss")
     num_workers: int = Field(1, description="Ray Train workers")
+    use_ray: bool = Field(True, description="train on Ray Train (else in this process)")
 
 
 def index_root(settings: LakehouseSettings) -> str:
@@ -110,7 +111,7 @@ def build_retrieval_assets(partitions_def: dg.PartitionsDefinition,
         tr = retrieval_tracking(settings, mlflow)
         parent = model_meta.get("mlflow_run_name") or model_meta["mlflow_run_id"][:8]
         trained = train_and_log(
-            job, tr, run_name=f"{parent}{SUFFIX}", num_workers=config.num_workers, use_ray=True,
+            job, tr, run_name=f"{parent}{SUFFIX}", num_workers=config.num_workers, use_ray=config.use_ray,
             ray_storage=_ray_storage(settings), tags={"dagster.run_id": context.run.run_id,
                                                       "retrieval_of": model_meta["mlflow_run_id"]},
             log=context.log.info)

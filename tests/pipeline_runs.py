@@ -202,7 +202,9 @@ def train_run_config(model_config: dict, gate: dict | None = TINY_GATE,
     gate's (None: the production gate)."""
     if evaluation is None:
         evaluation = TINY_EVAL if gate is not None else {"eval_user_fraction": 1.0}
-    ops = {"dlrm_model": {"config": model_config}, "model_evaluation": {"config": evaluation}}
+    # the retrieval model in process: the DLRM's run already takes the Ray Train path
+    ops = {"dlrm_model": {"config": model_config}, "model_evaluation": {"config": evaluation},
+           "retrieval_model": {"config": {"use_ray": False}}}
     if gate is not None:
         ops["champion_model"] = {"config": gate}
     return {"ops": ops}
@@ -221,8 +223,10 @@ def run_train_job(settings: LakehouseSettings, instance: dg.DagsterInstance, mod
     if without:
         ml = defs.resolve_asset_graph().asset_keys_for_group("ml")
         keep = [k for k in ml if k.to_user_string() not in without]
+    config = train_run_config(model_config, gate, evaluation)
+    config["ops"] = {k: v for k, v in config["ops"].items() if k not in without}
     return job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=keep,
-                                  run_config=train_run_config(model_config, gate, evaluation))
+                                  run_config=config)
 
 
 def correct_day(settings, day, keep: float = 0.7) -> tuple[int, int]:
