@@ -515,11 +515,12 @@ def prepare(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _row_key(frame: pl.DataFrame, mask: pl.Series) -> str:
-    idx = int(mask.arg_true()[0])
+    """One row the mask holds, named by its key: the smallest, so the message does not depend
+    on the order a multi-threaded read returned the rows in."""
     for key in ("example_id", "workout_id"):
         if key in frame.columns:
-            return f"{key}={frame[key][idx]!r}"
-    return f"row {idx}"
+            return f"{key}={frame[key].filter(mask).min()!r}"
+    return f"row {int(mask.arg_true()[0])}"
 
 
 def _check_not_empty(frame: pl.DataFrame, table: str | None) -> None:
