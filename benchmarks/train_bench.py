@@ -2,6 +2,12 @@
 1 and 2 workers, and the wall time of the model asset. Speed is measured here, never in tests.
 
     python -m benchmarks.train_bench --lakehouse data/lakehouse [--days 7] [--skip-asset]
+        [--skip-ray] [--skip-big-tables]
+
+Each path is timed on the training step alone (batches encoded beforehand), and with the input
+pipeline (reading Delta, joining, encoding) in line and prefetched (the default, a background
+thread): the prefetched / step-only ratio is how much the pipeline still costs. The big-table
+comparison (`benchmarks.big_tables`) trains with two hashed id tables of 1M rows each.
 
 Every figure comes from the same run on the same data (the last `--days` event days before the
 held-out day), so the ratios are comparable on a noisy machine. Writes
@@ -116,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-batches", type=int, default=150)
     p.add_argument("--skip-ray", action="store_true")
     p.add_argument("--skip-asset", action="store_true")
+    p.add_argument("--skip-big-tables", action="store_true")
+    p.add_argument("--big-batches", type=int, default=40, help="timed batches per big-table path")
     p.add_argument("--name", default="small")
     args = p.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -139,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:32s} step only {step:9.0f}/s  pipeline in line "
               f"{out['pipeline_inline'][name]['samples_per_s']:9.0f}/s  prefetched {piped:9.0f}/s "
               f"({piped / step:.2f}x step only)", flush=True)
+    if not args.skip_big_tables:
+        from benchmarks.big_tables import compare
+
+        out["big_tables"] = compare(ref_job, encoders, batches=args.big_batches, batch_size=args.batch_size)
     if not args.skip_ray:
         job = _job(args.lakehouse, args.days, "torchrec", True, args.batch_size)
         with tempfile.TemporaryDirectory(prefix="bench-ray-") as storage:
@@ -157,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         m = out["model_only"][name]["samples_per_s"]
         i, q = out["pipeline_inline"][name]["samples_per_s"], out["pipeline"][name]["samples_per_s"]
         print(f"| {name} | {m:,.0f} | {m / base:.2f}x | {i:,.0f} | {q:,.0f} | {q / m:.2f} |")
+    if "big_tables" in out:
+        from benchmarks.big_tables import table
+
+        print(table(out["big_tables"]))
     if "ray" in out:
         print("\n| Ray Train workers | wall s (incl. start-up) | epoch s | samples/s in the epoch |")
         print("|---:|---:|---:|---:|")
