@@ -109,3 +109,19 @@ def test_the_producer_error_keeps_its_type_and_traceback():
     assert any(f.name == "failing" for f in info.traceback)
     with pytest.raises(ValueError, match="depth must be >= 1"):
         prefetch([1], 0)
+
+
+def test_training_with_prefetched_batches_gives_the_same_model(lake):
+    from ml.train import TrainConfig
+    from ml.training_job import ModelHParams, TrainingJob, fit_encoders, plan_window, run_training
+
+    def job(prefetch: int) -> TrainingJob:
+        return TrainingJob(data=plan_window(GoldStore(lake), train_days=2, valid_days=1),
+                           model=ModelHParams(embedding_dim=4, bottom_mlp=[8, 4], top_mlp=[8]),
+                           train=TrainConfig(epochs=2, lr=0.01, batch_size=16, prefetch=prefetch),
+                           backend="reference")
+
+    enc = fit_encoders(job(0))
+    plain, ahead = run_training(job(0), enc), run_training(job(3), enc)
+    assert plain.history[-1]["valid_logloss"] == ahead.history[-1]["valid_logloss"]
+    assert all(torch.equal(v, ahead.state_dict[k]) for k, v in plain.state_dict.items())
