@@ -6,9 +6,7 @@ the real examples of the training window, and trains the same DLRM, on the same 
 ways:
 
 * TorchRec fused sharded: `ml.optim.prepare_fused` (DistributedModelParallel, world size 1,
-  table-wise, the fused FBGEMM CPU kernel: the update of the rows a batch touched, in backward),
-  with row-wise Adagrad (`sparse_optimizer="rowwise_adagrad"`), and with the exact Adagrad the
-  demo uses (FBGEMM's CPU kernel for it is slow at dims over 16);
+  table-wise, the fused FBGEMM CPU kernel: Adagrad on the rows a batch touched, in backward);
 * the plain-PyTorch reference with dense gradients (`nn.EmbeddingBag`, Adagrad on every row of
   every table each step: the demo's `sparse_optimizer`);
 * the plain-PyTorch reference with `sparse=True` bags and `torch.optim.SparseAdam`.
@@ -33,8 +31,7 @@ from pathlib import Path
 import torch
 
 VARIANTS = {
-    "fused": "torchrec fused sharded, row-wise Adagrad",
-    "fused_exact": "torchrec fused sharded, exact Adagrad",
+    "fused": "torchrec fused sharded (DMP, FBGEMM Adagrad)",
     "dense": "reference, dense gradients (Adagrad)",
     "sparse_adam": "reference, sparse gradients (SparseAdam)",
 }
@@ -84,10 +81,8 @@ def run_variant(path: str, variant: str, batch_size: int, warmup: int, dim: int)
     config = ModelConfig(sparse_cardinalities=data["cardinalities"], sparse_names=data["names"],
                          n_dense=batches[0].dense.shape[1], embedding_dim=dim,
                          bottom_mlp=[128, dim], top_mlp=[256, 128])
-    fused = variant.startswith("fused")
     cfg = TrainConfig(epochs=1, lr=2e-3, batch_size=batch_size, optimizer="adam",
-                      sparse_optimizer="rowwise_adagrad" if variant == "fused" else "adagrad",
-                      sparse_lr=0.05, fused=fused)
+                      sparse_optimizer="adagrad", sparse_lr=0.05, fused=variant == "fused")
     seed_everything(0)
     if variant == "sparse_adam":
         model = ReferenceDLRM(config, sparse=True)
@@ -96,7 +91,7 @@ def run_variant(path: str, variant: str, batch_size: int, warmup: int, dim: int)
         opt = MultiOptimizer([torch.optim.Adam(rest, lr=cfg.lr),
                               torch.optim.SparseAdam(emb, lr=cfg.lr)])
     else:
-        model = build_model(config, "torchrec" if fused else "reference")
+        model = build_model(config, "torchrec" if variant == "fused" else "reference")
         model, opt = setup_training(model, cfg)
     train_epoch(model, batches[:warmup], opt, cfg)
     m = train_epoch(model, batches[warmup:], opt, cfg)

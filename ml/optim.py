@@ -26,9 +26,6 @@ def _is_embedding_param(name: str) -> bool:
 
 
 def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    if name == "rowwise_adagrad":  # TorchRec's; FBGEMM fuses it as EXACT_ROWWISE_ADAGRAD
-        from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
-        return RowWiseAdagrad
     return {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[name]
 
 

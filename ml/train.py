@@ -24,9 +24,6 @@ from ml.batch import HEADS, Batch
 from ml.metrics import roc_auc
 
 OPTIMIZERS = ("adam", "adagrad")
-# for the embeddings also TorchRec's row-wise Adagrad (one state per row): FBGEMM's fused CPU
-# kernel runs it at dim 64 about 15x faster than exact Adagrad (docs/benchmarks.md#big-tables)
-SPARSE_OPTIMIZERS = (*OPTIMIZERS, "rowwise_adagrad")
 
 
 def _default_head_weights() -> dict[str, float]:
@@ -46,9 +43,8 @@ class TrainConfig:
     weight_decay: applied to the dense (non-embedding) parameters only.
     head_weights: loss weight per head; a head missing here gets 1.0, an unknown name is an error.
     optimizer: "adam" or "adagrad" for the dense parameters.
-    sparse_optimizer: "adam", "adagrad" or "rowwise_adagrad" for the embedding tables; None =
-        same as `optimizer`. FBGEMM's fused CPU kernel has no Adam: with fused=True use
-        "adagrad" or "rowwise_adagrad" (much faster for tables wider than 16) here.
+    sparse_optimizer: "adam" or "adagrad" for the embedding tables; None = same as `optimizer`.
+        FBGEMM's fused CPU kernel has no Adam: with fused=True use "adagrad" here.
     fused: TorchRec backend only: DistributedModelParallel (gloo) with the fused CPU kernel.
     """
 
@@ -67,9 +63,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.sparse_optimizer is not None and self.sparse_optimizer not in SPARSE_OPTIMIZERS:
+        if self.sparse_optimizer is not None and self.sparse_optimizer not in OPTIMIZERS:
             raise ValueError(
-                f"sparse_optimizer must be one of {SPARSE_OPTIMIZERS} or None, got {self.sparse_optimizer!r}"
+                f"sparse_optimizer must be one of {OPTIMIZERS} or None, got {self.sparse_optimizer!r}"
             )
         if self.fused and self.sparse_optimizer_name == "adam":
             raise ValueError(

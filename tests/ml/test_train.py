@@ -123,14 +123,3 @@ def test_fused_learns_and_keeps_weights(process_group):
     for h in HEADS:
         assert after[f"logloss_{h}"] < before[f"logloss_{h}"] - 0.1, h
         assert after[f"auc_{h}"] > 0.75, (h, after)
-
-
-def test_rowwise_adagrad_is_an_embedding_optimizer_only():
-    from ml.optim import _optimizer_class
-
-    assert TrainConfig(sparse_optimizer="rowwise_adagrad", fused=True).sparse_optimizer_name == "rowwise_adagrad"
-    assert _optimizer_class("rowwise_adagrad").__name__ == "RowWiseAdagrad"
-    with pytest.raises(ValueError, match="optimizer must be one of"):
-        TrainConfig(optimizer="rowwise_adagrad")
-    with pytest.raises(ValueError, match="prefetch >= 0"):
-        TrainConfig(prefetch=-1)
