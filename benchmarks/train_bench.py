@@ -2,6 +2,12 @@
 1 and 2 workers, and the wall time of the model asset. Speed is measured here, never in tests.
 
     python -m benchmarks.train_bench --lakehouse data/lakehouse [--days 7] [--skip-asset]
+        [--skip-ray] [--skip-big-tables]
+
+Each path is timed on the training step alone (batches encoded beforehand), and with the input
+pipeline (reading Delta, joining, encoding) in line (the default) and prefetched on a background
+thread (`TrainConfig.prefetch=2`); the ratio to step only is how much the pipeline costs. The big-table
+comparison (`benchmarks.big_tables`) trains with two hashed id tables of 1M rows each.
 
 Every figure comes from the same run on the same data (the last `--days` event days before the
 held-out day), so the ratios are comparable on a noisy machine. Writes
@@ -57,15 +63,18 @@ def model_only(job, encoders, n_batches: int) -> dict:
     return {"samples": m["samples"], "seconds": m["seconds"], "samples_per_s": m["samples_per_s"]}
 
 
-def with_pipeline(job, encoders) -> dict:
-    """One epoch over the window, reading and encoding the gold tables as training does."""
+def with_pipeline(job, encoders, prefetch: int) -> dict:
+    """Training epochs over the window, reading and encoding the gold tables as training does,
+    with `prefetch` batches prepared ahead on a background thread (0: in the step's thread).
+    Two epochs; the second is timed (the first warms up the model and the file cache)."""
+    from dataclasses import replace
+
     from ml.training_job import run_training
 
-    t0 = time.perf_counter()
-    r = run_training(job, encoders, validate=False)
-    h = r.history[-1]
-    return {"samples": h["samples"], "seconds": time.perf_counter() - t0,
-            "samples_per_s": h["samples"] / (time.perf_counter() - t0)}
+    job = replace(job, train=replace(job.train, epochs=2, prefetch=prefetch))
+    h = run_training(job, encoders, validate=False).history[-1]
+    return {"prefetch": prefetch, "samples": h["samples"], "seconds": h["seconds"],
+            "samples_per_s": h["samples_per_s"]}
 
 
 def ray_run(job, encoders, workers: int, storage: str) -> dict:
@@ -113,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-batches", type=int, default=150)
     p.add_argument("--skip-ray", action="store_true")
     p.add_argument("--skip-asset", action="store_true")
+    p.add_argument("--skip-big-tables", action="store_true")
+    p.add_argument("--big-batches", type=int, default=40, help="timed batches per big-table path")
     p.add_argument("--name", default="small")
     args = p.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -125,13 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"reference (nn.EmbeddingBag)": ("reference", False),
                 "torchrec EBC": ("torchrec", False),
                 "torchrec fused (DMP, FBGEMM)": ("torchrec", True)}
-    out["model_only"], out["pipeline"] = {}, {}
+    out["model_only"], out["pipeline_inline"], out["pipeline_prefetched"] = {}, {}, {}
+    out["pipeline_ratio"], out["prefetched_ratio"] = {}, {}
     for name, (backend, fused) in variants.items():
         job = _job(args.lakehouse, args.days, backend, fused, args.batch_size)
         out["model_only"][name] = model_only(job, encoders, args.model_batches)
-        out["pipeline"][name] = with_pipeline(job, encoders)
-        print(f"{name:32s} model {out['model_only'][name]['samples_per_s']:10.0f}/s  "
-              f"with input pipeline {out['pipeline'][name]['samples_per_s']:10.0f}/s", flush=True)
+        out["pipeline_inline"][name] = with_pipeline(job, encoders, prefetch=0)
+        out["pipeline_prefetched"][name] = with_pipeline(job, encoders, prefetch=2)
+        step = out["model_only"][name]["samples_per_s"]
+        inline = out["pipeline_inline"][name]["samples_per_s"]
+        ahead = out["pipeline_prefetched"][name]["samples_per_s"]
+        out["pipeline_ratio"][name], out["prefetched_ratio"][name] = inline / step, ahead / step
+        print(f"{name:32s} step only {step:9.0f}/s  pipeline in line {inline:9.0f}/s "
+              f"({inline / step:.2f})  prefetched {ahead:9.0f}/s ({ahead / step:.2f})", flush=True)
+    if not args.skip_big_tables:
+        from benchmarks.big_tables import compare
+
+        out["big_tables"] = compare(ref_job, encoders, batches=args.big_batches, batch_size=args.batch_size)
     if not args.skip_ray:
         job = _job(args.lakehouse, args.days, "torchrec", True, args.batch_size)
         with tempfile.TemporaryDirectory(prefix="bench-ray-") as storage:
@@ -143,12 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / f"train_{args.name}.json"
     path.write_text(json.dumps(out, indent=2, default=str))
     base = out["model_only"]["reference (nn.EmbeddingBag)"]["samples_per_s"]
-    base_p = out["pipeline"]["reference (nn.EmbeddingBag)"]["samples_per_s"]
-    print(f"\n| path | model samples/s | vs reference | with input pipeline samples/s | vs reference |")
-    print("|---|---:|---:|---:|---:|")
+    print("\n| path | step only samples/s | vs reference | pipeline in line (default) | / step only "
+          "| pipeline prefetched | / step only |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name in variants:
-        m, q = out["model_only"][name]["samples_per_s"], out["pipeline"][name]["samples_per_s"]
-        print(f"| {name} | {m:,.0f} | {m / base:.2f}x | {q:,.0f} | {q / base_p:.2f}x |")
+        m = out["model_only"][name]["samples_per_s"]
+        i, q = out["pipeline_inline"][name]["samples_per_s"], out["pipeline_prefetched"][name]["samples_per_s"]
+        print(f"| {name} | {m:,.0f} | {m / base:.2f}x | {i:,.0f} | {i / m:.2f} | {q:,.0f} | {q / m:.2f} |")
+    if "big_tables" in out:
+        from benchmarks.big_tables import table
+
+        print(table(out["big_tables"]))
     if "ray" in out:
         print("\n| Ray Train workers | wall s (incl. start-up) | epoch s | samples/s in the epoch |")
         print("|---:|---:|---:|---:|")

@@ -29,6 +29,7 @@ import datetime as dt
 import random
 from typing import Iterator, Sequence
 
+import numpy as np
 import polars as pl
 import torch
 
@@ -37,6 +38,7 @@ from ml.cooccurrence import COOCCURRENCE, Neighbours, point_in_time
 from ml.datasets import FITNESS, Dataset
 from ml.features import CLASS_PREFIX, Encoders
 from ml.gold import GoldStore, user_kept
+from ml.prefetch import prefetch as _prefetch
 
 
 def _present(lf: pl.LazyFrame, wanted: Sequence[str]) -> list[str]:
@@ -168,22 +170,34 @@ def iter_batches(
     shuffle_seed: int | None = None,
     days_per_chunk: int = 1,
     drop_last: bool = False,
+    dates: Sequence[dt.date] | None = None,
+    prefetch: int = 0,
 ) -> Iterator[Batch]:
     """Yield `Batch`es of `batch_size` rows (the last may be smaller unless drop_last).
 
     A LazyFrame is collected `days_per_chunk` event dates at a time (filtered on event_date
     and, when present, on feature_date so the feature-table scans prune too); rows left over
-    at the end of a chunk start the next batch. With shuffle_seed, chunks are visited in a
-    seeded random order and rows are shuffled within each chunk. Every row comes out exactly
-    once.
+    at the end of a chunk start the next batch. `dates`: the event dates to visit, when the
+    caller knows them (a date without rows is skipped); default: those in the data (one more
+    query over the joined frame). With shuffle_seed, chunks are visited in a seeded random
+    order and rows are shuffled within each chunk. Every row comes out exactly once.
+    prefetch: batches prepared ahead on a background thread (`ml.prefetch`: the same batches in
+    the same order); 0: each batch is prepared when asked for.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    batches = _batches(data, encoders, batch_size, shuffle_seed, days_per_chunk, drop_last, dates)
+    return _prefetch(batches, prefetch, name="batches") if prefetch else batches
+
+
+def _batches(data: pl.LazyFrame | pl.DataFrame, encoders: Encoders, batch_size: int,
+             shuffle_seed: int | None, days_per_chunk: int, drop_last: bool,
+             dates: Sequence[dt.date] | None) -> Iterator[Batch]:
     lf = data.lazy() if isinstance(data, pl.DataFrame) else data
     names = set(lf.collect_schema().names())
 
     if "event_date" in names:
-        dates = _event_dates(lf)
+        dates = sorted(set(dates)) if dates is not None else _event_dates(lf)
         chunks = [dates[i:i + days_per_chunk] for i in range(0, len(dates), days_per_chunk)]
     else:
         chunks = [None]
@@ -205,12 +219,8 @@ def iter_batches(
             frame = lf.filter(pred).collect(optimizations=_NO_CSE)
         if frame.height == 0:
             continue
-        # a multi-threaded scan and join return rows in any order: one canonical order first, so
-        # the same seed gives the same batches (and the same model) on every run
-        frame = frame.sort(_order_columns(frame))
-        if shuffle_seed is not None:
-            frame = frame.sample(fraction=1.0, shuffle=True, seed=shuffle_seed * 1_000_003 + k)
-        batch = encoders.transform(frame)
+        order = _row_order(frame, None if shuffle_seed is None else shuffle_seed * 1_000_003 + k)
+        batch = _take(encoders.transform(frame), order)
         buf.append(batch)
         buffered += len(batch)
         while buffered >= batch_size:
@@ -222,11 +232,36 @@ def iter_batches(
         yield _cat(buf)
 
 
+def _row_order(frame: pl.DataFrame, seed: int | None) -> np.ndarray:
+    """The order to emit a chunk's rows in. A multi-threaded scan and join return rows in any
+    order, so this one depends only on the rows (the same seed gives the same batches, and the
+    same model, on every run): by example_id (the gold key), or with a seed by a seeded hash of
+    it, which sorts and shuffles in one cheap argsort of integers. Without a distinct key: sorted
+    by every column (ties are equal rows), then a seeded permutation."""
+    if "example_id" in frame.columns and frame["example_id"].null_count() == 0:
+        key = frame["example_id"] if seed is None else frame["example_id"].hash(seed)
+        order = key.arg_sort().to_numpy()
+        ordered = key.gather(order)
+        if not (ordered.head(-1) == ordered.tail(-1)).any():  # distinct: a total order
+            return order
+    order = frame.with_row_index("__row").sort(_order_columns(frame))["__row"].to_numpy()
+    if seed is not None:
+        order = order[np.random.default_rng(seed).permutation(len(order))]
+    return order
+
+
 def _order_columns(frame: pl.DataFrame) -> list[str]:
     """The example's keys first, then every other sortable column (ties left are equal rows)."""
     keys = [c for c in ("event_date", "user_id", "class_id") if c in frame.columns]
     rest = [c for c, t in frame.schema.items() if c not in keys and not t.is_nested()]
     return keys + rest
+
+
+def _take(batch: Batch, order: np.ndarray) -> Batch:
+    """The batch's rows in `order`, each tensor one contiguous copy (numpy: no torch threads on
+    the producer's side when the batches are prefetched)."""
+    return Batch(*(torch.from_numpy(np.take(t.numpy(), order, axis=0))
+                   for t in (batch.dense, batch.sparse, batch.labels)))
 
 
 def _cat(batches: list[Batch]) -> Batch:

@@ -515,11 +515,12 @@ def prepare(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _row_key(frame: pl.DataFrame, mask: pl.Series) -> str:
-    idx = int(mask.arg_true()[0])
+    """One row the mask holds, named by its key: the smallest, so the message does not depend
+    on the order a multi-threaded read returned the rows in."""
     for key in ("example_id", "workout_id"):
         if key in frame.columns:
-            return f"{key}={frame[key][idx]!r}"
-    return f"row {idx}"
+            return f"{key}={frame[key].filter(mask).min()!r}"
+    return f"row {int(mask.arg_true()[0])}"
 
 
 def _check_not_empty(frame: pl.DataFrame, table: str | None) -> None:
@@ -535,33 +536,56 @@ def _check_columns(frame: pl.DataFrame, names: list[str], table: str | None) -> 
         raise FeatureError(f"missing feature columns{where}: {missing}")
 
 
-def _dense_raw(frame: pl.DataFrame, spec: FeatureSpec, table: str | None) -> np.ndarray:
-    """[n, n_dense] float64 after null fill and transform, NaN where still null (to impute)."""
+def _dense_checked(frame: pl.DataFrame, spec: FeatureSpec, table: str | None) -> pl.DataFrame:
+    """The spec's dense columns as Float64 with nulls filled (`fill_null`), in one select (no
+    per-column passes: this runs on every chunk training reads). A column that is not numeric
+    or holds NaN / infinite values is named."""
     import polars as pl
 
-    out = np.empty((frame.height, len(spec.dense)), dtype=np.float64)
-    for j, name in enumerate(spec.dense):
-        s = frame[name]
-        if s.dtype == pl.Boolean:
-            s = s.cast(pl.Float64)
-        try:
-            s = s.cast(pl.Float64)
-        except Exception as e:  # noqa: BLE001 - report which column, whatever polars raised
-            raise FeatureError(f"dense column {name!r} is not numeric ({frame[name].dtype})") from e
-        bad = (s.is_nan() | s.is_infinite()).fill_null(False)
-        if bad.any():
+    exprs = []
+    for name in spec.dense:
+        e = pl.col(name).cast(pl.Float64)
+        exprs.append(e.fill_null(spec.fill_null[name]) if name in spec.fill_null else e)
+    try:
+        values = frame.select(exprs)
+    except Exception:  # noqa: BLE001 - find and name the column, whatever polars raised
+        for name in spec.dense:
+            try:
+                frame[name].cast(pl.Float64)
+            except Exception as e:  # noqa: BLE001
+                raise FeatureError(f"dense column {name!r} is not numeric ({frame[name].dtype})") from e
+        raise
+    counts = (values.select((pl.all().is_nan() | pl.all().is_infinite()).fill_null(False).sum()).row(0)
+              if values.width else ())
+    for name, count in zip(spec.dense, counts):
+        if count:
+            bad = (values[name].is_nan() | values[name].is_infinite()).fill_null(False)
             where = f" of {table}" if table else ""
-            raise FeatureError(
-                f"dense column {name!r}{where} holds NaN or infinite values "
-                f"({int(bad.sum())} rows, e.g. {_row_key(frame, bad)})"
-            )
-        if name in spec.fill_null:
-            s = s.fill_null(spec.fill_null[name])
-        v = s.to_numpy().astype(np.float64, copy=False)  # nulls -> NaN
+            raise FeatureError(f"dense column {name!r}{where} holds NaN or infinite values "
+                               f"({int(count)} rows, e.g. {_row_key(frame, bad)})")
+    return values
+
+
+def _dense_exprs(spec: FeatureSpec, mean: Mapping[str, float] | None = None,
+                 std: Mapping[str, float] | None = None) -> list:
+    """Over `_dense_checked`'s columns: log1p where the spec says; with mean/std also normalized,
+    the remaining nulls at 0 (the training mean), as Float32."""
+    import polars as pl
+
+    exprs = []
+    for name in spec.dense:
+        e = pl.col(name)
         if name in spec.log1p:
-            v = np.log1p(np.clip(v, 0.0, None))
-        out[:, j] = v
-    return out
+            e = e.clip(lower_bound=0.0).log1p()
+        if mean is not None and std is not None:
+            e = ((e - mean[name]) / std[name]).fill_null(0.0).cast(pl.Float32)
+        exprs.append(e)
+    return exprs
+
+
+def _dense_raw(frame: pl.DataFrame, spec: FeatureSpec, table: str | None) -> np.ndarray:
+    """[n, n_dense] float64 after null fill and transform, NaN where still null (to impute)."""
+    return _dense_checked(frame, spec, table).select(_dense_exprs(spec)).to_numpy()
 
 
 @dataclass
@@ -642,38 +666,42 @@ class Encoders:
         _check_columns(frame, [*spec.sparse, *spec.dense], table)
         n = frame.height
 
-        raw = _dense_raw(frame, spec, table)
-        mean = np.array([self.mean[c] for c in spec.dense], dtype=np.float64)
-        std = np.array([self.std[c] for c in spec.dense], dtype=np.float64)
-        dense = (raw - mean) / std
-        dense[np.isnan(dense)] = 0.0  # remaining nulls -> the training mean
+        dense = (_dense_checked(frame, spec, table).select(_dense_exprs(spec, self.mean, self.std))
+                 .to_numpy(order="c"))
 
+        # every one-id feature in one select (a hash lookup per column, no join per feature)
         slots = spec.slots()
-        sparse = np.zeros((n, sum(slots)), dtype=np.int64)
-        start = 0
-        for name, width in zip(spec.sparse, slots):
-            mapping = pl.DataFrame(
-                {"v": self.vocab[name], "id": np.arange(1, len(self.vocab[name]) + 1, dtype=np.int64)},
-                schema={"v": pl.Utf8, "id": pl.Int64},
-            )
-            if width == 1:
-                ids = (
-                    frame.select(pl.col(name).cast(pl.Utf8).alias("v"))
-                    .join(mapping, on="v", how="left", maintain_order="left")["id"]
-                    .fill_null(0)
-                )
-                sparse[:, start] = ids.to_numpy()
-            else:
-                sparse[:, start:start + width] = self._bag_ids(frame[name], mapping, width)
-            start += width
+        singles = frame.select([
+            pl.col(name).cast(pl.Utf8).replace_strict(
+                self.vocab[name], np.arange(1, len(self.vocab[name]) + 1, dtype=np.int64),
+                default=0, return_dtype=pl.Int64)
+            for name, width in zip(spec.sparse, slots) if width == 1
+        ])
+        if max(slots, default=1) == 1:
+            sparse = singles.to_numpy(order="c") if singles.width else np.zeros((n, 0), np.int64)
+        else:
+            sparse = np.zeros((n, sum(slots)), dtype=np.int64)
+            start = 0
+            for name, width in zip(spec.sparse, slots):
+                if width == 1:
+                    sparse[:, start] = singles[name].to_numpy()
+                else:
+                    mapping = pl.DataFrame(
+                        {"v": self.vocab[name],
+                         "id": np.arange(1, len(self.vocab[name]) + 1, dtype=np.int64)},
+                        schema={"v": pl.Utf8, "id": pl.Int64},
+                    )
+                    sparse[:, start:start + width] = self._bag_ids(frame[name], mapping, width)
+                start += width
 
-        labels = np.zeros((n, len(LABEL_COLUMNS)), dtype=np.float32)
-        for j, name in enumerate(LABEL_COLUMNS):
-            if name in frame.columns:
-                labels[:, j] = frame[name].cast(pl.Float32).fill_null(0.0).to_numpy()
+        labels = frame.select([
+            (pl.col(name).cast(pl.Float32).fill_null(0.0) if name in frame.columns
+             else pl.repeat(0.0, n, dtype=pl.Float32)).alias(name)
+            for name in LABEL_COLUMNS
+        ]).to_numpy(order="c")
 
         return Batch(
-            dense=torch.from_numpy(dense.astype(np.float32)),
+            dense=torch.from_numpy(dense),
             sparse=torch.from_numpy(sparse),
             labels=torch.from_numpy(labels),
         )

@@ -282,13 +282,16 @@ class TorchRecDLRM(_DLRMBase):
 
 
 class _ReferenceEBC(nn.Module):
-    """Mirrors EmbeddingBagCollection's state-dict layout: `embedding_bags.<table>.weight`."""
+    """Mirrors EmbeddingBagCollection's state-dict layout: `embedding_bags.<table>.weight`.
 
-    def __init__(self, config: ModelConfig) -> None:
+    sparse: the one-id features' tables get sparse gradients (the rows a batch touched, for
+    `torch.optim.SparseAdam`); a bag's mean pooling still gives its table a dense one."""
+
+    def __init__(self, config: ModelConfig, sparse: bool = False) -> None:
         super().__init__()
         self.embedding_bags = nn.ModuleDict()
         for table, card in zip(config.table_names(), config.sparse_cardinalities):
-            bag = nn.EmbeddingBag(card, config.embedding_dim, mode="sum")
+            bag = nn.EmbeddingBag(card, config.embedding_dim, mode="sum", sparse=sparse)
             bound = math.sqrt(1.0 / card)  # TorchRec's default init
             nn.init.uniform_(bag.weight, -bound, bound)
             self.embedding_bags[table] = bag
@@ -303,9 +306,9 @@ def mean_bag(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 class ReferenceSparseArch(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, sparse: bool = False) -> None:
         super().__init__()
-        self.embedding_bag_collection = _ReferenceEBC(config)
+        self.embedding_bag_collection = _ReferenceEBC(config, sparse)
         self.tables = config.table_names()
         self.columns = slot_columns(config.sparse_slots)  # type: ignore[arg-type]
 
@@ -322,9 +325,11 @@ class ReferenceSparseArch(nn.Module):
 
 
 class ReferenceDLRM(_DLRMBase):
-    def __init__(self, config: ModelConfig) -> None:
+    """sparse=True: sparse embedding gradients (`_ReferenceEBC`), e.g. to compare SparseAdam."""
+
+    def __init__(self, config: ModelConfig, sparse: bool = False) -> None:
         super().__init__(config)
-        self.sparse_arch = ReferenceSparseArch(config)
+        self.sparse_arch = ReferenceSparseArch(config, sparse)
 
     def embed(self, sparse: torch.Tensor) -> torch.Tensor:
         return self.sparse_arch(sparse)

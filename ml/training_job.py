@@ -284,10 +284,8 @@ def train_batches(
     lf = _training_examples(job, encoders.spec)[0].filter(pl.col("event_date").is_in(mine))
     if job.model.architecture == "two_tower":  # in-batch negatives: the positives only
         lf = lf.filter(pl.col("label_take") == 1)
-    return iter_batches(
-        lf, encoders, job.train.batch_size,
-        shuffle_seed=job.train.seed * 1000 + epoch, days_per_chunk=1,
-    )
+    return iter_batches(lf, encoders, job.train.batch_size, dates=mine, prefetch=job.train.prefetch,
+                        shuffle_seed=job.train.seed * 1000 + epoch, days_per_chunk=1)
 
 
 def valid_batches(job: TrainingJob, encoders: Encoders) -> Iterator[Batch]:
@@ -295,7 +293,9 @@ def valid_batches(job: TrainingJob, encoders: Encoders) -> Iterator[Batch]:
     if w.valid_start is None or w.valid_end is None:
         return iter(())
     lf = _examples(w, w.valid_start, w.valid_end, job.dataset, training=False)
-    return iter_batches(lf, encoders, max(job.train.batch_size, 8192))
+    days = [w.valid_start + dt.timedelta(days=i) for i in range((w.valid_end - w.valid_start).days + 1)]
+    return iter_batches(lf, encoders, max(job.train.batch_size, 8192), dates=days,
+                        prefetch=job.train.prefetch)
 
 
 # ---------------------------------------------------------------------------------------------

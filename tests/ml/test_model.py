@@ -174,3 +174,18 @@ def test_dot_interaction_is_upper_triangle_of_gram_matrix():
     expected = [vecs[:, i] @ vecs[:, j].T for i in range(5) for j in range(i + 1, 5)]
     torch.testing.assert_close(out[:, :3], dense)
     torch.testing.assert_close(out[:, 3:], torch.stack([e.diagonal() for e in expected], dim=1))
+
+
+def test_the_sparse_reference_gives_the_same_logits_and_row_gradients_for_sparse_adam():
+    dense_ref = ReferenceDLRM(_config())
+    sparse_ref = ReferenceDLRM(_config(), sparse=True).copy_weights_from(dense_ref)
+    assert set(sparse_ref.state_dict()) == set(dense_ref.state_dict())
+    dense, sparse = _inputs(b=16)
+    assert torch.equal(sparse_ref(dense, sparse), dense_ref(dense, sparse))
+    sparse_ref(dense, sparse).sum().backward()
+    grad = sparse_ref.sparse_arch.embedding_bag_collection.embedding_bags["t_f3"].weight.grad
+    assert grad.is_sparse and set(grad.coalesce().indices()[0].tolist()) == set(sparse[:, 3].tolist())
+    emb = [p for n, p in sparse_ref.named_parameters() if "sparse_arch." in n]
+    torch.optim.SparseAdam(emb, lr=0.1).step()  # refuses a dense gradient
+    dense_ref(dense, sparse).sum().backward()  # the default is unchanged: dense gradients
+    assert not dense_ref.sparse_arch.embedding_bag_collection.embedding_bags["t_f3"].weight.grad.is_sparse

@@ -1,0 +1,127 @@
+"""ml.prefetch and the prefetched training batches: the same batches in the same order, errors
+reach the consumer, an early stop ends the thread, the queue stays within its bound."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import polars as pl
+import pytest
+import torch
+
+from ml.examples import iter_batches, read_examples
+from ml.features import Encoders, FeatureError, default_spec
+from ml.gold import GoldStore
+from ml.prefetch import prefetch
+from tests.ml.tiny_gold import build_lakehouse
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    return build_lakehouse(tmp_path_factory.mktemp("gold"))
+
+
+def _threads(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == name]
+
+
+def test_prefetched_batches_equal_the_plain_ones_batch_for_batch(lake):
+    lf = read_examples(GoldStore(lake))
+    enc = Encoders.fit(lf.collect(), default_spec())
+    for seed in (None, 5):
+        plain = list(iter_batches(lf, enc, 32, shuffle_seed=seed))
+        ahead = list(iter_batches(lf, enc, 32, shuffle_seed=seed, prefetch=2))
+        assert len(plain) == len(ahead) > 3
+        for a, b in zip(plain, ahead):
+            assert torch.equal(a.dense, b.dense) and torch.equal(a.sparse, b.sparse)
+            assert torch.equal(a.labels, b.labels)
+    # a shuffle does reorder (the equality above is not trivially of one fixed order)
+    one, other = list(iter_batches(lf, enc, 32, shuffle_seed=1)), list(iter_batches(lf, enc, 32, shuffle_seed=2))
+    assert not torch.equal(one[0].sparse, other[0].sparse)
+
+
+def test_a_bad_column_raises_the_same_feature_error_through_the_prefetch(lake, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(lake, bad)
+    uf = pl.read_delta(f"{lake}/gold/user_features_daily")
+    enc = Encoders.fit(read_examples(GoldStore(lake)).collect(), default_spec())
+    uf.with_columns(pl.lit(float("inf")).alias("minutes_7d")).write_delta(
+        str(bad / "gold" / "user_features_daily"), mode="overwrite")
+    lf = read_examples(GoldStore(str(bad)))
+    with pytest.raises(FeatureError, match="dense column 'minutes_7d' holds NaN or infinite") as plain:
+        list(iter_batches(lf, enc, 32))
+    with pytest.raises(FeatureError, match="dense column 'minutes_7d' holds NaN or infinite") as ahead:
+        list(iter_batches(lf, enc, 32, prefetch=2))
+    assert str(plain.value) == str(ahead.value)
+    assert not _threads("batches")
+
+
+def test_closing_early_stops_the_producer_thread():
+    made = []
+
+    def endless():
+        i = 0
+        while True:
+            made.append(i)
+            yield i
+            i += 1
+
+    it = prefetch(endless(), 2, name="endless-test")
+    assert next(it) == 0 and next(it) == 1
+    assert _threads("endless-test")
+    it.close()
+    assert not _threads("endless-test")
+    n = len(made)
+    time.sleep(0.1)
+    assert len(made) == n  # nothing produced after the close
+
+
+def test_the_producer_holds_at_most_its_bound():
+    made = []
+    released = threading.Event()
+
+    def counted():
+        for i in range(100):
+            made.append(i)
+            yield i
+        released.set()
+
+    it = prefetch(counted(), 3, name="bound-test")
+    assert next(it) == 0
+    time.sleep(0.3)  # the producer fills the queue and blocks
+    # taken 1, queued <= 3, one more built and waiting to be queued
+    assert 1 + 3 <= len(made) <= 1 + 3 + 1
+    assert list(it) == list(range(1, 100)) and released.is_set()
+    assert not _threads("bound-test")
+
+
+def test_the_producer_error_keeps_its_type_and_traceback():
+    def failing():
+        yield 1
+        raise KeyError("column 'x' of row 7")
+
+    it = prefetch(failing(), 2)
+    assert next(it) == 1
+    with pytest.raises(KeyError, match="row 7") as info:
+        next(it)
+    assert any(f.name == "failing" for f in info.traceback)
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        prefetch([1], 0)
+
+
+def test_training_with_prefetched_batches_gives_the_same_model(lake):
+    from ml.train import TrainConfig
+    from ml.training_job import ModelHParams, TrainingJob, fit_encoders, plan_window, run_training
+
+    def job(prefetch: int) -> TrainingJob:
+        return TrainingJob(data=plan_window(GoldStore(lake), train_days=2, valid_days=1),
+                           model=ModelHParams(embedding_dim=4, bottom_mlp=[8, 4], top_mlp=[8]),
+                           train=TrainConfig(epochs=2, lr=0.01, batch_size=16, prefetch=prefetch),
+                           backend="reference")
+
+    enc = fit_encoders(job(0))
+    plain, ahead = run_training(job(0), enc), run_training(job(3), enc)
+    assert plain.history[-1]["valid_logloss"] == ahead.history[-1]["valid_logloss"]
+    assert all(torch.equal(v, ahead.state_dict[k]) for k, v in plain.state_dict.items())
