@@ -78,7 +78,6 @@ import logging
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -375,9 +374,10 @@ def train_on_ray(
         if not os.path.isabs(storage_path):
             raise ValueError(f"a local storage_path must be absolute, got {storage_path!r}")
         Path(storage_path).mkdir(parents=True, exist_ok=True)
-    ray_up = "ray" in sys.modules and sys.modules["ray"].is_initialized()
-    if use_gpu and not ray_up and not os.environ.get("RAY_ADDRESS"):
-        require_cuda(job)  # before Ray starts (a cluster's GPUs are checked below)
+    if use_gpu and not os.environ.get("RAY_ADDRESS"):
+        # this machine's Ray (running or not): its devices, checked before Ray does anything;
+        # a cluster's GPUs (RAY_ADDRESS) are counted below
+        require_cuda(job)
 
     import ray
     import ray.train
