@@ -111,11 +111,14 @@ def mean_similarity(rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return _mean(np.take_along_axis(rows, np.where(valid, codes, 0), axis=1), valid)
 
 
-def pair_similarity(rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
+def pair_similarity(rows: np.ndarray, codes: np.ndarray, cidx: np.ndarray | None = None) -> np.ndarray:
     """[n_users, n_classes] `mean_similarity` of every (user, class) pair: rows [C, I + 1]
-    (the classes'), codes [n, R] (the users' recent items)."""
+    (the classes'), codes [n, R] (the users' recent items); with `cidx` [n, m] (class rows),
+    [n, m] of each user's own classes only."""
     valid = codes >= 0
-    vals = rows[:, np.where(valid, codes, 0)].transpose(1, 0, 2)  # [n, C, R]
+    if cidx is None:
+        cidx = np.arange(rows.shape[0])[None, :]
+    vals = rows[cidx[:, :, None], np.where(valid, codes, 0)[:, None, :]]  # [n, m, R]
     return _mean(vals, np.broadcast_to(valid[:, None, :], vals.shape))
 
 

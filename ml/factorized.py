@@ -198,19 +198,23 @@ class FactorizedDLRM:
 
 
 def gather_classes(cs: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The class side of each query's own candidates: `idx` [n, m] class rows -> [n, m, ...]."""
-    return {k: v[idx] for k, v in cs.items()}
+    """The class side of each query's own candidates: `idx` [n, m] class rows -> [n, m, ...]
+    (`e` is a view of the gathered `e_flat`: one copy of the embeddings, not two)."""
+    out = {k: v[idx] for k, v in cs.items() if k != "e"}
+    out["e"] = out["e_flat"].view(*idx.shape, *cs["e"].shape[1:])
+    return out
 
 
 def pair_dense_features(encoder: PairEncoder, users: Side, ui: np.ndarray, classes: Side,
-                        columns: torch.Tensor) -> torch.Tensor:
-    """[n, C, n_pair] normalized pair features in the order of `columns` (dense indices)."""
+                        columns: torch.Tensor, cidx: np.ndarray | None = None) -> torch.Tensor:
+    """[n, C, n_pair] normalized pair features in the order of `columns` (dense indices);
+    [n, m, n_pair] of each user's own classes with `cidx` [n, m] (class rows)."""
     names = dict(encoder.pair_cols)
-    n, C = len(ui), classes.dense.shape[0]
+    n, C = len(ui), classes.dense.shape[0] if cidx is None else cidx.shape[1]
     if len(columns) == 0:
         return torch.zeros(n, C, 0)
     return torch.from_numpy(np.stack(
-        [encoder.pair_dense(names[int(j)], users, ui, classes) for j in columns], axis=-1
+        [encoder.pair_dense(names[int(j)], users, ui, classes, cidx) for j in columns], axis=-1
     ).astype(np.float32))
 
 
@@ -232,12 +236,9 @@ def factorized_score_matrix(model: FactorizedDLRM, encoder: PairEncoder, users: 
     for start in range(0, n_users, step):
         ui = np.arange(start, min(start + step, n_users))
         sub = Side(users.dense[ui], users.sparse[ui], {})
-        pd = pair_dense_features(encoder, users, ui, classes, model.p_dense)  # [n, C, p]
-        chunk_cs = cs
-        if idx is not None:
-            rows = torch.from_numpy(idx[ui])
-            chunk_cs = gather_classes(cs, rows.to(model.device))
-            pd = torch.take_along_dim(pd, rows[..., None], dim=1) if pd.shape[-1] else pd
+        own = None if idx is None else idx[ui]
+        pd = pair_dense_features(encoder, users, ui, classes, model.p_dense, own)  # [n, m, p]
+        chunk_cs = cs if own is None else gather_classes(cs, torch.from_numpy(own).to(model.device))
         out[ui] = model.score(model.query_side(sub), chunk_cs, pd).cpu().numpy()
     return out
 

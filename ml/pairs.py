@@ -126,14 +126,19 @@ class PairEncoder:
         """[n_users, n_codes] values of `field` per (user, value of the class column `column`)
         from the users' AFFINITY_COLUMN (a list of structs: column, key and the fields); NaN =
         no row."""
-        entries = (frame[AFFINITY_COLUMN].to_list() if AFFINITY_COLUMN in frame.columns
-                   else [None] * frame.height)
-        pairs = [(i, self._codes.setdefault(e["key"], len(self._codes)), e[field])
-                 for i, row in enumerate(entries) for e in (row or ())
-                 if e["column"] == column and e["key"] is not None]
+        import polars as pl
+
+        rows = pl.DataFrame(schema={"_i": pl.UInt32, "key": pl.Utf8, field: pl.Float64})
+        if AFFINITY_COLUMN in frame.columns:
+            rows = (frame.select(pl.col(AFFINITY_COLUMN)).with_row_index("_i")
+                    .explode(AFFINITY_COLUMN).drop_nulls(AFFINITY_COLUMN).unnest(AFFINITY_COLUMN)
+                    .filter((pl.col("column") == column) & pl.col("key").is_not_null())
+                    .select("_i", pl.col("key").cast(pl.Utf8), pl.col(field).cast(pl.Float64)))
+        for key in rows["key"].unique(maintain_order=True).to_list():  # codes in order of appearance
+            self._codes.setdefault(key, len(self._codes))
         table = np.full((frame.height, max(len(self._codes), 1)), np.nan)
-        for i, code, v in pairs:
-            table[i, code] = np.nan if v is None else float(v)
+        codes = rows["key"].replace_strict(self._codes, return_dtype=pl.Int64).to_numpy()
+        table[rows["_i"].to_numpy(), codes] = rows[field].fill_null(np.nan).to_numpy()
         return table
 
     def encode_classes(self, classes: pl.DataFrame) -> Side:
@@ -173,28 +178,35 @@ class PairEncoder:
         return out
 
     # -- pairs -----------------------------------------------------------------------------
-    def pair_dense(self, name: str, u: Side, ui: np.ndarray, c: Side) -> np.ndarray:
-        """[n_users, n_classes] normalized values of one pair feature."""
+    def pair_dense(self, name: str, u: Side, ui: np.ndarray, c: Side,
+                   cidx: np.ndarray | None = None) -> np.ndarray:
+        """[n_users, n_classes] normalized values of one pair feature; with `cidx` [n_users, m]
+        (class rows), [n_users, m] of each user's own classes (retrieve then rank computes
+        the pairs it ranks, not every class)."""
         spec, enc = self.encoders.spec, self.encoders
         kind = self.pair_specs[name][0]
+        n = len(ui)
+        rows = np.arange(n)[:, None]
+        # the classes' values, [1, C, ...] (every class) or [n, m, ...] (each user's own);
+        # a co-occurrence row is a whole similarity row: indexed inside `pair_similarity`
+        cv = None if kind == "cooc" else c.raw[name][None] if cidx is None else c.raw[name][cidx]
         if kind == "share":
             shares = u.raw[name][ui]  # [n, 9]
-            disc = c.raw[name]  # [C]
-            raw = np.where(disc[None, :] >= 0, shares[:, np.clip(disc, 0, None)], np.nan)
+            raw = np.where(cv >= 0, shares[rows, np.clip(cv, 0, None)], np.nan)
         elif kind == "lookup":
             table = u.raw[name][ui]  # [n, codes known when the users were encoded]
-            code = c.raw[name]  # [C, T], -2 = no (more) value
-            has = code != -2
-            known = (code >= 0) & (code < table.shape[1])
-            # [n, C, T]: a value without a row counts 0; the mean over the class's values
-            vals = np.where(known[None], table[:, np.where(known, code, 0)], 0.0)
-            vals = np.where(has[None] & ~np.isnan(vals), vals, 0.0)
-            n_values = has.sum(axis=1)
-            raw = np.where(n_values[None, :] > 0, vals.sum(axis=2) / np.maximum(n_values, 1)[None, :], np.nan)
+            # cv [., m, T], -2 = no (more) value
+            has = cv != -2
+            known = (cv >= 0) & (cv < table.shape[1])
+            # [n, m, T]: a value without a row counts 0; the mean over the class's values
+            vals = np.where(known, table[rows[:, :, None], np.where(known, cv, 0)], 0.0)
+            vals = np.where(has & ~np.isnan(vals), vals, 0.0)
+            n_values = has.sum(axis=2)
+            raw = np.where(n_values > 0, vals.sum(axis=2) / np.maximum(n_values, 1), np.nan)
         elif kind == "cooc":
-            raw = pair_similarity(c.raw[name], u.raw[name][ui])
+            raw = pair_similarity(c.raw[name], u.raw[name][ui], cidx)
         else:
-            raw = (u.raw[name][ui][:, None] == c.raw[name][None, :]).astype(np.float64)
+            raw = (u.raw[name][ui][:, None] == cv).astype(np.float64)
         if name in spec.fill_null:
             raw = np.where(np.isnan(raw), spec.fill_null[name], raw)
         if name in spec.log1p:

@@ -51,8 +51,14 @@ def top_k_capped(scores: np.ndarray, groups: np.ndarray | None, k: int, cap: int
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     idx = np.take_along_axis(part, order, axis=1)  # [n, pool] best first
     g = groups[idx]
-    onehot = g[:, :, None] == np.arange(groups.max() + 1)[None, None, :]
-    seen = np.take_along_axis(np.cumsum(onehot, axis=1), g[:, :, None], axis=2)[..., 0]
+    # seen[i, j]: how many of row i's first j + 1 picks share pick j's group: sort each row by
+    # (group, position), count from each group's first place, put back (no [n, pool, groups])
+    by_group = np.argsort(g * pool + np.arange(pool), axis=1)
+    sg = np.take_along_axis(g, by_group, axis=1)
+    at = np.arange(pool)[None, :]
+    first = np.maximum.accumulate(np.where(np.diff(sg, axis=1, prepend=-1) != 0, at, 0), axis=1)
+    seen = np.empty_like(g)
+    np.put_along_axis(seen, by_group, at - first + 1, axis=1)
     keep = (seen <= cap) & np.isfinite(np.take_along_axis(scores, idx, axis=1))
     slot = np.cumsum(keep, axis=1)
     out = np.full((n, k), -1, dtype=np.int64)

@@ -42,6 +42,20 @@ def test_scoring_each_users_own_candidates_equals_the_full_matrix(candidates_lak
         np.testing.assert_allclose(got, np.take_along_axis(full, idx, axis=1), atol=1e-5, rtol=1e-5)
 
 
+def test_each_pair_feature_of_own_candidates_equals_the_full_matrix(candidates_lake):
+    """The pair features are computed for the retrieved classes only, kind by kind."""
+    _, _, _, pe, users, classes = _setup(candidates_lake)
+    kinds = {pe.pair_specs[name][0] for _, name in pe.pair_cols}
+    assert kinds >= {"share", "lookup", "cooc"}, kinds
+    n, C = users.dense.shape[0], classes.dense.shape[0]
+    ui = np.arange(n)
+    idx = np.random.default_rng(1).integers(0, C, size=(n, 5))
+    for _, name in pe.pair_cols:
+        full = pe.pair_dense(name, users, ui, classes)
+        np.testing.assert_allclose(pe.pair_dense(name, users, ui, classes, idx),
+                                   np.take_along_axis(full, idx, axis=1), err_msg=name)
+
+
 def _two_tower(candidates_lake):
     frame = read_examples(GoldStore(candidates_lake)).collect()
     enc = Encoders.fit(frame, default_spec())
