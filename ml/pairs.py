@@ -137,6 +137,8 @@ class PairEncoder:
         for key in rows["key"].unique(maintain_order=True).to_list():  # codes in order of appearance
             self._codes.setdefault(key, len(self._codes))
         table = np.full((frame.height, max(len(self._codes), 1)), np.nan)
+        if rows.height == 0:
+            return table
         codes = rows["key"].replace_strict(self._codes, return_dtype=pl.Int64).to_numpy()
         table[rows["_i"].to_numpy(), codes] = rows[field].fill_null(np.nan).to_numpy()
         return table
