@@ -1,7 +1,10 @@
 """dbt models as assets: staging -> intermediate -> marts, built in the DuckDB working file.
 
 The dbt project is declared once here (``lakehouse_dbt_project``); its manifest is read when the
-definitions load, never at import. Daily partitions reach dbt as ``--vars`` (start/end date).
+definitions load, never at import. Daily partitions reach dbt as the environment variables
+LAKEHOUSE_RUN_START_DATE / LAKEHOUSE_RUN_END_DATE (``run_env``), read by the ``run_range`` macro
+at execution only: as ``--vars`` they would differ from the parse's and make dbt re-parse the
+whole project on every run (``--vars`` still work by hand).
 The marts that ask to be published become gold Delta tables in a step of their own, after
 their audit (``assets.gold``): dbt writes, the checks audit, then gold is published.
 """
@@ -90,6 +93,11 @@ def dbt_target_for(settings: LakehouseSettings) -> str:
     return "s3" if settings.is_s3 else "local"
 
 
+def run_env(start: dt.date, end: dt.date) -> dict[str, str]:
+    """The inclusive range of partitions a dbt run computes (see macros/run_range.sql)."""
+    return {"LAKEHOUSE_RUN_START_DATE": start.isoformat(), "LAKEHOUSE_RUN_END_DATE": end.isoformat()}
+
+
 def dbt_env(settings: LakehouseSettings) -> dict[str, str]:
     """What the dbt profile reads (see dbt_project/profiles.yml)."""
     return {
@@ -154,10 +162,11 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.TimeWindowPartition
         settings = lakehouse.settings()
         window = context.partition_time_window
         start, end = window.start.date(), window.end.date() - dt.timedelta(days=1)
-        dbt_vars = {**dataset.dbt_vars, "start_date": start.isoformat(), "end_date": end.isoformat()}
-        args = ["build", "--vars", json.dumps(dbt_vars), "--target", dbt_target_for(settings)]
-        context.log.info(f"dbt {' '.join(args)}")
-        with environ(dbt_env(settings)):
+        # the same vars as the parse's, so dbt parses only what changed (partial parsing)
+        args = ["build", "--vars", json.dumps(dataset.dbt_vars), "--target", dbt_target_for(settings)]
+        range_env = run_env(start, end)
+        context.log.info(f"dbt {' '.join(args)} ({' '.join(f'{k}={v}' for k, v in range_env.items())})")
+        with environ({**dbt_env(settings), **range_env}):
             # a failing dbt test (severity error) fails the step: nothing downstream, gold included,
             # is published
             invocation = dbt.cli(args, context=context)

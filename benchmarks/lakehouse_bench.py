@@ -50,12 +50,13 @@ def run_stage(stage: str, lake: str, data: str, start: dt.date, end: dt.date) ->
         info["rows"] = sum(r.rows_valid for r in report.entities.values())
         info["quarantined"] = report.rows_quarantined
     elif stage == "dbt_build":
-        from assets.dbt import dbt_env
+        from assets.dbt import dbt_env, run_env
 
-        env = {**os.environ, **dbt_env(settings)}
+        # as the dbt asset runs it: the range in the environment, so a run on the same target
+        # folder parses only what changed
+        env = {**os.environ, **dbt_env(settings), **run_env(start, end)}
         cmd = [str(Path(sys.executable).parent / "dbt"), "build", "--quiet", "--target", "local",
-               "--target-path", str(Path(data) / "dbt_target"), "--log-path", str(Path(data) / "dbt_logs"),
-               "--vars", json.dumps({"start_date": start.isoformat(), "end_date": end.isoformat()})]
+               "--target-path", str(Path(data) / "dbt_target"), "--log-path", str(Path(data) / "dbt_logs")]
         subprocess.run(cmd, cwd=ROOT / "dbt_project", env=env, check=True)
     elif stage == "publish":
         from lakehouse.publish import publish, published_models

@@ -1,17 +1,28 @@
 {#-
   Partition semantics shared with orchestration.
 
-  A Dagster daily partition D is "the day whose events landed". Dagster passes
-  --vars '{"start_date": "YYYY-MM-DD", "end_date": "YYYY-MM-DD"}' (an inclusive range of
-  partitions). With those vars the marts compute (and replace) only the dates in the range and
-  the incremental intermediate tables recompute only from the range on; without them, or with
-  --full-refresh, everything present in bronze is computed.
+  A Dagster daily partition D is "the day whose events landed". A run restricted to an inclusive
+  range of partitions gets it either as
+  --vars '{"start_date": "YYYY-MM-DD", "end_date": "YYYY-MM-DD"}' (by hand, unit tests), or as the
+  environment variables LAKEHOUSE_RUN_START_DATE / LAKEHOUSE_RUN_END_DATE (Dagster). With a range
+  the marts compute (and replace) only the dates in it and the incremental intermediate tables
+  recompute only from its start on; without one, or with --full-refresh, everything present in
+  bronze is computed.
+
+  Why Dagster uses the environment: dbt re-parses the whole project whenever --vars differ from
+  the parse's (about 10 s a run). The variables are read only while executing (`execute`), never
+  while parsing, so the manifest and its partial-parse file do not depend on the range.
 -#}
 
 {% macro run_range() -%}
   {#- [start, end] as 'YYYY-MM-DD' strings when the run is restricted to a range, else none. -#}
   {%- set start = var('start_date', none) -%}
-  {%- set end = var('end_date', none) or start -%}
+  {%- set end = var('end_date', none) -%}
+  {%- if (start is none or start == '') and execute -%}
+    {%- set start = env_var('LAKEHOUSE_RUN_START_DATE', '') or none -%}
+    {%- set end = env_var('LAKEHOUSE_RUN_END_DATE', '') or none -%}
+  {%- endif -%}
+  {%- set end = end or start -%}
   {%- if start is none or start == '' or should_full_refresh() -%}
     {{ return(none) }}
   {%- endif -%}

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from assets.dbt import run_env
 from tests.dbt.dbt_cli import PROJECT_DIR, dbt_executable
 
 deltalake = pytest.importorskip("deltalake")
@@ -136,7 +137,7 @@ def write_bronze(root: Path | str, rows: dict[str, list[dict]], days: list[dt.da
                         storage_options=storage_options)
 
 
-def run_dbt(work: Path, warehouse: Path, lakehouse: Path | str, *args: str, env: dict | None = None) -> None:
+def run_dbt(work: Path, warehouse: Path, lakehouse: Path | str, *args: str, env: dict | None = None) -> str:
     env = {
         **os.environ,
         "LAKEHOUSE_URI": str(lakehouse),
@@ -150,6 +151,7 @@ def run_dbt(work: Path, warehouse: Path, lakehouse: Path | str, *args: str, env:
            "--log-path", str(work / "logs"), *args]
     proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -164,14 +166,22 @@ def built(tmp_path_factory):
     run_dbt(work, daily, lakehouse)
     write_bronze(lakehouse, rows, [LAST_DAY], mode="append")
     day = LAST_DAY.isoformat()
-    run_dbt(work, daily, lakehouse, "--vars", f'{{"start_date": "{day}", "end_date": "{day}"}}')
+    # the partition run as the Dagster asset starts it: the range in the environment
+    partition_log = run_dbt(work, daily, lakehouse, env=run_env(LAST_DAY, LAST_DAY))
     full = work / "full.duckdb"
     run_dbt(work, full, lakehouse)
     ref = duckdb.connect()
     ref.execute("set TimeZone = 'UTC'")
     for entity, records in rows.items():
         ref.register(f"ref_{entity}", pa.Table.from_pylist(records))
-    return dict(daily=daily, full=full, ref=ref, rows=rows, work=work)
+    return dict(daily=daily, full=full, ref=ref, rows=rows, work=work, partition_log=partition_log)
+
+
+def test_a_partition_run_reuses_the_parse(built):
+    """The range travels outside --vars, so the partition run after a full build on the same
+    target folder parses only what changed instead of the whole project."""
+    log = built["partition_log"]
+    assert "Unable to do partial parsing" not in log, log[-3000:]
 
 
 def _query(path: Path, sql: str) -> list[tuple]:
