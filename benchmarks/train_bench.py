@@ -4,9 +4,11 @@
     python -m benchmarks.train_bench --lakehouse data/lakehouse [--days 7] [--skip-asset]
         [--skip-ray] [--skip-big-tables]
 
-Each path is timed on the training step alone (batches encoded beforehand), and with the input
-pipeline (reading Delta, joining, encoding) in line (the default) and prefetched on a background
-thread (`TrainConfig.prefetch=2`); the ratio to step only is how much the pipeline costs. The big-table
+Each path is timed on the training step alone (batches encoded beforehand), and on the second of
+two epochs with the input pipeline (reading Delta, joining, encoding): in line without the cache,
+prefetched on a background thread (`TrainConfig.prefetch=2`) without the cache, and in line with
+the encoded days cached from the first epoch (`TrainConfig.cache_mb`, the default); the ratio to
+step only is how much the pipeline costs. The big-table
 comparison (`benchmarks.big_tables`) trains with two hashed id tables of 1M rows each.
 
 Every figure comes from the same run on the same data (the last `--days` event days before the
@@ -63,17 +65,19 @@ def model_only(job, encoders, n_batches: int) -> dict:
     return {"samples": m["samples"], "seconds": m["seconds"], "samples_per_s": m["samples_per_s"]}
 
 
-def with_pipeline(job, encoders, prefetch: int) -> dict:
+def with_pipeline(job, encoders, prefetch: int, cache_mb: int = 0) -> dict:
     """Training epochs over the window, reading and encoding the gold tables as training does,
-    with `prefetch` batches prepared ahead on a background thread (0: in the step's thread).
-    Two epochs; the second is timed (the first warms up the model and the file cache)."""
+    with `prefetch` batches prepared ahead on a background thread (0: in the step's thread) and
+    `cache_mb` of encoded days kept across epochs (0: every epoch reads and encodes).
+    Two epochs; the second is timed (the first warms up the model and the file cache, and fills
+    the cache)."""
     from dataclasses import replace
 
     from ml.training_job import run_training
 
-    job = replace(job, train=replace(job.train, epochs=2, prefetch=prefetch))
+    job = replace(job, train=replace(job.train, epochs=2, prefetch=prefetch, cache_mb=cache_mb))
     h = run_training(job, encoders, validate=False).history[-1]
-    return {"prefetch": prefetch, "samples": h["samples"], "seconds": h["seconds"],
+    return {"prefetch": prefetch, "cache_mb": cache_mb, "samples": h["samples"], "seconds": h["seconds"],
             "samples_per_s": h["samples_per_s"]}
 
 
@@ -113,6 +117,7 @@ def asset_run(lakehouse: str, days: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ml.train import TrainConfig
     from ml.training_job import fit_encoders
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,19 +141,24 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"reference (nn.EmbeddingBag)": ("reference", False),
                 "torchrec EBC": ("torchrec", False),
                 "torchrec fused (DMP, FBGEMM)": ("torchrec", True)}
-    out["model_only"], out["pipeline_inline"], out["pipeline_prefetched"] = {}, {}, {}
-    out["pipeline_ratio"], out["prefetched_ratio"] = {}, {}
+    default_cache = TrainConfig().cache_mb
+    out["model_only"], out["pipeline_inline"], out["pipeline_prefetched"], out["pipeline_cached"] = {}, {}, {}, {}
+    out["pipeline_ratio"], out["prefetched_ratio"], out["cached_ratio"] = {}, {}, {}
     for name, (backend, fused) in variants.items():
         job = _job(args.lakehouse, args.days, backend, fused, args.batch_size)
         out["model_only"][name] = model_only(job, encoders, args.model_batches)
         out["pipeline_inline"][name] = with_pipeline(job, encoders, prefetch=0)
         out["pipeline_prefetched"][name] = with_pipeline(job, encoders, prefetch=2)
+        out["pipeline_cached"][name] = with_pipeline(job, encoders, prefetch=0, cache_mb=default_cache)
         step = out["model_only"][name]["samples_per_s"]
         inline = out["pipeline_inline"][name]["samples_per_s"]
         ahead = out["pipeline_prefetched"][name]["samples_per_s"]
+        cached = out["pipeline_cached"][name]["samples_per_s"]
         out["pipeline_ratio"][name], out["prefetched_ratio"][name] = inline / step, ahead / step
+        out["cached_ratio"][name] = cached / step
         print(f"{name:32s} step only {step:9.0f}/s  pipeline in line {inline:9.0f}/s "
-              f"({inline / step:.2f})  prefetched {ahead:9.0f}/s ({ahead / step:.2f})", flush=True)
+              f"({inline / step:.2f})  prefetched {ahead:9.0f}/s ({ahead / step:.2f})  "
+              f"cached (epoch 2) {cached:9.0f}/s ({cached / step:.2f})", flush=True)
     if not args.skip_big_tables:
         from benchmarks.big_tables import compare
 
@@ -164,13 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / f"train_{args.name}.json"
     path.write_text(json.dumps(out, indent=2, default=str))
     base = out["model_only"]["reference (nn.EmbeddingBag)"]["samples_per_s"]
-    print("\n| path | step only samples/s | vs reference | pipeline in line (default) | / step only "
-          "| pipeline prefetched | / step only |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| path | step only samples/s | vs reference | pipeline in line, no cache | / step only "
+          "| prefetched, no cache | / step only | cached epoch (default) | / step only |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in variants:
         m = out["model_only"][name]["samples_per_s"]
         i, q = out["pipeline_inline"][name]["samples_per_s"], out["pipeline_prefetched"][name]["samples_per_s"]
-        print(f"| {name} | {m:,.0f} | {m / base:.2f}x | {i:,.0f} | {i / m:.2f} | {q:,.0f} | {q / m:.2f} |")
+        c = out["pipeline_cached"][name]["samples_per_s"]
+        print(f"| {name} | {m:,.0f} | {m / base:.2f}x | {i:,.0f} | {i / m:.2f} | {q:,.0f} | {q / m:.2f} "
+              f"| {c:,.0f} | {c / m:.2f} |")
     if "big_tables" in out:
         from benchmarks.big_tables import table
 

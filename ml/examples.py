@@ -162,6 +162,31 @@ def _event_dates(lf: pl.LazyFrame) -> list[dt.date]:
     return sorted(lf.select(pl.col("event_date").unique()).collect()["event_date"].to_list())
 
 
+class ChunkCache:
+    """Encoded chunks kept across epochs, up to `max_bytes`: a chunk is read, joined and encoded
+    once, and later epochs only put its rows in their order (the same batches as without the
+    cache). One cache per (data, encoders): the caller keeps it for one training run. Chunks
+    beyond the budget, and chunks without a distinct `example_id`, are read every time."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._chunks: dict[tuple, tuple[Batch, pl.DataFrame]] = {}
+
+    def get(self, key: tuple) -> tuple[Batch, pl.DataFrame] | None:
+        return self._chunks.get(key)
+
+    def put(self, key: tuple, batch: Batch, frame: pl.DataFrame) -> None:
+        ids = frame.select("example_id") if "example_id" in frame.columns else None
+        if ids is None or ids["example_id"].null_count() or ids["example_id"].n_unique() != len(ids):
+            return  # the row order needs every column: not worth keeping
+        size = sum(t.numel() * t.element_size() for t in (batch.dense, batch.sparse, batch.labels))
+        size += ids.estimated_size()
+        if self.bytes + size <= self.max_bytes:
+            self._chunks[key] = (batch, ids)
+            self.bytes += size
+
+
 def iter_batches(
     data: pl.LazyFrame | pl.DataFrame,
     encoders: Encoders,
@@ -172,6 +197,7 @@ def iter_batches(
     drop_last: bool = False,
     dates: Sequence[dt.date] | None = None,
     prefetch: int = 0,
+    cache: ChunkCache | None = None,
 ) -> Iterator[Batch]:
     """Yield `Batch`es of `batch_size` rows (the last may be smaller unless drop_last).
 
@@ -183,16 +209,17 @@ def iter_batches(
     order and rows are shuffled within each chunk. Every row comes out exactly once.
     prefetch: batches prepared ahead on a background thread (`ml.prefetch`: the same batches in
     the same order); 0: each batch is prepared when asked for.
+    cache: encoded chunks kept from an earlier pass over the same data (`ChunkCache`).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    batches = _batches(data, encoders, batch_size, shuffle_seed, days_per_chunk, drop_last, dates)
+    batches = _batches(data, encoders, batch_size, shuffle_seed, days_per_chunk, drop_last, dates, cache)
     return _prefetch(batches, prefetch, name="batches") if prefetch else batches
 
 
 def _batches(data: pl.LazyFrame | pl.DataFrame, encoders: Encoders, batch_size: int,
              shuffle_seed: int | None, days_per_chunk: int, drop_last: bool,
-             dates: Sequence[dt.date] | None) -> Iterator[Batch]:
+             dates: Sequence[dt.date] | None, cache: ChunkCache | None = None) -> Iterator[Batch]:
     lf = data.lazy() if isinstance(data, pl.DataFrame) else data
     names = set(lf.collect_schema().names())
 
@@ -207,20 +234,28 @@ def _batches(data: pl.LazyFrame | pl.DataFrame, encoders: Encoders, batch_size: 
     buf: list[Batch] = []
     buffered = 0
     for k, chunk in enumerate(chunks):
-        if chunk is None:
-            frame = lf.collect()
+        key = (None,) if chunk is None else tuple(chunk)
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            encoded, frame = hit  # frame: the rows' example_id, all the order needs
         else:
-            pred = pl.col("event_date").is_in(chunk)
-            if "feature_date" in names:
-                pred &= pl.col("feature_date").is_in([d - dt.timedelta(days=1) for d in chunk])
-            # without common-subplan caching: a subplan used twice (the mapped affinity joins the
-            # examples with themselves) would be cached before this chunk's filter reaches it,
-            # and every chunk would read the whole range (8x slower on MovieLens)
-            frame = lf.filter(pred).collect(optimizations=_NO_CSE)
-        if frame.height == 0:
-            continue
+            if chunk is None:
+                frame = lf.collect()
+            else:
+                pred = pl.col("event_date").is_in(chunk)
+                if "feature_date" in names:
+                    pred &= pl.col("feature_date").is_in([d - dt.timedelta(days=1) for d in chunk])
+                # without common-subplan caching: a subplan used twice (the mapped affinity joins
+                # the examples with themselves) would be cached before this chunk's filter
+                # reaches it, and every chunk would read the whole range (8x slower on MovieLens)
+                frame = lf.filter(pred).collect(optimizations=_NO_CSE)
+            if frame.height == 0:
+                continue
+            encoded = encoders.transform(frame)
+            if cache is not None:
+                cache.put(key, encoded, frame)
         order = _row_order(frame, None if shuffle_seed is None else shuffle_seed * 1_000_003 + k)
-        batch = _take(encoders.transform(frame), order)
+        batch = _take(encoded, order)
         buf.append(batch)
         buffered += len(batch)
         while buffered >= batch_size:
@@ -276,4 +311,4 @@ def _cat(batches: list[Batch]) -> Batch:
 
 
 
-__all__ = ["iter_batches", "read_examples", "with_cooccurrence"]
+__all__ = ["ChunkCache", "iter_batches", "read_examples", "with_cooccurrence"]

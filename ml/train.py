@@ -40,6 +40,9 @@ class TrainConfig:
         encoding overlap the step; the same batches in the same order); 0 (the default): in the
         step's thread. On 2 cores the thread competes with the step's and was slower
         (docs/benchmarks.md#training); it is for machines with cores to spare.
+    cache_mb: encoded training (and validation) chunks kept in memory across epochs, up to this
+        many MiB each (`ml.examples.ChunkCache`): epochs after the first skip reading, joining
+        and encoding the gold rows; the same batches in the same order. 0: read every epoch.
     weight_decay: applied to the dense (non-embedding) parameters only.
     head_weights: loss weight per head; a head missing here gets 1.0, an unknown name is an error.
     optimizer: "adam" or "adagrad" for the dense parameters.
@@ -53,6 +56,7 @@ class TrainConfig:
     sparse_lr: float | None = None
     batch_size: int = 512
     prefetch: int = 0
+    cache_mb: int = 1024
     weight_decay: float = 0.0
     head_weights: dict[str, float] = field(default_factory=_default_head_weights)
     seed: int = 0
@@ -72,8 +76,10 @@ class TrainConfig:
                 "fused=True: FBGEMM's CPU kernel supports no Adam for embeddings; "
                 'set sparse_optimizer="adagrad" (dense parameters may keep optimizer="adam")'
             )
-        if self.epochs < 0 or self.lr <= 0 or self.batch_size < 1 or self.prefetch < 0:
-            raise ValueError("epochs >= 0, lr > 0, batch_size >= 1 and prefetch >= 0 are required")
+        if (self.epochs < 0 or self.lr <= 0 or self.batch_size < 1 or self.prefetch < 0
+                or self.cache_mb < 0):
+            raise ValueError("epochs >= 0, lr > 0, batch_size >= 1, prefetch >= 0 and cache_mb >= 0 "
+                             "are required")
         if any(w < 0 for w in self.head_weights.values()):
             raise ValueError(f"head weights must be >= 0: {self.head_weights}")
 

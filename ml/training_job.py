@@ -11,8 +11,7 @@ hyper-parameters. It is a picklable dataclass, so the same object drives:
 Both resume from and write the one checkpoint format of `ml.checkpoint`. Typical use:
 `run_training(job, fit_encoders(job))` with `job = TrainingJob(data=plan_window(GoldStore(uri),
 train_days=28, valid_days=1))`. `ModelHParams.architecture` picks the DLRM or the two-tower.
-A mapped dataset (any interaction log imported through a mapping file) is the same job with
-`dataset=MAPPED` (`ml.datasets`): its spec is `ml.features.mapped_spec` of the gold tables' columns.
+A mapped dataset is the same job with `dataset=MAPPED` (`ml.datasets`, `ml.features.mapped_spec`).
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from ml.checkpoint import plain_state_dict
 from ml.cooccurrence import COOCCURRENCE, Neighbours
 from ml.datasets import FITNESS, Dataset
 from ml.features import Encoders, FeatureError, FeatureSpec, with_context, without
-from ml.examples import iter_batches, read_examples, with_cooccurrence
+from ml.examples import ChunkCache, iter_batches, read_examples, with_cooccurrence
 from ml.gold import GoldStore
 from ml.model import ModelConfig, build_model
 from ml.optim import setup_training
@@ -276,7 +275,8 @@ def days_for_rank(days: list[dt.date], rank: int, world_size: int, seed: int) ->
 
 
 def train_batches(
-    job: TrainingJob, encoders: Encoders, *, epoch: int, rank: int = 0, world_size: int = 1
+    job: TrainingJob, encoders: Encoders, *, epoch: int, rank: int = 0, world_size: int = 1,
+    cache: ChunkCache | None = None,
 ) -> Iterator[Batch]:
     """This rank's training batches for one epoch (days shuffled per epoch, rows within days)."""
     w = job.data
@@ -285,17 +285,18 @@ def train_batches(
     if job.model.architecture == "two_tower":  # in-batch negatives: the positives only
         lf = lf.filter(pl.col("label_take") == 1)
     return iter_batches(lf, encoders, job.train.batch_size, dates=mine, prefetch=job.train.prefetch,
-                        shuffle_seed=job.train.seed * 1000 + epoch, days_per_chunk=1)
+                        shuffle_seed=job.train.seed * 1000 + epoch, days_per_chunk=1, cache=cache)
 
 
-def valid_batches(job: TrainingJob, encoders: Encoders) -> Iterator[Batch]:
+def valid_batches(job: TrainingJob, encoders: Encoders,
+                  cache: ChunkCache | None = None) -> Iterator[Batch]:
     w = job.data
     if w.valid_start is None or w.valid_end is None:
         return iter(())
     lf = _examples(w, w.valid_start, w.valid_end, job.dataset, training=False)
     days = [w.valid_start + dt.timedelta(days=i) for i in range((w.valid_end - w.valid_start).days + 1)]
     return iter_batches(lf, encoders, max(job.train.batch_size, 8192), dates=days,
-                        prefetch=job.train.prefetch)
+                        prefetch=job.train.prefetch, cache=cache)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,9 +342,8 @@ def run_training(
     after the saved one, from its weights and (unless resume_optimizer=False, e.g. another
     optimizer layout) its optimizer state; the result's history starts with the checkpoint's.
     on_epoch_end(EpochEnd) runs after every epoch (checkpointing and reporting hook in there).
-    wrap_model: e.g. DDP for the non-fused multi-worker path. device: where the model trains;
-    batches are copied there as they come.
-    Fused with world_size > 1 the tables are sharded across the ranks (`ml.sharded`): all validate,
+    wrap_model: e.g. DDP for the non-fused multi-worker path. device: where the model trains
+    (batches are copied there as they come). Fused with world_size > 1 the tables are sharded across the ranks (`ml.sharded`): all validate,
     and rank 0's result holds the gathered weights (the other ranks' none).
     """
     t0 = time.perf_counter()
@@ -366,13 +366,15 @@ def run_training(
         info = restore(resume_from, model, optimizer if resume_optimizer else None)
         history, resumed = info.history, info.epoch
 
+    caches = [ChunkCache(train_cfg.cache_mb << 20) if train_cfg.cache_mb else None for _ in range(2)]
     for epoch in range(0 if resumed is None else resumed + 1, train_cfg.epochs):
-        batches = train_batches(job, encoders, epoch=epoch, rank=rank, world_size=world_size)
+        batches = train_batches(job, encoders, epoch=epoch, rank=rank, world_size=world_size,
+                                cache=caches[0])
         metrics = train_epoch(model, in_lockstep(batches, empty) if sharded else batches,
                               optimizer, train_cfg, epoch=epoch, device=device)
         metrics["epoch"] = float(epoch)
         if validate and (sharded or rank == 0):  # sharded: every rank's forward is an all-to-all
-            held_out = valid_batches(job, encoders)
+            held_out = valid_batches(job, encoders, caches[1])
             valid = (evaluate_sharded(model, held_out, empty, device=device) if sharded
                      else evaluate_logloss(model, held_out, device=device))
             metrics.update({f"valid_{k}": v for k, v in valid.items()})
@@ -393,8 +395,6 @@ def checkpoint_hook(directory: str | Path) -> EpochHook:
     return hook
 
 
-__all__ = [
-    "DataWindow", "ModelHParams", "TrainingJob", "TrainingResult", "plan_window",
-    "fit_encoders", "job_spec", "model_config", "days_for_rank", "train_batches", "valid_batches",
-    "EpochEnd", "run_training", "checkpoint_hook",
-]
+__all__ = ["DataWindow", "ModelHParams", "TrainingJob", "TrainingResult", "plan_window", "fit_encoders",
+           "job_spec", "model_config", "days_for_rank", "train_batches", "valid_batches", "EpochEnd",
+           "run_training", "checkpoint_hook"]

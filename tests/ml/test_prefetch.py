@@ -1,5 +1,6 @@
 """ml.prefetch and the prefetched training batches: the same batches in the same order, errors
-reach the consumer, an early stop ends the thread, the queue stays within its bound."""
+reach the consumer, an early stop ends the thread, the queue stays within its bound; the chunk
+cache across epochs: the same batches, without reading the data again."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import polars as pl
 import pytest
 import torch
 
-from ml.examples import iter_batches, read_examples
+from ml.examples import ChunkCache, iter_batches, read_examples
 from ml.features import Encoders, FeatureError, default_spec
 from ml.gold import GoldStore
 from ml.prefetch import prefetch
@@ -40,6 +41,30 @@ def test_prefetched_batches_equal_the_plain_ones_batch_for_batch(lake):
     # a shuffle does reorder (the equality above is not trivially of one fixed order)
     one, other = list(iter_batches(lf, enc, 32, shuffle_seed=1)), list(iter_batches(lf, enc, 32, shuffle_seed=2))
     assert not torch.equal(one[0].sparse, other[0].sparse)
+
+
+def test_cached_epochs_equal_the_plain_ones_and_read_nothing(lake):
+    lf = read_examples(GoldStore(lake))
+    enc = Encoders.fit(lf.collect(), default_spec())
+    cache = ChunkCache(1 << 30)
+    for seed in (3, 4, None):  # epochs: the first fills the cache, the others read from it
+        plain = list(iter_batches(lf, enc, 32, shuffle_seed=seed))
+        cached = list(iter_batches(lf, enc, 32, shuffle_seed=seed, cache=cache, prefetch=seed or 0))
+        assert len(plain) == len(cached) > 3
+        for a, b in zip(plain, cached):
+            assert torch.equal(a.dense, b.dense) and torch.equal(a.sparse, b.sparse)
+            assert torch.equal(a.labels, b.labels)
+    assert cache.bytes > 0
+    # from the cache, nothing is read: a frame that cannot be collected is never touched
+    broken = lf.with_columns(pl.col("user_id").cast(pl.Int64, strict=True))
+    from_cache = list(iter_batches(broken, enc, 32, shuffle_seed=3, cache=cache))
+    assert sum(len(b) for b in from_cache) == sum(len(b) for b in plain)
+    with pytest.raises(pl.exceptions.PolarsError):
+        list(iter_batches(broken, enc, 32, shuffle_seed=3))
+    # a budget too small keeps nothing and changes nothing
+    small = ChunkCache(1)
+    list(iter_batches(lf, enc, 32, shuffle_seed=3, cache=small))
+    assert small.bytes == 0
 
 
 def test_a_bad_column_raises_the_same_feature_error_through_the_prefetch(lake, tmp_path):
