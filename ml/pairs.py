@@ -95,14 +95,15 @@ class PairEncoder:
                 out[i] = self._codes.setdefault(v, len(self._codes))
         return out
 
-    def encode_users(self, users: pl.DataFrame) -> Side:
-        """Users with the context of the list (platform, hour_of_day, day_of_week, ...)."""
+    def encode_users(self, users: pl.DataFrame, *, pairs: bool = True) -> Side:
+        """Users with the context of the list (platform, hour_of_day, day_of_week, ...);
+        pairs=False: without what the pair features read (a user tower reads none)."""
         import polars as pl
 
         frame = self._complete(users)
         batch = self.encoders.transform(frame, table="users")
         raw: dict[str, np.ndarray] = {}
-        for name, (kind, ucol, ccol) in self.pair_specs.items():
+        for name, (kind, ucol, ccol) in (self.pair_specs.items() if pairs else ()):
             if kind == "share":
                 cols = [f"{ucol}{d}" for d in DISCIPLINES]
                 raw[name] = np.column_stack([

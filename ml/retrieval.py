@@ -207,7 +207,7 @@ class Retriever:
         """[n_users, m] candidate positions (into the day's candidates of the platform) for
         users under a row's context: the tower's top n, then the shared ones (a position may
         repeat; -1 never appears)."""
-        side = self.pairs.encode_users(context)
+        side = self.pairs.encode_users(context, pairs=False)
         q = self.tower.users(side.dense, side.sparse)
         rows = self.index.search(platform, q, self.n)
         pos = np.where(rows >= 0, self.rows_to_pos[platform][np.maximum(rows, 0)], -1)
@@ -236,7 +236,7 @@ def user_embeddings(gold, day: DayInputs, tower: TowerEncoder, pairs: PairEncode
             up = users.filter(ds.uses_platform(users, p))
             if up.height == 0:
                 continue
-            side = pairs.encode_users(row_context(settings, day, up, p, settings.rows[0]))
+            side = pairs.encode_users(row_context(settings, day, up, p, settings.rows[0]), pairs=False)
             vec = tower.users(side.dense, side.sparse)
             yield pl.DataFrame({
                 "feature_date": [day.feature_date] * up.height, "user_id": up["user_id"],

@@ -156,7 +156,7 @@ def test_every_user_gets_the_popular_and_new_classes(tmp_path):
                     candidates={"bike": cand}, popular=popular, default_hour={"bike": 18}, n_users=2)
     queries = vec[[0, 1]]
     tower = SimpleNamespace(users=lambda dense, sparse: queries)
-    pairs = SimpleNamespace(encode_users=lambda frame: SimpleNamespace(dense=None, sparse=None))
+    pairs = SimpleNamespace(encode_users=lambda frame, pairs=True: SimpleNamespace(dense=None, sparse=None))
     r = Retriever(tower, pairs, ci, day, n=3, popular=2, new_days=1)
     got = r.candidates(pl.DataFrame({"user_id": ["u1", "u2"]}), "bike")
     names = cand["class_id"].to_numpy()
