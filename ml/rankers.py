@@ -19,6 +19,7 @@ import torch
 from ml.context import usual_hour
 from ml.features import Encoders
 from ml.lists import ListBatch
+from ml.factorized import FactorizedDLRM, factorized_score_matrix
 from ml.pairs import PairEncoder, ScoreFn, score_matrix
 
 # A user with no usual hour on a platform yet: the list averages the take probability over
@@ -39,13 +40,18 @@ class Ranker(Protocol):
 
 
 class ModelRanker:
-    """Ranks by a DLRM head (default: take) with the encoders it was trained with."""
+    """Ranks by a DLRM head (default: take) with the encoders it was trained with.
+
+    A `score_fn` that carries its model (`torch_score_fn`) of a dot-interaction DLRM is scored
+    factorized by side (`ml.factorized`, fp32: equal to the explicit pairs up to rounding, about
+    20x faster); any other function scores explicit pairs."""
 
     def __init__(self, name: str, score_fn: ScoreFn, encoders: Encoders, *, head: int = 0,
                  heads: Sequence[str] = ("take", "complete", "music_like")) -> None:
         self.name, self.score_fn, self.encoders, self.head = name, score_fn, encoders, head
         self.heads = tuple(heads)
         self.pairs = PairEncoder(encoders)
+        self.fast = _factorized(score_fn, encoders, head)
 
     def score(self, batch: ListBatch) -> np.ndarray:
         """log P(take) per (user, candidate), under the list context of the batch's dataset. A
@@ -53,6 +59,7 @@ class ModelRanker:
         batch's default hour when it has one (mapped lists), else the take probability is
         averaged over UNKNOWN_HOURS."""
         classes = self.pairs.encode_classes(batch.classes.with_columns(pl.lit(batch.day).alias("event_date")))
+        cs = self.fast.class_side(classes) if self.fast is not None else None
         hours = usual_hour(batch.users, batch.platform)
         if batch.default_hour is not None:
             hours = hours.fill_null(batch.default_hour)
@@ -61,7 +68,9 @@ class ModelRanker:
 
         def log_prob(users: pl.DataFrame, hour) -> np.ndarray:
             side = self.pairs.encode_users(batch.dataset.list_context(users, batch.platform, batch.day, hour))
-            logits = score_matrix(self.score_fn, self.pairs, side, classes, head=self.head)
+            logits = (factorized_score_matrix(self.fast, self.pairs, side, classes, class_side=cs)
+                      if self.fast is not None
+                      else score_matrix(self.score_fn, self.pairs, side, classes, head=self.head))
             return -np.logaddexp(0.0, -logits.astype(np.float64))  # log sigmoid
 
         if known.any():
@@ -81,13 +90,32 @@ class PopularityRanker:
 
 
 def torch_score_fn(model: torch.nn.Module) -> ScoreFn:
+    """The model as a score function; it keeps the model (`fn.model`) so a ranker can factorize it."""
     model.eval()
 
     @torch.no_grad()
     def fn(dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         return model(dense, sparse)
 
+    fn.model = model  # type: ignore[attr-defined]
     return fn
+
+
+def _factorized(score_fn: ScoreFn, encoders: Encoders, head: int) -> FactorizedDLRM | None:
+    """The factorized scorer of `score_fn`'s model's head `head` (its heads in the order of the
+    state dict, which is the model's output order), or None: no model, or one that does not
+    factorize (a DCN interaction, a two-tower)."""
+    model = getattr(score_fn, "model", None)
+    if model is None:
+        return None
+    state = model.state_dict()
+    heads = [k.split(".")[1] for k in state if k.startswith("heads.") and k.endswith(".weight")]
+    if head >= len(heads):
+        return None
+    try:
+        return FactorizedDLRM(state, encoders.spec, heads, head=heads[head], dtype=torch.float32)
+    except (ValueError, KeyError):
+        return None
 
 
 __all__ = ["UNKNOWN_HOURS", "ModelRanker", "PopularityRanker", "Ranker", "torch_score_fn"]

@@ -354,12 +354,7 @@ def champion_scorer(tracking_cfg: Tracking) -> Champion | None:
     if mv is None:
         return None
     module, encoders, _ = tracking.load_torchscript(mv.source)
-    module.eval()
-
-    @torch.no_grad()
-    def fn(dense, sparse):
-        return module(dense, sparse)
-
+    fn = torch_score_fn(module)
     end = None
     if mv.run_id:
         params = tracking.client(tracking_cfg.tracking_uri).get_run(mv.run_id).data.params

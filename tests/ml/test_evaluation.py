@@ -199,3 +199,24 @@ def test_user_without_usual_hour_is_scored_over_several_hours(candidates_lake):
     np.testing.assert_allclose(got[is_cold], averaged[is_cold], rtol=1e-5, atol=1e-6)
     # the average is not any single hour's score
     assert all(np.abs(averaged[is_cold] - p[is_cold]).max() > 1e-3 for p in per_hour)
+
+
+def test_a_dlrm_ranker_is_scored_factorized_equal_to_its_explicit_pairs(candidates_lake):
+    """A ranker of a real DLRM (`torch_score_fn`) scores by side, as the explicit pairs do."""
+    from ml.rankers import torch_score_fn
+    from tests.ml.test_factorized import _setup
+
+    model, _, enc, _, _, _ = _setup(candidates_lake)
+    batch = build_lists(GoldStore(candidates_lake), E3, EvalSettings(days=[E3], exclude_days=0))[0]
+    usual = _usual_hours(batch.users.height)
+    usual[0] = None  # one user without a usual hour: the mean over several hours
+    batch.users = batch.users.with_columns(usual_hour_bike=pl.Series(usual, dtype=pl.Float64))
+    fast = ModelRanker("m", torch_score_fn(model), enc)
+    assert fast.fast is not None
+    explicit = ModelRanker("m", lambda d, s: model(d, s), enc)
+    assert explicit.fast is None
+    with torch.no_grad():
+        want = explicit.score(batch)
+    got = fast.score(batch)
+    assert len({tuple(np.argsort(-row)) for row in want}) > 1
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
