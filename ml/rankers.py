@@ -42,9 +42,9 @@ class Ranker(Protocol):
 class ModelRanker:
     """Ranks by a DLRM head (default: take) with the encoders it was trained with.
 
-    A `score_fn` that carries its model (`torch_score_fn`) of a dot-interaction DLRM is scored
-    factorized by side (`ml.factorized`, fp32: equal to the explicit pairs up to rounding, about
-    20x faster); any other function scores explicit pairs."""
+    A `score_fn` that is a dot-interaction DLRM (a module, e.g. the logged TorchScript one) or
+    carries one (`torch_score_fn`) is scored factorized by side (`ml.factorized`, fp32: equal to
+    the explicit pairs up to rounding, and faster); any other function scores explicit pairs."""
 
     def __init__(self, name: str, score_fn: ScoreFn, encoders: Encoders, *, head: int = 0,
                  heads: Sequence[str] = ("take", "complete", "music_like")) -> None:
@@ -105,7 +105,7 @@ def _factorized(score_fn: ScoreFn, encoders: Encoders, head: int) -> FactorizedD
     """The factorized scorer of `score_fn`'s model's head `head` (its heads in the order of the
     state dict, which is the model's output order), or None: no model, or one that does not
     factorize (a DCN interaction, a two-tower)."""
-    model = getattr(score_fn, "model", None)
+    model = score_fn if isinstance(score_fn, torch.nn.Module) else getattr(score_fn, "model", None)
     if model is None:
         return None
     state = model.state_dict()

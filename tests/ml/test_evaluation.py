@@ -213,6 +213,7 @@ def test_a_dlrm_ranker_is_scored_factorized_equal_to_its_explicit_pairs(candidat
     batch.users = batch.users.with_columns(usual_hour_bike=pl.Series(usual, dtype=pl.Float64))
     fast = ModelRanker("m", torch_score_fn(model), enc)
     assert fast.fast is not None
+    assert ModelRanker("m", model, enc).fast is not None  # a module itself, as the assets pass it
     explicit = ModelRanker("m", lambda d, s: model(d, s), enc)
     assert explicit.fast is None
     with torch.no_grad():
