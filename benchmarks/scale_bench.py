@@ -76,9 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-date", default="2026-09-01")
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed)")
     p.add_argument("--model-config", default=None, help="JSON overrides of ModelTrainingConfig")
+    p.add_argument("--eval-config", default=None,
+                   help="JSON overrides of the evaluation's config (default above `small`: no peers, "
+                        "5%% of the users' lists)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    model_config = args.model_config or ('{}' if args.size in ("tiny", "small") else '{"sample_fraction": 0.05}')
+    small = args.size in ("tiny", "small")
+    model_config = args.model_config or ('{}' if small else '{"sample_fraction": 0.05}')
+    # at scale, fitting the peers (EASE, kNN, ALS) and every user's lists dominate the train stage
+    eval_config = args.eval_config or ('{}' if small else '{"peers": false, "eval_user_fraction": 0.05}')
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix=f"scale-{args.size}-")).absolute()
     data = work / "data"
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                      str(args.seed), "--days", str(args.days + 1), "--start-date", start.isoformat(),
                      "--landing", f"{lake}/landing"])
     run("backfill", [*DEMO, "--start", start.isoformat(), "--days", str(args.days), "--skip-model"])
-    run("train", [*DEMO, "--model-only", "--model-config", model_config])
+    run("train", [*DEMO, "--model-only", "--model-config", model_config, "--eval-config", eval_config])
     if not champion(env):
         raise SystemExit("the promotion kept the model out (too little data to beat popularity?): "
                          "no champion, so no daily chain to measure; see the train stage's log")
@@ -120,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     per = {name: {"s_per_1k_users": round(s["wall_s"] / max(users, 1) * 1000, 3),
                   "s_per_1m_events": round(s["wall_s"] / max(events, 1) * 1e6, 2)} for name, s in stages.items()}
     out = {"params": {"size": args.size, "days": args.days, "seed": args.seed, "model_config": model_config,
+                      "eval_config": eval_config,
                       "measured_day": day.isoformat()},
            "users": users, "events": events, "recommendation_rows": recs,
            "stages": stages, "per_unit": per, "daily_chain_steps": steps,

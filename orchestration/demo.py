@@ -229,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-model", action="store_true", help="only the lakehouse, no training")
     p.add_argument("--model-only", action="store_true", help="only train/evaluate/promote")
     p.add_argument("--model-config", default="", help="JSON overrides of ModelTrainingConfig")
+    p.add_argument("--eval-config", default="",
+                   help="JSON overrides of the evaluation's config (e.g. {\"peers\": false})")
     p.add_argument("--from-source", action="store_true",
                    help="a mapped dataset (LAKEHOUSE_MAPPING): every day its source holds")
     args = p.parse_args(argv)
@@ -243,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         start, end = source_range(settings)
         args.days = (end - start).days + 1
         print(f"[demo] mapped dataset {settings.mapping_path}: {start}..{end} ({args.days} days)", flush=True)
+    eval_config = {**(dataset.demo_evaluation or {}),
+                   **(json.loads(args.eval_config) if args.eval_config else {})} or None
     if args.model_only:
-        rc = run_training(json.loads(args.model_config) if args.model_config else None,
-                          dataset.demo_evaluation)
+        rc = run_training(json.loads(args.model_config) if args.model_config else None, eval_config)
         print(model_summary())
         return rc
     # Backfill all but the last day, then the last day as a daily run: the UI then shows each
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                     **(json.loads(args.model_config) if args.model_config else {})} or None
     serve = not args.skip_model
     if rc == 0 and serve:
-        rc = run_training(model_config, dataset.demo_evaluation)
+        rc = run_training(model_config, eval_config)
         print(model_summary())
         if rc == 0 and champion_version() is None:
             # the gate kept the model out (see "Promotion" above): nothing to serve with, so the
