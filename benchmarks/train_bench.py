@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                 "torchrec EBC": ("torchrec", False),
                 "torchrec fused (DMP, FBGEMM)": ("torchrec", True)}
     default_cache = TrainConfig().cache_mb
-    out["model_only"], out["pipeline_inline"], out["pipeline_prefetched"], out["pipeline_cached"] = {}, {}, {}, {}
-    out["pipeline_ratio"], out["prefetched_ratio"], out["cached_ratio"] = {}, {}, {}
+    for key in ("model_only", "pipeline_inline", "pipeline_prefetched", "pipeline_cached",
+                "pipeline_ratio", "prefetched_ratio", "cached_ratio"):
+        out[key] = {}
     for name, (backend, fused) in variants.items():
         job = _job(args.lakehouse, args.days, backend, fused, args.batch_size)
         out["model_only"][name] = model_only(job, encoders, args.model_batches)

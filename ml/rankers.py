@@ -17,9 +17,9 @@ import polars as pl
 import torch
 
 from ml.context import usual_hour
+from ml.factorized import FactorizedDLRM, factorized_score_matrix
 from ml.features import Encoders
 from ml.lists import ListBatch
-from ml.factorized import FactorizedDLRM, factorized_score_matrix
 from ml.pairs import PairEncoder, ScoreFn, score_matrix
 
 # A user with no usual hour on a platform yet: the list averages the take probability over

@@ -342,9 +342,9 @@ def run_training(
     after the saved one, from its weights and (unless resume_optimizer=False, e.g. another
     optimizer layout) its optimizer state; the result's history starts with the checkpoint's.
     on_epoch_end(EpochEnd) runs after every epoch (checkpointing and reporting hook in there).
-    wrap_model: e.g. DDP for the non-fused multi-worker path. device: where the model trains
-    (batches are copied there as they come). Fused with world_size > 1 the tables are sharded across the ranks (`ml.sharded`): all validate,
-    and rank 0's result holds the gathered weights (the other ranks' none).
+    wrap_model: e.g. DDP for the non-fused multi-worker path. device: where the model trains (batches
+    are copied there as they come). Fused with world_size > 1 the tables are sharded across the ranks
+    (`ml.sharded`): all validate; rank 0's result holds the gathered weights (the others' none).
     """
     t0 = time.perf_counter()
     seed_everything(job.train.seed)
