@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -61,6 +62,12 @@ class GoldStore:
 
     uri: str
     storage_options: dict[str, str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # a local path is made absolute here: Ray workers (and Dagster's subprocesses) run in
+        # other working directories, where "data/lakehouse" names nothing
+        if "://" not in self.uri:
+            object.__setattr__(self, "uri", os.path.abspath(self.uri))
 
     # -- tables ---------------------------------------------------------------------------------
 

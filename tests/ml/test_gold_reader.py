@@ -140,3 +140,15 @@ def test_lineage_takes_and_optional_tables(lake, candidates_lake):
     assert set(takes["class_id"]) == {"c1"} and takes.height == 40 + 40
     assert takes.columns == ["event_date", "user_id", "class_id", "platform"]
     assert full.event_dates() == [E1, E2, E3]
+
+
+def test_a_relative_lakehouse_path_still_reads_from_another_directory(lake, tmp_path, monkeypatch):
+    # Ray workers run in their own working directory: the store must name the same tables there
+    import os
+
+    monkeypatch.chdir(os.path.dirname(str(lake)))
+    store = GoldStore(os.path.basename(str(lake)))
+    monkeypatch.chdir(tmp_path)
+    assert store.uri == str(lake)
+    assert read_examples(store).collect().height == 39 * 2 + 40 * 3 + 40 * 3
+    assert GoldStore("s3://bucket/lake").uri == "s3://bucket/lake"  # a URI is kept as given
