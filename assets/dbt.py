@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -24,10 +23,10 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from assets.automation import rebuild_when_changed
 from assets.resources import LakehouseResource
-from lakehouse.io.settings import PROJECT_ROOT, LakehouseSettings
+from lakehouse.dbt_invocation import (DBT_PROJECT_DIR, dbt_env, dbt_executable, dbt_target_for,
+                                      project_var, run_env)
+from lakehouse.io.settings import LakehouseSettings
 from ml.datasets import FITNESS, Dataset
-
-DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 
 def lakehouse_dbt_project(target: str = "local", project_dir: str | Path | None = None,
@@ -40,12 +39,6 @@ def lakehouse_dbt_project(target: str = "local", project_dir: str | Path | None 
     path = Path(project_dir) if project_dir else DBT_PROJECT_DIR
     return DbtProject(project_dir=path, profiles_dir=path, target=target,
                       target_path=Path(dataset.dbt_target))
-
-
-def dbt_executable() -> str:
-    """The dbt installed beside this Python (an un-activated venv has it off PATH)."""
-    local = Path(sys.executable).parent / "dbt"
-    return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
 
 
 def dbt_resource(project: DbtProject, target: str) -> DbtCliResource:
@@ -82,29 +75,8 @@ def load_manifest(project: DbtProject) -> dict:
 
 
 def dbt_var(project: DbtProject, name: str, default: Any) -> Any:
-    """A var's default from dbt_project.yml (the dbt project stays the source of truth)."""
-    import yaml
-
-    conf = yaml.safe_load((Path(project.project_dir) / "dbt_project.yml").read_text()) or {}
-    return (conf.get("vars") or {}).get(name, default)
-
-
-def dbt_target_for(settings: LakehouseSettings) -> str:
-    return "s3" if settings.is_s3 else "local"
-
-
-def run_env(start: dt.date, end: dt.date) -> dict[str, str]:
-    """The inclusive range of partitions a dbt run computes (see macros/run_range.sql)."""
-    return {"LAKEHOUSE_RUN_START_DATE": start.isoformat(), "LAKEHOUSE_RUN_END_DATE": end.isoformat()}
-
-
-def dbt_env(settings: LakehouseSettings) -> dict[str, str]:
-    """What the dbt profile reads (see dbt_project/profiles.yml)."""
-    return {
-        "LAKEHOUSE_URI": settings.uri,
-        "LAKEHOUSE_DUCKDB_PATH": settings.duckdb_path,
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
+    """A var's default from the project's dbt_project.yml."""
+    return project_var(name, default, project.project_dir)
 
 
 @contextlib.contextmanager

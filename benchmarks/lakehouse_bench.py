@@ -50,12 +50,13 @@ def run_stage(stage: str, lake: str, data: str, start: dt.date, end: dt.date) ->
         info["rows"] = sum(r.rows_valid for r in report.entities.values())
         info["quarantined"] = report.rows_quarantined
     elif stage == "dbt_build":
-        from assets.dbt import dbt_env, run_env
+        from lakehouse.dbt_invocation import dbt_env, dbt_executable, run_env
 
         # as the dbt asset runs it: the range in the environment, so a run on the same target
-        # folder parses only what changed
+        # folder parses only what changed (this process never imports Dagster: a Dagster step
+        # has it loaded already, and the stage is dbt's work)
         env = {**os.environ, **dbt_env(settings), **run_env(start, end)}
-        cmd = [str(Path(sys.executable).parent / "dbt"), "build", "--quiet", "--target", "local",
+        cmd = [dbt_executable(), "build", "--quiet", "--target", "local",
                "--target-path", str(Path(data) / "dbt_target"), "--log-path", str(Path(data) / "dbt_logs")]
         subprocess.run(cmd, cwd=ROOT / "dbt_project", env=env, check=True)
     elif stage == "publish":
@@ -67,14 +68,14 @@ def run_stage(stage: str, lake: str, data: str, start: dt.date, end: dt.date) ->
             rows += publish(settings, spec, start=start, end=end).rows
         info["rows"] = rows
     elif stage == "checks":
-        from assets.dbt import dbt_var, lakehouse_dbt_project
+        from lakehouse.dbt_invocation import project_var
         from lakehouse.publish import published_models
         from lakehouse.quality.gates import bronze_suites, gold_suites, validate_tables
 
         # the same suites the asset checks run, for the marts the dbt manifest publishes
         manifest = json.loads((Path(data) / "dbt_target" / "manifest.json").read_text())
         published = {p.model: p.partition_by for p in published_models(manifest).values() if p.partition_by}
-        negatives = dbt_var(lakehouse_dbt_project(), "negatives_per_positive", 4)
+        negatives = project_var("negatives_per_positive", 4)
         suites = bronze_suites() + gold_suites(published, negatives)
         info["blocking_failures"] = [
             f"{gate.table}:{o.name}"

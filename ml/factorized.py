@@ -113,6 +113,7 @@ class FactorizedDLRM:
         # index tensors on the device once, so scoring copies nothing from the host
         self._q_idx, self._c_idx = self.q_dense.to(self.device), self.c_dense.to(self.device)
         self._qq_idx, self._cc_idx = self._pair_index(self.qq_pairs), self._pair_index(self.cc_pairs)
+        self._w_qc = self.wt_qc.permute(1, 2, 0).reshape(nq, nc * H)  # [i, (j, h)]
 
     def _pair_index(self, pairs: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.tensor([p[0] for p in pairs], dtype=torch.long, device=self.device),
@@ -148,7 +149,11 @@ class FactorizedDLRM:
         t = self.bt + dots @ w.T if dots.shape[1] else self.bt.expand(e.shape[0], -1)
         # [z, z.c_j] -> H per query: z part W_z + sum_i e_i w_zq_i; the z.c_j part is shared
         m_z = self.wt_z.T.unsqueeze(0) + torch.einsum("nid,hi->ndh", e, self.wt_zq)  # [n, D, H]
-        g = torch.einsum("nid,hij->njdh", e, self.wt_qc).flatten(1, 2)  # [n, nc*D, H]
+        # g[n, (j, d), h] = sum_i e[n, i, d] wt_qc[h, i, j]: one matmul ([n*D, nq] @ [nq, nc*H])
+        n, nq, D = e.shape
+        nc, H = self.wt_qc.shape[2], self.wt_qc.shape[0]
+        g = (e.transpose(1, 2).reshape(n * D, nq) @ self._w_qc).view(n, D, nc, H).transpose(1, 2)
+        g = g.reshape(n, nc * D, H)
         # one right-hand side per query for the pair inputs [z, z.c_j, c_flat] (see score)
         r = torch.cat([m_z, self.wt_zc.T.expand(e.shape[0], -1, -1), g], dim=1)
         return {"a": q.dense[:, self._q_idx] @ self.w1_q.T + self.b1, "t": t,
@@ -175,11 +180,13 @@ class FactorizedDLRM:
         Memory-bound steps work in place on one [n*C, width] buffer at a time; keep n*C to a
         few tens of thousands so the buffers stay in cache (`factorized_score_matrix` chunks)."""
         n, C = qs["a"].shape[0], cs["a"].shape[-2]
+        # per-query class sides (`gather_classes`) are this call's own copies: accumulate into
+        # them instead of allocating and adding another [n, C, width] buffer
+        own = cs.get("owned", False)
+        h = cs["a"] if own else cs["a"].expand(n, -1, -1).clone()
         if pair_dense is not None and pair_dense.shape[-1]:
-            h = torch.matmul(pair_dense.to(self.device, non_blocking=True), self.w1_p.T)
-            h += cs["a"]
-        else:
-            h = cs["a"].expand(n, -1, -1).clone()
+            pd = pair_dense.to(self.device, non_blocking=True)
+            h.view(n * C, -1).addmm_(pd.reshape(n * C, -1), self.w1_p.T)
         h += qs["a"].unsqueeze(1)
         z = h.relu_().to(self.dtype).view(n * C, -1)
         for w, b in self.bottom_rest:
@@ -188,8 +195,12 @@ class FactorizedDLRM:
         # cs per query ([n, C, ...], `gather_classes`: each query's own candidates) or shared
         zc = torch.einsum("ncd,ncjd->ncj" if cs["e"].dim() == 4 else "ncd,cjd->ncj", z, cs["e"])
         x = torch.cat([z, zc, cs["e_flat"].expand(n, -1, -1)], dim=2)
-        top = torch.bmm(x, qs["r"])  # [n, C, H]: the first top layer's pair-dependent part
-        top += cs["t"]
+        # [n, C, H]: the first top layer, its pair-dependent part + the class's + the query's
+        if own:
+            top = cs["t"].baddbmm_(x, qs["r"])
+        else:
+            top = torch.bmm(x, qs["r"])
+            top += cs["t"]
         top += qs["t"].to(self.dtype).unsqueeze(1)
         x = top.relu_().view(n * C, -1)
         for w, b in self.top_rest:
@@ -200,8 +211,9 @@ class FactorizedDLRM:
 def gather_classes(cs: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
     """The class side of each query's own candidates: `idx` [n, m] class rows -> [n, m, ...]
     (`e` is a view of the gathered `e_flat`: one copy of the embeddings, not two)."""
-    out = {k: v[idx] for k, v in cs.items() if k != "e"}
+    out = {k: v[idx] for k, v in cs.items() if k in ("a", "t", "e_flat")}
     out["e"] = out["e_flat"].view(*idx.shape, *cs["e"].shape[1:])
+    out["owned"] = True  # fresh copies: `FactorizedDLRM.score` may write into them
     return out
 
 

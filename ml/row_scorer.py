@@ -34,8 +34,8 @@ _ACTIVITY = {"cycling": "ride", "running": "run", "walking": "walk", "strength":
 
 def top_k_capped(scores: np.ndarray, groups: np.ndarray | None, k: int, cap: int) -> np.ndarray:
     """[n, k] column indices of the best scores per row, at most `cap` per group (instructor),
-    -1 where fewer remain; -inf scores are never chosen. `groups`: [C] int codes >= 0, or None
-    for no cap."""
+    -1 where fewer remain; -inf scores are never chosen. `groups`: [C] int codes >= 0 shared by
+    every row, [n, C] each row's own (its columns are its own classes), or None for no cap."""
     n, C = scores.shape
     if groups is None:
         kk = min(k, C)
@@ -50,7 +50,7 @@ def top_k_capped(scores: np.ndarray, groups: np.ndarray | None, k: int, cap: int
     part = np.argpartition(-scores, pool - 1, axis=1)[:, :pool] if pool < C else np.tile(np.arange(C), (n, 1))
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     idx = np.take_along_axis(part, order, axis=1)  # [n, pool] best first
-    g = groups[idx]
+    g = groups[idx] if groups.ndim == 1 else np.take_along_axis(groups, idx, axis=1)
     # seen[i, j]: how many of row i's first j + 1 picks share pick j's group: sort each row by
     # (group, position), count from each group's first place, put back (no [n, pool, groups])
     by_group = np.argsort(g * pool + np.arange(pool), axis=1)
@@ -124,27 +124,31 @@ class BatchScorer:
                                           self.fast.class_side(side) if self.fast else None)
         self.pairs_scored = 0
 
-    def _logits(self, users: pl.DataFrame, platform: str, plat: _Platform) -> np.ndarray:
-        """[n, C] logits of every candidate; retrieve-then-rank: of the retrieved ones, -inf
-        for the others (a DCN model scores them all and keeps the retrieved)."""
+    def _logits(self, users: pl.DataFrame, platform: str,
+                plat: _Platform) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits, cols): exhaustive, [n, C] logits of every candidate and cols None;
+        retrieve-then-rank, [n, m] logits of each user's retrieved candidates and cols [n, m]
+        their class rows (a repeated class scores -inf after its first place, so the top-k
+        never shows it twice; a DCN model scores them all and keeps the retrieved)."""
         side = self.pairs.encode_users(users)
-        if self.retriever is not None:
-            idx = self.retriever.candidates(users, platform)
-            out = np.full((users.height, len(plat.class_ids)), -np.inf, dtype=np.float32)
-            rows = np.arange(users.height)[:, None]
+        if self.retriever is None:
+            self.pairs_scored += users.height * len(plat.class_ids)
             if self.fast is not None:
-                self.pairs_scored += idx.size
-                out[rows, idx] = factorized_score_matrix(self.fast, self.pairs, side, plat.side,
-                                                         class_side=plat.cs, idx=idx)
-                return out
+                return factorized_score_matrix(self.fast, self.pairs, side, plat.side, class_side=plat.cs), None
+            return score_matrix(lambda d, s: self.module(d, s), self.pairs, side, plat.side, head=0), None
+        idx = self.retriever.candidates(users, platform)
+        if self.fast is not None:
+            self.pairs_scored += idx.size
+            out = factorized_score_matrix(self.fast, self.pairs, side, plat.side, class_side=plat.cs, idx=idx)
+        else:
             full = score_matrix(lambda d, s: self.module(d, s), self.pairs, side, plat.side, head=0)
             self.pairs_scored += full.size
-            out[rows, idx] = full[rows, idx]
-            return out
-        self.pairs_scored += users.height * len(plat.class_ids)
-        if self.fast is not None:
-            return factorized_score_matrix(self.fast, self.pairs, side, plat.side, class_side=plat.cs)
-        return score_matrix(lambda d, s: self.module(d, s), self.pairs, side, plat.side, head=0)
+            out = np.take_along_axis(full, idx, axis=1)
+        order = np.argsort(idx, axis=1, kind="stable")
+        repeat = np.diff(np.take_along_axis(idx, order, axis=1), axis=1) == 0
+        rows, at = np.nonzero(repeat)
+        out[rows, order[rows, at + 1]] = -np.inf
+        return out, idx
 
     def _context(self, users: pl.DataFrame, platform: str, row: RowSpec) -> pl.DataFrame:
         return row_context(self.settings, self.day, users, platform, row)
@@ -174,12 +178,18 @@ class BatchScorer:
                     ur = ur.filter(pl.col("days_since_last_workout") == 0)
                     if ur.height == 0:
                         continue
-                logits = self._logits(self._context(ur, p, row), p, plat)
+                logits, cols = self._logits(self._context(ur, p, row), p, plat)
                 at = np.array([pos[u] for u in ur["user_id"].to_list()], dtype=np.int64)
-                logits[blocked[at]] = -np.inf
-                top = top_k_capped(logits, plat.groups, s.top_k, s.max_per_instructor)
+                groups = plat.groups
+                if cols is None:
+                    logits[blocked[at]] = -np.inf
+                else:  # the retrieved columns only: nothing as wide as the catalogue per list
+                    logits[np.take_along_axis(blocked[at], cols, axis=1)] = -np.inf
+                    groups = None if groups is None else groups[cols]
+                top = top_k_capped(logits, groups, s.top_k, s.max_per_instructor)
                 ui, rank0 = np.nonzero(top >= 0)
-                cj = top[ui, rank0]
+                kj = top[ui, rank0]  # a column of `logits`
+                cj = kj if cols is None else cols[ui, kj]  # a class row
                 if s.distinct_rows:
                     blocked[at[ui], cj] = True
                 titles = ([row.title.format(activity=_ACTIVITY.get(d or "", "workout"))
@@ -191,7 +201,7 @@ class BatchScorer:
                     "row_title": np.array(titles, dtype=object)[ui],
                     "row_rank": np.int32(row_rank), "rank": (rank0 + 1).astype(np.int32),
                     "class_id": plat.class_ids[cj],
-                    "score": (1.0 / (1.0 + np.exp(-logits[ui, cj].astype(np.float64)))).astype(np.float32),
+                    "score": (1.0 / (1.0 + np.exp(-logits[ui, kj].astype(np.float64)))).astype(np.float32),
                 }))
         if not out:
             return pl.from_arrow(RECOMMENDATION_SCHEMA.empty_table())

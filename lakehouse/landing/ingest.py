@@ -48,6 +48,7 @@ from lakehouse.landing.manifest import (
 from lakehouse.landing.read import LandingFileError, landing_files, read_bytes, read_jsonl, read_parquet
 from lakehouse.landing.validate import PL_TYPES, cross_checks, validate_frame
 from lakehouse.quality.checks import CheckOutcome, blocking_failures
+from lakehouse.quality.engine import warm_up_in_background
 from lakehouse.quality.gates import (
     MAX_QUARANTINE_SHARE,
     MIN_KEPT_RATIO,
@@ -245,6 +246,7 @@ def ingest_days(
 
     # Phase 1: verify each day against its manifest, then read + validate everything; nothing
     # is written until every file was readable and matched its manifest.
+    warm_up_in_background()  # the audit's GX imports while the files are read
     manifests = verified_manifests(settings, days)
     problems: list[str] = []
     valid_frames: dict[str, pl.DataFrame] = {}

@@ -89,6 +89,21 @@ def warm_up() -> None:
     _gx()
 
 
+def warm_up_in_background() -> None:
+    """Start `warm_up` on a daemon thread and return: a caller that reads its tables first
+    overlaps the import (pure Python) with the reads (native, GIL released); the first
+    `run_suite` waits on the same lock if the import is not done."""
+    if not _GX_STATE:
+        threading.Thread(target=_warm_up_quietly, name="gx-warm-up", daemon=True).start()
+
+
+def _warm_up_quietly() -> None:
+    try:
+        _gx()
+    except Exception:  # noqa: BLE001 - the first run_suite imports again and raises it there
+        pass
+
+
 # --------------------------------------------------------------------------------------------
 # Running a suite
 # --------------------------------------------------------------------------------------------
@@ -307,4 +322,4 @@ def _exception_message(info: Any) -> str:
     return "; ".join(msgs)
 
 
-__all__ = ["ReferenceValues", "run_suite", "warm_up"]
+__all__ = ["ReferenceValues", "run_suite", "warm_up", "warm_up_in_background"]

@@ -20,7 +20,7 @@ from lakehouse.io import delta
 from lakehouse.io.settings import LakehouseSettings
 from lakehouse.quality.checks import CheckOutcome, SuiteSpec, blocking_failures, format_failures
 from lakehouse.quality.config import GOLD_TABLES
-from lakehouse.quality.engine import run_suite
+from lakehouse.quality.engine import run_suite, warm_up_in_background
 from lakehouse.quality.suites import bronze_suite, gold_suite, mapped_bronze_suite
 
 
@@ -186,6 +186,7 @@ def validate_tables(
     settings: LakehouseSettings, suites: Iterable[TableSuite], *, start: dt.date, end: dt.date
 ) -> Iterator[tuple[TableSuite, GateResult]]:
     """Validate several tables, reading each referenced entity's ids once for all of them."""
+    warm_up_in_background()  # GX imports while the tables are read
     suites = list(suites)
     names = sorted({n for s in suites for n in s.spec.reference_names})
     references = reference_ids(settings, names)

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from assets.dbt import run_env
+from lakehouse.dbt_invocation import run_env
 from tests.dbt.dbt_cli import PROJECT_DIR, dbt_executable
 
 deltalake = pytest.importorskip("deltalake")

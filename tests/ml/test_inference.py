@@ -235,3 +235,34 @@ def test_no_features_for_the_day_is_a_clear_error(candidates_lake):
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="precision"):
         InferenceSettings(precision="int4")
+
+
+@pytest.mark.parametrize("cap", [1, 10])
+def test_ranking_retrieved_classes_that_cover_the_catalogue_gives_the_exhaustive_rows(candidates_lake, cap):
+    """Retrieve then rank scores each user's own columns: with every class retrieved (in
+    another order, some twice) the rows are the exhaustive ones, a repeat never shown twice."""
+    from types import SimpleNamespace
+
+    from ml.inference import iter_user_batches, load_day, user_state
+    from ml.row_scorer import BatchScorer
+
+    settings = InferenceSettings(exclude_days=0, top_k=3, max_per_instructor=cap, users_per_batch=10**6,
+                                 precision="fp32")  # bf16 rounds the two paths differently
+    module, enc, heads = _model(candidates_lake)
+    gold = GoldStore(candidates_lake)
+    day = load_day(gold, E2, settings)
+    users, taken = user_state(gold, E2, next(iter_user_batches(gold, E2, settings)), settings)
+    C = day.candidates["bike"].height
+    retriever = SimpleNamespace(candidates=lambda frame, platform: np.tile(
+        np.r_[np.arange(C)[::-1], np.arange(C)], (frame.height, 1)))
+
+    def rows(r):
+        return (BatchScorer(module, enc, heads, day, settings, 7, r).score(users, taken)
+                .drop("generated_at").sort("user_id", "platform", "row_rank", "rank"))
+
+    exhaustive, retrieved = rows(None), rows(retriever)
+    assert exhaustive.height > 0
+    assert retrieved.select(pl.exclude("score")).equals(exhaustive.select(pl.exclude("score")))
+    np.testing.assert_allclose(retrieved["score"].to_numpy(), exhaustive["score"].to_numpy(), rtol=1e-5)
+    assert retrieved.group_by("user_id", "platform", "row_id").agg(pl.col("class_id").is_unique().all())[
+        "class_id"].all()
