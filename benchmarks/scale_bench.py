@@ -10,7 +10,8 @@ child process measured for wall time and peak memory (the child and its children
    checks; one range run, then the last day as a daily run);
 3. train (`train_model_job`: the DLRM, its ablation, the factorization machine, the evaluation,
    the promotion and the two-tower retrieval model), on a share of the users at scale
-   (`--model-config`, default `{"sample_fraction": 0.05}` above `small`);
+   (`--model-config`, default `{"sample_fraction": 0.05}` above `small`; at `large` also without
+   the co-occurrence feature, whose dense counts stop at 10,000 classes);
 4. one new day through the daily chain (`daily_recommendations_job`: ingest -> dbt -> gold ->
    checks -> candidate index -> retrieve then rank -> cache), with the seconds of each step.
 
@@ -78,13 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-config", default=None, help="JSON overrides of ModelTrainingConfig")
     p.add_argument("--eval-config", default=None,
                    help="JSON overrides of the evaluation's config (default above `small`: no peers, "
-                        "5%% of the users' lists)")
+                        "5%% of the users' lists, 1%% at `large`)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     small = args.size in ("tiny", "small")
-    model_config = args.model_config or ('{}' if small else '{"sample_fraction": 0.05}')
+    # `large` starts with 10,495 classes: more than the co-occurrence feature's dense counts
+    # allow (ml.cooccurrence.MAX_ITEMS, 10,000); training would stop and say so
+    model_config = args.model_config or (
+        '{}' if small else '{"sample_fraction": 0.05}' if args.size != "large"
+        else '{"sample_fraction": 0.05, "drop_features": ["recent_item_cooccurrence"]}')
     # at scale, fitting the peers (EASE, kNN, ALS) and every user's lists dominate the train stage
-    eval_config = args.eval_config or ('{}' if small else '{"peers": false, "eval_user_fraction": 0.05}')
+    # at `large` 5% of the users' lists is 10.5k lists of 8.6k classes per platform and model:
+    # about 190 s each on 2 cores, half an hour of evaluation; 1% keeps about 2k lists each
+    eval_config = args.eval_config or ('{}' if small else '{"peers": false, "eval_user_fraction": 0.05}'
+                                       if args.size != "large" else
+                                       '{"peers": false, "eval_user_fraction": 0.01}')
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix=f"scale-{args.size}-")).absolute()
     data = work / "data"
