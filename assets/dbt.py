@@ -23,8 +23,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from assets.automation import rebuild_when_changed
 from assets.resources import LakehouseResource
-from lakehouse.dbt_invocation import (DBT_PROJECT_DIR, dbt_env, dbt_executable, dbt_target_for,
-                                      project_var, run_env)
+from lakehouse.dbt_invocation import DBT_PROJECT_DIR, dbt_env, dbt_executable, dbt_target_for, run_env
 from lakehouse.io.settings import LakehouseSettings
 from ml.datasets import FITNESS, Dataset
 
@@ -72,11 +71,6 @@ def manifest_is_stale(project: DbtProject) -> bool:
 
 def load_manifest(project: DbtProject) -> dict:
     return json.loads(Path(project.manifest_path).read_text())
-
-
-def dbt_var(project: DbtProject, name: str, default: Any) -> Any:
-    """A var's default from the project's dbt_project.yml."""
-    return project_var(name, default, project.project_dir)
 
 
 @contextlib.contextmanager

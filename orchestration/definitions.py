@@ -13,7 +13,6 @@ from assets.dbt import (
     LakehouseDbtTranslator,
     build_dbt_assets,
     dbt_target_for,
-    dbt_var,
     lakehouse_dbt_project,
     load_manifest,
     manifest_is_stale,
@@ -27,6 +26,7 @@ from assets.model import blocking_checks_on_inputs, build_model_assets
 from assets.ops import remediation_log_spec
 from assets.retrieval import build_retrieval_assets
 from assets.serving import build_serving_assets
+from lakehouse.dbt_invocation import project_var
 from lakehouse.io.settings import LakehouseSettings
 from lakehouse.publish import published_models
 from ml.datasets import Dataset, dataset_for
@@ -91,7 +91,8 @@ def build_definitions(settings: LakehouseSettings | None = None, dbt_project_dir
     published = {LakehouseDbtTranslator().get_asset_key(manifest["nodes"][uid]): spec
                  for uid, spec in published_models(manifest).items() if spec.partition_by}
     suites = {s.table: s for s in dataset.gold_suites({p.model: p.partition_by for p in published.values()},
-                                                      dbt_var(project, "negatives_per_positive", 4))}
+                                                      project_var("negatives_per_positive", 4,
+                                                                  project.project_dir))}
     gold = build_gold_assets(published, suites, daily_partitions)
     models = build_model_assets(blocking_checks_on_inputs([gold], gold_inputs), gold_inputs)
     recommendations, cache, freshness = build_serving_assets(daily_partitions, eager_latest(),
