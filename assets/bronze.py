@@ -10,6 +10,7 @@ import datetime as dt
 import dagster as dg
 from pydantic import Field
 
+from assets.backfill import backfill_policy
 from assets.checks import ReplaceConfig, check_evaluations, check_specs
 from assets.landing import landing_key
 from assets.resources import LakehouseResource
@@ -61,8 +62,9 @@ def build_bronze_assets(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg
         specs=specs,
         check_specs=check_specs(suites, BRONZE_AUDITS, partitions_def),
         partitions_def=partitions_def,
-        # A range of days (a backfill, the demo) runs as one step: one Delta commit per table.
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        # A range of days (a backfill, the demo) runs as one step: one Delta commit per table
+        # (or runs of LAKEHOUSE_BACKFILL_DAYS_PER_RUN days: assets.backfill).
+        backfill_policy=backfill_policy(),
         can_subset=False,
     )
     def bronze_ingest(context: dg.AssetExecutionContext, config: IngestConfig, lakehouse: LakehouseResource):

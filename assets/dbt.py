@@ -22,6 +22,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from assets.automation import rebuild_when_changed
+from assets.backfill import backfill_policy
 from assets.resources import LakehouseResource
 from lakehouse.dbt_invocation import DBT_PROJECT_DIR, dbt_env, dbt_executable, dbt_target_for, run_env
 from lakehouse.io.settings import LakehouseSettings
@@ -121,7 +122,7 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.TimeWindowPartition
         project=project,
         name="dbt_models",
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=backfill_policy(),
         dagster_dbt_translator=LakehouseDbtTranslator(),
     )
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):

@@ -17,6 +17,7 @@ import dagster as dg
 import polars as pl
 
 from assets.automation import rebuild_when_changed
+from assets.backfill import backfill_policy
 from assets.checks import ReplaceConfig, check_evaluations, check_specs, window_of
 from assets.resources import LakehouseResource
 from lakehouse.io import delta
@@ -65,7 +66,7 @@ def build_gold_assets(published: Mapping[dg.AssetKey, PublishSpec], suites: Mapp
         specs=specs,
         check_specs=check_specs({**keyed_suites, **bare}, REPLACE_AUDITS, partitions_def),
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=backfill_policy(),
         can_subset=True,
     )
     def publish_gold(context: dg.AssetExecutionContext, config: ReplaceConfig, lakehouse: LakehouseResource):

@@ -12,6 +12,7 @@ import datetime as dt
 
 import dagster as dg
 
+from assets.backfill import backfill_policy
 from assets.resources import LakehouseResource
 
 SOURCE_KEY = dg.AssetKey(["landing", "mapped_source"])
@@ -48,7 +49,8 @@ def build_mapped_import(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg
         specs=specs,
         partitions_def=partitions_def,
         # a range of days (the first import, a backfill) is one read of the source, one commit
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        # (unless LAKEHOUSE_BACKFILL_DAYS_PER_RUN splits it: assets.backfill)
+        backfill_policy=backfill_policy(),
         can_subset=False,
     )
     def mapped_import(context: dg.AssetExecutionContext, lakehouse: LakehouseResource):

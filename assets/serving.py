@@ -69,12 +69,17 @@ class InferenceConfig(dg.Config):
     users_per_batch: int = Field(512, description="users scored together (bounds memory)")
     num_workers: int = Field(2, description="Ray actors scoring batches in parallel")
     use_ray: bool = Field(True, description="score on Ray actors (else in this process)")
-    precision: str = Field("bf16", description="bf16 for the large matmuls (~1.8x faster, 99% equal "
-                                               "top-10 lists), or fp32 for exact scores")
+    precision: str = Field("auto", description="bf16 for the large matmuls (~1.8x faster where the "
+                                               "hardware has bf16, 99% equal top-10 lists), fp32 "
+                                               "for exact scores, or auto: the faster of the two on "
+                                               "this machine (bf16 is ~40x slower on an AVX2-only CPU)")
     retrieve: int | None = Field(200, description="retrieve then rank: the ranker scores each list's "
                                                   "nearest classes of the day's candidate_index (plus "
                                                   "popular and new ones); None: every candidate "
                                                   "(exhaustive)")
+    retrieve_new_max: int | None = Field(40, description="retrieve then rank: of the classes released "
+                                                         "in the last 2 days, each list ranks the "
+                                                         "two-tower's best this many (None: all of them)")
 
 
 class CacheConfig(dg.Config):
@@ -142,6 +147,7 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
                         lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
         from ml.gold import GoldStore
         from ml.inference import InferenceStats, ModelRef, run_inference
+        from ml.precision import resolve_precision
         from ml.rows import POPULAR_SCHEMA, RECOMMENDATION_SCHEMA, InferenceError, InferenceSettings
 
         settings = lakehouse.settings()
@@ -152,7 +158,8 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
         inf = InferenceSettings(top_k=config.top_k, max_per_instructor=config.max_per_instructor,
                                 exclude_days=_exclude_days(config, lakehouse), users_per_batch=config.users_per_batch,
                                 precision=config.precision, dataset=lakehouse.dataset(),
-                                cap_column=config.cap_column or None, retrieve=config.retrieve)
+                                cap_column=config.cap_column or None, retrieve=config.retrieve,
+                                retrieve_new_max=config.retrieve_new_max)
         stats = InferenceStats()
         retrieval = None if config.retrieve is None else retrieval_ref(settings, mlflow, feature_date)
         try:
@@ -200,7 +207,9 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
             "scores_per_s": round(rate),
             "ray_workers": stats.workers,
             "ray_nodes": stats.nodes,
-            "retrieval": (f"top {config.retrieve} of candidate_index (retrieval v{retrieval.version})"
+            "precision": resolve_precision(config.precision),  # auto: the faster one on this machine
+            "retrieval": (f"top {config.retrieve} of candidate_index (retrieval v{retrieval.version}), "
+                          f"new classes: {'all' if config.retrieve_new_max is None else f'the best {config.retrieve_new_max}'}"
                           if retrieval else "exhaustive"),
             "delta_uri": recommendations_uri(settings),
             "delta_version": version,

@@ -4,14 +4,15 @@
   D (the day before the last gold day: nothing after D is read for training);
 * the day's candidate index (`ml.retrieval.build_index`);
 * the MLflow champion DLRM ranks every candidate (exhaustive) or each list's retrieved ones
-  (the two-tower's top N, plus the platform's popular and new classes) for N in --n;
+  (the two-tower's top N, plus the platform's popular and new classes: the tower's best
+  `--new-max` of those) for N in --n and each --new-max;
 * quality on the lists of D + 1 (a user's takes on a platform): recall@N of the taken classes
   and of the exhaustive "For you" top 10, MAP@10 of both "For you" rows with a paired
   bootstrap interval of the ratio (users resampled);
 * speed: users/s of the whole `BatchScorer` (every platform and row), same users, the median of
   `--repeat` passes.
 
-    python -m benchmarks.retrieval_bench [--lakehouse data/lakehouse] [--users 2000]
+    python -m benchmarks.retrieval_bench [--lakehouse data/lakehouse] [--users 2000] [--new-max 40,none]
 
 Writes benchmarks/results/retrieval.json and prints a table. Run `make demo` first.
 """
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-days", type=int, default=28)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--new-max", default=str(InferenceSettings.retrieve_new_max),
+                   help="new classes per list, the tower's best (none: every new class); several, "
+                        "comma-separated, are each run with every N")
     p.add_argument("--repeat", type=int, default=3, help="timed passes per ranking (the median is kept)")
     p.add_argument("--out", default=str(RESULTS / "retrieval.json"))
     args = p.parse_args(argv)
@@ -136,20 +140,22 @@ def main(argv: list[str] | None = None) -> int:
                  "exhaustive": {"seconds": round(exh_s, 2), "users_per_s": round(users.height / exh_s, 1),
                                 "map@10": float(ap_exh.mean()) if len(keys) else None},
                  "retrieve": {}}
-    for n in ns:
+    caps = [None if v.strip().lower() == "none" else int(v) for v in args.new_max.split(",")]
+    for n, cap in ((n, cap) for n in ns for cap in caps):
         retr = Retriever(tower, tpairs, index, day, n=n, popular=inf.retrieve_popular,
-                         new_days=inf.retrieve_new_days)
+                         new_days=inf.retrieve_new_days, new_max=cap)
         rows, secs = run(retr)
         got = for_you_lists(rows)
         ap = np.array([average_precision(got.get(k, []), relevant[k]) for k in keys])
         # recall@N: of the taken classes, and of the exhaustive top 10, in the retrieved set of
         # each list's "For you" context
-        rec_rel, rec_top = [], []
+        rec_rel, rec_top, widths = [], [], []  # widths: the classes each list ranks
         for p in sorted({k[1] for k in keys}):
             ids = [k[0] for k in keys if k[1] == p]
             ctx_users = users.filter(pl.col("user_id").is_in(ids))
             ctx = row_context(inf, day, ctx_users, p, inf.rows[0])
             cand = retr.candidates(ctx, p)
+            widths += [cand.shape[1]] * len(cand)
             cls = day.candidates[p]["class_id"].to_numpy()
             for u, row in zip(ctx_users["user_id"].to_list(), cand):
                 s = set(cls[row[row >= 0]].tolist())
@@ -159,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 if top:
                     rec_top.append(len(set(top) & s) / len(top))
         cmp = paired_bootstrap_ratio(ap, ap_exh, np.array([k[0] for k in keys]), n_boot=2000)
-        out["retrieve"][str(n)] = {
+        out["retrieve"][str(n) if len(caps) == 1 else f"{n}/{cap}"] = {
+            "n": n, "new_max": cap, "pairs_per_list": round(float(np.mean(widths)), 1),
             "seconds": round(secs, 2), "users_per_s": round(users.height / secs, 1),
             "speedup_vs_exhaustive": round(exh_s / secs, 2),
             "map@10": float(ap.mean()) if len(keys) else None,
@@ -167,19 +174,20 @@ def main(argv: list[str] | None = None) -> int:
             "recall_taken": float(np.mean(rec_rel)) if rec_rel else None,
             "recall_exhaustive_top10": float(np.mean(rec_top)) if rec_top else None,
         }
+    out["new_max"] = caps
     out["machine"] = {"cpu_count": os.cpu_count(), "threads": args.threads, "repeat": args.repeat, "python": platform.python_version()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
 
     print(f"retrieve then rank vs exhaustive, feature date {fdate}, {users.height} users, "
           f"{len(keys)} lists of {serve}; candidates per platform {out['candidates']}")
-    print(f"{'N':>6} {'users/s':>9} {'speed-up':>9} {'recall taken':>13} {'recall top10':>13} "
+    print(f"{'N/new':>8} {'pairs':>6} {'users/s':>9} {'speed-up':>9} {'recall taken':>13} {'recall top10':>13} "
           f"{'MAP@10 ratio [95% CI]':>26}")
     e = out["exhaustive"]
-    print(f"{'all':>6} {e['users_per_s']:>9.1f} {1.0:>9.2f} {1.0:>13.3f} {1.0:>13.3f} {'1':>26}")
+    print(f"{'all':>8} {'':>6} {e['users_per_s']:>9.1f} {1.0:>9.2f} {1.0:>13.3f} {1.0:>13.3f} {'1':>26}")
     for n, r in out["retrieve"].items():
         ci = f"{r['map_ratio']:.3f} [{r['map_ratio_low']:.3f}, {r['map_ratio_high']:.3f}]"
-        print(f"{n:>6} {r['users_per_s']:>9.1f} {r['speedup_vs_exhaustive']:>9.2f} "
+        print(f"{n:>8} {r['pairs_per_list']:>6.0f} {r['users_per_s']:>9.1f} {r['speedup_vs_exhaustive']:>9.2f} "
               f"{r['recall_taken'] or 0:>13.3f} {r['recall_exhaustive_top10'] or 0:>13.3f} {ci:>26}")
     print(f"written {args.out}")
     return 0

@@ -7,7 +7,8 @@ child process measured for wall time and peak memory (the child and its children
 
 1. simulate `--days` + 1 days of the size (the landing files);
 2. backfill the first `--days` days as the demo does (`daily_lakehouse_job`: ingest, dbt, gold,
-   checks; one range run, then the last day as a daily run);
+   checks; range runs of `--backfill-days-per-run` days, LAKEHOUSE_BACKFILL_DAYS_PER_RUN: by
+   default 7 at `medium`, 2 at `large`, one range run below; then the last day as a daily run);
 3. train (`train_model_job`: the DLRM, its ablation, the factorization machine, the evaluation,
    the promotion and the two-tower retrieval model), on a share of the users at scale
    (`--model-config`, default `{"sample_fraction": 0.05}` above `small`; at `large` also without
@@ -80,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-config", default=None,
                    help="JSON overrides of the evaluation's config (default above `small`: no peers, "
                         "5%% of the users' lists, 1%% at `large`)")
+    p.add_argument("--backfill-days-per-run", type=int, default=None,
+                   help="days per backfill run (default: 7 at medium, 2 at large, all in one run below): "
+                        "memory follows the days of a run")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    per_run = args.backfill_days_per_run or {"medium": 7, "large": 2}.get(args.size)
     small = args.size in ("tiny", "small")
     # `large` starts with 10,495 classes: more than the co-occurrence feature's dense counts
     # allow (ml.cooccurrence.MAX_ITEMS, 10,000); training would stop and say so
@@ -106,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1",
            "GX_ANALYTICS_ENABLED": "false", "RAY_USAGE_STATS_ENABLED": "0",
            "MLFLOW_DISABLE_TELEMETRY": "true", "DAGSTER_DISABLE_TELEMETRY": "true",
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+           "LAKEHOUSE_BACKFILL_DAYS_PER_RUN": str(per_run or "")}
     start = dt.date.fromisoformat(args.start_date)
     day = start + dt.timedelta(days=args.days)  # the measured new day
     print(f"scale: size={args.size} days={args.days}+1 workdir={work}", flush=True)
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     per = {name: {"s_per_1k_users": round(s["wall_s"] / max(users, 1) * 1000, 3),
                   "s_per_1m_events": round(s["wall_s"] / max(events, 1) * 1e6, 2)} for name, s in stages.items()}
     out = {"params": {"size": args.size, "days": args.days, "seed": args.seed, "model_config": model_config,
-                      "eval_config": eval_config,
+                      "eval_config": eval_config, "backfill_days_per_run": per_run,
                       "measured_day": day.isoformat()},
            "users": users, "events": events, "recommendation_rows": recs,
            "stages": stages, "per_unit": per, "daily_chain_steps": steps,

@@ -174,7 +174,8 @@ def _retriever(retrieval, day: DayInputs, settings: InferenceSettings, ranker_ve
         raise InferenceError("InferenceSettings.retrieve is set: pass the retrieval model and "
                              "candidate index (ml.retrieval.RetrievalRef)")
     return retrieval.retriever(day, n=settings.retrieve, ranker_version=ranker_version,
-                               popular=settings.retrieve_popular, new_days=settings.retrieve_new_days)
+                               popular=settings.retrieve_popular, new_days=settings.retrieve_new_days,
+                               new_max=settings.retrieve_new_max)
 
 
 class _Actor:

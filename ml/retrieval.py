@@ -10,7 +10,9 @@
   raises `IndexLoadError` naming it.
 * `Retriever`: per (user, platform, row context) the top `n` classes by the user tower's
   vector, plus what every user gets: the platform's popular classes and the classes released
-  in the last `new_days` (a new user, a new class: retrieval never leaves them out).
+  in the last `new_days` (a new user, a new class: retrieval never leaves them out). With
+  `new_max`, a list takes only the tower's best `new_max` of those new classes: a catalogue
+  that releases 80 classes a day would otherwise add up to 160 pairs to every list.
 * `user_embeddings`: the user tower's vectors of a day, the rows of the `user_embeddings` table.
 
 No Dagster here.
@@ -182,12 +184,18 @@ class Retriever:
     positions every user gets (popular, new)."""
 
     def __init__(self, tower: TowerEncoder, pairs: PairEncoder, index: CandidateIndex,
-                 day: DayInputs, *, n: int, popular: int = 20, new_days: int = 2) -> None:
+                 day: DayInputs, *, n: int, popular: int = 20, new_days: int = 2,
+                 new_max: int | None = None) -> None:
         if n < 1:
             raise ValueError(f"retrieve must be >= 1 (classes per list), got {n}")
+        if new_max is not None and new_max < 0:
+            raise ValueError(f"retrieve_new_max must be >= 0 new classes per list, or None (all), got {new_max}")
         self.tower, self.pairs, self.index, self.n = tower, pairs, index, int(n)
+        self.new_max = new_max
         self.rows_to_pos: dict[str, np.ndarray] = {}
         self.always: dict[str, np.ndarray] = {}
+        # per platform, when new_max binds: the new classes' positions and their [k, d] vectors
+        self.new: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for p, frame in day.candidates.items():
             if p not in index.platforms:
                 raise IndexLoadError(f"the candidate index of {index.feature_date} has no platform "
@@ -200,20 +208,34 @@ class Retriever:
             if "release_date" in frame.columns:
                 since = day.feature_date - dt.timedelta(days=new_days - 1)
                 new = frame.with_row_index("_j").filter(pl.col("release_date").cast(pl.Date) >= since)
-                always |= set(new["_j"].to_list())
+                row_of = {int(j): r for r, j in enumerate(self.rows_to_pos[p]) if j >= 0}
+                # a new class the index lacks has no vector to be ranked by: every list keeps it
+                ranked = [j for j in sorted(set(new["_j"].to_list()) - always) if j in row_of]
+                always |= set(new["_j"].to_list()) - set(ranked)
+                if new_max is None or len(ranked) <= new_max:
+                    always |= set(ranked)
+                else:
+                    pi = index.platforms[p]
+                    vec = np.vstack([pi.index.reconstruct(row_of[j]) for j in ranked])
+                    self.new[p] = (np.array(ranked, dtype=np.int64), vec)
             self.always[p] = np.array(sorted(always), dtype=np.int64)
 
     def candidates(self, context: pl.DataFrame, platform: str) -> np.ndarray:
         """[n_users, m] candidate positions (into the day's candidates of the platform) for
-        users under a row's context: the tower's top n, then the shared ones (a position may
+        users under a row's context: the tower's top n, then the shared ones, then (when
+        `new_max` binds) each user's best `new_max` new classes by the tower (a position may
         repeat; -1 never appears)."""
         side = self.pairs.encode_users(context, pairs=False)
         q = self.tower.users(side.dense, side.sparse)
         rows = self.index.search(platform, q, self.n)
         pos = np.where(rows >= 0, self.rows_to_pos[platform][np.maximum(rows, 0)], -1)
         pos = np.where(pos >= 0, pos, pos.max(axis=1, keepdims=True))  # fill gaps with a held one
-        extra = np.broadcast_to(self.always[platform], (len(pos), len(self.always[platform])))
-        return np.concatenate([pos, extra], axis=1)
+        parts = [pos, np.broadcast_to(self.always[platform], (len(pos), len(self.always[platform])))]
+        if platform in self.new and self.new_max:
+            new_pos, vec = self.new[platform]
+            sims = np.asarray(q, dtype=np.float32) @ vec.T  # more new classes than new_max here
+            parts.append(new_pos[np.argpartition(-sims, self.new_max - 1, axis=1)[:, :self.new_max]])
+        return np.concatenate(parts, axis=1)
 
 
 USER_EMBEDDING_SCHEMA = pa.schema([
@@ -264,7 +286,7 @@ class RetrievalRef:
         return TowerEncoder(module.state_dict(), config), PairEncoder(encoders)
 
     def retriever(self, day: DayInputs, *, n: int, ranker_version: int | None,
-                  popular: int = 20, new_days: int = 2) -> Retriever:
+                  popular: int = 20, new_days: int = 2, new_max: int | None = None) -> Retriever:
         """The tower and the day's index, checked to belong together and to the ranker."""
         index = load_index(self.index_uri)
         if index.feature_date != day.feature_date:
@@ -272,7 +294,7 @@ class RetrievalRef:
                                  f"not {day.feature_date}")
         index.check_versions(self.version, ranker_version)
         tower, pairs = self.load_tower()
-        return Retriever(tower, pairs, index, day, n=n, popular=popular, new_days=new_days)
+        return Retriever(tower, pairs, index, day, n=n, popular=popular, new_days=new_days, new_max=new_max)
 
 
 __all__ = ["CandidateIndex", "IndexLoadError", "RetrievalRef", "Retriever", "build_index", "class_vectors",

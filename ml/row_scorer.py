@@ -21,6 +21,7 @@ from ml.context import after_last_workout, usual_hour
 from ml.factorized import FactorizedDLRM, factorized_score_matrix
 from ml.features import Encoders
 from ml.pairs import PairEncoder, score_matrix
+from ml.precision import resolve_precision
 from ml.rows import RECOMMENDATION_SCHEMA, DayInputs, InferenceError, InferenceSettings, RowSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,7 +102,8 @@ class BatchScorer:
                                  f"the inference settings are for {settings.dataset.name!r} data")
         self.module = module
         self.pairs = PairEncoder(encoders)
-        dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32
+        self.precision = resolve_precision(settings.precision)  # "auto": the faster one here
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         try:
             self.fast: FactorizedDLRM | None = FactorizedDLRM(
                 module.state_dict(), encoders.spec, heads, head=heads[0], dtype=dtype)

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from lakehouse.mapped.mapping import EvaluationProtocol
 from ml.datasets import FITNESS, Dataset
+from ml.precision import PRECISIONS
 
 # The recommendations table (one Delta partition per serve_date).
 RECOMMENDATION_SCHEMA = pa.schema([
@@ -81,9 +82,10 @@ class InferenceSettings:
     exclude_days: int | None = EvaluationProtocol.exclude_seen_days
     distinct_rows: bool = True  # a class shown in a higher row is not repeated lower on the screen
     users_per_batch: int = 512
-    # bf16: the large matmuls in bfloat16, ~1.8x faster on this CPU with 99.4% of the top-10
-    # lists equal to fp32 (benchmarks/inference_bench.py); fp32 for exact scores
-    precision: str = "bf16"
+    # the large matmuls in bfloat16 (~1.8x faster where the hardware has bf16, 99.4% of the
+    # top-10 lists equal to fp32), fp32 (exact scores), or auto: the faster of the two on this
+    # machine (a CPU without native bf16 runs it ~40x slower; `ml.precision`)
+    precision: str = "auto"
     popular_k: int = 20
     popular_days: int = 7
     platforms: tuple[str, ...] | None = None
@@ -91,10 +93,13 @@ class InferenceSettings:
     cap_column: str | None = None
     # retrieve then rank: the ranker scores each (user, platform, row) list's `retrieve` nearest
     # classes of the two-tower's index plus the platform's `retrieve_popular` popular classes and
-    # those released in the last `retrieve_new_days` (`ml.retrieval`); None: every candidate
+    # those released in the last `retrieve_new_days` (`ml.retrieval`); None: every candidate.
+    # retrieve_new_max: of those new classes, the tower's best this many per list (None: all);
+    # a bound on the pairs per list when the catalogue releases many classes a day
     retrieve: int | None = None
     retrieve_popular: int = 20
     retrieve_new_days: int = 2
+    retrieve_new_max: int | None = 40
 
     def __post_init__(self) -> None:
         if self.rows is None:
@@ -104,10 +109,13 @@ class InferenceSettings:
         if self.cap_column is None:
             self.cap_column = self.dataset.cap_column
         self.dataset.check_rows(self.rows)
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.retrieve is not None and self.retrieve < 1:
             raise ValueError(f"retrieve must be >= 1 classes per list, or None (all), got {self.retrieve}")
+        if self.retrieve_new_max is not None and self.retrieve_new_max < 0:
+            raise ValueError(f"retrieve_new_max must be >= 0 new classes per list, or None (all), "
+                             f"got {self.retrieve_new_max}")
         if self.top_k < 1 or self.max_per_instructor < 1 or self.users_per_batch < 1:
             raise ValueError("top_k, max_per_instructor and users_per_batch must be >= 1")
         if len({r.row_id for r in self.rows}) != len(self.rows):

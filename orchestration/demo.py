@@ -25,7 +25,7 @@ import dagster as dg
 from assets.dbt import lakehouse_dbt_project, load_manifest
 from lakehouse.contract import PLATFORMS
 from lakehouse.io import delta
-from lakehouse.io.settings import LakehouseSettings
+from lakehouse.io.settings import LakehouseSettings, backfill_days_per_run
 from lakehouse.publish import published_models
 from ml.datasets import dataset_for
 
@@ -91,10 +91,20 @@ def champion_version() -> int | None:
 
 
 def run_range(start: dt.date, end: dt.date) -> int:
-    """A backfill: every partition of the range in one run (one Delta commit per table)."""
-    print(f"[demo] backfill: every asset for {start}..{end} as one run of {JOB}", flush=True)
-    return execute({"dagster/asset_partition_range_start": start.isoformat(),
-                    "dagster/asset_partition_range_end": end.isoformat()})
+    """A backfill: every partition of the range in one run (one Delta commit per table), or in
+    runs of LAKEHOUSE_BACKFILL_DAYS_PER_RUN days, oldest first, as a backfill launched in the UI
+    splits it (assets.backfill); the first failed run stops the rest."""
+    per_run = backfill_days_per_run() or (end - start).days + 1
+    runs = [(start + dt.timedelta(days=i), min(end, start + dt.timedelta(days=i + per_run - 1)))
+            for i in range(0, (end - start).days + 1, per_run)]
+    for i, (a, b) in enumerate(runs, start=1):
+        which = "as one run" if len(runs) == 1 else f"run {i} of {len(runs)} ({per_run} days a run)"
+        print(f"[demo] backfill: every asset for {a}..{b} {which} of {JOB}", flush=True)
+        rc = execute({"dagster/asset_partition_range_start": a.isoformat(),
+                      "dagster/asset_partition_range_end": b.isoformat()})
+        if rc != 0:
+            return rc
+    return 0
 
 
 def run_day(day: dt.date, job: str = DAILY_JOB) -> int:

@@ -80,6 +80,24 @@ class LakehouseSettings:
         return s3_storage_options() if self.is_s3 else {}
 
 
+def backfill_days_per_run(environ: Mapping[str, str] | None = None) -> int | None:
+    """``LAKEHOUSE_BACKFILL_DAYS_PER_RUN``: the most daily partitions one run takes. A backfill of
+    more days is split into runs of that many (each stage then holds that many days, so memory
+    follows it, not the backfill's length); unset: a backfill is one run (one commit per table)."""
+    env = os.environ if environ is None else environ
+    raw = (env.get("LAKEHOUSE_BACKFILL_DAYS_PER_RUN") or "").strip()
+    if not raw:
+        return None
+    try:
+        days = int(raw)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise ValueError(f"LAKEHOUSE_BACKFILL_DAYS_PER_RUN={raw!r}: expected a whole number of days >= 1 "
+                         "(or unset: a backfill is one run)")
+    return days
+
+
 def s3_storage_options(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """deltalake/object_store options for S3 from the standard AWS variables.
 

@@ -166,3 +166,37 @@ def test_every_user_gets_the_popular_and_new_classes(tmp_path):
         assert set(names[row[3:]]) == {"c005", "c006", "c999"}  # popular + released on D
     with pytest.raises(ValueError, match="retrieve must be >= 1"):
         Retriever(tower, pairs, ci, day, n=0)
+
+
+@pytest.mark.parametrize("new_max", [None, 3, 0])
+def test_new_classes_per_list_are_capped_to_the_towers_best(tmp_path, new_max):
+    """Ten classes released on the day: all of them in every list, or each user's best
+    `new_max` by the tower; a new class the index lacks stays in every list."""
+    ci, vec = _index(tmp_path, n=30)
+    ids = ci.platforms["bike"].class_ids.tolist()
+    released = {f"c{i:03d}" for i in range(10)}
+    cand = pl.DataFrame({"class_id": [*ids, "c999"],
+                         "release_date": [dt.date(2026, 9, 3) if c in released else dt.date(2026, 8, 1)
+                                          for c in ids] + [dt.date(2026, 9, 3)]})
+    popular = pl.DataFrame({"platform": ["bike"] * 2, "rank": [1, 2], "class_id": ["c020", "c001"]})
+    day = DayInputs(feature_date=dt.date(2026, 9, 3), serve_date=dt.date(2026, 9, 4),
+                    candidates={"bike": cand}, popular=popular, default_hour={"bike": 18}, n_users=3)
+    queries = vec[[12, 13, 14]]
+    tower = SimpleNamespace(users=lambda dense, sparse: queries)
+    pairs = SimpleNamespace(encode_users=lambda frame, pairs=True: SimpleNamespace(dense=None, sparse=None))
+    r = Retriever(tower, pairs, ci, day, n=3, popular=2, new_days=1, new_max=new_max)
+    got = r.candidates(pl.DataFrame({"user_id": ["u1", "u2", "u3"]}), "bike")
+    names = cand["class_id"].to_numpy()
+    rankable = sorted(released - {"c001"})  # c001 is popular: in every list already
+    for row, q in zip(got, queries):
+        shared = set(names[row[3:]])
+        assert {"c020", "c001", "c999"} <= shared
+        new = shared - {"c020", "c001", "c999"}
+        if new_max is None:
+            assert new == set(rankable)
+        else:
+            best = sorted(rankable, key=lambda c: -float(vec[int(c[1:])] @ q))[:new_max]
+            assert new == set(best)
+    assert got.shape[1] == 3 + 3 + (len(rankable) if new_max is None else new_max)
+    with pytest.raises(ValueError, match="retrieve_new_max must be >= 0"):
+        Retriever(tower, pairs, ci, day, n=3, new_max=-1)

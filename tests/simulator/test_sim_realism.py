@@ -68,6 +68,7 @@ def small_landing(tmp_path_factory) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.extra  # a 60-day `small` simulation (~30 s); `make demo` simulates it, the modest presets below stay
 def test_small_preset_looks_like_a_real_platform(small_landing):
     r = assert_realistic(small_landing)
     assert r["counts"]["days"] == 60
