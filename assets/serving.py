@@ -147,6 +147,7 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
                         lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
         from ml.gold import GoldStore
         from ml.inference import InferenceStats, ModelRef, run_inference
+        from ml.precision import resolve_precision
         from ml.rows import POPULAR_SCHEMA, RECOMMENDATION_SCHEMA, InferenceError, InferenceSettings
 
         settings = lakehouse.settings()
@@ -206,7 +207,7 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
             "scores_per_s": round(rate),
             "ray_workers": stats.workers,
             "ray_nodes": stats.nodes,
-            "precision": stats.precision,  # as the scorers resolved it ("auto": the faster one there)
+            "precision": resolve_precision(config.precision),  # auto: the faster one on this machine
             "retrieval": (f"top {config.retrieve} of candidate_index (retrieval v{retrieval.version}), "
                           f"new classes: {'all' if config.retrieve_new_max is None else f'the best {config.retrieve_new_max}'}"
                           if retrieval else "exhaustive"),

@@ -157,7 +157,6 @@ class InferenceStats:
     seconds: float = 0.0
     workers: int = 0
     nodes: int = 0  # the Ray nodes the actors ran on (> 1 on a cluster, RAY_ADDRESS)
-    precision: str = ""  # what the scorers ran in ("auto" resolved where they ran; "a/b" if they differ)
 
 
 def _score_one(scorer: BatchScorer, gold: GoldStore, day: DayInputs, users: pl.DataFrame,
@@ -194,11 +193,10 @@ class _Actor:
         gold, day, settings = self.args
         return _score_one(self.scorer, gold, day, users, settings)
 
-    def node(self) -> tuple[str, str]:
-        """(the Ray node this actor runs on, the precision its scorer resolved there)"""
+    def node(self) -> str:
         import ray
 
-        return ray.get_runtime_context().get_node_id(), self.scorer.precision
+        return ray.get_runtime_context().get_node_id()
 
 
 def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
@@ -223,7 +221,7 @@ def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
     def local() -> Iterator[pl.DataFrame]:
         module, encoders, heads = loaded or model.load()
         scorer = BatchScorer(module, encoders, heads, day, settings, model.version, retriever)
-        stats.workers, stats.nodes, stats.precision = 1, 1, scorer.precision
+        stats.workers, stats.nodes = 1, 1
         t0 = time.perf_counter()
         for users in batches:
             rows, pairs = _score_one(scorer, gold, day, users, settings)
@@ -242,9 +240,7 @@ def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
         actor_cls = ray.remote(num_cpus=threads)(_Actor)
         actors = [actor_cls.remote(model, gold, day, settings, threads, retrieval) for _ in range(n)]
         stats.workers = n
-        placed = ray.get([a.node.remote() for a in actors])
-        stats.nodes = len({node for node, _ in placed})
-        stats.precision = "/".join(sorted({prec for _, prec in placed}))
+        stats.nodes = len(set(ray.get([a.node.remote() for a in actors])))
         log(f"scoring {day.n_users} users on {n} Ray actor(s) on {stats.nodes} node(s), "
             f"{threads} thread(s) each")
         t0 = time.perf_counter()
