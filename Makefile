@@ -78,11 +78,15 @@ report: install
 demo: install $(DAGSTER_HOME)/dagster.yaml simulate dbt-parse
 	$(BIN)/python -m orchestration.demo --start $(START) --days $(DAYS) $(if $(filter on,$(AUTOMATIONS)),--automations-on)
 
+# TEST_WORKERS: pytest-xdist workers (tests sharing a built lakehouse stay on one; 0: one process)
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 test-extra: install chromium
 	RUN_EXTRA_TESTS=1 $(BIN)/python -m pytest -q -m extra

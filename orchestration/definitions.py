@@ -15,7 +15,6 @@ from assets.dbt import (
     dbt_target_for,
     lakehouse_dbt_project,
     load_manifest,
-    manifest_is_stale,
     prepare_manifest,
 )
 from assets.gold import build_gold_assets
@@ -78,10 +77,9 @@ def build_definitions(settings: LakehouseSettings | None = None, dbt_project_dir
     dataset = dataset_for(settings)
     project = lakehouse_dbt_project(target=dbt_target_for(settings), project_dir=dbt_project_dir,
                                     dataset=dataset)
-    if os.environ.get("DAGSTER_IS_DEV_CLI") or dbt_project_dir or manifest_is_stale(project):
-        # `dagster dev` re-parses dbt on every reload, and any load re-parses after an edit,
-        # so a data engineer's change shows up in the graph.
-        prepare_manifest(project, settings, dataset)
+    # `dagster dev` re-parses dbt on every reload, and any load re-parses after an edit, so a
+    # data engineer's change shows up in the graph.
+    prepare_manifest(project, settings, dataset, force=bool(os.environ.get("DAGSTER_IS_DEV_CLI") or dbt_project_dir))
     daily_partitions = daily_partitions_from(dataset.first_day(settings))
     dbt_models = build_dbt_assets(project, daily_partitions, dataset)
     landing, bronze, checks, sensors = BRONZE_SOURCES[dataset.bronze_source](settings, dataset, daily_partitions)

@@ -195,12 +195,35 @@ def ray_gold_lake(tmp_path_factory) -> str:
     return build_lakehouse(tmp_path_factory.mktemp("ray_gold"))
 
 
+# Session fixtures built by real pipeline runs (tens of seconds each). Under pytest-xdist (`make
+# test` runs on every core, `--dist loadgroup`) each worker would build its own copy: the tests
+# that use them go to one worker, and every other test stays with its module (module fixtures,
+# such as a Ray instance, are then started once).
+SHARED_RUNS = {"pipeline_runs": ("backfilled", "daily_day1", "daily_days", "reference"),
+               "tiny_built": ("tiny_built",)}
+
+
+def xdist_group(item) -> str:
+    """The worker group of a test: the shared pipeline runs it needs, else its module."""
+    for group, fixtures in SHARED_RUNS.items():
+        if any(f in item.fixturenames for f in fixtures):
+            return group
+    return item.nodeid.split("::")[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `extra` (a real two-node Ray cluster, a 270 MB import in bounded memory) cost
-    more than `make test`'s 15 minutes can hold: they run with RUN_EXTRA_TESTS=1
-    (`make test-extra`)."""
+    """Group the tests for xdist (above). Tests marked `extra` (a real two-node Ray cluster, a
+    270 MB import in bounded memory) cost more than `make test`'s 15 minutes can hold: they run
+    with RUN_EXTRA_TESTS=1 (`make test-extra`)."""
     import os
 
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # the long groups first (the shared runs, then modules with `slow` tests), so no long
+        # one is left alone at the end (make test passes --no-loadscope-reorder to keep this)
+        items.sort(key=lambda item: (xdist_group(item) not in SHARED_RUNS, not item.get_closest_marker("slow")))
     if os.environ.get("RUN_EXTRA_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="extra: run by `make test-extra` (RUN_EXTRA_TESTS=1)")
