@@ -10,27 +10,18 @@ they were, and the failed checks say why.
 """
 
 
-import datetime as dt
 from typing import Mapping
 
 import dagster as dg
-import polars as pl
 
 from assets.automation import rebuild_when_changed
 from assets.backfill import backfill_policy
 from assets.checks import ReplaceConfig, check_evaluations, check_specs, window_of
 from assets.resources import LakehouseResource
-from lakehouse.io import delta
 from lakehouse.publish import PublishSpec, commit, stage
-from lakehouse.quality.checks import CheckOutcome, SuiteSpec, blocking_failures
-from lakehouse.quality.gates import (
-    REPLACE_AUDITS,
-    AuditFailedError,
-    TableSuite,
-    audit_frame,
-    no_shrink,
-    reference_ids,
-)
+from lakehouse.quality.checks import SuiteSpec, blocking_failures
+from lakehouse.quality.engine import warm_up_in_background
+from lakehouse.quality.gates import REPLACE_AUDITS, AuditFailedError, TableSuite, audit_staged, reference_ids
 
 
 def gold_key(name: str) -> dg.AssetKey:
@@ -74,14 +65,16 @@ def build_gold_assets(published: Mapping[dg.AssetKey, PublishSpec], suites: Mapp
         start, end = window_of(context)
         window = f"{start}..{end}"
         keys = [k for k in spec_of if k in context.selected_asset_keys]
+        warm_up_in_background()  # the audit's GX imports while the ids and the staged rows are read
         names = sorted({n for k in keys if k in keyed_suites for n in keyed_suites[k].spec.reference_names})
         references = reference_ids(settings, names)
         staged, outcomes = {}, {}
         for key in keys:  # write (dbt did) and audit; nothing is committed yet
             p = spec_of[key]
             staged[key] = stage(settings, p, start=start, end=end)
-            outcomes[key] = _audit(settings, p, keyed_suites.get(key), staged[key], start, end, config,
-                                   references)
+            outcomes[key] = audit_staged(settings, p, keyed_suites.get(key), staged[key], start=start, end=end,
+                                         references=references, allow_shrink=config.allow_shrink,
+                                         min_kept_ratio=config.min_kept_ratio)
             failed = [o.name for o in blocking_failures(outcomes[key])]
             context.log.info(f"audit {key.to_user_string()}: {staged[key].num_rows} rows for {window}: "
                              f"{'FAILED ' + ', '.join(failed) if failed else 'passed'}")
@@ -101,27 +94,3 @@ def build_gold_assets(published: Mapping[dg.AssetKey, PublishSpec], suites: Mapp
             yield from check_evaluations(context, key, outcomes[key], window)
 
     return publish_gold
-
-
-def _audit(settings, p: PublishSpec, suite: TableSuite | None, staged, start: dt.date, end: dt.date,
-           config: ReplaceConfig, references) -> list[CheckOutcome]:
-    uri, opts = settings.table_uri(p.layer, p.model), settings.storage_options()
-    new = pl.from_arrow(staged) if staged.num_rows else pl.DataFrame(schema={p.partition_by: pl.Date})
-    col = pl.col(p.partition_by)
-    committed = delta.read(uri, columns=[p.partition_by], storage_options=opts, where=col.is_between(start, end))
-    outcomes = []
-    if suite is not None:
-        span = (end - start).days + 1
-        previous = delta.row_count(uri, storage_options=opts, where=col.is_between(
-            start - dt.timedelta(days=span), start - dt.timedelta(days=1)))
-        outcomes += audit_frame(suite, new, previous_rows=previous, references=references)
-    outcomes.append(no_shrink(p.model, _per_day(committed, p.partition_by), _per_day(new, p.partition_by),
-                              allow=config.allow_shrink, min_ratio=config.min_kept_ratio))
-    return outcomes
-
-
-def _per_day(df: pl.DataFrame, col: str) -> dict[dt.date, int]:
-    return dict(df.group_by(col).len().iter_rows()) if df.height else {}
-
-
-__all__ = ["build_gold_assets", "gold_key"]

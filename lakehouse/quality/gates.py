@@ -18,6 +18,7 @@ import polars as pl
 from lakehouse.contract import BY_NAME, ENTITIES
 from lakehouse.io import delta
 from lakehouse.io.settings import LakehouseSettings
+from lakehouse.publish import PublishSpec
 from lakehouse.quality.checks import CheckOutcome, SuiteSpec, blocking_failures, format_failures
 from lakehouse.quality.config import GOLD_TABLES
 from lakehouse.quality.engine import run_suite, warm_up_in_background
@@ -102,6 +103,31 @@ def audit_frame(suite: TableSuite, df, *, previous_rows: int | None,
                 references: Mapping | None = None) -> list[CheckOutcome]:
     """The suite on rows staged for a commit (a polars or pandas frame)."""
     return run_suite(suite.spec, df, reference=references or {}, previous_row_count=previous_rows or None)
+
+
+def audit_staged(settings: LakehouseSettings, spec: PublishSpec, suite: "TableSuite | None", staged, *,
+                 start: dt.date, end: dt.date, references: Mapping | None = None, allow_shrink: bool = False,
+                 min_kept_ratio: float = MIN_KEPT_RATIO) -> list[CheckOutcome]:
+    """The audit of a gold commit (write-audit-publish), on the rows `lakehouse.publish.stage`
+    read for start..end: the table's suite (None: no suite), then `no_shrink` against the rows
+    committed for the same days. The publish step and the lakehouse benchmark both run this."""
+    uri, opts = settings.table_uri(spec.layer, spec.model), settings.storage_options()
+    new = pl.from_arrow(staged) if staged.num_rows else pl.DataFrame(schema={spec.partition_by: pl.Date})
+    col = pl.col(spec.partition_by)
+    committed = delta.read(uri, columns=[spec.partition_by], storage_options=opts, where=col.is_between(start, end))
+    outcomes = []
+    if suite is not None:
+        span = (end - start).days + 1
+        previous = delta.row_count(uri, storage_options=opts, where=col.is_between(
+            start - dt.timedelta(days=span), start - dt.timedelta(days=1)))
+        outcomes += audit_frame(suite, new, previous_rows=previous, references=references)
+    outcomes.append(no_shrink(spec.model, _per_day(committed, spec.partition_by), _per_day(new, spec.partition_by),
+                              allow=allow_shrink, min_ratio=min_kept_ratio))
+    return outcomes
+
+
+def _per_day(df: pl.DataFrame, col: str) -> dict[dt.date, int]:
+    return dict(df.group_by(col).len().iter_rows()) if df.height else {}
 
 
 @dataclass(frozen=True)
