@@ -18,10 +18,9 @@ from assets.automation import rebuild_when_changed
 from assets.backfill import backfill_policy
 from assets.checks import ReplaceConfig, check_evaluations, check_specs, window_of
 from assets.resources import LakehouseResource
-from lakehouse.publish import PublishSpec, commit, stage
+from lakehouse.publish import PublishSpec, commit
 from lakehouse.quality.checks import SuiteSpec, blocking_failures
-from lakehouse.quality.engine import warm_up_in_background
-from lakehouse.quality.gates import REPLACE_AUDITS, AuditFailedError, TableSuite, audit_staged, reference_ids
+from lakehouse.quality.gates import REPLACE_AUDITS, AuditFailedError, TableSuite, stage_and_audit
 
 
 def gold_key(name: str) -> dg.AssetKey:
@@ -65,16 +64,12 @@ def build_gold_assets(published: Mapping[dg.AssetKey, PublishSpec], suites: Mapp
         start, end = window_of(context)
         window = f"{start}..{end}"
         keys = [k for k in spec_of if k in context.selected_asset_keys]
-        warm_up_in_background()  # the audit's GX imports while the ids and the staged rows are read
-        names = sorted({n for k in keys if k in keyed_suites for n in keyed_suites[k].spec.reference_names})
-        references = reference_ids(settings, names)
-        staged, outcomes = {}, {}
-        for key in keys:  # write (dbt did) and audit; nothing is committed yet
-            p = spec_of[key]
-            staged[key] = stage(settings, p, start=start, end=end)
-            outcomes[key] = audit_staged(settings, p, keyed_suites.get(key), staged[key], start=start, end=end,
-                                         references=references, allow_shrink=config.allow_shrink,
-                                         min_kept_ratio=config.min_kept_ratio)
+        # write (dbt did) and audit; nothing is committed yet
+        staged, outcomes = stage_and_audit(settings, {k: spec_of[k] for k in keys},
+                                           {k: keyed_suites[k] for k in keys if k in keyed_suites},
+                                           start=start, end=end, allow_shrink=config.allow_shrink,
+                                           min_kept_ratio=config.min_kept_ratio)
+        for key in keys:
             failed = [o.name for o in blocking_failures(outcomes[key])]
             context.log.info(f"audit {key.to_user_string()}: {staged[key].num_rows} rows for {window}: "
                              f"{'FAILED ' + ', '.join(failed) if failed else 'passed'}")
@@ -94,3 +89,6 @@ def build_gold_assets(published: Mapping[dg.AssetKey, PublishSpec], suites: Mapp
             yield from check_evaluations(context, key, outcomes[key], window)
 
     return publish_gold
+
+
+__all__ = ["build_gold_assets", "gold_key"]

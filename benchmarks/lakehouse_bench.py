@@ -62,32 +62,24 @@ def run_stage(stage: str, lake: str, data: str, start: dt.date, end: dt.date) ->
                "--target-path", str(Path(data) / "dbt_target"), "--log-path", str(Path(data) / "dbt_logs")]
         subprocess.run(cmd, cwd=ROOT / "dbt_project", env=env, check=True)
     elif stage == "publish":
-        # the publish step of the job: stage each mart's days, audit them (its gold suite and
-        # no_shrink: lakehouse.quality.gates.audit_staged, in memory, as the step does), commit
+        # the job's publish step: stage each mart's days and audit them (its gold suite and
+        # no_shrink, in memory: lakehouse.quality.gates.stage_and_audit), then commit
         from lakehouse.dbt_invocation import project_var
-        from lakehouse.publish import commit, published_models, stage as stage_rows
+        from lakehouse.publish import commit, published_models
         from lakehouse.quality.checks import blocking_failures
-        from lakehouse.quality.engine import warm_up_in_background
-        from lakehouse.quality.gates import audit_staged, gold_suites, reference_ids
+        from lakehouse.quality.gates import gold_suites, stage_and_audit
 
-        warm_up_in_background()
         manifest = json.loads((Path(data) / "dbt_target" / "manifest.json").read_text())
-        specs = [p for p in published_models(manifest).values() if p.partition_by]
-        suites = {s.table: s for s in gold_suites({p.model: p.partition_by for p in specs},
+        specs = {p.model: p for p in published_models(manifest).values() if p.partition_by}
+        suites = {s.table: s for s in gold_suites({m: p.partition_by for m, p in specs.items()},
                                                   project_var("negatives_per_positive", 4))}
-        references = reference_ids(settings, sorted({n for s in suites.values() for n in s.spec.reference_names}))
-        staged, failures, audit_s = {}, [], 0.0
-        for p in specs:
-            staged[p.model] = stage_rows(settings, p, start=start, end=end)
-            t0 = time.perf_counter()
-            outcomes = audit_staged(settings, p, suites.get(p.model), staged[p.model], start=start, end=end,
-                                    references=references)
-            audit_s += time.perf_counter() - t0
-            failures += [f"{p.model}:{o.name}" for o in blocking_failures(outcomes)]
+        t0 = time.perf_counter()
+        staged, outcomes = stage_and_audit(settings, specs, suites, start=start, end=end)
+        info["stage_audit_s"] = round(time.perf_counter() - t0, 2)
+        failures = [f"{m}:{o.name}" for m, outs in outcomes.items() for o in blocking_failures(outs)]
         if failures:
             raise SystemExit(f"the gold audit failed, nothing committed: {failures}")
-        info["rows"] = sum(commit(settings, p, staged.pop(p.model), start=start, end=end).rows for p in specs)
-        info["audit_s"] = round(audit_s, 2)
+        info["rows"] = sum(commit(settings, specs[m], rows, start=start, end=end).rows for m, rows in staged.items())
     else:
         raise SystemExit(f"unknown stage {stage!r}; expected one of {STAGES}")
     return info

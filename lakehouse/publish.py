@@ -87,15 +87,3 @@ def commit(settings: LakehouseSettings, spec: PublishSpec, table: pa.Table, *, s
     else:
         version = delta.overwrite(uri, table, partition_by=partition_by, storage_options=opts)
     return PublishResult(uri=uri, version=version, rows=table.num_rows, predicate=predicate)
-
-
-def publish(
-    settings: LakehouseSettings,
-    spec: PublishSpec,
-    *,
-    start: dt.date | None = None,
-    end: dt.date | None = None,
-) -> PublishResult:
-    """Copy a model's rows (all, or the dates start..end of its partition column) into Delta,
-    unaudited (benchmarks and tools; the pipeline audits between stage and commit)."""
-    return commit(settings, spec, stage(settings, spec, start=start, end=end), start=start, end=end)

@@ -218,12 +218,13 @@ def pytest_collection_modifyitems(config, items):
     with RUN_EXTRA_TESTS=1 (`make test-extra`)."""
     import os
 
+    group = {item.nodeid: xdist_group(item) for item in items}
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+        item.add_marker(pytest.mark.xdist_group(group[item.nodeid]))
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # the long groups first (the shared runs, then modules with `slow` tests), so no long
         # one is left alone at the end (make test passes --no-loadscope-reorder to keep this)
-        items.sort(key=lambda item: (xdist_group(item) not in SHARED_RUNS, not item.get_closest_marker("slow")))
+        items.sort(key=lambda item: (group[item.nodeid] not in SHARED_RUNS, not item.get_closest_marker("slow")))
     if os.environ.get("RUN_EXTRA_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="extra: run by `make test-extra` (RUN_EXTRA_TESTS=1)")

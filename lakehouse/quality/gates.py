@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
+from typing import Hashable, Iterable, Iterator, Mapping, TypeVar
 
 import polars as pl
 
 from lakehouse.contract import BY_NAME, ENTITIES
 from lakehouse.io import delta
 from lakehouse.io.settings import LakehouseSettings
-from lakehouse.publish import PublishSpec
+from lakehouse.publish import PublishSpec, stage
 from lakehouse.quality.checks import CheckOutcome, SuiteSpec, blocking_failures, format_failures
 from lakehouse.quality.config import GOLD_TABLES
 from lakehouse.quality.engine import run_suite, warm_up_in_background
@@ -105,12 +105,33 @@ def audit_frame(suite: TableSuite, df, *, previous_rows: int | None,
     return run_suite(suite.spec, df, reference=references or {}, previous_row_count=previous_rows or None)
 
 
+K = TypeVar("K", bound=Hashable)
+
+
+def stage_and_audit(settings: LakehouseSettings, specs: Mapping[K, PublishSpec], suites: Mapping[K, "TableSuite"], *,
+                    start: dt.date, end: dt.date, allow_shrink: bool = False,
+                    min_kept_ratio: float = MIN_KEPT_RATIO) -> tuple[dict, dict[K, list[CheckOutcome]]]:
+    """Write-audit-publish up to the commit: each spec's rows for start..end staged from the
+    DuckDB working file (`lakehouse.publish.stage`) and audited (`audit_staged`; `suites` by the
+    same keys, a key without one gets `no_shrink` only). Nothing is committed. GX imports on a
+    thread meanwhile. The publish step and the lakehouse benchmark both run this."""
+    warm_up_in_background()
+    references = reference_ids(settings, sorted({n for s in suites.values() for n in s.spec.reference_names}))
+    staged, outcomes = {}, {}
+    for key, spec in specs.items():
+        staged[key] = stage(settings, spec, start=start, end=end)
+        outcomes[key] = audit_staged(settings, spec, suites.get(key), staged[key], start=start, end=end,
+                                     references=references, allow_shrink=allow_shrink,
+                                     min_kept_ratio=min_kept_ratio)
+    return staged, outcomes
+
+
 def audit_staged(settings: LakehouseSettings, spec: PublishSpec, suite: "TableSuite | None", staged, *,
                  start: dt.date, end: dt.date, references: Mapping | None = None, allow_shrink: bool = False,
                  min_kept_ratio: float = MIN_KEPT_RATIO) -> list[CheckOutcome]:
     """The audit of a gold commit (write-audit-publish), on the rows `lakehouse.publish.stage`
     read for start..end: the table's suite (None: no suite), then `no_shrink` against the rows
-    committed for the same days. The publish step and the lakehouse benchmark both run this."""
+    committed for the same days."""
     uri, opts = settings.table_uri(spec.layer, spec.model), settings.storage_options()
     new = pl.from_arrow(staged) if staged.num_rows else pl.DataFrame(schema={spec.partition_by: pl.Date})
     col = pl.col(spec.partition_by)
