@@ -47,26 +47,28 @@ def dbt_resource(project: DbtProject, target: str) -> DbtCliResource:
 
 
 def prepare_manifest(project: DbtProject, settings: LakehouseSettings, dataset: Dataset,
-                     force: bool = True) -> None:
+                     force: bool = True) -> bool:
     """`dbt parse` -> target/manifest.json (what the asset graph is built from), with the profile's
     variables taken from `settings` (an empty LAKEHOUSE_DUCKDB_PATH in the caller's environment,
     as `make byod` sets it, would otherwise reach the profile as an empty path). `force=False`
-    parses only a stale manifest.
+    parses only a stale manifest. True when this call parsed.
 
     Processes that load the code location at the same time (the UI's code server and the daemon,
     a job launched beside `make demo`, the test workers) share the target folder: one parses at a
     time, and the others then find the manifest fresh instead of reading a half-written one."""
     if not force and not manifest_is_stale(project):
-        return
+        return False
     target = Path(project.project_dir) / project.target_path
     target.mkdir(parents=True, exist_ok=True)
     with open(target / ".parse.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if force or manifest_is_stale(project):
-            with environ(dbt_env(settings)):
-                dbt_resource(project, dbt_target_for(settings)).cli(
-                    ["parse", "--quiet", "--vars", json.dumps(dataset.dbt_vars)],
-                    target_path=Path(project.target_path)).wait()
+        if not force and not manifest_is_stale(project):
+            return False  # another process parsed while this one waited
+        with environ(dbt_env(settings)):
+            dbt_resource(project, dbt_target_for(settings)).cli(
+                ["parse", "--quiet", "--vars", json.dumps(dataset.dbt_vars)],
+                target_path=Path(project.target_path)).wait()
+        return True
 
 
 def manifest_is_stale(project: DbtProject) -> bool:

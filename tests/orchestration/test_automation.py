@@ -137,6 +137,46 @@ def test_an_edited_dbt_file_makes_the_manifest_stale(tmp_path):
     assert manifest_is_stale(project)
 
 
+PARSE_WHEN_GO = """
+import sys, time
+from pathlib import Path
+from assets.dbt import lakehouse_dbt_project, prepare_manifest
+from lakehouse.io.settings import LakehouseSettings
+from ml.datasets import FITNESS
+project_dir, data, go = sys.argv[1:]
+project = lakehouse_dbt_project(project_dir=project_dir)
+print("ready", flush=True)
+while not Path(go).exists():
+    time.sleep(0.01)
+print("parsed" if prepare_manifest(project, LakehouseSettings.build(data + "/lake", data_dir=data), FITNESS,
+                                   force=False) else "fresh", flush=True)
+"""
+
+
+def test_processes_loading_at_once_parse_a_stale_manifest_once(tmp_path):
+    """Two processes (the UI's code server and a job, two test workers) find the manifest stale at
+    the same moment: one parses, the other waits and then finds it fresh; the manifest is whole."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    project_dir = tmp_path / "dbt_project"
+    shutil.copytree(root / "dbt_project", project_dir, ignore=shutil.ignore_patterns("target", "logs"))
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", PARSE_WHEN_GO, str(project_dir), str(tmp_path), str(go)],
+                              cwd=root, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:  # both imported and holding a stale manifest: then both go at once
+        assert proc.stdout.readline().strip() == "ready"
+    go.touch()
+    said = sorted(proc.communicate(timeout=300)[0].strip() for proc in procs)
+    assert [p.returncode for p in procs] == [0, 0]
+    assert said == ["fresh", "parsed"]
+    assert json.loads((project_dir / "target" / "manifest.json").read_text())["nodes"]
+
+
 def test_an_edited_dbt_model_reruns_itself_and_what_depends_on_it(tmp_path, monkeypatch):
     """Declarative automation: after a data engineer edits a model, the automation sensor requests
     the built partitions of that model and of everything downstream of it, and nothing else."""
