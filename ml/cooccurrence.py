@@ -153,9 +153,11 @@ class _Counts:
         fresh = sp.csr_matrix((np.ones(new.size, dtype=np.int32), (new // n, new % n)), shape=(n_users, n))
         if self.before is None:
             self.before = sp.csr_matrix((n_users, n), dtype=np.int32)
-        # pairs (new, earlier) both ways, and (new, new): users x items products, in sparse form
+        # pairs (new, earlier) both ways, and (new, new): users x items products, in sparse form,
+        # added where they are (a dense items x items temporary per day was most of the time)
         cross = fresh.T @ self.before
-        self.both += (cross + cross.T + fresh.T @ fresh).toarray()
+        pairs = (cross + cross.T + fresh.T @ fresh).tocoo()
+        np.add.at(self.both, (pairs.row, pairs.col), pairs.data.astype(np.int32, copy=False))
         self.takers += np.asarray(fresh.sum(axis=0)).ravel()
         self.taken = np.insert(self.taken, pos[~seen], new)
         self.before = self.before + fresh
@@ -185,46 +187,44 @@ class _Counts:
         rows: dict[str, tuple[list[int], list[float]]] = {}
         sims = self.similarity_rows(np.arange(len(self.items)))[:, :-1] if self.items else np.zeros((0, 0))
         used = np.flatnonzero((sims > 0).any(axis=0) | (sims > 0).any(axis=1))
-        remap = {int(old): new for new, old in enumerate(used)}
+        remap = np.full(len(self.items), -1, dtype=np.int64)
+        remap[used] = np.arange(used.size)
         for i in np.flatnonzero((sims > 0).any(axis=1)):
             nz = np.flatnonzero(sims[i] > 0)
-            rows[self.items[i]] = ([remap[int(j)] for j in nz], [float(sims[i, j]) for j in nz])
+            rows[self.items[i]] = (remap[nz].tolist(), sims[i, nz].astype(np.float64).tolist())
         return Neighbours(items=[self.items[i] for i in used], rows=rows)
 
 
-def point_in_time(takes: Sequence[tuple], queries: Sequence[tuple], n_recent: int
-                  ) -> tuple[np.ndarray, Neighbours]:
+def point_in_time(items: Sequence[str], take_day: np.ndarray, take_user: np.ndarray,
+                  take_item: np.ndarray, query_day: np.ndarray, query_class: np.ndarray,
+                  query_recent: np.ndarray) -> tuple[np.ndarray, Neighbours]:
     """The feature of each query, from the takes of the days before the query's day, and the
     neighbours after every take.
 
-    takes: (day, user_id, item_id) rows; queries: (day, class_id, recent_1, ..., recent_R).
-    Returns ([len(queries)] values, NaN where no recent item; the final `Neighbours`).
+    items: every item named (a code is a position in it; -1 is null). Takes: `take_day` (any
+    integer day numbers), `take_user` (user codes, 0..n_users - 1) and `take_item` (codes), one
+    per take. Queries: `query_day`, `query_class` [n] and `query_recent` [n, R] codes.
+    Returns ([n] values, NaN where no recent item; the final `Neighbours`).
     """
-    items = sorted({t[2] for t in takes} | {q[1] for q in queries if q[1] is not None}
-                   | {r for q in queries for r in q[2:2 + n_recent] if r is not None})
     counts = _Counts(items)
-    user_index: dict = {}
-    t_day = np.array([t[0] for t in takes], dtype="datetime64[D]").astype(np.int64)
-    t_user = np.array([user_index.setdefault(t[1], len(user_index)) for t in takes], dtype=np.int64)
-    t_item = np.array([counts.index[t[2]] for t in takes], dtype=np.int64)
-    asked: dict = {}
-    for k, q in enumerate(queries):
-        asked.setdefault(int(np.datetime64(q[0], "D").astype(np.int64)), []).append(k)
-    out = np.full(len(queries), np.nan)
-    for day in sorted(set(t_day.tolist()) | set(asked)):  # days as integers
-        ks = asked.get(day)
-        if ks:  # the state before this day's takes
-            classes = np.array([counts.index.get(queries[k][1], -1) if queries[k][1] is not None
-                                else -1 for k in ks], dtype=np.int64)
-            recent = np.array([[counts.index[r] if r is not None else -1
-                                for r in queries[k][2:2 + n_recent]] for k in ks],
-                              dtype=np.int64).reshape(len(ks), n_recent)
-            unique, inverse = np.unique(classes, return_inverse=True)
+    take_day, take_user, take_item, query_day, query_class = (
+        np.asarray(a, dtype=np.int64) for a in (take_day, take_user, take_item, query_day, query_class))
+    query_recent = np.asarray(query_recent, dtype=np.int64).reshape(query_day.size, -1)
+    n_users = int(take_user.max()) + 1 if take_user.size else 0
+    t_order = np.argsort(take_day, kind="stable")
+    q_order = np.argsort(query_day, kind="stable")
+    t_days, q_days = take_day[t_order], query_day[q_order]
+    out = np.full(query_day.size, np.nan)
+    for day in np.union1d(t_days, q_days).tolist():
+        ks = q_order[np.searchsorted(q_days, day):np.searchsorted(q_days, day, side="right")]
+        if ks.size:  # the state before this day's takes
+            unique, inverse = np.unique(query_class[ks], return_inverse=True)
             rows = counts.similarity_rows(unique)  # one row per distinct class of the day
+            recent = query_recent[ks]
             valid = recent >= 0
-            out[ks] = _mean(rows[inverse[:, None], np.where(valid, recent, 0)], valid)
-        today = t_day == day
-        counts.add_day(t_user[today], t_item[today], len(user_index))
+            out[ks] = _mean(rows[inverse.reshape(-1)[:, None], np.where(valid, recent, 0)], valid)
+        today = t_order[np.searchsorted(t_days, day):np.searchsorted(t_days, day, side="right")]
+        counts.add_day(take_user[today], take_item[today], n_users)
     return out, counts.neighbours()
 
 

@@ -145,9 +145,23 @@ def with_cooccurrence(examples: pl.LazyFrame, gold: GoldStore, start: dt.date, e
                  .filter((pl.col("label_take") == 1) & (pl.col("event_date") <= end))
                  .select("event_date", pl.col("user_id").cast(pl.Utf8), pl.col("class_id").cast(pl.Utf8))
                  .unique().sort("event_date", "user_id", "class_id").collect())
-        values, neighbours = point_in_time(takes.rows(), queries.select(
-            "event_date", pl.col("class_id").cast(pl.Utf8), *(pl.col(c).cast(pl.Utf8) for c in recent)
-        ).rows(), len(recent))
+        items_named = [takes["class_id"], *(queries[c].cast(pl.Utf8) for c in ["class_id", *recent])]
+        items = pl.concat(items_named).drop_nulls().unique().sort()
+
+        def codes(column: pl.Series) -> np.ndarray:  # a position in `items`, -1 for null
+            return (column.cast(pl.Utf8).replace_strict(items, pl.int_range(len(items), eager=True),
+                                                        default=None, return_dtype=pl.Int64)
+                    .fill_null(-1).to_numpy())
+
+        values, neighbours = point_in_time(
+            items.to_list(),
+            takes["event_date"].cast(pl.Int32).to_numpy(),
+            takes["user_id"].rank("dense").cast(pl.Int64).to_numpy() - 1,
+            codes(takes["class_id"]),
+            queries["event_date"].cast(pl.Int32).to_numpy(),
+            codes(queries["class_id"]),
+            np.column_stack([codes(queries[c]) for c in recent]) if recent
+            else np.zeros((queries.height, 0), dtype=np.int64))
         frame = queries.with_columns(pl.Series(COOCCURRENCE, values, dtype=pl.Float64, nan_to_null=True))
         _COOCCURRENCE_CACHE.clear()  # one window at a time
         _COOCCURRENCE_CACHE[key] = (frame, neighbours)
@@ -257,14 +271,17 @@ def _batches(data: pl.LazyFrame | pl.DataFrame, encoders: Encoders, batch_size: 
             if cache is not None:
                 cache.put(key, encoded, frame)
         order = _row_order(frame, None if shuffle_seed is None else shuffle_seed * 1_000_003 + k)
-        batch = _take(encoded, order)
-        buf.append(batch)
-        buffered += len(batch)
-        while buffered >= batch_size:
-            whole = _cat(buf)
-            yield Batch(whole.dense[:batch_size], whole.sparse[:batch_size], whole.labels[:batch_size])
-            rest = Batch(whole.dense[batch_size:], whole.sparse[batch_size:], whole.labels[batch_size:])
-            buf, buffered = ([rest] if len(rest) else []), len(rest)
+        # each batch gathers its rows straight from the encoded chunk: one copy of each row (the
+        # whole chunk reordered, then concatenated with the rows left over, were two more)
+        taken = 0
+        while taken < len(order):
+            piece = _take(encoded, order[taken:taken + batch_size - buffered])
+            taken += len(piece)
+            buf.append(piece)
+            buffered += len(piece)
+            if buffered == batch_size:
+                yield _cat(buf)
+                buf, buffered = [], 0
     if buffered and not drop_last:
         yield _cat(buf)
 
@@ -295,7 +312,7 @@ def _order_columns(frame: pl.DataFrame) -> list[str]:
 
 
 def _take(batch: Batch, order: np.ndarray) -> Batch:
-    """The batch's rows in `order`, each tensor one contiguous copy (numpy: no torch threads on
+    """The batch's rows at `order`, each tensor one contiguous copy (numpy: no torch threads on
     the producer's side when the batches are prefetched)."""
     return Batch(*(torch.from_numpy(np.take(t.numpy(), order, axis=0))
                    for t in (batch.dense, batch.sparse, batch.labels)))

@@ -43,10 +43,8 @@ from ml.train import TrainConfig, evaluate_logloss, seed_everything, train_epoch
 @dataclass(kw_only=True)
 class DataWindow:
     """Which examples: event dates [train_start, train_end] to train on, and the held-out days
-    [valid_start, valid_end] (strictly later) for per-epoch log-loss/AUC.
-
-    sample_fraction keeps whole users by a stable hash (ml.gold.user_kept): the same in every process.
-    """
+    [valid_start, valid_end] (strictly later) for per-epoch log-loss/AUC. sample_fraction keeps
+    whole users by a stable hash (ml.gold.user_kept): the same in every process."""
 
     gold: GoldStore
     train_start: dt.date
@@ -276,12 +274,13 @@ def days_for_rank(days: list[dt.date], rank: int, world_size: int, seed: int) ->
 
 def train_batches(
     job: TrainingJob, encoders: Encoders, *, epoch: int, rank: int = 0, world_size: int = 1,
-    cache: ChunkCache | None = None,
+    cache: ChunkCache | None = None, examples: pl.LazyFrame | None = None,
 ) -> Iterator[Batch]:
     """This rank's training batches for one epoch (days shuffled per epoch, rows within days)."""
     w = job.data
     mine = days_for_rank(w.train_days(), rank, world_size, w.seed)
-    lf = _training_examples(job, encoders.spec)[0].filter(pl.col("event_date").is_in(mine))
+    lf = _training_examples(job, encoders.spec)[0] if examples is None else examples
+    lf = lf.filter(pl.col("event_date").is_in(mine))
     if job.model.architecture == "two_tower":  # in-batch negatives: the positives only
         lf = lf.filter(pl.col("label_take") == 1)
     return iter_batches(lf, encoders, job.train.batch_size, dates=mine, prefetch=job.train.prefetch,
@@ -367,9 +366,10 @@ def run_training(
         history, resumed = info.history, info.epoch
 
     caches = [ChunkCache(train_cfg.cache_mb << 20) if train_cfg.cache_mb else None for _ in range(2)]
+    examples = _training_examples(job, encoders.spec)[0]  # opened once: one snapshot (70 ms an epoch)
     for epoch in range(0 if resumed is None else resumed + 1, train_cfg.epochs):
         batches = train_batches(job, encoders, epoch=epoch, rank=rank, world_size=world_size,
-                                cache=caches[0])
+                                cache=caches[0], examples=examples)
         metrics = train_epoch(model, in_lockstep(batches, empty) if sharded else batches,
                               optimizer, train_cfg, epoch=epoch, device=device)
         metrics["epoch"] = float(epoch)

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 import ml.cooccurrence as cooc
-from ml.cooccurrence import COOCCURRENCE, CooccurrenceError, Neighbours, point_in_time
+from ml.cooccurrence import COOCCURRENCE, CooccurrenceError, Neighbours
 from ml.datasets import MAPPED
 from ml.examples import read_examples, with_cooccurrence
 from ml.features import RECENT_ITEMS, Encoders
@@ -53,6 +53,19 @@ def random_log(seed: int, n_users: int = 9, n_items: int = 14, n_days: int = 6) 
     rng = random.Random(seed)
     return sorted({(D0 + dt.timedelta(days=rng.randrange(n_days)), f"u{rng.randrange(n_users)}",
                     f"i{rng.randrange(n_items):02d}") for _ in range(70)})
+
+
+def point_in_time(takes: list[tuple], queries: list[tuple], n_recent: int):
+    """`cooc.point_in_time` on (day, user, item) takes and (day, class, recent...) queries."""
+    items = sorted({t[2] for t in takes} | {v for q in queries for v in q[1:] if v is not None})
+    code = {v: i for i, v in enumerate(items)}
+    users = {u: i for i, u in enumerate(sorted({t[1] for t in takes}))}
+    return cooc.point_in_time(
+        items, [t[0].toordinal() for t in takes], [users[t[1]] for t in takes],
+        [code[t[2]] for t in takes], [q[0].toordinal() for q in queries],
+        [code.get(q[1], -1) for q in queries],
+        np.array([[code.get(r, -1) for r in q[2:2 + n_recent]] for q in queries],
+                 dtype=np.int64).reshape(len(queries), n_recent))
 
 
 @pytest.mark.parametrize("k", [3, 32])

@@ -182,15 +182,38 @@ def test_transform_without_labels_gives_zero_labels():
     assert b.labels.shape == (6, 3) and float(b.labels.abs().sum()) == 0.0
 
 
+@pytest.mark.parametrize("column", ["completion_rate_28d", "workouts_total"])  # the second: log1p
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
-def test_nan_or_inf_names_the_column_and_a_row(bad):
+def test_nan_or_inf_names_the_column_and_a_row(bad, column):
     spec = default_spec()
+    assert ("workouts_total" in spec.log1p) and ("completion_rate_28d" not in spec.log1p)
     values = [0.8, 0.9, bad, None, 0.8, 0.7]
-    with pytest.raises(FeatureError, match=r"completion_rate_28d.*example_id='w2:0'"):
-        Encoders.fit(frame(completion_rate_28d=values), spec)
+    with pytest.raises(FeatureError, match=rf"{column}.*example_id='w2:0'"):
+        Encoders.fit(frame(**{column: values}), spec)
     enc = Encoders.fit(frame(), spec)
-    with pytest.raises(FeatureError, match=r"completion_rate_28d"):
-        enc.transform(frame(completion_rate_28d=values))
+    with pytest.raises(FeatureError, match=rf"dense column '{column}'.*NaN or infinite.*example_id='w2:0'"):
+        enc.transform(frame(**{column: values}))
+
+
+def test_encoding_in_one_select_matches_the_fit_path_and_names_bad_columns():
+    from ml.features import _dense_checked, _dense_exprs
+
+    spec = default_spec()
+    enc = Encoders.fit(frame(), spec)
+    f = frame(workouts_total=[5, 200, None, 0, 5, 0])
+    expected = (_dense_checked(enc.with_cooccurrence(prepare(f)), spec, None).select(_dense_exprs(spec, enc.mean, enc.std))
+                .to_numpy())
+    assert torch.equal(enc.transform(f).dense, torch.from_numpy(expected))
+    with pytest.raises(FeatureError, match=r"dense columns \['completion_rate_28d'\] overflow float32"):
+        enc.transform(frame(completion_rate_28d=[0.8, 0.9, 1e300, None, 0.8, 0.7]))
+    with pytest.raises(FeatureError, match=r"dense column 'completion_rate_28d' is not numeric"):
+        enc.transform(frame(completion_rate_28d=["a", "b", "c", None, "d", "e"]))
+    # pickled (to Ray workers) without the built expressions, and rebuilt there
+    import pickle
+
+    again = pickle.loads(pickle.dumps(enc))
+    assert "_encoding" not in pickle.loads(pickle.dumps(enc)).__dict__
+    assert torch.equal(again.transform(f).dense, enc.transform(f).dense)
 
 
 def test_null_is_allowed_and_imputed():
