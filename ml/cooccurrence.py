@@ -162,6 +162,41 @@ class _Counts:
         self.taken = np.insert(self.taken, pos[~seen], new)
         self.before = self.before + fresh
 
+    def _raw_rows(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sims [len(c), I] of the known items `c` before rounding, each row's cut: the value
+        its NEIGHBOURS-th largest rounds to, -inf where the row has no more items than that).
+        Rounding to float16 keeps the order, so the k-th largest of the rounded row is the
+        rounded k-th largest: a row is rounded only where it is read."""
+        n = len(self.items)
+        sims = self.both[c] / (np.sqrt(self.takers[c][:, None] * self.takers[None, :]) + SHRINK)
+        sims[np.arange(len(c)), c] = 0.0
+        if n <= NEIGHBOURS:
+            return sims, np.full(len(c), -np.inf)
+        return sims, _half(np.partition(sims, n - NEIGHBOURS, axis=1)[:, n - NEIGHBOURS])
+
+    def query_values(self, classes: np.ndarray, recent: np.ndarray) -> np.ndarray:
+        """The feature of each query: `classes` [q] item codes (-1: unknown), `recent` [q, R]
+        codes (-1: none); the same as `mean_similarity(similarity_rows(classes), recent)`
+        without whole rounded rows (a day's queries name a few thousand classes)."""
+        valid = recent >= 0
+        vals = np.zeros(recent.shape, dtype=np.float32)
+        unique, inverse = np.unique(classes, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(0, len(unique) + 1024, 1024))
+        for k, start in enumerate(range(0, len(unique), 1024)):  # bounded temporaries
+            c = unique[start:start + 1024]
+            qs = order[bounds[k]:bounds[k + 1]]
+            known = c[inverse[qs] - start] >= 0
+            qs = qs[known]
+            if not qs.size or not len(self.items):
+                continue
+            sims, cut = self._raw_rows(np.maximum(c, 0))
+            at = inverse[qs] - start
+            v = _half(sims[at[:, None], np.where(valid[qs], recent[qs], 0)])
+            vals[qs] = np.where(v >= cut[at][:, None], v, 0.0)
+        return _mean(vals, valid)
+
     def similarity_rows(self, codes: np.ndarray) -> np.ndarray:
         """[len(codes), I + 1] sims of the items `codes` (-1: unknown, all 0), cut to each row's
         NEIGHBOURS largest (ties at the cut kept)."""
@@ -173,14 +208,9 @@ class _Counts:
         rows = np.flatnonzero(known)
         for start in range(0, len(rows), 1024):  # bounded temporaries for a large catalogue
             r = rows[start:start + 1024]
-            c = codes[r]
-            sims = self.both[c] / (np.sqrt(self.takers[c][:, None] * self.takers[None, :]) + SHRINK)
-            sims[np.arange(len(c)), c] = 0.0
+            sims, cut = self._raw_rows(codes[r])
             sims = _half(sims)
-            if n > NEIGHBOURS:
-                cut = np.partition(sims, n - NEIGHBOURS, axis=1)[:, n - NEIGHBOURS][:, None]
-                sims = np.where(sims >= cut, sims, 0.0)
-            out[r, :n] = sims
+            out[r, :n] = np.where(sims >= cut[:, None], sims, 0.0)
         return out
 
     def neighbours(self) -> Neighbours:
@@ -218,11 +248,7 @@ def point_in_time(items: Sequence[str], take_day: np.ndarray, take_user: np.ndar
     for day in np.union1d(t_days, q_days).tolist():
         ks = q_order[np.searchsorted(q_days, day):np.searchsorted(q_days, day, side="right")]
         if ks.size:  # the state before this day's takes
-            unique, inverse = np.unique(query_class[ks], return_inverse=True)
-            rows = counts.similarity_rows(unique)  # one row per distinct class of the day
-            recent = query_recent[ks]
-            valid = recent >= 0
-            out[ks] = _mean(rows[inverse.reshape(-1)[:, None], np.where(valid, recent, 0)], valid)
+            out[ks] = counts.query_values(query_class[ks], query_recent[ks])
         today = t_order[np.searchsorted(t_days, day):np.searchsorted(t_days, day, side="right")]
         counts.add_day(take_user[today], take_item[today], n_users)
     return out, counts.neighbours()
