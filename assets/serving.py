@@ -80,6 +80,10 @@ class InferenceConfig(dg.Config):
     retrieve_new_max: int | None = Field(40, description="retrieve then rank: of the classes released "
                                                          "in the last 2 days, each list ranks the "
                                                          "two-tower's best this many (None: all of them)")
+    retrieve_similar: int = Field(10, description="retrieve then rank: each list also ranks this many "
+                                                  "classes taken together with each of the user's "
+                                                  "recent items (the ranker's co-occurrence "
+                                                  "neighbours; 0: none)")
 
 
 class CacheConfig(dg.Config):
@@ -159,7 +163,8 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
                                 exclude_days=_exclude_days(config, lakehouse), users_per_batch=config.users_per_batch,
                                 precision=config.precision, dataset=lakehouse.dataset(),
                                 cap_column=config.cap_column or None, retrieve=config.retrieve,
-                                retrieve_new_max=config.retrieve_new_max)
+                                retrieve_new_max=config.retrieve_new_max,
+                                retrieve_similar=config.retrieve_similar)
         stats = InferenceStats()
         retrieval = None if config.retrieve is None else retrieval_ref(settings, mlflow, feature_date)
         try:
@@ -209,7 +214,8 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
             "ray_nodes": stats.nodes,
             "precision": resolve_precision(config.precision),  # auto: the faster one on this machine
             "retrieval": (f"top {config.retrieve} of candidate_index (retrieval v{retrieval.version}), "
-                          f"new classes: {'all' if config.retrieve_new_max is None else f'the best {config.retrieve_new_max}'}"
+                          f"new classes: {'all' if config.retrieve_new_max is None else f'the best {config.retrieve_new_max}'}, "
+                          f"{config.retrieve_similar} similar to each recent item"
                           if retrieval else "exhaustive"),
             "delta_uri": recommendations_uri(settings),
             "delta_version": version,

@@ -5,7 +5,8 @@
 * the day's candidate index (`ml.retrieval.build_index`);
 * the MLflow champion DLRM ranks every candidate (exhaustive) or each list's retrieved ones
   (the two-tower's top N, plus the platform's popular and new classes: the tower's best
-  `--new-max` of those) for N in --n and each --new-max;
+  `--new-max` of those; with `--similar k`, also the k nearest neighbours of each user's recent
+  items by the ranker's co-occurrence) for N in --n, each --new-max and each --similar;
 * quality on the lists of D + 1 (a user's takes on a platform): recall@N of the taken classes
   and of the exhaustive "For you" top 10, MAP@10 of both "For you" rows with a paired
   bootstrap interval of the ratio (users resampled);
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-max", default=str(InferenceSettings.retrieve_new_max),
                    help="new classes per list, the tower's best (none: every new class); several, "
                         "comma-separated, are each run with every N")
+    p.add_argument("--similar", default="0",
+                   help="also the ranker's co-occurrence neighbours of each user's recent items, this many "
+                        "per item (0: none); several, comma-separated, are each run with every N")
     p.add_argument("--repeat", type=int, default=3, help="timed passes per ranking (the median is kept)")
     p.add_argument("--out", default=str(RESULTS / "retrieval.json"))
     args = p.parse_args(argv)
@@ -141,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                                 "map@10": float(ap_exh.mean()) if len(keys) else None},
                  "retrieve": {}}
     caps = [None if v.strip().lower() == "none" else int(v) for v in args.new_max.split(",")]
-    for n, cap in ((n, cap) for n in ns for cap in caps):
+    similar = [int(v) for v in args.similar.split(",")]
+    for n, cap, k in ((n, cap, k) for n in ns for cap in caps for k in similar):
         retr = Retriever(tower, tpairs, index, day, n=n, popular=inf.retrieve_popular,
-                         new_days=inf.retrieve_new_days, new_max=cap)
+                         new_days=inf.retrieve_new_days, new_max=cap, similar=k,
+                         neighbours=enc.neighbours, recent_items=enc.spec.recent_items)
         rows, secs = run(retr)
         got = for_you_lists(rows)
         ap = np.array([average_precision(got.get(k, []), relevant[k]) for k in keys])
@@ -165,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                 if top:
                     rec_top.append(len(set(top) & s) / len(top))
         cmp = paired_bootstrap_ratio(ap, ap_exh, np.array([k[0] for k in keys]), n_boot=2000)
-        out["retrieve"][str(n) if len(caps) == 1 else f"{n}/{cap}"] = {
-            "n": n, "new_max": cap, "pairs_per_list": round(float(np.mean(widths)), 1),
+        name = "/".join([str(n)] + ([str(cap)] if len(caps) > 1 else []) + ([f"s{k}"] if len(similar) > 1 else []))
+        out["retrieve"][name] = {
+            "n": n, "new_max": cap, "similar": k, "pairs_per_list": round(float(np.mean(widths)), 1),
             "seconds": round(secs, 2), "users_per_s": round(users.height / secs, 1),
             "speedup_vs_exhaustive": round(exh_s / secs, 2),
             "map@10": float(ap.mean()) if len(keys) else None,
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"retrieve then rank vs exhaustive, feature date {fdate}, {users.height} users, "
           f"{len(keys)} lists of {serve}; candidates per platform {out['candidates']}")
-    print(f"{'N/new':>8} {'pairs':>6} {'users/s':>9} {'speed-up':>9} {'recall taken':>13} {'recall top10':>13} "
+    print(f"{'N/new/s':>8} {'pairs':>6} {'users/s':>9} {'speed-up':>9} {'recall taken':>13} {'recall top10':>13} "
           f"{'MAP@10 ratio [95% CI]':>26}")
     e = out["exhaustive"]
     print(f"{'all':>8} {'':>6} {e['users_per_s']:>9.1f} {1.0:>9.2f} {1.0:>13.3f} {1.0:>13.3f} {'1':>26}")

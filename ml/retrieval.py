@@ -13,6 +13,8 @@
   in the last `new_days` (a new user, a new class: retrieval never leaves them out). With
   `new_max`, a list takes only the tower's best `new_max` of those new classes: a catalogue
   that releases 80 classes a day would otherwise add up to 160 pairs to every list.
+  With `similar` (`use_similar`), a list also takes the ranker's co-occurrence neighbours of
+  the user's recent items (item to item: what was taken together with what they just took).
 * `user_embeddings`: the user tower's vectors of a day, the rows of the `user_embeddings` table.
 
 No Dagster here.
@@ -24,12 +26,13 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from ml.cooccurrence import Neighbours
 from ml.pairs import PairEncoder
 from ml.rows import DayInputs, InferenceError, InferenceSettings
 from ml.two_tower import TowerEncoder
@@ -185,13 +188,15 @@ class Retriever:
 
     def __init__(self, tower: TowerEncoder, pairs: PairEncoder, index: CandidateIndex,
                  day: DayInputs, *, n: int, popular: int = 20, new_days: int = 2,
-                 new_max: int | None = None) -> None:
+                 new_max: int | None = None, similar: int = 0, neighbours: Neighbours | None = None,
+                 recent_items: Sequence[str] = ()) -> None:
         if n < 1:
             raise ValueError(f"retrieve must be >= 1 (classes per list), got {n}")
         if new_max is not None and new_max < 0:
             raise ValueError(f"retrieve_new_max must be >= 0 new classes per list, or None (all), got {new_max}")
         self.tower, self.pairs, self.index, self.n = tower, pairs, index, int(n)
         self.new_max = new_max
+        self.positions: dict[str, dict[str, int]] = {}
         self.rows_to_pos: dict[str, np.ndarray] = {}
         self.always: dict[str, np.ndarray] = {}
         # per platform, when new_max binds: the new classes' positions and their [k, d] vectors
@@ -200,7 +205,7 @@ class Retriever:
             if p not in index.platforms:
                 raise IndexLoadError(f"the candidate index of {index.feature_date} has no platform "
                                      f"{p!r} (has {sorted(index.platforms)})")
-            pos = {c: j for j, c in enumerate(frame["class_id"].to_list())}
+            pos = self.positions[p] = {c: j for j, c in enumerate(frame["class_id"].to_list())}
             self.rows_to_pos[p] = np.array([pos.get(c, -1) for c in index.platforms[p].class_ids],
                                            dtype=np.int64)
             top = day.popular.filter(pl.col("platform") == p).sort("rank").head(popular)["class_id"]
@@ -219,6 +224,19 @@ class Retriever:
                     vec = np.vstack([pi.index.reconstruct(row_of[j]) for j in ranked])
                     self.new[p] = (np.array(ranked, dtype=np.int64), vec)
             self.always[p] = np.array(sorted(always), dtype=np.int64)
+        self.use_similar(neighbours, recent_items, similar)
+
+    def use_similar(self, neighbours: Neighbours | None, recent_items: Sequence[str], k: int) -> None:
+        """Also retrieve, for each of the user's `recent_items` columns, that item's `k` most
+        similar candidates by the ranker's co-occurrence neighbours (`ml.cooccurrence`); k = 0,
+        or a ranker without neighbours: none."""
+        if k < 0:
+            raise ValueError(f"retrieve_similar must be >= 0 classes per recent item, got {k}")
+        self.neighbours = neighbours if k and neighbours is not None and neighbours.rows else None
+        self.recent_items = list(recent_items) if self.neighbours is not None else []
+        # per platform, [items + 1, k] candidate positions of each item's most similar ones
+        self.similar = {p: _similar_positions(self.neighbours, pos, k) for p, pos in self.positions.items()
+                        } if self.neighbours is not None else {}
 
     def candidates(self, context: pl.DataFrame, platform: str) -> np.ndarray:
         """[n_users, m] candidate positions (into the day's candidates of the platform) for
@@ -235,7 +253,25 @@ class Retriever:
             new_pos, vec = self.new[platform]
             sims = np.asarray(q, dtype=np.float32) @ vec.T  # more new classes than new_max here
             parts.append(new_pos[np.argpartition(-sims, self.new_max - 1, axis=1)[:, :self.new_max]])
+        table = self.similar.get(platform)
+        for column in (c for c in self.recent_items if table is not None and c in context.columns):
+            codes = self.neighbours.codes(context[column].cast(pl.Utf8).to_list())
+            near = table[np.where(codes >= 0, codes, len(table) - 1)]  # null, unknown: the last row (-1)
+            parts.append(np.where(near >= 0, near, pos[:, :1]))  # no neighbour: a held one again
         return np.concatenate(parts, axis=1)
+
+
+def _similar_positions(neighbours: Neighbours, pos: dict[str, int], k: int) -> np.ndarray:
+    """[len(items) + 1, k] the candidate positions of each item's k most similar items among
+    the platform's candidates (-1 past its last; the last row, for an unknown item, all -1)."""
+    at = np.array([pos.get(c, -1) for c in neighbours.items], dtype=np.int64)
+    out = np.full((len(neighbours.items) + 1, k), -1, dtype=np.int64)
+    for row, (codes, sims) in zip(neighbours.codes(neighbours.rows), neighbours.rows.values()):
+        cand = at[np.asarray(codes, dtype=np.int64)]
+        kept = np.flatnonzero(cand >= 0)
+        best = kept[np.argsort(-np.asarray(sims)[kept], kind="stable")[:k]]
+        out[row, :len(best)] = cand[best]
+    return out
 
 
 USER_EMBEDDING_SCHEMA = pa.schema([

@@ -97,6 +97,8 @@ class BatchScorer:
                  retriever: "Retriever | None" = None) -> None:
         self.settings, self.day, self.version = settings, day, int(model_version)
         self.retriever = retriever  # None: every candidate of the platform (exhaustive)
+        if retriever is not None and settings.retrieve_similar:
+            retriever.use_similar(encoders.neighbours, encoders.spec.recent_items, settings.retrieve_similar)
         if not settings.dataset.matches(encoders.spec):
             raise InferenceError(f"the model was trained on {encoders.spec.dataset!r} data; "
                                  f"the inference settings are for {settings.dataset.name!r} data")

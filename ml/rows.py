@@ -100,6 +100,9 @@ class InferenceSettings:
     retrieve_popular: int = 20
     retrieve_new_days: int = 2
     retrieve_new_max: int | None = 40
+    # retrieve_similar: also each recent item's this many nearest classes by the ranker's
+    # co-occurrence neighbours (0: none)
+    retrieve_similar: int = 0
 
     def __post_init__(self) -> None:
         if self.rows is None:
@@ -116,6 +119,8 @@ class InferenceSettings:
         if self.retrieve_new_max is not None and self.retrieve_new_max < 0:
             raise ValueError(f"retrieve_new_max must be >= 0 new classes per list, or None (all), "
                              f"got {self.retrieve_new_max}")
+        if self.retrieve_similar < 0:
+            raise ValueError(f"retrieve_similar must be >= 0 classes per recent item, got {self.retrieve_similar}")
         if self.top_k < 1 or self.max_per_instructor < 1 or self.users_per_batch < 1:
             raise ValueError("top_k, max_per_instructor and users_per_batch must be >= 1")
         if len({r.row_id for r in self.rows}) != len(self.rows):

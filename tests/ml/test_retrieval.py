@@ -200,3 +200,39 @@ def test_new_classes_per_list_are_capped_to_the_towers_best(tmp_path, new_max):
     assert got.shape[1] == 3 + 3 + (len(rankable) if new_max is None else new_max)
     with pytest.raises(ValueError, match="retrieve_new_max must be >= 0"):
         Retriever(tower, pairs, ci, day, n=3, new_max=-1)
+
+
+def test_a_users_recent_items_bring_their_nearest_neighbours(tmp_path):
+    """With `similar=k`, each list also ranks the k classes most similar to each of the user's
+    recent items by the ranker's co-occurrence neighbours, among the platform's candidates; a
+    user without a recent item, or with one that has no neighbours, gets none of them."""
+    from ml.cooccurrence import Neighbours
+
+    ci, vec = _index(tmp_path, n=30)
+    ids = ci.platforms["bike"].class_ids.tolist()
+    cand = pl.DataFrame({"class_id": ids, "release_date": [dt.date(2026, 8, 1)] * 30})
+    popular = pl.DataFrame({"platform": ["bike"], "rank": [1], "class_id": ["c020"]})
+    day = DayInputs(feature_date=dt.date(2026, 9, 3), serve_date=dt.date(2026, 9, 4),
+                    candidates={"bike": cand}, popular=popular, default_hour={"bike": 18}, n_users=4)
+    # c000's neighbours by similarity: c007 (0.9), "gone" (not a candidate today), c003, c009
+    nb = Neighbours(items=["c000", "c003", "c007", "c009", "gone"],
+                    rows={"c000": ([3, 2, 4, 1], [0.5, 0.9, 0.8, 0.6]), "c003": ([0], [0.4])})
+    queries = vec[[12, 13, 14, 15]]
+    tower = SimpleNamespace(users=lambda dense, sparse: queries)
+    pairs = SimpleNamespace(encode_users=lambda frame, pairs=True: SimpleNamespace(dense=None, sparse=None))
+    users = pl.DataFrame({"user_id": ["u1", "u2", "u3", "u4"], "last_class_id": ["c000", "c003", None, "c011"]})
+    plain = Retriever(tower, pairs, ci, day, n=3, popular=1, new_days=1, new_max=None)
+    r = Retriever(tower, pairs, ci, day, n=3, popular=1, new_days=1, new_max=None, similar=2,
+                  neighbours=nb, recent_items=["last_class_id"])
+    base, got = plain.candidates(users, "bike"), r.candidates(users, "bike")
+    np.testing.assert_array_equal(got[:, :base.shape[1]], base)
+    names = np.array(ids, dtype=object)
+    extra = [list(names[row[base.shape[1]:]]) for row in got]
+    assert extra[0] == ["c007", "c003"]  # the two most similar candidates, best first
+    assert extra[1] == ["c000", names[base[1, 0]]]  # one neighbour; the gap repeats a retrieved class
+    assert extra[2] == [names[base[2, 0]]] * 2 and extra[3] == [names[base[3, 0]]] * 2
+    assert np.array_equal(Retriever(tower, pairs, ci, day, n=3, popular=1, new_days=1, new_max=None,
+                                    similar=0, neighbours=nb, recent_items=["last_class_id"]
+                                    ).candidates(users, "bike"), base)
+    with pytest.raises(ValueError, match="retrieve_similar must be >= 0"):
+        Retriever(tower, pairs, ci, day, n=3, similar=-1)
