@@ -54,11 +54,12 @@ $(VENV)/.installed: pyproject.toml
 	# pip byte-compiles one file at a time; compileall below does it on every core. Compiled here
 	# because Python may not write its caches later (PYTHONDONTWRITEBYTECODE): uncompiled, every
 	# process would compile what it imports again. Some packages ship files that never compile
-	# (templates): compileall's exit code is ignored, as pip ignores them.
+	# (templates): compileall's exit code is ignored, as pip ignores them. The packages' own test
+	# folders are never imported: left out (14% of the files, 48 -> 38 s on 2 cores).
 	$(BIN)/python -m pip install -q --no-compile -e '.[ml,dev]'
 	# torchrec's metadata requires the CUDA fbgemm-gpu; the CPU build comes from [ml].
 	$(BIN)/python -m pip install -q --no-compile --no-deps torchrec==1.8.0
-	-$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1
+	-$(BIN)/python -m compileall -q -j 0 -x '/tests/' $(VENV)/lib > /dev/null 2>&1
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: orchestration/dagster.yaml
