@@ -543,12 +543,8 @@ def _dense_checked(frame: pl.DataFrame, spec: FeatureSpec, table: str | None) ->
     or holds NaN / infinite values is named."""
     import polars as pl
 
-    exprs = []
-    for name in spec.dense:
-        e = pl.col(name).cast(pl.Float64)
-        exprs.append(e.fill_null(spec.fill_null[name]) if name in spec.fill_null else e)
     try:
-        values = frame.select(exprs)
+        values = frame.select(_dense_inputs(spec))
     except Exception:  # noqa: BLE001 - find and name the column, whatever polars raised
         for name in spec.dense:
             try:
@@ -567,15 +563,27 @@ def _dense_checked(frame: pl.DataFrame, spec: FeatureSpec, table: str | None) ->
     return values
 
 
-def _dense_exprs(spec: FeatureSpec, mean: Mapping[str, float] | None = None,
-                 std: Mapping[str, float] | None = None) -> list:
-    """Over `_dense_checked`'s columns: log1p where the spec says; with mean/std also normalized,
-    the remaining nulls at 0 (the training mean), as Float32."""
+def _dense_inputs(spec: FeatureSpec) -> list:
+    """The spec's dense columns as Float64 with nulls filled (`fill_null`)."""
     import polars as pl
 
     exprs = []
     for name in spec.dense:
-        e = pl.col(name)
+        e = pl.col(name).cast(pl.Float64)
+        exprs.append(e.fill_null(spec.fill_null[name]) if name in spec.fill_null else e)
+    return exprs
+
+
+def _dense_exprs(spec: FeatureSpec, mean: Mapping[str, float] | None = None,
+                 std: Mapping[str, float] | None = None, inputs: list | None = None) -> list:
+    """Over `_dense_checked`'s columns (or over `inputs`, e.g. `_dense_inputs`: the whole chain
+    in one select): log1p where the spec says; with mean/std also normalized, the remaining
+    nulls at 0 (the training mean), as Float32. A non-finite input stays non-finite through
+    log1p's clip (x - x), so a check of the output finds it."""
+    import polars as pl
+
+    exprs = []
+    for name, e in zip(spec.dense, inputs or [pl.col(name) for name in spec.dense]):
         if name in spec.log1p:
             e = e.clip(lower_bound=0.0).log1p() + (e - e)
         if mean is not None and std is not None:
@@ -713,19 +721,11 @@ class Encoders:
     @cached_property
     def _encoding(self) -> tuple[list, list]:
         """(the dense columns' expressions, cast to normalized, the one-id features' lookups),
-        built once: building them per chunk was a sixth of the encoding's time. A non-finite
-        input stays non-finite through log1p's clip (x - x), so the final check finds it."""
+        built once: building them per chunk was a sixth of the encoding's time."""
         import polars as pl
 
         spec = self.spec
-        dense = []
-        for name in spec.dense:
-            e = pl.col(name).cast(pl.Float64)
-            if name in spec.fill_null:
-                e = e.fill_null(spec.fill_null[name])
-            if name in spec.log1p:
-                e = e.clip(lower_bound=0.0).log1p() + (e - e)
-            dense.append(((e - self.mean[name]) / self.std[name]).fill_null(0.0).cast(pl.Float32))
+        dense = _dense_exprs(spec, self.mean, self.std, inputs=_dense_inputs(spec))
         singles = [
             pl.col(name).cast(pl.Utf8).replace_strict(
                 pl.Series(self.vocab[name], dtype=pl.Utf8),

@@ -254,7 +254,7 @@ class Retriever:
             sims = np.asarray(q, dtype=np.float32) @ vec.T  # more new classes than new_max here
             parts.append(new_pos[np.argpartition(-sims, self.new_max - 1, axis=1)[:, :self.new_max]])
         table = self.similar.get(platform)
-        for column in (c for c in self.recent_items if table is not None and c in context.columns):
+        for column in [c for c in self.recent_items if c in context.columns] if table is not None else []:
             codes = self.neighbours.codes(context[column].cast(pl.Utf8).to_list())
             near = table[np.where(codes >= 0, codes, len(table) - 1)]  # null, unknown: the last row (-1)
             parts.append(np.where(near >= 0, near, pos[:, :1]))  # no neighbour: a held one again
