@@ -35,6 +35,7 @@ from pathlib import Path
 from benchmarks.lakehouse_bench import RESULTS, ROOT, measure
 
 DEMO = [sys.executable, "-m", "orchestration.demo"]
+STAGES = ("simulate", "backfill", "train", "daily_chain")
 
 
 def dagster_job(job: str, tags: dict) -> list[str]:
@@ -84,8 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backfill-days-per-run", type=int, default=None,
                    help="days per backfill run (default: 7 at medium, 2 at large, all in one run below): "
                         "memory follows the days of a run")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help="stages to run (default all); a later stage alone resumes in --workdir, whose "
+                        "earlier stages' figures are kept in scale_stages.json there")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    wanted = args.stages.split(",")
+    if unknown := sorted(set(wanted) - set(STAGES)):
+        p.error(f"--stages: unknown {unknown}; expected some of {list(STAGES)}")
+    if wanted[0] != STAGES[0] and not args.workdir:
+        p.error("--stages without simulate resumes an earlier run: give its --workdir")
     per_run = args.backfill_days_per_run or {"medium": 7, "large": 2}.get(args.size)
     small = args.size in ("tiny", "small")
     # `large` starts with 10,495 classes: more than the co-occurrence feature's dense counts
@@ -117,10 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     day = start + dt.timedelta(days=args.days)  # the measured new day
     print(f"scale: size={args.size} days={args.days}+1 workdir={work}", flush=True)
 
-    stages: dict[str, dict] = {}
+    # a resumed run keeps the figures of the stages an earlier run of this folder measured
+    kept = work / "scale_stages.json"
+    stages: dict[str, dict] = json.loads(kept.read_text()) if kept.exists() else {}
 
     def run(name: str, cmd: list[str]) -> None:
+        if name not in wanted:
+            return
         stages[name] = measure(cmd, env)
+        kept.write_text(json.dumps(stages, indent=2))
         print(f"  {name:<14} {stages[name]['wall_s']:>9.1f}s {stages[name]['peak_rss_mib']:>9.0f} MiB", flush=True)
 
     run("simulate", [sys.executable, "-m", "simulator", "generate", "--size", args.size, "--seed",
@@ -128,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                      "--landing", f"{lake}/landing"])
     run("backfill", [*DEMO, "--start", start.isoformat(), "--days", str(args.days), "--skip-model"])
     run("train", [*DEMO, "--model-only", "--model-config", model_config, "--eval-config", eval_config])
+    if "daily_chain" not in wanted:
+        print(f"stopped before the daily chain; resume with --stages daily_chain --workdir {work}")
+        return 0
     if not champion(env):
         raise SystemExit("the promotion kept the model out (too little data to beat popularity?): "
                          "no champion, so no daily chain to measure; see the train stage's log")
