@@ -114,6 +114,7 @@ class FactorizedDLRM:
         self._q_idx, self._c_idx = self.q_dense.to(self.device), self.c_dense.to(self.device)
         self._qq_idx, self._cc_idx = self._pair_index(self.qq_pairs), self._pair_index(self.cc_pairs)
         self._w_qc = self.wt_qc.permute(1, 2, 0).reshape(nq, nc * H)  # [i, (j, h)]
+        self._w_zc = self.wt_zc.T.contiguous()  # [nc, H]
 
     def _pair_index(self, pairs: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.tensor([p[0] for p in pairs], dtype=torch.long, device=self.device),
@@ -125,7 +126,9 @@ class FactorizedDLRM:
             return torch.zeros(sparse.shape[0], 0, self.tables[0].shape[1], device=self.device)
         def one(i: int) -> torch.Tensor:
             c, k = self.columns[i]
-            return self.tables[i][sparse[:, c]] if k == 1 else mean_bag(self.tables[i], sparse[:, c:c + k])
+            # index_select: about twice as fast as advanced indexing on CPU
+            return (torch.index_select(self.tables[i], 0, sparse[:, c]) if k == 1
+                    else mean_bag(self.tables[i], sparse[:, c:c + k]))
 
         return torch.stack([one(i) for i in features], dim=1)  # [n, k, D]
 
@@ -149,15 +152,15 @@ class FactorizedDLRM:
         t = self.bt + dots @ w.T if dots.shape[1] else self.bt.expand(e.shape[0], -1)
         # [z, z.c_j] -> H per query: z part W_z + sum_i e_i w_zq_i; the z.c_j part is shared
         m_z = self.wt_z.T.unsqueeze(0) + torch.einsum("nid,hi->ndh", e, self.wt_zq)  # [n, D, H]
-        # g[n, (j, d), h] = sum_i e[n, i, d] wt_qc[h, i, j]: one matmul ([n*D, nq] @ [nq, nc*H])
+        # g[n, (d, j), h] = sum_i e[n, i, d] wt_qc[h, i, j]: one matmul ([n*D, nq] @ [nq, nc*H]),
+        # already in the class side's (d, j) order of c_flat
         n, nq, D = e.shape
         nc, H = self.wt_qc.shape[2], self.wt_qc.shape[0]
-        g = (e.transpose(1, 2).reshape(n * D, nq) @ self._w_qc).view(n, D, nc, H).transpose(1, 2)
-        g = g.reshape(n, nc * D, H)
-        # one right-hand side per query for the pair inputs [z, z.c_j, c_flat] (see score)
-        r = torch.cat([m_z, self.wt_zc.T.expand(e.shape[0], -1, -1), g], dim=1)
-        return {"a": q.dense[:, self._q_idx] @ self.w1_q.T + self.b1, "t": t,
-                "r": r.to(self.dtype)}
+        g = (e.transpose(1, 2).reshape(n * D, nq) @ self._w_qc).view(n, D * nc, H)
+        # one right-hand side per query for the pair inputs [z, z.c_j, c_flat, 1] (see score):
+        # the last row, the query's own part t, is added by the same matmul
+        r = torch.cat([m_z, self._w_zc.expand(n, -1, -1), g, t.unsqueeze(1)], dim=1)
+        return {"a": q.dense[:, self._q_idx] @ self.w1_q.T + self.b1, "r": r.to(self.dtype)}
 
     @torch.no_grad()
     def class_side(self, c: Side) -> dict[str, torch.Tensor]:
@@ -166,8 +169,10 @@ class FactorizedDLRM:
         dots, w = self._pair_dots(e, self._cc_idx, self.wt_cc)
         t = dots @ w.T if dots.shape[1] else torch.zeros(e.shape[0], self.bt.shape[0],
                                                          device=self.device)
+        # c_flat in (d, j) order (the query side's g matches it); "e" [C, D, nc] views it
+        flat = e.transpose(1, 2).flatten(1).to(self.dtype)
         return {"a": c.dense[:, self._c_idx] @ self.w1_c.T, "t": t.to(self.dtype),
-                "e": e.to(self.dtype), "e_flat": e.flatten(1).to(self.dtype)}
+                "e": flat.view(e.shape[0], e.shape[2], e.shape[1]), "e_flat": flat}
 
     # -- pairs -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -185,23 +190,27 @@ class FactorizedDLRM:
         own = cs.get("owned", False)
         h = cs["a"] if own else cs["a"].expand(n, -1, -1).clone()
         if pair_dense is not None and pair_dense.shape[-1]:
+            # the pair features and the query's part in one matmul: [pd, 1] @ [W_p^T; a_q]
             pd = pair_dense.to(self.device, non_blocking=True)
-            h.view(n * C, -1).addmm_(pd.reshape(n * C, -1), self.w1_p.T)
-        h += qs["a"].unsqueeze(1)
+            ones = torch.ones(n, C, 1, dtype=pd.dtype, device=self.device)
+            w = torch.cat([self.w1_p.T.expand(n, -1, -1), qs["a"].unsqueeze(1)], dim=1)
+            h.baddbmm_(torch.cat([pd, ones], dim=2), w)
+        else:
+            h += qs["a"].unsqueeze(1)
         z = h.relu_().to(self.dtype).view(n * C, -1)
         for w, b in self.bottom_rest:
             z = torch.addmm(b, z, w.T).relu_()
         z = z.view(n, C, -1)  # [n, C, D]
         # cs per query ([n, C, ...], `gather_classes`: each query's own candidates) or shared
-        zc = torch.einsum("ncd,ncjd->ncj" if cs["e"].dim() == 4 else "ncd,cjd->ncj", z, cs["e"])
-        x = torch.cat([z, zc, cs["e_flat"].expand(n, -1, -1)], dim=2)
-        # [n, C, H]: the first top layer, its pair-dependent part + the class's + the query's
+        zc = torch.einsum("ncd,ncdj->ncj" if cs["e"].dim() == 4 else "ncd,cdj->ncj", z, cs["e"])
+        ones = torch.ones(n, C, 1, dtype=z.dtype, device=self.device)
+        x = torch.cat([z, zc, cs["e_flat"].expand(n, -1, -1), ones], dim=2)
+        # [n, C, H]: the first top layer, its pair-dependent part and the query's (r) + the class's
         if own:
             top = cs["t"].baddbmm_(x, qs["r"])
         else:
             top = torch.bmm(x, qs["r"])
             top += cs["t"]
-        top += qs["t"].to(self.dtype).unsqueeze(1)
         x = top.relu_().view(n * C, -1)
         for w, b in self.top_rest:
             x = torch.addmm(b, x, w.T).relu_()
@@ -211,7 +220,9 @@ class FactorizedDLRM:
 def gather_classes(cs: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
     """The class side of each query's own candidates: `idx` [n, m] class rows -> [n, m, ...]
     (`e` is a view of the gathered `e_flat`: one copy of the embeddings, not two)."""
-    out = {k: v[idx] for k, v in cs.items() if k in ("a", "t", "e_flat")}
+    flat = idx.reshape(-1)  # index_select: about twice as fast as advanced indexing on CPU
+    out = {k: torch.index_select(v, 0, flat).view(*idx.shape, *v.shape[1:])
+           for k, v in cs.items() if k in ("a", "t", "e_flat")}
     out["e"] = out["e_flat"].view(*idx.shape, *cs["e"].shape[1:])
     out["owned"] = True  # fresh copies: `FactorizedDLRM.score` may write into them
     return out
