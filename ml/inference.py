@@ -130,18 +130,45 @@ def iter_user_batches(gold: GoldStore, feature_date: dt.date,
     yield from lf.collect_batches(chunk_size=settings.users_per_batch)
 
 
+class UserState:
+    """What a batch of users' rows need besides their features: their affinity rows (a list
+    column) and the classes they took in the exclusion window, (user_id, class_id).
+
+    The window's takes are read once, sorted by user, and each batch takes its slice: read per
+    batch, every batch of 512 users scanned the window's examples again (at `large`, 14 days of
+    2.7M examples a day, for each of 2,250 batches). `user_ids`: read only those users' takes
+    (a few users on demand, one batch)."""
+
+    def __init__(self, gold: GoldStore, feature_date: dt.date, settings: InferenceSettings,
+                 user_ids: list[str] | None = None) -> None:
+        self.gold, self.feature_date, self.settings = gold, feature_date, settings
+        days = settings.exclude_days  # None: every earlier take (data without repeat consumption)
+        if days is not None and days <= 0:
+            self.taken = pl.DataFrame(schema={"user_id": pl.Utf8, "class_id": pl.Utf8})
+            return
+        start = dt.date.min if days is None else feature_date - dt.timedelta(days=days - 1)
+        lf = gold.takes(start, feature_date)
+        if user_ids is not None:
+            lf = lf.filter(pl.col("user_id").is_in(user_ids))
+        self.taken = lf.select("user_id", "class_id").drop_nulls("user_id").unique().sort("user_id").collect()
+
+    def of(self, users: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        ids = users["user_id"]
+        taken = self.taken
+        if users.height and taken.height:  # the rows between the batch's first and last user
+            col = taken["user_id"]
+            lo = int(col.search_sorted(ids.min(), side="left"))
+            hi = int(col.search_sorted(ids.max(), side="right"))
+            taken = taken.slice(lo, hi - lo)
+        taken = taken.filter(pl.col("user_id").is_in(ids.to_list()))
+        return self.settings.dataset.with_affinity(self.gold, self.feature_date, users), taken
+
+
 def user_state(gold: GoldStore, feature_date: dt.date, users: pl.DataFrame,
                settings: InferenceSettings) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(users with their instructor affinities as a list column, classes taken in the exclusion
-    window as (user_id, class_id)), for one batch of users."""
-    ids = users["user_id"].to_list()
-    users = settings.dataset.with_affinity(gold, feature_date, users)
-    days = settings.exclude_days  # None: every earlier take (data without repeat consumption)
-    start = dt.date.min if days is None else feature_date - dt.timedelta(days=days - 1)
-    taken = (gold.takes(start, feature_date).filter(pl.col("user_id").is_in(ids))
-             .select("user_id", "class_id").unique().collect()) if days is None or days > 0 \
-        else pl.DataFrame(schema={"user_id": pl.Utf8, "class_id": pl.Utf8})
-    return users, taken
+    """(users with their affinity rows, classes taken in the exclusion window) for one batch
+    of users (`UserState`; keep one `UserState` for many batches)."""
+    return UserState(gold, feature_date, settings, users["user_id"].to_list()).of(users)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,9 +186,7 @@ class InferenceStats:
     nodes: int = 0  # the Ray nodes the actors ran on (> 1 on a cluster, RAY_ADDRESS)
 
 
-def _score_one(scorer: BatchScorer, gold: GoldStore, day: DayInputs, users: pl.DataFrame,
-               settings: InferenceSettings) -> tuple[pl.DataFrame, int]:
-    users, taken = user_state(gold, day.feature_date, users, settings)
+def _score_one(scorer: BatchScorer, users: pl.DataFrame, taken: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     before = scorer.pairs_scored
     return scorer.score(users, taken), scorer.pairs_scored - before
 
@@ -181,17 +206,15 @@ def _retriever(retrieval, day: DayInputs, settings: InferenceSettings, ranker_ve
 class _Actor:
     """Ray actor body: loads the model once, then scores the batches it is given."""
 
-    def __init__(self, model: ModelRef, gold: GoldStore, day: DayInputs,
-                 settings: InferenceSettings, threads: int, retrieval=None) -> None:
+    def __init__(self, model: ModelRef, day: DayInputs, settings: InferenceSettings, threads: int,
+                 retrieval=None) -> None:
         torch.set_num_threads(max(1, threads))
         module, encoders, heads = model.load()
         self.scorer = BatchScorer(module, encoders, heads, day, settings, model.version,
                                   _retriever(retrieval, day, settings, model.version))
-        self.args = (gold, day, settings)
 
-    def score(self, users: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-        gold, day, settings = self.args
-        return _score_one(self.scorer, gold, day, users, settings)
+    def score(self, users: pl.DataFrame, taken: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        return _score_one(self.scorer, users, taken)
 
     def node(self) -> str:
         import ray
@@ -214,7 +237,8 @@ def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
     stats = stats if stats is not None else InferenceStats()
     log = log or (lambda _m: None)
     day = load_day(gold, feature_date, settings)
-    batches = iter_user_batches(gold, feature_date, settings)
+    state = UserState(gold, feature_date, settings)  # read here once; each batch gets its slice
+    batches = (state.of(users) for users in iter_user_batches(gold, feature_date, settings))
     # loaded and checked here, so a bad index fails before any actor starts
     retriever = _retriever(retrieval, day, settings, model.version)
 
@@ -223,8 +247,8 @@ def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
         scorer = BatchScorer(module, encoders, heads, day, settings, model.version, retriever)
         stats.workers, stats.nodes = 1, 1
         t0 = time.perf_counter()
-        for users in batches:
-            rows, pairs = _score_one(scorer, gold, day, users, settings)
+        for users, taken in batches:
+            rows, pairs = _score_one(scorer, users, taken)
             _account(stats, users, rows, pairs, t0)
             yield rows
 
@@ -238,7 +262,7 @@ def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
         n = max(1, min(num_workers, cpus))
         threads = max(1, cpus // n)
         actor_cls = ray.remote(num_cpus=threads)(_Actor)
-        actors = [actor_cls.remote(model, gold, day, settings, threads, retrieval) for _ in range(n)]
+        actors = [actor_cls.remote(model, day, settings, threads, retrieval) for _ in range(n)]
         stats.workers = n
         stats.nodes = len(set(ray.get([a.node.remote() for a in actors])))
         log(f"scoring {day.n_users} users on {n} Ray actor(s) on {stats.nodes} node(s), "
@@ -250,11 +274,11 @@ def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
         try:
             while True:
                 while free:
-                    users = next(it, None)
-                    if users is None:
+                    batch = next(it, None)
+                    if batch is None:
                         break
                     a = free.pop()
-                    inflight[actors[a].score.remote(users)] = (a, users.height)
+                    inflight[actors[a].score.remote(*batch)] = (a, batch[0].height)
                 if not inflight:
                     break
                 done, _ = ray.wait(list(inflight), num_returns=1)
@@ -279,7 +303,7 @@ def _account(stats: InferenceStats, users, rows: pl.DataFrame, pairs: int, t0: f
 
 
 __all__ = [
-    "InferenceStats", "ModelRef", "iter_user_batches", "load_day", "run_inference", "user_state",
+    "InferenceStats", "ModelRef", "UserState", "iter_user_batches", "load_day", "run_inference", "user_state",
 ]
 
 
@@ -298,5 +322,7 @@ class UserScorer:
     def rows(self, user_ids: list[str]) -> pl.DataFrame:
         users = (self.settings.dataset.active_users(self.gold.scan("user_features_daily"), self.day.feature_date)
                  .filter(pl.col("user_id").is_in(user_ids)).collect())
-        return _score_one(self.scorer, self.gold, self.day, users, self.settings)[0] if users.height \
-            else pl.DataFrame()
+        if not users.height:
+            return pl.DataFrame()
+        state = UserState(self.gold, self.day.feature_date, self.settings, users["user_id"].to_list())
+        return _score_one(self.scorer, *state.of(users))[0]

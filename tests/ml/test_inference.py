@@ -266,3 +266,24 @@ def test_ranking_retrieved_classes_that_cover_the_catalogue_gives_the_exhaustive
     np.testing.assert_allclose(retrieved["score"].to_numpy(), exhaustive["score"].to_numpy(), rtol=1e-5)
     assert retrieved.group_by("user_id", "platform", "row_id").agg(pl.col("class_id").is_unique().all())[
         "class_id"].all()
+
+
+@pytest.mark.parametrize("per_batch", [1, 7, 10**6])
+def test_the_days_takes_read_once_give_each_batch_its_own(candidates_lake, per_batch):
+    """`UserState` reads the exclusion window's takes once and slices them per batch (by the
+    batch's first and last user): each batch gets exactly what reading it alone gives."""
+    from ml.inference import UserState, iter_user_batches, user_state
+
+    settings = InferenceSettings(exclude_days=14, users_per_batch=per_batch)
+    gold = GoldStore(candidates_lake)
+    state = UserState(gold, E2, settings)
+    seen = 0
+    for users in iter_user_batches(gold, E2, settings):
+        users_a, taken_a = state.of(users)
+        users_b, taken_b = user_state(gold, E2, users, settings)
+        assert users_a.equals(users_b)
+        assert taken_a.sort("user_id", "class_id").equals(taken_b.sort("user_id", "class_id"))
+        assert set(taken_a["user_id"]) <= set(users["user_id"])
+        seen += taken_a.height
+    assert seen == state.taken.filter(pl.col("user_id").is_in(
+        pl.concat(list(iter_user_batches(gold, E2, settings)))["user_id"].to_list())).height > 0
