@@ -16,6 +16,10 @@ child process measured for wall time and peak memory (the child and its children
 4. one new day through the daily chain (`daily_recommendations_job`: ingest -> dbt -> gold ->
    checks -> candidate index -> retrieve then rank -> cache), with the seconds of each step.
 
+`--stages` runs some of them: with `--workdir`, a later stage resumes an earlier run's folder
+(`--stages simulate,backfill,train`, then `--stages daily_chain` after a change to the ranking),
+and the figures of the stages it does not run are those kept in the folder's scale_stages.json.
+
 Writes benchmarks/results/scale_<size>.json and prints a table, with seconds per 1k users and per
 1M events (workouts + impressions of the history). Needs the disk: about 70 MB of landing files a
 day at `medium`, 340 MB at `large`.
