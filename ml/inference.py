@@ -237,10 +237,10 @@ def run_inference(model: ModelRef, gold: GoldStore, feature_date: dt.date,
     stats = stats if stats is not None else InferenceStats()
     log = log or (lambda _m: None)
     day = load_day(gold, feature_date, settings)
+    # loaded and checked here, so a bad index fails before any actor starts (and before the read below)
+    retriever = _retriever(retrieval, day, settings, model.version)
     state = UserState(gold, feature_date, settings)  # read here once; each batch gets its slice
     batches = (state.of(users) for users in iter_user_batches(gold, feature_date, settings))
-    # loaded and checked here, so a bad index fails before any actor starts
-    retriever = _retriever(retrieval, day, settings, model.version)
 
     def local() -> Iterator[pl.DataFrame]:
         module, encoders, heads = loaded or model.load()
@@ -324,5 +324,4 @@ class UserScorer:
                  .filter(pl.col("user_id").is_in(user_ids)).collect())
         if not users.height:
             return pl.DataFrame()
-        state = UserState(self.gold, self.day.feature_date, self.settings, users["user_id"].to_list())
-        return _score_one(self.scorer, *state.of(users))[0]
+        return _score_one(self.scorer, *user_state(self.gold, self.day.feature_date, users, self.settings))[0]
