@@ -120,7 +120,7 @@ bench-train: install
 	$(BIN)/python -m benchmarks.train_bench --lakehouse "$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}"
 
 bench: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m benchmarks.lakehouse_bench --size $(SIZE)
+	$(BIN)/python -m benchmarks.lakehouse_bench --size $(SIZE) $(BENCH_ARGS)
 
 # The home-feed read service on the published cache (HOMEFEED_CACHE_DIR, else the data folder's cache/).
 serve: install
@@ -142,7 +142,7 @@ bench-infer: install
 
 # Retrieve then rank vs exhaustive ranking on the same users and lists (make demo first).
 bench-retrieval: install
-	$(BIN)/python -m benchmarks.retrieval_bench --lakehouse "$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}"
+	$(BIN)/python -m benchmarks.retrieval_bench --lakehouse "$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}" $(BENCH_ARGS)
 
 # The whole pipeline at one simulator size (SCALE_SIZE: tiny, small, medium, large), in a scratch
 # folder: simulate, backfill SCALE_DAYS days, train, one daily chain; wall time and peak memory.
