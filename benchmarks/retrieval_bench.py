@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     n_quality = (active["_listed"].sum() if args.quality_users == "all"
                  else int(args.quality_users or args.users))
     users, taken = user_state(gold, fdate, active.head(max(n_quality, args.users)).drop("_listed"), inf)
-    timed, judged = users.head(args.users), users.head(n_quality)
+    # by id: the affinity join need not keep the listed-first order
+    timed, judged = (users.filter(pl.col("user_id").is_in(active.head(k)["user_id"].implode()))
+                     for k in (args.users, n_quality))
 
     def run(retriever) -> tuple[pl.DataFrame, float]:
         """The rows of the judged users, and the median seconds of --repeat timed passes over
