@@ -1,7 +1,8 @@
 """Retrieve then rank vs exhaustive ranking, on the same users of one day, in one run:
 
 * a two-tower retrieval model (`ml.two_tower`) trained here on the days up to the feature date
-  D (the day before the last gold day: nothing after D is read for training);
+  D (the day before the last gold day, or the `--days` last ones: nothing after D is read for
+  training);
 * the day's candidate index (`ml.retrieval.build_index`);
 * the MLflow champion DLRM ranks every candidate (exhaustive) or each list's retrieved ones
   (the two-tower's top N, plus the platform's popular and new classes: the tower's best
@@ -17,12 +18,16 @@ With `--target-speedup X`, the bench names the chosen setting: the one with the 
 list among those at least X times faster than exhaustive ranking. The choice reads the timings
 only, never the held-out lists, so its MAP@10 ratio is a fair test of the target.
 
+With `--days K`, the lists of the K days after D are pooled (the same tower, an index per day,
+as serving rebuilds the index daily and retrains the tower less often); the interval resamples
+users across the days; the speed is the first day's.
+
 Quality is measured on `--quality-users` (default: the timed `--users`; `all`: every user with a
 list on D + 1), each scored once more untimed: more lists narrow the interval, the speed needs
 fewer users.
 
     python -m benchmarks.retrieval_bench [--lakehouse data/lakehouse] [--users 2000] [--new-max 40,none]
-        [--quality-users all]
+        [--quality-users all] [--days 2] [--target-speedup 8]
 
 Writes benchmarks/results/retrieval.json and prints a table. Run `make demo` first.
 """
@@ -93,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--similar", default="0",
                    help="also the ranker's co-occurrence neighbours of each user's recent items, this many "
                         "per item (0: none); several, comma-separated, are each run with every N")
+    p.add_argument("--days", type=int, default=1,
+                   help="held-out days, pooled: the tower is trained up to the day before the first")
     p.add_argument("--target-speedup", type=float, default=None,
                    help="choose, by speed alone, the widest setting at least this much faster than exhaustive")
     p.add_argument("--repeat", type=int, default=3, help="timed passes per ranking (the median is kept)")
@@ -107,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     module, enc, heads = tracking.load_torchscript(mv.source, tracking_uri=args.tracking_uri)
     gold = GoldStore(args.lakehouse)
     dates = sorted(gold.scan("user_features_daily").select("feature_date").unique().collect()["feature_date"])
-    fdate = dates[-2]
-    serve = fdate + dt.timedelta(days=1)
+    if not 1 <= args.days < len(dates):
+        raise SystemExit(f"--days must be 1..{len(dates) - 1} here (gold has {len(dates)} feature dates)")
+    fdate = dates[-1 - args.days]  # the tower is trained up to D; the held-out days follow it
 
     t0 = time.perf_counter()
     job = TrainingJob(data=plan_window(gold, train_days=args.train_days, valid_days=0, end=fdate),
@@ -118,82 +126,105 @@ def main(argv: list[str] | None = None) -> int:
     trained = run_training(job, tenc, validate=False)
     train_s = time.perf_counter() - t0
     tower, tpairs = TowerEncoder(trained.state_dict, trained.model_config), PairEncoder(tenc)
-
     inf = InferenceSettings(users_per_batch=10**9)
-    day = load_day(gold, fdate, inf)
-    t0 = time.perf_counter()
-    index = build_index(tower, tpairs, day, retrieval_version=0, ranker_version=int(mv.version))
-    index_s = time.perf_counter() - t0
 
-    # users: those with a list on D + 1 first, then others, up to --users
-    takes = gold.takes(serve, serve).select("user_id", "platform", "class_id").unique().collect()
-    relevant = {(u, p): set(c) for u, p, c in takes.group_by("user_id", "platform").agg("class_id").iter_rows()}
-    active = next(iter_user_batches(gold, fdate, inf))
-    listed = set(takes["user_id"].to_list())
-    active = active.with_columns(pl.col("user_id").is_in(list(listed)).alias("_listed")).sort(
-        "_listed", "user_id", descending=[True, False])
-    n_quality = (active["_listed"].sum() if args.quality_users == "all"
-                 else int(args.quality_users or args.users))
-    users, taken = user_state(gold, fdate, active.head(max(n_quality, args.users)).drop("_listed"), inf)
-    # by id: the affinity join need not keep the listed-first order
-    timed, judged = (users.filter(pl.col("user_id").is_in(active.head(k)["user_id"].implode()))
-                     for k in (args.users, n_quality))
+    def held_out(f: dt.date) -> dict:
+        """The inputs of the lists of f + 1: the day, its index, the lists' taken classes, the
+        timed users (those with a list first, up to --users) and the judged ones."""
+        day = load_day(gold, f, inf)
+        t = time.perf_counter()
+        index = build_index(tower, tpairs, day, retrieval_version=0, ranker_version=int(mv.version))
+        index_s = time.perf_counter() - t
+        serve = f + dt.timedelta(days=1)
+        takes = gold.takes(serve, serve).select("user_id", "platform", "class_id").unique().collect()
+        relevant = {(u, p): set(c) for u, p, c in takes.group_by("user_id", "platform").agg("class_id").iter_rows()}
+        active = next(iter_user_batches(gold, f, inf)).with_columns(
+            pl.col("user_id").is_in(takes["user_id"].unique().implode()).alias("_listed")).sort(
+            "_listed", "user_id", descending=[True, False])
+        n_quality = (active["_listed"].sum() if args.quality_users == "all"
+                     else int(args.quality_users or args.users))
+        users, taken = user_state(gold, f, active.head(max(n_quality, args.users)).drop("_listed"), inf)
+        # by id: the affinity join need not keep the listed-first order
+        timed, judged = (users.filter(pl.col("user_id").is_in(active.head(k)["user_id"].implode()))
+                         for k in (args.users, n_quality))
+        return {"fdate": f, "day": day, "index": index, "index_s": index_s, "relevant": relevant,
+                "timed": timed, "judged": judged, "taken": taken}
 
-    def run(retriever) -> tuple[pl.DataFrame, float]:
-        """The rows of the judged users, and the median seconds of --repeat timed passes over
-        the timed users after one warm-up pass of a few users (a single pass moved by 1.4x
-        between two runs on this machine)."""
-        scorer = BatchScorer(module, enc, heads, day, inf, int(mv.version), retriever)
-        scorer.score(timed.head(100), taken)
-        times = []
-        for _ in range(args.repeat):
-            t = time.perf_counter()
-            rows = scorer.score(timed, taken)
-            times.append(time.perf_counter() - t)
-        if judged.height != timed.height or not judged["user_id"].equals(timed["user_id"]):
-            rows = scorer.score(judged, taken)
-        return rows, float(np.median(times))
+    days = [held_out(fdate + dt.timedelta(days=k)) for k in range(args.days)]
+    first = days[0]
+    timed = first["timed"]
 
-    exh_rows, exh_s = run(None)
-    exh = for_you_lists(exh_rows)
-    keys = [k for k in exh if k in relevant]
-    ap_exh = np.array([average_precision(exh[k], relevant[k]) for k in keys])
-    out: dict = {"feature_date": str(fdate), "users": timed.height, "quality_users": judged.height,
+    def run(h: dict, retriever, timing: bool) -> tuple[pl.DataFrame, float | None]:
+        """The rows of the day's judged users, and with `timing` the median seconds of --repeat
+        timed passes over its timed users after one warm-up pass of a few users (a single pass
+        moved by 1.4x between two runs on this machine)."""
+        scorer = BatchScorer(module, enc, heads, h["day"], inf, int(mv.version), retriever)
+        rows, secs = None, None
+        if timing:
+            scorer.score(h["timed"].head(100), h["taken"])
+            times = []
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                rows = scorer.score(h["timed"], h["taken"])
+                times.append(time.perf_counter() - t)
+            secs = float(np.median(times))
+        if rows is None or not h["judged"]["user_id"].equals(h["timed"]["user_id"]):
+            rows = scorer.score(h["judged"], h["taken"])
+        return rows, secs
+
+    # every held-out day's lists, keyed (day, user, platform); the speed is the first day's
+    exh, keys, ap_exh, exh_s = {}, [], [], None
+    for i, h in enumerate(days):
+        rows, secs = run(h, None, timing=i == 0)
+        exh_s = exh_s or secs
+        lists = for_you_lists(rows)
+        for k in (k for k in lists if k in h["relevant"]):
+            exh[(i, *k)] = lists[k]
+            keys.append((i, *k))
+            ap_exh.append(average_precision(lists[k], h["relevant"][k]))
+    ap_exh = np.array(ap_exh)
+    day = first["day"]
+    out: dict = {"feature_date": str(fdate), "held_out_days": [str(h["fdate"] + dt.timedelta(days=1)) for h in days],
+                 "users": timed.height, "quality_users": sum(h["judged"].height for h in days),
                  "lists": len(keys),
                  "ranker_version": int(mv.version), "two_tower_train_seconds": round(train_s, 1),
-                 "index_seconds": round(index_s, 2),
+                 "index_seconds": round(first["index_s"], 2),
                  "candidates": {p: f.height for p, f in day.candidates.items()},
-                 "index_kind": {p: pi.kind for p, pi in index.platforms.items()},
+                 "index_kind": {p: pi.kind for p, pi in first["index"].platforms.items()},
                  "exhaustive": {"seconds": round(exh_s, 2), "users_per_s": round(timed.height / exh_s, 1),
                                 "map@10": float(ap_exh.mean()) if len(keys) else None},
                  "retrieve": {}}
     caps = [None if v.strip().lower() == "none" else int(v) for v in args.new_max.split(",")]
     similar = [int(v) for v in args.similar.split(",")]
     for n, cap, k in ((n, cap, k) for n in ns for cap in caps for k in similar):
-        retr = Retriever(tower, tpairs, index, day, n=n, popular=inf.retrieve_popular,
-                         new_days=inf.retrieve_new_days, new_max=cap, similar=k,
-                         neighbours=enc.neighbours, recent_items=enc.spec.recent_items)
-        rows, secs = run(retr)
-        got = for_you_lists(rows)
-        ap = np.array([average_precision(got.get(k, []), relevant[k]) for k in keys])
-        # recall@N: of the taken classes, and of the exhaustive top 10, in the retrieved set of
-        # each list's "For you" context
-        rec_rel, rec_top, widths = [], [], []  # widths: the classes each list ranks
-        for p in sorted({k[1] for k in keys}):
-            ids = [k[0] for k in keys if k[1] == p]
-            ctx_users = judged.filter(pl.col("user_id").is_in(ids))
-            ctx = row_context(inf, day, ctx_users, p, inf.rows[0])
-            cand = retr.candidates(ctx, p)
-            widths += [cand.shape[1]] * len(cand)
-            cls = day.candidates[p]["class_id"].to_numpy()
-            for u, row in zip(ctx_users["user_id"].to_list(), cand):
-                s = set(cls[row[row >= 0]].tolist())
-                rel = relevant[(u, p)]
-                rec_rel.append(len(rel & s) / len(rel))
-                top = exh.get((u, p), [])
-                if top:
-                    rec_top.append(len(set(top) & s) / len(top))
-        cmp = paired_bootstrap_ratio(ap, ap_exh, np.array([k[0] for k in keys]), n_boot=2000)
+        ap, rec_rel, rec_top, widths = [], [], [], []  # widths: the classes each list ranks
+        for i, h in enumerate(days):
+            retr = Retriever(tower, tpairs, h["index"], h["day"], n=n, popular=inf.retrieve_popular,
+                             new_days=inf.retrieve_new_days, new_max=cap, similar=k,
+                             neighbours=enc.neighbours, recent_items=enc.spec.recent_items)
+            rows, t = run(h, retr, timing=i == 0)
+            secs = t if i == 0 else secs
+            got = for_you_lists(rows)
+            mine = [key for key in keys if key[0] == i]
+            ap += [average_precision(got.get(key[1:], []), h["relevant"][key[1:]]) for key in mine]
+            # recall@N: of the taken classes, and of the exhaustive top 10, in the retrieved set
+            # of each list's "For you" context
+            for p in sorted({key[2] for key in mine}):
+                ids = [key[1] for key in mine if key[2] == p]
+                ctx_users = h["judged"].filter(pl.col("user_id").is_in(ids))
+                cand = retr.candidates(row_context(inf, h["day"], ctx_users, p, inf.rows[0]), p)
+                widths += [cand.shape[1]] * len(cand)
+                cls = h["day"].candidates[p]["class_id"].to_numpy()
+                for u, row in zip(ctx_users["user_id"].to_list(), cand):
+                    got_set = set(cls[row[row >= 0]].tolist())
+                    rel = h["relevant"][(u, p)]
+                    rec_rel.append(len(rel & got_set) / len(rel))
+                    top = exh.get((i, u, p), [])
+                    if top:
+                        rec_top.append(len(set(top) & got_set) / len(top))
+        ap = np.array(ap)
+        # users resampled across the days: a user's lists on several days move together
+        cmp = paired_bootstrap_ratio(ap, ap_exh, np.array([key[1] for key in keys]), n_boot=2000)
         name = "/".join([str(n)] + ([str(cap)] if len(caps) > 1 else []) + ([f"s{k}"] if len(similar) > 1 else []))
         out["retrieve"][name] = {
             "n": n, "new_max": cap, "similar": k, "pairs_per_list": round(float(np.mean(widths)), 1),
@@ -213,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
 
-    print(f"retrieve then rank vs exhaustive, feature date {fdate}, {timed.height} users timed, "
-          f"{len(keys)} lists of {serve} from {judged.height} users; candidates per platform {out['candidates']}")
+    print(f"retrieve then rank vs exhaustive, tower trained up to {fdate}, {timed.height} users timed, "
+          f"{len(keys)} lists of {', '.join(out['held_out_days'])} from {out['quality_users']} user-days; "
+          f"candidates per platform {out['candidates']}")
     print(f"{'N/new/s':>8} {'pairs':>6} {'users/s':>9} {'speed-up':>9} {'recall taken':>13} {'recall top10':>13} "
           f"{'MAP@10 ratio [95% CI]':>26}")
     e = out["exhaustive"]
