@@ -285,8 +285,11 @@ class FitnessDataset(Dataset):
         return gold.class_display()
 
     def example_user_columns(self, users: pl.LazyFrame, taken: set[str]) -> list[str]:
-        names = set(users.collect_schema().names())
-        return [c for c in USER_FEATURE_COLUMNS if c in names]
+        """The known columns, and any numeric one a dbt model added (`add_features` picks)."""
+        schema = users.collect_schema()
+        added = [c for c, t in schema.items() if c not in USER_FEATURE_COLUMNS and c not in taken
+                 and c not in ("user_id", "feature_date") and t.is_numeric()]
+        return [*(c for c in USER_FEATURE_COLUMNS if c in schema), *added]
 
     def join_example_affinity(self, examples: pl.LazyFrame, gold: GoldStore,
                               fdate_filter: pl.Expr) -> pl.LazyFrame:

@@ -309,6 +309,31 @@ def without(spec: FeatureSpec, names: tuple[str, ...] | list[str]) -> FeatureSpe
     )
 
 
+def with_added(spec: FeatureSpec, names: tuple[str, ...] | list[str], columns: Mapping[str, Any],
+               table: str = "gold user_features_daily") -> FeatureSpec:
+    """A copy of `spec` with numeric user columns added as dense features (a name ending in "*"
+    is a prefix; `columns`: the user table's schema): a column a dbt model added to
+    user_features_daily, or the shared user embeddings joined there. They are normalized with
+    the fitted statistics, a null is the fitted mean. A name that matches no numeric column the
+    spec does not already have is an error."""
+    if not names:
+        return spec
+    cols = _columns(columns)
+    have = {*spec.sparse, *spec.dense}
+    added: list[str] = []
+    unknown = []
+    for n in names:
+        hits = [c for c, t in cols.items()
+                if _matches(c, n) and _kind(t) == "numeric" and c not in have and c not in added]
+        unknown += [] if hits else [n]
+        added += hits
+    if unknown:
+        numeric = [c for c, t in cols.items() if _kind(t) == "numeric" and c not in have]
+        raise FeatureError(f"add_features: {unknown} match no numeric column of {table} that is not "
+                           f"already a feature (such columns: {numeric or 'none'})")
+    return replace(spec, dense=[*spec.dense, *added])
+
+
 # ---------------------------------------------------------------------------------------------
 # The spec of a mapped dataset
 

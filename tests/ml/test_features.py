@@ -17,6 +17,7 @@ from ml.features import (
     FeatureSpec,
     default_spec,
     prepare,
+    with_added,
     with_context,
     without,
 )
@@ -108,6 +109,27 @@ def test_a_feature_ablation_drops_the_named_features_and_refuses_unknown_names()
     assert without(spec, []) is spec
     with pytest.raises(FeatureError, match=r"drop_features: \['clas_id'\] match no feature"):
         without(spec, ["clas_id"])
+
+
+def test_added_features_are_the_numeric_user_columns_named_and_unknown_names_are_refused():
+    spec = default_spec()
+    schema = {"user_id": pl.Utf8, "user_emb_00": pl.Float32, "user_emb_01": pl.Float32,
+              "coach_score": pl.Int64, "nickname": pl.Utf8, "workouts_7d": pl.Int64}
+    added = with_added(spec, ["user_emb_*", "coach_score"], schema)
+    assert added.dense == [*spec.dense, "user_emb_00", "user_emb_01", "coach_score"]
+    assert added.sparse == spec.sparse and with_added(spec, [], schema) is spec
+    # a frame with the columns encodes them; one without is refused naming the column
+    f = frame().with_columns(pl.Series("user_emb_00", [0.1, -0.2, 0.3, 0.0, 0.5, None]),
+                             pl.lit(1.0).alias("user_emb_01"), pl.lit(3).alias("coach_score"))
+    b = Encoders.fit(f, added).transform(f)
+    assert b.dense.shape[1] == len(added.dense) and torch.isfinite(b.dense).all()
+    with pytest.raises(FeatureError, match="user_emb_00"):
+        Encoders.fit(frame(), added)
+    # text columns, features the spec has and names matching nothing are refused
+    for bad in (["nickname"], ["workouts_7d"], ["user_emb"]):
+        with pytest.raises(FeatureError, match=r"add_features: .* match no numeric column of gold "
+                                               r"user_features_daily .*\['user_emb_00'"):
+            with_added(spec, bad, schema)
 
 
 def test_context_ablation_drops_exactly_the_context_features():

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import torch
 
-from ml.features import Encoders, default_spec
+from ml.features import Encoders, default_spec, with_added
 from ml.examples import read_examples
 from ml.gold import GoldStore
 from ml.inference import InferenceStats, ModelRef, run_inference
@@ -120,7 +120,7 @@ def varied_lake(candidates_lake, tmp_path_factory) -> str:
     return lake
 
 
-def _context_model(lake: str, seed: int = 0):
+def _context_model(lake: str, seed: int = 0, spec=None):
     """(model, encoders, heads): encoders fitted with every hour and previous-class context seen in
     training (the lakehouse's examples are all at 7h, first in their session), and a model whose
     weights are far from zero, so every context column moves the scores."""
@@ -137,7 +137,7 @@ def _context_model(lake: str, seed: int = 0):
                                      ).cast(frame.schema["minutes_since_prev"]),
         position_in_session=pl.Series([2 if k % 3 else 1 for k in range(n)]
                                       ).cast(frame.schema["position_in_session"]))
-    enc = Encoders.fit(frame, default_spec())
+    enc = Encoders.fit(frame, spec or default_spec())
     torch.manual_seed(seed)
     cfg = ModelConfig(sparse_cardinalities=enc.cardinalities(), n_dense=len(enc.spec.dense),
                       embedding_dim=8, bottom_mlp=[16, 8], top_mlp=[16], sparse_names=list(enc.spec.sparse))
@@ -217,6 +217,33 @@ def test_every_row_is_the_model_under_its_context(varied_lake):
     assert dict(recover.iter_rows()) == {
         "u1": "Recover from yesterday's ride", "u3": "Recover from yesterday's yoga",
         "u7": "Recover from yesterday's run", "u30": "Recover from yesterday's strength class"}
+
+
+def test_a_user_column_added_by_dbt_is_trained_on_and_served(candidates_lake, tmp_path):
+    # `add_features`: a numeric column a dbt model added to user_features_daily (or the shared
+    # user embeddings joined there) reaches the examples, and the daily rows score it as the
+    # model reads it
+    lake = str(tmp_path / "lake")
+    shutil.copytree(candidates_lake, lake)
+    uf = pl.read_delta(f"{lake}/gold/user_features_daily")
+    score = (pl.col("user_id").str.slice(1).cast(pl.Float32) * 0.1).alias("user_emb_00")
+    uf.with_columns(score).write_delta(f"{lake}/gold/user_features_daily", mode="overwrite",
+                                       delta_write_options={"schema_mode": "overwrite"})
+    examples = read_examples(GoldStore(lake)).collect()
+    assert examples["user_emb_00"].drop_nulls().n_unique() > 10
+    spec = with_added(default_spec(), ["user_emb_*"], examples.schema)
+    model, enc, heads = _context_model(lake, spec=spec)
+    settings = InferenceSettings(exclude_days=0, top_k=3, max_per_instructor=3, distinct_rows=False,
+                                 precision="fp32")
+    day, rows, _ = _run(lake, settings, loaded=(model, enc, heads))
+    frame = _by_hand(lake, day.candidates["bike"], day.serve_date, "for_you")
+    want = score_frame(model, enc, frame)[:, 0].reshape(40, 3)
+    got = (rows.filter(pl.col("row_id") == "for_you")
+           .pivot(on="class_id", index="user_id", values="score").sort("user_id"))
+    np.testing.assert_allclose(got.select("c1", "c2", "c3").to_numpy(), want, rtol=1e-4, atol=1e-6)
+    # the column moves the scores: the same users with it zeroed score otherwise
+    flat = score_frame(model, enc, frame.with_columns(pl.lit(0.0, pl.Float32).alias("user_emb_00")))
+    assert np.abs(flat[:, 0].reshape(40, 3) - want).max() > 1e-3
 
 
 def test_rows_of_one_screen_never_repeat_a_class(candidates_lake):
