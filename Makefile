@@ -25,7 +25,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DAGSTER_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: byod byod-ui movielens help install demo test test-fast test-extra ui mlflow train search bench bench-train bench-infer bench-retrieval bench-scale ablations simulate report dbt-parse clean serve preview chromium bench-serve fault-drill
+.PHONY: byod byod-ui movielens help install demo test test-fast test-extra ui mlflow train search bench bench-train bench-infer bench-retrieval bench-scale ablations bench-embeddings simulate report dbt-parse clean serve preview chromium bench-serve fault-drill
 
 help:
 	@echo "make demo   - install, simulate $(DAYS) days up to yesterday ($(SIZE)), materialize every asset, print a summary"
@@ -38,6 +38,7 @@ help:
 	@echo "make search - a Ray Tune search of model configs on validation days, one MLflow parent run"
 	@echo "make bench  - lakehouse benchmark; make bench-train - training benchmark (JSON under benchmarks/results/)"
 	@echo "make ablations - what a feature or model form adds: variants of one config on the same held-out lists"
+	@echo "make bench-embeddings - whether the shared user embeddings help the DLRM, on the same held-out lists"
 	@echo "make report - the simulator's realism report on the landing zone"
 	@echo "make serve  - the home-feed read service on the published cache; make bench-serve - its latency benchmark"
 	@echo "make preview - a user's home screen as the app shows it, beside their history and true taste (http://127.0.0.1:8001)"
@@ -156,7 +157,13 @@ bench-scale: install
 # BASE / VARIANTS: JSON of ModelTrainingConfig knobs, e.g. VARIANTS='{"no_ids": {"include_ids": false}}'
 ablations: install
 	$(BIN)/python -m benchmarks.ablations --lakehouse "$${LAKEHOUSE_URI:-$(LAKEHOUSE_DATA_DIR)/lakehouse}" \
-		$(if $(BASE),--base '$(BASE)') $(if $(VARIANTS),--variants '$(VARIANTS)')
+		$(if $(BASE),--base '$(BASE)') $(if $(VARIANTS),--variants '$(VARIANTS)') $(BENCH_ARGS)
+
+# whether the shared user embeddings help the DLRM: a tower trained before the DLRM's window,
+# its vectors as features, the same held-out lists (benchmarks/user_embedding_bench.py)
+bench-embeddings: install
+	$(BIN)/python -m benchmarks.user_embedding_bench --lakehouse "$(LAKEHOUSE_DATA_DIR)/lakehouse" \
+		$(if $(BASE),--base '$(BASE)') $(BENCH_ARGS)
 
 REPEAT ?= 3
 fault-drill: install

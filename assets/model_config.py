@@ -31,8 +31,9 @@ class ModelTrainingConfig(dg.Config):
     lr: float = Field(2e-3, description="dense parameters (Adam)")
     sparse_lr: float = Field(0.05, description="embedding tables (Adagrad, fused kernel)")
     embedding_dim: int = 16
-    bottom_mlp: list[int] = [128, 64, 16]
-    top_mlp: list[int] = [256, 128]
+    bottom_mlp: list[int] = Field([32, 16], description="dense MLP; its last size is embedding_dim")
+    top_mlp: list[int] = Field([64, 32], description="the shared MLP over the interaction (daily "
+                               "ranking time grows with it: docs/model.md)")
     interaction: str = Field("dot", description="dot (DLRM) or dcn (cross network)")
     include_ids: bool | None = Field(None, description="user_id/class_id embeddings; default: the "
                                      "dataset's (off for the simulator's data: attributes carry cold "
@@ -41,6 +42,9 @@ class ModelTrainingConfig(dg.Config):
                               "training sample gets no embedding row of its own")
     drop_features: list[str] = Field([], description="features left out (names, or prefixes "
                                      "ending in *), to measure what a feature adds")
+    add_features: list[str] = Field([], description="numeric columns of gold user_features_daily "
+                                    "added as dense user features (names, or prefixes ending in *): "
+                                    "a column a dbt model added, or joined user embeddings")
     num_workers: int = Field(1, description="Ray Train workers")
     use_gpu: bool = Field(False, description="NCCL + sharded embeddings on GPU workers")
     seed: int = 0
@@ -63,7 +67,8 @@ class ModelTrainingConfig(dg.Config):
             model=ModelHParams(embedding_dim=self.embedding_dim, bottom_mlp=list(self.bottom_mlp),
                                top_mlp=list(self.top_mlp), interaction=self.interaction,
                                include_ids=include_ids, min_count=self.id_min_count,
-                               drop_features=tuple(self.drop_features)),
+                               drop_features=tuple(self.drop_features),
+                               add_features=tuple(self.add_features)),
             train=TrainConfig(epochs=self.epochs, lr=self.lr, sparse_lr=self.sparse_lr,
                               batch_size=self.batch_size, optimizer="adam",
                               sparse_optimizer="adagrad", fused=True,

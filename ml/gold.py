@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -53,6 +54,16 @@ def user_kept(user_id: str, sample_fraction: float, seed: int = 0) -> bool:
         return True
     h = hashlib.blake2b(f"{seed}:{user_id}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2**64 < sample_fraction
+
+
+def days_for_rank(days: list[dt.date], rank: int, world_size: int, seed: int) -> list[dt.date]:
+    """This worker's share of the training days: a seeded shuffle dealt round-robin, so each
+    worker sees a spread of weekdays and the shares differ by at most one day."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    order = list(days)
+    random.Random(seed).shuffle(order)
+    return sorted(order[rank::world_size])
 
 
 @dataclass(frozen=True)
@@ -228,4 +239,5 @@ class GoldStore:
         )
 
 
-__all__ = ["AFFINITY_TABLE", "ATTRIBUTE_AFFINITY_TABLE", "GOLD_TABLES", "OPTIONAL_TABLES", "GoldStore", "user_kept"]
+__all__ = ["AFFINITY_TABLE", "ATTRIBUTE_AFFINITY_TABLE", "GOLD_TABLES", "OPTIONAL_TABLES", "GoldStore", "days_for_rank",
+           "user_kept"]

@@ -31,7 +31,7 @@ DEFAULT_SPACE = {
     "sparse_lr": {"loguniform": [0.01, 0.2]},
     "embedding_dim": {"choice": [8, 16, 32]},
     # [] : no top MLP, the heads read the pairwise dot products (a field-weighted FM)
-    "top_mlp": {"choice": [[], [128], [256, 128]]},
+    "top_mlp": {"choice": [[], [64, 32], [128, 64], [256, 128]]},
     "train_days": {"choice": [14, 28, 56, 112]},
     # sampled negatives per positive (at most the gold table's, dbt var negatives_per_positive)
     "negatives": {"choice": [1, 2, 4]},

@@ -45,3 +45,23 @@ def test_the_default_variants_drop_the_recent_state_only_where_the_data_has_one(
     spec = mapped_spec({"user_id": "str", "last_platform": "str", "last_item_attr_genre": "str"},
                        {"class_id": "str"}, {"user_id": "str", "class_id": "str", "platform": "str"})
     assert ablations.default_variants(spec) == {"fm": FM_KNOBS, "no_recent_state": ablations.RECENT_STATE}
+
+
+def test_an_earlier_window_and_the_scoring_speed_of_each_model(candidates_lake, tmp_path, monkeypatch, capsys):
+    # --end: choose on earlier days, keep the latest to confirm; --speed-users: the cost side
+    from tests.ml.tiny_gold import E1, E2
+
+    monkeypatch.delenv("LAKEHOUSE_MAPPING", raising=False)
+    out = tmp_path / "ablations.json"
+    base = {"train_days": 1, "epochs": 1, "batch_size": 32, "embedding_dim": 4, "bottom_mlp": [8, 4],
+            "top_mlp": [8]}
+    ablations.main(["--lakehouse", candidates_lake, "--base", json.dumps(base), "--eval-fraction", "1",
+                    "--exclude-days", "0", "--end", E2.isoformat(), "--speed-users", "30", "--out", str(out),
+                    "--variants", json.dumps({"wider": {"top_mlp": [64, 64]}})])
+    got = json.loads(out.read_text())
+    assert got["held_out"] == E2.isoformat() and got["trained_on"] == E1.isoformat()
+    assert got["speed_users"] == 30
+    base_row, wider = got["rows"]
+    assert base_row["speedup"] == 1.0 and base_row["users_per_s"] > 0 and wider["users_per_s"] > 0
+    assert wider["speedup"] == pytest.approx(wider["users_per_s"] / base_row["users_per_s"], rel=0.01)
+    assert "speed-up" in capsys.readouterr().out
