@@ -214,3 +214,27 @@ def test_an_edited_dbt_model_reruns_itself_and_what_depends_on_it(tmp_path, monk
     assert {pk for _, pk in requested} == set(days)  # only the built days
     assert not any(k.startswith(("bronze/", "staging/")) for k in keys)  # upstream untouched
     assert not {"gold/user_features_daily", "gold/training_examples"} & keys  # not downstream
+
+
+def test_dbt_unit_tests_run_again_only_when_the_code_changed(tmp_path):
+    """A build leaves dbt's unit tests out once they passed on this code; an edit brings them back."""
+    import shutil
+    from pathlib import Path
+
+    from assets.dbt import code_digest, lakehouse_dbt_project, unit_test_args, unit_tests_passed
+    from ml.datasets import FITNESS, MAPPED
+
+    root = Path(__file__).resolve().parents[2]
+    project_dir = tmp_path / "dbt_project"
+    shutil.copytree(root / "dbt_project", project_dir, ignore=shutil.ignore_patterns("target", "logs"))
+    project = lakehouse_dbt_project(project_dir=project_dir)
+    digest = code_digest(project, FITNESS)
+    assert unit_test_args(project, digest) == []  # never passed here: they run
+    unit_tests_passed(project, digest)
+    assert unit_test_args(project, code_digest(project, FITNESS)) == ["--exclude-resource-type", "unit_test"]
+    # another dataset's vars build other models: their unit tests have not passed
+    assert unit_test_args(project, code_digest(project, MAPPED)) == []
+    model = project_dir / "models" / "marts" / "scoring_candidates.sql"
+    model.write_text(model.read_text() + "\n-- edited\n")
+    edited = code_digest(project, FITNESS)
+    assert edited != digest and unit_test_args(project, edited) == []
