@@ -8,14 +8,14 @@ whole project on every run (``--vars`` still work by hand).
 The marts that ask to be published become gold Delta tables in a step of their own, after
 their audit (``assets.gold``): dbt writes, the checks audit, then gold is published.
 dbt's unit tests check the SQL on fixed inputs, so a build runs them when the project's code
-changed since they last passed (``unit_test_args``), not again in every daily partition.
+changed since they last passed (``lakehouse.dbt_invocation.unit_test_args``), not again in
+every daily partition.
 """
 
 
 import contextlib
 import datetime as dt
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -28,7 +28,8 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from assets.automation import rebuild_when_changed
 from assets.backfill import backfill_policy
 from assets.resources import LakehouseResource
-from lakehouse.dbt_invocation import DBT_PROJECT_DIR, dbt_env, dbt_executable, dbt_target_for, run_env
+from lakehouse.dbt_invocation import (DBT_PROJECT_DIR, code_digest, dbt_env, dbt_executable, dbt_target_for,
+                                      project_files, run_env, unit_test_args, unit_tests_passed)
 from lakehouse.io.settings import LakehouseSettings
 from ml.datasets import FITNESS, Dataset
 
@@ -81,50 +82,7 @@ def manifest_is_stale(project: DbtProject) -> bool:
     if not manifest.exists():
         return True
     built = manifest.stat().st_mtime
-    return any(p.stat().st_mtime > built for p in project_files(project))
-
-
-def project_files(project: DbtProject) -> list[Path]:
-    """The files of the dbt project's code (what a data engineer edits), in a stable order."""
-    root = Path(project.project_dir)
-    sources = [p for p in (root / "dbt_project.yml", root / "profiles.yml") if p.exists()]
-    for folder in ("models", "macros", "tests", "seeds", "snapshots", "plugins"):
-        if (root / folder).is_dir():
-            sources += sorted(p for p in (root / folder).rglob("*") if p.is_file())
-    return sources
-
-
-def code_digest(project: DbtProject, dataset: Dataset) -> str:
-    """The project's code as dbt runs it: its files, the dataset's vars and dbt's version."""
-    from importlib.metadata import version
-
-    h = hashlib.sha256(json.dumps([dataset.dbt_vars, version("dbt-core"), version("dbt-duckdb")]).encode())
-    root = Path(project.project_dir)
-    for p in project_files(project):
-        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def _unit_tests_marker(project: DbtProject) -> Path:
-    return Path(project.project_dir) / project.target_path / "unit_tests_passed"
-
-
-def unit_test_args(project: DbtProject, digest: str) -> list[str]:
-    """`dbt build` arguments that leave the unit tests out when they already passed on this code
-    (`code_digest`): their inputs are fixed, so a daily partition would rerun the same checks
-    (dbt advises running them in development and CI). An edit, a new dbt or a fresh clone runs
-    them again, before the models they test."""
-    marker = _unit_tests_marker(project)
-    passed = marker.exists() and marker.read_text() == digest
-    return ["--exclude-resource-type", "unit_test"] if passed else []
-
-
-def unit_tests_passed(project: DbtProject, digest: str) -> None:
-    marker = _unit_tests_marker(project)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(marker.name + f".{os.getpid()}")
-    tmp.write_text(digest)
-    os.replace(tmp, marker)  # whole, for the other processes of the code location
+    return any(p.stat().st_mtime > built for p in project_files(project.project_dir))
 
 
 def load_manifest(project: DbtProject) -> dict:
@@ -186,9 +144,10 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.TimeWindowPartition
         settings = lakehouse.settings()
         window = context.partition_time_window
         start, end = window.start.date(), window.end.date() - dt.timedelta(days=1)
+        target = Path(project.project_dir) / project.target_path
+        digest = code_digest(project.project_dir, dataset.dbt_vars)
+        skip = unit_test_args(target, digest)
         # the same vars as the parse's, so dbt parses only what changed (partial parsing)
-        digest = code_digest(project, dataset)
-        skip = unit_test_args(project, digest)
         args = ["build", "--vars", json.dumps(dataset.dbt_vars), "--target", dbt_target_for(settings), *skip]
         range_env = run_env(start, end)
         context.log.info(f"dbt {' '.join(args)} ({' '.join(f'{k}={v}' for k, v in range_env.items())})")
@@ -198,7 +157,7 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.TimeWindowPartition
             invocation = dbt.cli(args, context=context)
             yield from invocation.stream()
         if not skip and context.selected_asset_keys == set(context.assets_def.keys):
-            unit_tests_passed(project, digest)  # every model's passed: they need not run again
+            unit_tests_passed(target, digest)  # every model's passed: they need not run again
         # every invocation leaves a ~7 MB copy of dbt's target folder (manifest, logs, compiled
         # SQL); a daily job would pile one up per run. A failed one stays, for its logs.
         shutil.rmtree(invocation.target_path, ignore_errors=True)

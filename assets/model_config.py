@@ -31,8 +31,8 @@ class ModelTrainingConfig(dg.Config):
     lr: float = Field(2e-3, description="dense parameters (Adam)")
     sparse_lr: float = Field(0.05, description="embedding tables (Adagrad, fused kernel)")
     embedding_dim: int = 16
-    bottom_mlp: list[int] = Field([32, 16], description="dense MLP; its last size is embedding_dim")
-    top_mlp: list[int] = Field([64, 32], description="the shared MLP over the interaction (daily "
+    bottom_mlp: list[int] = Field([128, 64, 16], description="dense MLP; its last size is embedding_dim")
+    top_mlp: list[int] = Field([128, 64], description="the shared MLP over the interaction (daily "
                                "ranking time grows with it: docs/model.md)")
     interaction: str = Field("dot", description="dot (DLRM) or dcn (cross network)")
     include_ids: bool | None = Field(None, description="user_id/class_id embeddings; default: the "

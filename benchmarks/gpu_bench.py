@@ -24,8 +24,8 @@ It drives the project's own plain entry points, nothing re-implemented:
   tests/ml/test_factorized.py), with the top-10 overlap.
 
 The shape is the demo champion's: `ml.features.default_spec()` (20 sparse, 55 dense features),
-vocabularies of the `small` simulator (`SMALL_VOCAB`), embedding dim 16, bottom MLP [32, 16],
-top MLP [64, 32], "dot", heads take/complete/music_like (`ml.training_job.ModelHParams`; a test
+vocabularies of the `small` simulator (`SMALL_VOCAB`), embedding dim 16, bottom MLP [128, 64, 16],
+top MLP [128, 64], "dot", heads take/complete/music_like (`ml.training_job.ModelHParams`; a test
 holds these equal). Imports only torch, numpy and
 `ml.batch/cooccurrence/features/pairs/factorized/model/optim/train`: no torchrec, fbgemm, polars,
 Ray, Dagster, Delta or MLflow.
@@ -72,7 +72,7 @@ RESULTS = Path(__file__).parent / "results"
 # The demo's model and optimizers: ml.training_job.ModelHParams() and TrainingJob's default
 # TrainConfig (tests/ml/test_gpu_bench.py holds them equal; not imported: ml.training_job needs
 # polars and deltalake).
-MODEL_SHAPE: dict[str, Any] = dict(embedding_dim=16, bottom_mlp=[32, 16], top_mlp=[64, 32],
+MODEL_SHAPE: dict[str, Any] = dict(embedding_dim=16, bottom_mlp=[128, 64, 16], top_mlp=[128, 64],
                                    interaction="dot", dcn_layers=2, dropout=0.0)
 TRAIN_CONFIG: dict[str, Any] = dict(lr=2e-3, optimizer="adam", sparse_optimizer="adagrad",
                                     sparse_lr=0.05, fused=False)

@@ -55,15 +55,22 @@ def run_stage(stage: str, lake: str, data: str, start: dt.date, end: dt.date) ->
         info["rows"] = sum(r.rows_valid for r in report.entities.values())
         info["quarantined"] = report.rows_quarantined
     elif stage == "dbt_build":
-        from lakehouse.dbt_invocation import dbt_env, dbt_executable, run_env
+        from lakehouse.dbt_invocation import (DBT_PROJECT_DIR, code_digest, dbt_env, dbt_executable, run_env,
+                                              unit_test_args, unit_tests_passed)
 
         # as the dbt asset runs it: the range in the environment, so a run on the same target
-        # folder parses only what changed (this process never imports Dagster: a Dagster step
-        # has it loaded already, and the stage is dbt's work)
+        # folder parses only what changed, and the unit tests run until they passed on this code
+        # (this process never imports Dagster: a Dagster step has it loaded already, and the
+        # stage is dbt's work)
         env = {**os.environ, **dbt_env(settings), **run_env(start, end)}
-        cmd = [dbt_executable(), "build", "--quiet", "--target", "local",
-               "--target-path", str(Path(data) / "dbt_target"), "--log-path", str(Path(data) / "dbt_logs")]
-        subprocess.run(cmd, cwd=ROOT / "dbt_project", env=env, check=True)
+        target = Path(data) / "dbt_target"
+        digest = code_digest(DBT_PROJECT_DIR, {})  # the project's default vars: the simulator's data
+        skip = unit_test_args(target, digest)
+        cmd = [dbt_executable(), "build", "--quiet", "--target", "local", "--target-path", str(target),
+               "--log-path", str(Path(data) / "dbt_logs"), *skip]
+        subprocess.run(cmd, cwd=DBT_PROJECT_DIR, env=env, check=True)
+        if not skip:
+            unit_tests_passed(target, digest)
     elif stage == "publish":
         # the job's publish step: stage each mart's days and audit them (its gold suite and
         # no_shrink, in memory: lakehouse.quality.gates.stage_and_audit), then commit

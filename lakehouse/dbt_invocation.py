@@ -3,11 +3,19 @@ the environment its profile and `run_range` macro read, and its vars' defaults.
 
 `assets.dbt` runs dbt through dagster-dbt with these; the lakehouse benchmark runs the same
 command in a process that never imports Dagster (a Dagster step has it loaded already).
+
+dbt's unit tests check the SQL on fixed inputs: a build runs them when the project's code
+changed since they last passed in a build of every model (`unit_test_args`), not again in every
+daily partition (dbt advises running them in development and CI). An edit, a new dbt or a fresh
+clone runs them again, before the models they test.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -51,3 +59,41 @@ def dbt_env(settings: LakehouseSettings) -> dict[str, str]:
 
 
 __all__ = ["DBT_PROJECT_DIR", "dbt_env", "dbt_executable", "dbt_target_for", "project_var", "run_env"]
+
+
+def project_files(project_dir: str | Path = DBT_PROJECT_DIR) -> list[Path]:
+    """The files of the dbt project's code (what a data engineer edits), in a stable order."""
+    root = Path(project_dir)
+    sources = [p for p in (root / "dbt_project.yml", root / "profiles.yml") if p.exists()]
+    for folder in ("models", "macros", "tests", "seeds", "snapshots", "plugins"):
+        if (root / folder).is_dir():
+            sources += sorted(p for p in (root / folder).rglob("*") if p.is_file())
+    return sources
+
+
+def code_digest(project_dir: str | Path, dbt_vars: dict) -> str:
+    """The project's code as dbt runs it: its files, the dataset's vars and dbt's version."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256(json.dumps([dbt_vars, version("dbt-core"), version("dbt-duckdb")], sort_keys=True).encode())
+    root = Path(project_dir)
+    for p in project_files(root):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def unit_test_args(target_dir: str | Path, digest: str) -> list[str]:
+    """`dbt build` arguments that leave the unit tests out when they passed on this code already
+    (`unit_tests_passed` wrote `digest` in the target folder)."""
+    marker = Path(target_dir) / "unit_tests_passed"
+    passed = marker.exists() and marker.read_text() == digest
+    return ["--exclude-resource-type", "unit_test"] if passed else []
+
+
+def unit_tests_passed(target_dir: str | Path, digest: str) -> None:
+    """After a build of every model with the unit tests: this code's need not run again."""
+    marker = Path(target_dir) / "unit_tests_passed"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f"{marker.name}.{os.getpid()}")
+    tmp.write_text(digest)
+    os.replace(tmp, marker)  # whole, for the other processes of the code location

@@ -221,20 +221,21 @@ def test_dbt_unit_tests_run_again_only_when_the_code_changed(tmp_path):
     import shutil
     from pathlib import Path
 
-    from assets.dbt import code_digest, lakehouse_dbt_project, unit_test_args, unit_tests_passed
+    from lakehouse.dbt_invocation import code_digest, unit_test_args, unit_tests_passed
     from ml.datasets import FITNESS, MAPPED
 
     root = Path(__file__).resolve().parents[2]
     project_dir = tmp_path / "dbt_project"
     shutil.copytree(root / "dbt_project", project_dir, ignore=shutil.ignore_patterns("target", "logs"))
-    project = lakehouse_dbt_project(project_dir=project_dir)
-    digest = code_digest(project, FITNESS)
-    assert unit_test_args(project, digest) == []  # never passed here: they run
-    unit_tests_passed(project, digest)
-    assert unit_test_args(project, code_digest(project, FITNESS)) == ["--exclude-resource-type", "unit_test"]
+    target = project_dir / "target"
+    digest = code_digest(project_dir, FITNESS.dbt_vars)
+    assert unit_test_args(target, digest) == []  # never passed here: they run
+    unit_tests_passed(target, digest)
+    assert unit_test_args(target, code_digest(project_dir, FITNESS.dbt_vars)) == [
+        "--exclude-resource-type", "unit_test"]
     # another dataset's vars build other models: their unit tests have not passed
-    assert unit_test_args(project, code_digest(project, MAPPED)) == []
+    assert unit_test_args(target, code_digest(project_dir, MAPPED.dbt_vars)) == []
     model = project_dir / "models" / "marts" / "scoring_candidates.sql"
     model.write_text(model.read_text() + "\n-- edited\n")
-    edited = code_digest(project, FITNESS)
-    assert edited != digest and unit_test_args(project, edited) == []
+    edited = code_digest(project_dir, FITNESS.dbt_vars)
+    assert edited != digest and unit_test_args(target, edited) == []
