@@ -58,9 +58,6 @@ def dbt_env(settings: LakehouseSettings) -> dict[str, str]:
     }
 
 
-__all__ = ["DBT_PROJECT_DIR", "dbt_env", "dbt_executable", "dbt_target_for", "project_var", "run_env"]
-
-
 def project_files(project_dir: str | Path = DBT_PROJECT_DIR) -> list[Path]:
     """The files of the dbt project's code (what a data engineer edits), in a stable order."""
     root = Path(project_dir)
@@ -97,3 +94,7 @@ def unit_tests_passed(target_dir: str | Path, digest: str) -> None:
     tmp = marker.with_name(f"{marker.name}.{os.getpid()}")
     tmp.write_text(digest)
     os.replace(tmp, marker)  # whole, for the other processes of the code location
+
+
+__all__ = ["DBT_PROJECT_DIR", "code_digest", "dbt_env", "dbt_executable", "dbt_target_for", "project_files",
+           "project_var", "run_env", "unit_test_args", "unit_tests_passed"]
