@@ -77,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     from ml.pairs import PairEncoder
     from ml.retrieval import user_embeddings
     from ml.rows import InferenceSettings
-    from ml.train import TrainConfig
     from ml.training_job import ModelHParams, TrainingJob, fit_encoders, plan_window, run_training
     from ml.two_tower import TowerEncoder
 
