@@ -1,18 +1,24 @@
-"""Exhaustive (query x class) scoring of the DLRM, factorized by side.
+"""(query x class) scoring of the DLRM, factorized by side: every class or each query's own.
 
 Batch inference scores every candidate class of a platform for every (user, context) query:
 thousands of pairs per query. Most of the DLRM's work does not depend on the pair:
 
-* the bottom MLP's first layer is linear: W x = W_q x_q + W_c x_c + W_p x_p, so the query and
-  class parts are computed once per side and only the few pair features (`ml.features.
-  pair_feature`) are multiplied per pair;
-* of the interaction's dot products, query-query and class-class dots are per side; their
-  share of the top MLP's first layer becomes one bias vector per query and one per class;
-* query-class dots enter that layer linearly, so sum_ij W[h,ij] <q_i, c_j> = <G_q[h], c_flat>
-  with G_q computed once per query: one large matmul per query instead of F^2 small dots.
+* the bottom MLP's first layer is linear: W x = W_q x_q + W_c x_c + W_p x_p, so the query part
+  is computed once per query; per pair, the pair features and the class's few dense features
+  go through it in one small matmul (gathering k inputs per pair costs less than H1 outputs);
+* of the interaction's dot products, query-query dots are per query (through its Gram matrix)
+  and enter the top MLP's first layer as one bias vector per query; class-class dots are per
+  class;
+* the pair-dependent dots (the bottom MLP's output z with every embedding, query with class
+  embeddings) enter that layer linearly. Two ways to use that, by the classes a query ranks:
+  - a few hundred (retrieve then rank, `gather_classes`): the dots per pair, then one matmul
+    with the layer's shared weights for every pair of the chunk;
+  - the whole catalogue (exhaustive): the query folded into the weights once
+    (sum_ij W[h,ij] <q_i, c_j> = <G_q[h], c_flat>), then one matmul per query: building G_q
+    costs about a hundred pairs' work, so it pays only over thousands of classes.
 
-What remains per pair is the rest of the bottom MLP, the dots with its output, and the top MLP
-after its first layer, all as large matmuls. The result equals the model applied to the
+What remains per pair is the rest of the bottom MLP, the pair-dependent dots, and the top
+MLP, all as large matmuls. The result equals the model applied to the
 explicit pairs (up to float rounding; a test holds them together). Only the "dot" interaction
 factorizes; a "dcn" model is scored pair by pair (`ml.pairs.score_matrix`).
 
@@ -80,45 +86,45 @@ class FactorizedDLRM:
         self.b_head = state[f"heads.{head}.bias"].float()[0].to(dtype)
 
         # the top MLP's first layer, split by which vectors each input column involves;
-        # vector 0 is the bottom MLP's output z, vector 1 + i the embedding of sparse feature i
+        # vector 0 is the bottom MLP's output z, vector 1 + i the embedding of sparse feature i.
+        # Per pair it reads x = [z, z.q_i, z.c_j, q_i.c_j in (j, i) order, c_j.c_k]; the q.q dots
+        # and the bias are per query (`query_side`'s "t")
         F, D = len(sparse), self.tables[0].shape[1]
         triu = torch.triu_indices(F + 1, F + 1, offset=1)
         side = ["z"] + ["c" if i in self.c_sparse else "q" for i in range(F)]
         pos = {i: k for k, i in enumerate(self.q_sparse)} | {i: k for k, i in enumerate(self.c_sparse)}
         nq, nc = len(self.q_sparse), len(self.c_sparse)
         H = wt.shape[0]
-        self.wt_z = wt[:, :D]  # [H, D]
-        self.bt = bt
-        self.wt_qq, self.qq_pairs = [], []
-        self.wt_cc, self.cc_pairs = [], []
-        self.wt_zq = torch.zeros(H, nq, device=self.device)
-        self.wt_zc = torch.zeros(H, nc, device=self.device)
-        self.wt_qc = torch.zeros(H, nq, nc, device=self.device)
+        cc_pairs, wt_cc = [], []
+        w_x = torch.zeros(D + nq + nc + nc * nq, H, device=self.device)
+        w_x[:D] = wt[:, :D].T
+        self._w_qq = torch.zeros(nq * nq, H, device=self.device)  # q.q through the Gram matrix
         for col, (a, b) in enumerate(zip(triu[0].tolist(), triu[1].tolist())):
             w = wt[:, D + col]
             kinds = (side[a], side[b])
             if kinds == ("z", "q"):
-                self.wt_zq[:, pos[b - 1]] = w
+                w_x[D + pos[b - 1]] = w
             elif kinds == ("z", "c"):
-                self.wt_zc[:, pos[b - 1]] = w
+                w_x[D + nq + pos[b - 1]] = w
             elif kinds == ("q", "q"):
-                self.wt_qq.append(w)
-                self.qq_pairs.append((pos[a - 1], pos[b - 1]))
+                self._w_qq[pos[a - 1] * nq + pos[b - 1]] = w
             elif kinds == ("c", "c"):
-                self.wt_cc.append(w)
-                self.cc_pairs.append((pos[a - 1], pos[b - 1]))
+                wt_cc.append(w)
+                cc_pairs.append((pos[a - 1], pos[b - 1]))
             else:
                 qi, cj = (a, b) if kinds == ("q", "c") else (b, a)
-                self.wt_qc[:, pos[qi - 1], pos[cj - 1]] = w
-        # index tensors on the device once, so scoring copies nothing from the host
+                w_x[D + nq + nc + pos[cj - 1] * nq + pos[qi - 1]] = w
+        self.bt = bt
+        self._w_x = torch.cat([w_x] + [w.unsqueeze(0) for w in wt_cc]).to(dtype)  # [x width, H]
+        self._cc_idx = (torch.tensor([a for a, _ in cc_pairs], dtype=torch.long, device=self.device),
+                        torch.tensor([b for _, b in cc_pairs], dtype=torch.long, device=self.device))
         self._q_idx, self._c_idx = self.q_dense.to(self.device), self.c_dense.to(self.device)
-        self._qq_idx, self._cc_idx = self._pair_index(self.qq_pairs), self._pair_index(self.cc_pairs)
-        self._w_qc = self.wt_qc.permute(1, 2, 0).reshape(nq, nc * H)  # [i, (j, h)]
-        self._w_zc = self.wt_zc.T.contiguous()  # [nc, H]
-
-    def _pair_index(self, pairs: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.tensor([p[0] for p in pairs], dtype=torch.long, device=self.device),
-                torch.tensor([p[1] for p in pairs], dtype=torch.long, device=self.device))
+        # the bottom MLP's first layer per pair: [pair features, class dense] -> H1
+        self._w1_pc = torch.cat([self.w1_p.T, self.w1_c.T], dim=0)
+        # for `_query_weights`: [W_zq | W_qc by class feature] [nq, (1 + nc) * H]
+        w_qc = w_x[D + nq + nc:D + nq + nc + nc * nq].view(nc, nq, H)
+        self._w_zqc = torch.cat([w_x[D:D + nq].unsqueeze(1), w_qc.permute(1, 0, 2)],
+                                dim=1).reshape(nq, (1 + nc) * H)
 
     # -- sides -------------------------------------------------------------------------------
     def _embed(self, sparse: torch.Tensor, features: list[int]) -> torch.Tensor:
@@ -132,100 +138,104 @@ class FactorizedDLRM:
 
         return torch.stack([one(i) for i in features], dim=1)  # [n, k, D]
 
-    @staticmethod
-    def _pair_dots(e: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor],
-                   w: list[torch.Tensor]) -> torch.Tensor:
-        a, b = pairs
-        if not len(a):
-            return torch.zeros(e.shape[0], 0, device=e.device), torch.zeros(0, device=e.device)
-        return (e[:, a] * e[:, b]).sum(-1), torch.stack(w, dim=1)  # [n, P], [H, P]
-
     def _on_device(self, side: Side) -> Side:
         return Side(side.dense.to(self.device, non_blocking=True),
                     side.sparse.to(self.device, non_blocking=True), side.raw)
 
     @torch.no_grad()
     def query_side(self, q: Side) -> dict[str, torch.Tensor]:
+        """Per query: "a", its part of the bottom MLP's first layer [n, H1]; "t", its part of the
+        top MLP's first layer [n, H] (the bias and the q.q dots); "e", its embeddings [n, nq, D]."""
         q = self._on_device(q)
         e = self._embed(q.sparse, self.q_sparse)  # [n, nq, D]
-        dots, w = self._pair_dots(e, self._qq_idx, self.wt_qq)
-        t = self.bt + dots @ w.T if dots.shape[1] else self.bt.expand(e.shape[0], -1)
-        # [z, z.c_j] -> H per query: z part W_z + sum_i e_i w_zq_i; the z.c_j part is shared
-        m_z = self.wt_z.T.unsqueeze(0) + torch.einsum("nid,hi->ndh", e, self.wt_zq)  # [n, D, H]
-        # g[n, (d, j), h] = sum_i e[n, i, d] wt_qc[h, i, j]: one matmul ([n*D, nq] @ [nq, nc*H]),
-        # already in the class side's (d, j) order of c_flat
+        n, nq, _ = e.shape
+        t = self.bt + torch.bmm(e, e.transpose(1, 2)).view(n, nq * nq) @ self._w_qq
+        return {"a": q.dense[:, self._q_idx] @ self.w1_q.T + self.b1, "t": t.to(self.dtype),
+                "e": e.to(self.dtype)}
+
+    def _query_weights(self, qs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[n, D + nc + nc*D + P_cc + 1, H]: the top MLP's first layer with the query folded in, for
+        a pair's [z, z.c_j, c flat in (j, d) order, c.c dots, 1]. Building it costs about a hundred
+        pairs' work a query: worth it when a query ranks the whole catalogue, not a few hundred."""
+        e = qs["e"].float()
         n, nq, D = e.shape
-        nc, H = self.wt_qc.shape[2], self.wt_qc.shape[0]
-        g = (e.transpose(1, 2).reshape(n * D, nq) @ self._w_qc).view(n, D * nc, H)
-        # one right-hand side per query for the pair inputs [z, z.c_j, c_flat, 1] (see score):
-        # the last row, the query's own part t, is added by the same matmul
-        r = torch.cat([m_z, self._w_zc.expand(n, -1, -1), g, t.unsqueeze(1)], dim=1)
-        return {"a": q.dense[:, self._q_idx] @ self.w1_q.T + self.b1, "r": r.to(self.dtype)}
+        nc, H = (self._w_zqc.shape[1] // self.bt.shape[0]) - 1, self.bt.shape[0]
+        # zq[n, d, 0] = sum_i e[n, i, d] W_zq[i]; zq[n, d, 1 + j] = sum_i e[n, i, d] W_qc[j, i]
+        zq = (e.transpose(1, 2).reshape(n * D, nq) @ self._w_zqc).view(n, D, 1 + nc, H)
+        w_x = self._w_x.float()
+        cc = w_x[D + nq + nc + nc * nq:]
+        r = torch.empty(n, D + nc + nc * D + cc.shape[0] + 1, H, device=self.device)
+        torch.add(zq[:, :, 0], w_x[:D], out=r[:, :D])
+        r[:, D:D + nc] = w_x[D + nq:D + nq + nc]
+        r[:, D + nc:D + nc + nc * D].view(n, nc, D, H).copy_(zq[:, :, 1:].transpose(1, 2))
+        r[:, D + nc + nc * D:-1] = cc
+        r[:, -1] = qs["t"]
+        return r.to(self.dtype)
 
     @torch.no_grad()
     def class_side(self, c: Side) -> dict[str, torch.Tensor]:
+        """Per class: "d", its dense features [C, k] (they go through the bottom MLP's first layer
+        with the pair's: gathering k inputs costs less than H1 outputs); "e", its embeddings
+        [C, nc, D]; "cc", its c.c dots [C, P_cc]. `gather_classes` copies them per query."""
         c = self._on_device(c)
         e = self._embed(c.sparse, self.c_sparse)  # [C, nc, D]
-        dots, w = self._pair_dots(e, self._cc_idx, self.wt_cc)
-        t = dots @ w.T if dots.shape[1] else torch.zeros(e.shape[0], self.bt.shape[0],
-                                                         device=self.device)
-        # c_flat in (d, j) order (the query side's g matches it); "e" [C, D, nc] views it
-        flat = e.transpose(1, 2).flatten(1).to(self.dtype)
-        return {"a": c.dense[:, self._c_idx] @ self.w1_c.T, "t": t.to(self.dtype),
-                "e": flat.view(e.shape[0], e.shape[2], e.shape[1]), "e_flat": flat}
+        a, b = self._cc_idx
+        cc = (e[:, a] * e[:, b]).sum(-1).to(self.dtype)
+        e = e.to(self.dtype)
+        # "flat": the inputs a catalogue-wide `score` reads per pair; a query's own candidates
+        # (`gather_classes`) need not copy it
+        return {"d": c.dense[:, self._c_idx].contiguous(), "e": e, "cc": cc,
+                "flat": torch.cat([e.flatten(1), cc], dim=1)}
 
     # -- pairs -------------------------------------------------------------------------------
     @torch.no_grad()
     def score(self, qs: dict[str, torch.Tensor], cs: dict[str, torch.Tensor],
               pair_dense: torch.Tensor | None) -> torch.Tensor:
-        """Logits [n_queries, n_classes] on the model's device (`cs` of every query, or each
-        query's own: `gather_classes`); `pair_dense` [n, C, n_pair]
+        """Logits [n_queries, n_classes] on the model's device (`cs` of every query, [C, ...], or
+        each query's own, [n, C, ...]: `gather_classes`); `pair_dense` [n, C, n_pair]
         normalized pair features (copied to the device when elsewhere).
 
-        Memory-bound steps work in place on one [n*C, width] buffer at a time; keep n*C to a
-        few tens of thousands so the buffers stay in cache (`factorized_score_matrix` chunks)."""
-        n, C = qs["a"].shape[0], cs["a"].shape[-2]
-        # per-query class sides (`gather_classes`) are this call's own copies: accumulate into
-        # them instead of allocating and adding another [n, C, width] buffer
-        own = cs.get("owned", False)
-        h = cs["a"] if own else cs["a"].expand(n, -1, -1).clone()
+        Memory-bound steps work on one [n*C, width] buffer at a time; keep n*C to a few tens of
+        thousands so the buffers stay in cache (`factorized_score_matrix` chunks)."""
+        n, nq, D = qs["e"].shape
+        own = cs["e"].dim() == 4
+        C, nc = cs["e"].shape[-3], cs["e"].shape[-2]
+        cd = cs["d"] if own else cs["d"].expand(n, -1, -1)
+        ones = torch.ones(n, C, 1, dtype=cd.dtype, device=self.device)
+        # the bottom MLP's first layer in one matmul: [pair, class dense, 1] @ [W_p^T; W_c^T; a_q]
+        inputs, w = [cd, ones], self._w1_pc[len(self.p_dense):]
         if pair_dense is not None and pair_dense.shape[-1]:
-            # the pair features and the query's part in one matmul: [pd, 1] @ [W_p^T; a_q]
-            pd = pair_dense.to(self.device, non_blocking=True)
-            ones = torch.ones(n, C, 1, dtype=pd.dtype, device=self.device)
-            w = torch.cat([self.w1_p.T.expand(n, -1, -1), qs["a"].unsqueeze(1)], dim=1)
-            h.baddbmm_(torch.cat([pd, ones], dim=2), w)
-        else:
-            h += qs["a"].unsqueeze(1)
+            inputs.insert(0, pair_dense.to(self.device, non_blocking=True))
+            w = self._w1_pc
+        h = torch.bmm(torch.cat(inputs, dim=2),
+                      torch.cat([w.expand(n, -1, -1), qs["a"].unsqueeze(1)], dim=1))
         z = h.relu_().to(self.dtype).view(n * C, -1)
         for w, b in self.bottom_rest:
             z = torch.addmm(b, z, w.T).relu_()
-        z = z.view(n, C, -1)  # [n, C, D]
-        # cs per query ([n, C, ...], `gather_classes`: each query's own candidates) or shared
-        zc = torch.einsum("ncd,ncdj->ncj" if cs["e"].dim() == 4 else "ncd,cdj->ncj", z, cs["e"])
-        ones = torch.ones(n, C, 1, dtype=z.dtype, device=self.device)
-        x = torch.cat([z, zc, cs["e_flat"].expand(n, -1, -1), ones], dim=2)
-        # [n, C, H]: the first top layer, its pair-dependent part and the query's (r) + the class's
+        z = z.view(n, C, D)
         if own:
-            top = cs["t"].baddbmm_(x, qs["r"])
-        else:
-            top = torch.bmm(x, qs["r"])
-            top += cs["t"]
-        x = top.relu_().view(n * C, -1)
+            # the top MLP's first layer: one matmul with shared weights, plus each query's part
+            zq = torch.bmm(z, qs["e"].transpose(1, 2))  # [n, C, nq]
+            zc = torch.matmul(cs["e"], z.unsqueeze(-1)).squeeze(-1)  # [n, C, nc]
+            qc = torch.bmm(cs["e"].view(n, C * nc, D), qs["e"].transpose(1, 2)).view(n, C, nc * nq)
+            x = torch.cat([z, zq, zc, qc, cs["cc"]], dim=2).view(n * C, -1) @ self._w_x
+            x = x.view(n, C, -1).add_(qs["t"].unsqueeze(1))
+        else:  # the whole catalogue: each query's weights (`_query_weights`), one bmm
+            zc = torch.einsum("ncd,cjd->ncj", z, cs["e"])
+            ones = torch.ones(n, C, 1, dtype=z.dtype, device=self.device)
+            x = torch.cat([z, zc, cs["flat"].expand(n, -1, -1), ones], dim=2)
+            x = torch.bmm(x, self._query_weights(qs))
+        x = x.relu_().view(n * C, -1)
         for w, b in self.top_rest:
             x = torch.addmm(b, x, w.T).relu_()
         return (x @ self.w_head + self.b_head).float().view(n, C)
 
 
 def gather_classes(cs: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The class side of each query's own candidates: `idx` [n, m] class rows -> [n, m, ...]
-    (`e` is a view of the gathered `e_flat`: one copy of the embeddings, not two)."""
+    """The class side of each query's own candidates: `idx` [n, m] class rows -> [n, m, ...]."""
     flat = idx.reshape(-1)  # index_select: about twice as fast as advanced indexing on CPU
-    out = {k: torch.index_select(v, 0, flat).view(*idx.shape, *v.shape[1:])
-           for k, v in cs.items() if k in ("a", "t", "e_flat")}
-    out["e"] = out["e_flat"].view(*idx.shape, *cs["e"].shape[1:])
-    out["owned"] = True  # fresh copies: `FactorizedDLRM.score` may write into them
-    return out
+    return {k: torch.index_select(v, 0, flat).view(*idx.shape, *v.shape[1:])
+            for k, v in cs.items() if k != "flat"}
 
 
 def pair_dense_features(encoder: PairEncoder, users: Side, ui: np.ndarray, classes: Side,
@@ -258,7 +268,7 @@ def factorized_score_matrix(model: FactorizedDLRM, encoder: PairEncoder, users: 
     step = max(1, max_pairs // max(m, 1))
     for start in range(0, n_users, step):
         ui = np.arange(start, min(start + step, n_users))
-        sub = Side(users.dense[ui], users.sparse[ui], {})
+        sub = Side(users.dense[ui[0]:ui[-1] + 1], users.sparse[ui[0]:ui[-1] + 1], {})  # a view
         own = None if idx is None else idx[ui]
         pd = pair_dense_features(encoder, users, ui, classes, model.p_dense, own)  # [n, m, p]
         chunk_cs = cs if own is None else gather_classes(cs, torch.from_numpy(own).to(model.device))

@@ -57,6 +57,10 @@ def test_other_heads_and_bf16_keep_the_ranking(candidates_lake):
                           dtype=torch.bfloat16)
     approx = factorized_score_matrix(bf16, pe, users, classes)
     assert np.abs(approx - ref).max() < 0.05 * (np.abs(ref).max() + 1)
+    # each query's own classes (retrieve then rank) take the other path through the top MLP
+    idx = np.random.default_rng(0).integers(0, ref.shape[1], size=(ref.shape[0], 2))
+    own = factorized_score_matrix(bf16, pe, users, classes, idx=idx)
+    assert np.abs(own - np.take_along_axis(ref, idx, axis=1)).max() < 0.05 * (np.abs(ref).max() + 1)
 
 
 def test_dcn_models_are_refused(candidates_lake):
