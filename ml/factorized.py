@@ -150,7 +150,8 @@ class FactorizedDLRM:
         e = self._embed(q.sparse, self.q_sparse)  # [n, nq, D]
         n, nq, _ = e.shape
         t = self.bt + torch.bmm(e, e.transpose(1, 2)).view(n, nq * nq) @ self._w_qq
-        return {"a": q.dense[:, self._q_idx] @ self.w1_q.T + self.b1, "t": t.to(self.dtype),
+        a = torch.index_select(q.dense, 1, self._q_idx) @ self.w1_q.T + self.b1
+        return {"a": a, "t": t.to(self.dtype),
                 "e": e.to(self.dtype)}
 
     def _query_weights(self, qs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -184,7 +185,7 @@ class FactorizedDLRM:
         e = e.to(self.dtype)
         # "flat": the inputs a catalogue-wide `score` reads per pair; a query's own candidates
         # (`gather_classes`) need not copy it
-        return {"d": c.dense[:, self._c_idx].contiguous(), "e": e, "cc": cc,
+        return {"d": torch.index_select(c.dense, 1, self._c_idx), "e": e, "cc": cc,
                 "flat": torch.cat([e.flatten(1), cc], dim=1)}
 
     # -- pairs -------------------------------------------------------------------------------
