@@ -316,7 +316,11 @@ class ReferenceSparseArch(nn.Module):
         """[B, F, D]; `features`: only these (feature indices), e.g. one tower's side."""
         bags = self.embedding_bag_collection.embedding_bags
         pick = range(len(self.tables)) if features is None else features
-        cols = [bags[t](sparse[:, c : c + 1]) if k == 1 else mean_bag(bags[t].weight, sparse[:, c : c + k])
+        # without autograd (scoring, the towers' vectors) a one-id bag is its row: index_select
+        # is about 2.5x faster than EmbeddingBag; training keeps the bag (its sparse gradients)
+        one = ((lambda t, c: torch.index_select(bags[t].weight, 0, sparse[:, c])) if not torch.is_grad_enabled()
+               else (lambda t, c: bags[t](sparse[:, c : c + 1])))
+        cols = [one(t, c) if k == 1 else mean_bag(bags[t].weight, sparse[:, c : c + k])
                 for t, (c, k) in ((self.tables[i], self.columns[i]) for i in pick)]
         if not cols:  # a side without sparse features (a mapped user side may have none)
             dim = next(iter(bags.values())).weight.shape[1]
