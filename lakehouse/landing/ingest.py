@@ -343,7 +343,7 @@ def _audit(settings, selected, days, valid_frames, report, rejected_per_day, exa
     also finds the committed days whose rows this run changes (corrected days)."""
     opts = settings.storage_options()
     suites = {s.table: s for s in bronze_suites()}
-    references = {name: ids.to_numpy() for name, ids in known.items()}
+    references = {name: ids.to_arrow() for name, ids in known.items()}  # no Python object per id
     span = len(days)
     outcomes: dict[str, list[CheckOutcome]] = {}
     for entity in selected:

@@ -310,6 +310,25 @@ def test_referential_integrity_engines_agree(te_suite, monkeypatch, limit):
     assert "'u_ghost'" in o.description and "'c_ghost'" in o.description
 
 
+def test_large_reference_sets_from_polars_and_arrow_on_arrow_strings(te_suite, monkeypatch):
+    """Ingest passes bronze's known ids as Arrow (polars) arrays, and its frames hold Arrow-backed
+    strings: the large-set path checks them in Arrow and names the same unknown ids."""
+    import polars as pl
+    import pyarrow as pa
+
+    monkeypatch.setattr(quality_engine, "GX_VALUE_SET_LIMIT", 0)
+    df = _ghost_user(training_frame())
+    df.loc[6, "class_id"] = "c_ghost"
+    df = df.astype({"user_id": "string[pyarrow]", "class_id": "string[pyarrow]"})
+    reference = {"users": pl.Series(sorted(USERS) + [None]), "classes": pa.array(sorted(CLASSES))}
+    o = by_name(run_suite(te_suite, df, reference=reference))["referential_integrity"]
+    assert not o.passed and o.metadata["unexpected_count"] == 2
+    assert o.metadata["examples"] == {"user_id": ["u_ghost"], "class_id": ["c_ghost"]}
+    ok = by_name(run_suite(te_suite, training_frame().astype({"user_id": "string[pyarrow]"}),
+                           reference=reference))["referential_integrity"]
+    assert ok.passed
+
+
 @pytest.mark.parametrize("empty", [[], np.array([], dtype=object), pd.Series([], dtype=str)],
                          ids=["list", "ndarray", "series"])
 def test_empty_reference_set_rejects_every_id(te_suite, empty):
