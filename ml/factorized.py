@@ -115,7 +115,9 @@ class FactorizedDLRM:
                 qi, cj = (a, b) if kinds == ("q", "c") else (b, a)
                 w_x[D + nq + nc + pos[cj - 1] * nq + pos[qi - 1]] = w
         self.bt = bt
-        self._w_x = torch.cat([w_x] + [w.unsqueeze(0) for w in wt_cc]).to(dtype)  # [x width, H]
+        self._dims = (D, nq, nc, H)
+        self._w_x32 = torch.cat([w_x] + [w.unsqueeze(0) for w in wt_cc])  # [x width, H]
+        self._w_x = self._w_x32.to(dtype)
         self._cc_idx = (torch.tensor([a for a, _ in cc_pairs], dtype=torch.long, device=self.device),
                         torch.tensor([b for _, b in cc_pairs], dtype=torch.long, device=self.device))
         self._q_idx, self._c_idx = self.q_dense.to(self.device), self.c_dense.to(self.device)
@@ -151,19 +153,18 @@ class FactorizedDLRM:
         n, nq, _ = e.shape
         t = self.bt + torch.bmm(e, e.transpose(1, 2)).view(n, nq * nq) @ self._w_qq
         a = torch.index_select(q.dense, 1, self._q_idx) @ self.w1_q.T + self.b1
-        return {"a": a, "t": t.to(self.dtype),
-                "e": e.to(self.dtype)}
+        return {"a": a, "t": t.to(self.dtype), "e": e.to(self.dtype)}
 
     def _query_weights(self, qs: dict[str, torch.Tensor]) -> torch.Tensor:
         """[n, D + nc + nc*D + P_cc + 1, H]: the top MLP's first layer with the query folded in, for
         a pair's [z, z.c_j, c flat in (j, d) order, c.c dots, 1]. Building it costs about a hundred
         pairs' work a query: worth it when a query ranks the whole catalogue, not a few hundred."""
         e = qs["e"].float()
-        n, nq, D = e.shape
-        nc, H = (self._w_zqc.shape[1] // self.bt.shape[0]) - 1, self.bt.shape[0]
+        n = e.shape[0]
+        D, nq, nc, H = self._dims
         # zq[n, d, 0] = sum_i e[n, i, d] W_zq[i]; zq[n, d, 1 + j] = sum_i e[n, i, d] W_qc[j, i]
         zq = (e.transpose(1, 2).reshape(n * D, nq) @ self._w_zqc).view(n, D, 1 + nc, H)
-        w_x = self._w_x.float()
+        w_x = self._w_x32
         cc = w_x[D + nq + nc + nc * nq:]
         r = torch.empty(n, D + nc + nc * D + cc.shape[0] + 1, H, device=self.device)
         torch.add(zq[:, :, 0], w_x[:D], out=r[:, :D])
