@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     kept = work / "scale_stages.json"
     stages: dict[str, dict] = json.loads(kept.read_text()) if kept.exists() else {}
 
-    def run(name: str, cmd: list[str]) -> None:
+    def run(name: str, cmd: list[str], **params: str) -> None:
         if name not in wanted:
             return
-        stages[name] = measure(cmd, env)
+        stages[name] = {**measure(cmd, env), **params}  # a resumed run reports what this stage ran with
         kept.write_text(json.dumps(stages, indent=2))
         print(f"  {name:<14} {stages[name]['wall_s']:>9.1f}s {stages[name]['peak_rss_mib']:>9.0f} MiB", flush=True)
 
@@ -145,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                      str(args.seed), "--days", str(args.days + 1), "--start-date", start.isoformat(),
                      "--landing", f"{lake}/landing"])
     run("backfill", [*DEMO, "--start", start.isoformat(), "--days", str(args.days), "--skip-model"])
-    run("train", [*DEMO, "--model-only", "--model-config", model_config, "--eval-config", eval_config])
+    run("train", [*DEMO, "--model-only", "--model-config", model_config, "--eval-config", eval_config],
+        model_config=model_config, eval_config=eval_config)
+    trained = stages.get("train", {})  # the champion's settings, also when an earlier run trained it
+    model_config, eval_config = (trained.get("model_config", model_config),
+                                 trained.get("eval_config", eval_config))
     if "daily_chain" not in wanted:
         print(f"stopped before the daily chain; resume with --stages daily_chain --workdir {work}")
         return 0
