@@ -237,6 +237,7 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
     def home_screen_cache(context: dg.AssetExecutionContext, config: CacheConfig,
                           lakehouse: LakehouseResource, s3: S3Resource) -> dg.MaterializeResult:
         from homefeed.cache import CacheStore
+        from homefeed.payload import key_frames
 
         settings = lakehouse.settings()
         so = settings.storage_options() or None
@@ -260,13 +261,6 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
         model_version = int(lf.select(pl.col("model_version").max()).collect().item())
         popular = (pl.scan_delta(popular_uri(settings), storage_options=so)
                    .filter(pl.col("serve_date") == serve).collect())
-        buckets = max(1, -(-n_rows // 250_000))
-
-        def frames():  # complete (user, platform) groups per frame, a bounded share at a time
-            for b in range(buckets):
-                yield (lf.filter(pl.col("user_id").hash(seed=7) % buckets == b)
-                       .sort("user_id", "platform", "row_rank", "rank").collect())
-
         from ml.gold import GoldStore
 
         # the cards' title, instructor, ...: joined once here, so the cache and the API carry them
@@ -275,7 +269,7 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
         except FileNotFoundError as e:  # rows without a catalogue still serve, by class id
             context.log.warning(f"no class catalogue ({e}): items are published without titles")
             classes = None
-        version = store.publish(frames(), popular, serve_date=serve, model_version=model_version,
+        version = store.publish(key_frames(lf), popular, serve_date=serve, model_version=model_version,
                                 classes=classes)
         meta = {"published": True, "cache_version": version.name, "cache_path": str(version.path),
                 "serve_date": serve.isoformat(), "model_version": model_version,

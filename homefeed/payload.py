@@ -132,6 +132,28 @@ def _with_fields(lf: pl.LazyFrame, fields: pl.DataFrame | None) -> pl.LazyFrame:
     return lf if fields is None else lf.join(fields.lazy(), on="class_id", how="left")
 
 
+def key_frames(rows: pl.LazyFrame, rows_per_frame: int = 250_000) -> Iterator[pl.DataFrame]:
+    """The recommendation rows of whole users, about `rows_per_frame` at a time in user order,
+    each frame sorted by key and rank: what `CacheStore.publish` takes (complete (user_id,
+    platform) groups per frame) in bounded memory.
+
+    Cut by ranges of user_id, not by a hash: inference writes its rows in user order, so a range
+    reads only its own row groups (Parquet statistics) and the keys reach SQLite in key order; a
+    hash split read the whole day once per frame (291 times at `large`). A null user_id goes to
+    the first frame, where validation names it."""
+    counts = rows.group_by("user_id").agg(pl.len().alias("n")).sort("user_id").collect()
+    part = (counts["n"].cum_sum() - counts["n"]) // max(1, rows_per_frame)
+    cuts = counts["user_id"].filter(part != part.shift(1)).to_list()  # first users of frames 2..
+    bounds = [None, *cuts, None]
+    user = pl.col("user_id")
+    for lo, hi in zip(bounds, bounds[1:]):
+        if lo is None:
+            keep = pl.lit(True) if hi is None else user.is_null() | (user < hi)
+        else:
+            keep = user >= lo if hi is None else (user >= lo) & (user < hi)
+        yield rows.filter(keep).sort("user_id", "platform", "row_rank", "rank").collect()
+
+
 def personal_payloads(frame: pl.DataFrame, *, serve_date: dt.date, model_version: int,
                       cache_version: str, fields: pl.DataFrame | None = None,
                       ) -> Iterator[tuple[str, str, bytes]]:
