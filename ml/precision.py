@@ -16,30 +16,35 @@ import time
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def _seconds(dtype: str, device: str) -> float:
-    """The best of 3 timed runs of a small batched matmul of the scorer's shape in `dtype`."""
+def _seconds(device: str, rounds: int = 6) -> dict[str, float]:
+    """The best of `rounds` timed runs of a small batched matmul of the scorer's shape in each
+    dtype, the two alternated: a load that comes and goes (another process, a Ray actor starting
+    beside this one) then slows both alike instead of deciding the choice."""
     import torch  # here: the settings import this module's names without torch
 
-    dtype = getattr(torch, dtype)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 256, 512, generator=gen).to(device=device, dtype=dtype)
-    w = torch.randn(2, 512, 256, generator=gen).to(device=device, dtype=dtype)
+    x = torch.randn(2, 256, 512, generator=gen)
+    w = torch.randn(2, 512, 256, generator=gen)
+    args = {n: (x.to(device=device, dtype=getattr(torch, n)), w.to(device=device, dtype=getattr(torch, n)))
+            for n in ("bfloat16", "float32")}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    best = float("inf")
-    for i in range(4):  # the first run warms up (kernel choice, caches)
-        sync()
-        t = time.perf_counter()
-        torch.bmm(x, w)
-        sync()
-        if i:
-            best = min(best, time.perf_counter() - t)
+    best = dict.fromkeys(args, float("inf"))
+    for i in range(rounds + 1):  # the first round warms up (kernel choice, caches)
+        for name, (a, b) in args.items():
+            sync()
+            t = time.perf_counter()
+            torch.bmm(a, b)
+            sync()
+            if i:
+                best[name] = min(best[name], time.perf_counter() - t)
     return best
 
 
 @functools.lru_cache(maxsize=None)
 def bf16_is_faster(device: str = "cpu") -> bool:
     """Whether bf16 matmuls beat fp32 here (measured once per process and device)."""
-    return _seconds("bfloat16", device) < _seconds("float32", device)
+    best = _seconds(device)
+    return best["bfloat16"] < best["float32"]
 
 
 def resolve_precision(precision: str, device: object = "cpu") -> str:
