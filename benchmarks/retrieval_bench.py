@@ -27,7 +27,7 @@ list on D + 1), each scored once more untimed: more lists narrow the interval, t
 fewer users.
 
     python -m benchmarks.retrieval_bench [--lakehouse data/lakehouse] [--users 2000] [--new-max 40,none]
-        [--quality-users all] [--days 2] [--target-speedup 8]
+        [--quality-users all] [--days 2] [--target-speedup 8] [--train-days 7 --sample-fraction 0.05]
 
 Writes benchmarks/results/retrieval.json and prints a table. Run `make demo` first.
 """
@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                         "a list on D + 1); default: --users")
     p.add_argument("--n", default="50,100,200,500", help="retrieved classes per list")
     p.add_argument("--train-days", type=int, default=28)
+    p.add_argument("--sample-fraction", type=float, default=1.0,
+                   help="the tower trains on this share of users (whole users, as `make train`'s "
+                        "sample_fraction): a `large` lakehouse's 28 days do not fit a 2-core run")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--new-max", default=str(InferenceSettings.retrieve_new_max),
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     fdate = dates[-1 - args.days]  # the tower is trained up to D; the held-out days follow it
 
     t0 = time.perf_counter()
-    job = TrainingJob(data=plan_window(gold, train_days=args.train_days, valid_days=0, end=fdate),
+    job = TrainingJob(data=plan_window(gold, train_days=args.train_days, valid_days=0, end=fdate,
+                                         sample_fraction=args.sample_fraction),
                       model=ModelHParams(architecture="two_tower"))
     job = dataclasses.replace(job, train=TrainConfig(**{**dataclasses.asdict(job.train), "epochs": args.epochs}))
     tenc = fit_encoders(job)
@@ -188,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                  "users": timed.height, "quality_users": sum(h["judged"].height for h in days),
                  "lists": len(keys),
                  "ranker_version": int(mv.version), "two_tower_train_seconds": round(train_s, 1),
+                 "two_tower_train": {"days": args.train_days, "sample_fraction": args.sample_fraction,
+                                     "epochs": args.epochs},
                  "index_seconds": round(first["index_s"], 2),
                  "candidates": {p: f.height for p, f in day.candidates.items()},
                  "index_kind": {p: pi.kind for p, pi in first["index"].platforms.items()},
