@@ -27,7 +27,8 @@ list on D + 1), each scored once more untimed: more lists narrow the interval, t
 fewer users.
 
     python -m benchmarks.retrieval_bench [--lakehouse data/lakehouse] [--users 2000] [--new-max 40,none]
-        [--quality-users all] [--days 2] [--target-speedup 8] [--train-days 7 --sample-fraction 0.05]
+        [--quality-users all] [--days 2] [--target-speedup 8]
+        [--train-days 7 --sample-fraction 0.05 --drop-features recent_item_cooccurrence]
 
 Writes benchmarks/results/retrieval.json and prints a table. Run `make demo` first.
 """
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the tower trains on this share of users (whole users, as `make train`'s "
                         "sample_fraction): a `large` lakehouse's 28 days do not fit a 2-core run")
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--drop-features", default="",
+                   help="features the tower leaves out, comma-separated (at `large`: "
+                        "recent_item_cooccurrence, whose dense counts stop at 10,000 classes)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--new-max", default=str(InferenceSettings.retrieve_new_max),
                    help="new classes per list, the tower's best (none: every new class); several, "
@@ -124,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     job = TrainingJob(data=plan_window(gold, train_days=args.train_days, valid_days=0, end=fdate,
                                          sample_fraction=args.sample_fraction),
-                      model=ModelHParams(architecture="two_tower"))
+                      model=ModelHParams(architecture="two_tower",
+                                         drop_features=tuple(f for f in args.drop_features.split(",") if f)))
     job = dataclasses.replace(job, train=TrainConfig(**{**dataclasses.asdict(job.train), "epochs": args.epochs}))
     tenc = fit_encoders(job)
     trained = run_training(job, tenc, validate=False)
@@ -193,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                  "lists": len(keys),
                  "ranker_version": int(mv.version), "two_tower_train_seconds": round(train_s, 1),
                  "two_tower_train": {"days": args.train_days, "sample_fraction": args.sample_fraction,
-                                     "epochs": args.epochs},
+                                     "epochs": args.epochs, "drop_features": args.drop_features},
                  "index_seconds": round(first["index_s"], 2),
                  "candidates": {p: f.height for p, f in day.candidates.items()},
                  "index_kind": {p: pi.kind for p, pi in first["index"].platforms.items()},
