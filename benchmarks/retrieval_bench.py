@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     ns = [int(x) for x in args.n.split(",")]
+    drop = [f for f in args.drop_features.split(",") if f]
 
     mv = tracking.get_alias_version("class_recommender", "champion", client_or_uri=args.tracking_uri)
     if mv is None:
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     job = TrainingJob(data=plan_window(gold, train_days=args.train_days, valid_days=0, end=fdate,
                                          sample_fraction=args.sample_fraction),
                       model=ModelHParams(architecture="two_tower",
-                                         drop_features=tuple(f for f in args.drop_features.split(",") if f)))
+                                         drop_features=tuple(drop)))
     job = dataclasses.replace(job, train=TrainConfig(**{**dataclasses.asdict(job.train), "epochs": args.epochs}))
     tenc = fit_encoders(job)
     trained = run_training(job, tenc, validate=False)
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                  "lists": len(keys),
                  "ranker_version": int(mv.version), "two_tower_train_seconds": round(train_s, 1),
                  "two_tower_train": {"days": args.train_days, "sample_fraction": args.sample_fraction,
-                                     "epochs": args.epochs, "drop_features": args.drop_features},
+                                     "epochs": args.epochs, "drop_features": drop},
                  "index_seconds": round(first["index_s"], 2),
                  "candidates": {p: f.height for p, f in day.candidates.items()},
                  "index_kind": {p: pi.kind for p, pi in first["index"].platforms.items()},
