@@ -217,7 +217,36 @@ def log_lineage(
         mlflow.set_tag(metric_key(f"data.{table}.uri"), str(uri))
         if table in table_versions:
             source = DeltaDatasetSource(path=str(uri), delta_table_version=int(table_versions[table]))
-            mlflow.log_input(MetaDataset(source, name=table), context="training")
+            _log_input(mlflow, MetaDataset(source, name=table))
+
+
+def _log_input(mlflow: Any, dataset: Any, attempts: int = 3) -> None:
+    """`mlflow.log_input`, again when a concurrent run inserted the same dataset first.
+
+    The SQL store looks a dataset up by (experiment, name, digest) and inserts it when absent:
+    two runs of one experiment logging the same table at once (the trials of a search) race,
+    and the loser gets a UNIQUE-constraint error. Its retry finds the winner's row and links it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context="training")
+            return
+        except MlflowException as exc:
+            if attempt == attempts - 1 or not _is_unique_violation(exc):
+                raise
+
+
+def _is_unique_violation(exc: BaseException) -> bool:
+    import sqlalchemy.exc
+
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return any(isinstance(e, sqlalchemy.exc.IntegrityError) for e in chain)
 
 
 def log_dict_metrics(

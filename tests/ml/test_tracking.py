@@ -160,6 +160,58 @@ def test_lineage_and_metrics_read_back(store):
     assert c.get_metric_history(run.info.run_id, "val/map_at_10")[0].step == 2
 
 
+def _unique_violation():
+    """The error the SQL store raises when a concurrent run inserted the same dataset first."""
+    import sqlalchemy
+    from mlflow.exceptions import MlflowException
+
+    engine = sqlalchemy.create_engine("sqlite://")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE datasets (name TEXT, digest TEXT, UNIQUE (name, digest))")
+        conn.exec_driver_sql("INSERT INTO datasets VALUES ('t', 'd')")
+        try:
+            conn.exec_driver_sql("INSERT INTO datasets VALUES ('t', 'd')")
+        except sqlalchemy.exc.IntegrityError as exc:
+            try:
+                raise MlflowException(str(exc)) from exc
+            except MlflowException as wrapped:
+                return wrapped
+    raise AssertionError("sqlite accepted a duplicate row")
+
+
+def test_lineage_survives_a_concurrent_run_logging_the_same_dataset(store, monkeypatch):
+    """Search trials log one table at once: the loser of the store's insert race retries."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    real, calls = mlflow.log_input, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise _unique_violation()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    with mlflow.start_run() as run:
+        tracking.log_lineage({"gold.training_examples": 3},
+                             uris={"gold.training_examples": "s3://lake/gold/training_examples"})
+    assert len(calls) == 2
+    inputs = tracking.client(store["uri"]).get_run(run.info.run_id).inputs.dataset_inputs
+    assert [i.dataset.name for i in inputs] == ["gold.training_examples"]
+
+    def broken(*args, **kwargs):  # any other store error still surfaces, after one try
+        calls.append(1)
+        raise MlflowException("the store is read-only")
+
+    calls.clear()
+    monkeypatch.setattr(mlflow, "log_input", broken)
+    with mlflow.start_run(), pytest.raises(MlflowException, match="read-only"):
+        tracking.log_lineage({"gold.training_examples": 3},
+                             uris={"gold.training_examples": "s3://lake/gold/training_examples"})
+    assert len(calls) == 1
+
+
 def test_logging_needs_an_active_run(store):
     with pytest.raises(RuntimeError, match="no active MLflow run"):
         tracking.log_dict_metrics({"x": 1.0})
