@@ -18,6 +18,9 @@ With `--target-speedup X`, the bench names the chosen setting: the one with the 
 list among those at least X times faster than exhaustive ranking. The choice reads the timings
 only, never the held-out lists, so its MAP@10 ratio is a fair test of the target.
 
+With `--feature-date`, D is an earlier day: settings are chosen on the lists of a validation
+day, and the default D's lists then test the choice.
+
 With `--days K`, the lists of the K days after D are pooled (the same tower, an index per day,
 as serving rebuilds the index daily and retrains the tower less often); the interval resamples
 users across the days; the speed is the first day's.
@@ -107,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                         "per item (0: none); several, comma-separated, are each run with every N")
     p.add_argument("--days", type=int, default=1,
                    help="held-out days, pooled: the tower is trained up to the day before the first")
+    p.add_argument("--feature-date", default=None,
+                   help="D, the last day the tower trains on (default: the one --days before the last gold "
+                        "day); an earlier D holds out a validation day to choose settings on")
     p.add_argument("--target-speedup", type=float, default=None,
                    help="choose, by speed alone, the widest setting at least this much faster than exhaustive")
     p.add_argument("--repeat", type=int, default=3, help="timed passes per ranking (the median is kept)")
@@ -125,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.days < len(dates):
         raise SystemExit(f"--days must be 1..{len(dates) - 1} here (gold has {len(dates)} feature dates)")
     fdate = dates[-1 - args.days]  # the tower is trained up to D; the held-out days follow it
+    if args.feature_date is not None:
+        fdate = dt.date.fromisoformat(args.feature_date)
+        if fdate not in dates[:-args.days]:
+            raise SystemExit(f"--feature-date {fdate}: expected a gold feature date with {args.days} "
+                             f"after it, one of {dates[0]}..{dates[-1 - args.days]}")
 
     t0 = time.perf_counter()
     job = TrainingJob(data=plan_window(gold, train_days=args.train_days, valid_days=0, end=fdate,
