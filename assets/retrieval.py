@@ -35,6 +35,10 @@ SUFFIX = "_retrieval"
 class RetrievalTrainingConfig(dg.Config):
     tower: list[int] = Field([128, 64], description="tower MLP sizes; the last is the vector's")
     temperature: float = Field(0.05, description="softmax temperature of the in-batch loss")
+    sample_fraction: float | None = Field(None, description="share of users the tower trains on "
+                                                            "(None: dlrm_model's); it reads the takes "
+                                                            "alone, so it can afford more users than "
+                                                            "the ranker")
     num_workers: int = Field(1, description="Ray Train workers")
     use_ray: bool = Field(True, description="train on Ray Train (else in this process)")
 
@@ -108,6 +112,8 @@ def build_retrieval_assets(partitions_def: dg.PartitionsDefinition,
         _, job = _job_of(model_meta, gold_store(settings), lakehouse.dataset())
         job = dataclasses.replace(job, model=dataclasses.replace(
             job.model, architecture="two_tower", tower=list(config.tower), temperature=config.temperature))
+        if config.sample_fraction is not None:
+            job = dataclasses.replace(job, data=dataclasses.replace(job.data, sample_fraction=config.sample_fraction))
         tr = retrieval_tracking(settings, mlflow)
         parent = model_meta.get("mlflow_run_name") or model_meta["mlflow_run_id"][:8]
         trained = train_and_log(

@@ -84,6 +84,11 @@ class InferenceConfig(dg.Config):
                                                   "classes taken together with each of the user's "
                                                   "recent items (the ranker's co-occurrence "
                                                   "neighbours; 0: none)")
+    retrieve_affinity: int = Field(0, description="retrieve then rank: each list also ranks, for "
+                                                  "each of the user's this many strongest "
+                                                  "affinities (instructors), the two-tower's best "
+                                                  "retrieve_affinity_classes of its classes (0: none)")
+    retrieve_affinity_classes: int = Field(30, description="retrieve then rank: classes per affinity")
 
 
 class CacheConfig(dg.Config):
@@ -164,7 +169,9 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
                                 precision=config.precision, dataset=lakehouse.dataset(),
                                 cap_column=config.cap_column or None, retrieve=config.retrieve,
                                 retrieve_new_max=config.retrieve_new_max,
-                                retrieve_similar=config.retrieve_similar)
+                                retrieve_similar=config.retrieve_similar,
+                                retrieve_affinity=config.retrieve_affinity,
+                                retrieve_affinity_classes=config.retrieve_affinity_classes)
         stats = InferenceStats()
         retrieval = None if config.retrieve is None else retrieval_ref(settings, mlflow, feature_date)
         try:
@@ -215,7 +222,9 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
             "precision": resolve_precision(config.precision),  # auto: the faster one on this machine
             "retrieval": (f"top {config.retrieve} of candidate_index (retrieval v{retrieval.version}), "
                           f"new classes: {'all' if config.retrieve_new_max is None else f'the best {config.retrieve_new_max}'}, "
-                          f"{config.retrieve_similar} similar to each recent item"
+                          f"{config.retrieve_similar} similar to each recent item, "
+                          f"{config.retrieve_affinity_classes} of each of the {config.retrieve_affinity} "
+                          "strongest affinities"
                           if retrieval else "exhaustive"),
             "delta_uri": recommendations_uri(settings),
             "delta_version": version,

@@ -7,7 +7,8 @@
 * the MLflow champion DLRM ranks every candidate (exhaustive) or each list's retrieved ones
   (the two-tower's top N, plus the platform's popular and new classes: the tower's best
   `--new-max` of those; with `--similar k`, also the k nearest neighbours of each user's recent
-  items by the ranker's co-occurrence) for N in --n, each --new-max and each --similar;
+  items by the ranker's co-occurrence; with `--affinity a`, the tower's best `--affinity-classes`
+  classes of each of the user's a strongest instructors) for N in --n and each of the others;
 * quality on the lists of D + 1 (a user's takes on a platform): recall@N of the taken classes
   and of the exhaustive "For you" top 10, MAP@10 of both "For you" rows with a paired
   bootstrap interval of the ratio (users resampled);
@@ -108,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--similar", default="0",
                    help="also the ranker's co-occurrence neighbours of each user's recent items, this many "
                         "per item (0: none); several, comma-separated, are each run with every N")
+    p.add_argument("--affinity", default=str(InferenceSettings.retrieve_affinity),
+                   help="also the tower's best --affinity-classes classes of each of the user's this many "
+                        "strongest affinities (instructors; 0: none); several, comma-separated")
+    p.add_argument("--affinity-classes", default=str(InferenceSettings.retrieve_affinity_classes),
+                   help="classes per affinity; several, comma-separated")
     p.add_argument("--days", type=int, default=1,
                    help="held-out days, pooled: the tower is trained up to the day before the first")
     p.add_argument("--feature-date", default=None,
@@ -219,12 +225,15 @@ def main(argv: list[str] | None = None) -> int:
                  "retrieve": {}}
     caps = [None if v.strip().lower() == "none" else int(v) for v in args.new_max.split(",")]
     similar = [int(v) for v in args.similar.split(",")]
-    for n, cap, k in ((n, cap, k) for n in ns for cap in caps for k in similar):
+    affine = [(a, m) for a in (int(v) for v in args.affinity.split(","))
+              for m in ([0] if a == 0 else [int(v) for v in args.affinity_classes.split(",")])]
+    for n, cap, k, (a, m) in ((n, cap, k, am) for n in ns for cap in caps for k in similar for am in affine):
         ap, rec_rel, rec_top, widths = [], [], [], []  # widths: the classes each list ranks
         for i, h in enumerate(days):
             retr = Retriever(tower, tpairs, h["index"], h["day"], n=n, popular=inf.retrieve_popular,
                              new_days=inf.retrieve_new_days, new_max=cap, similar=k,
-                             neighbours=enc.neighbours, recent_items=enc.spec.recent_items)
+                             neighbours=enc.neighbours, recent_items=enc.spec.recent_items,
+                             affinity=a, affinity_classes=max(m, 1))
             rows, t = run(h, retr, timing=i == 0)
             secs = t if i == 0 else secs
             got = for_you_lists(rows)
@@ -248,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         ap = np.array(ap)
         # users resampled across the days: a user's lists on several days move together
         cmp = paired_bootstrap_ratio(ap, ap_exh, np.array([key[1] for key in keys]), n_boot=2000)
-        name = "/".join([str(n)] + ([str(cap)] if len(caps) > 1 else []) + ([f"s{k}"] if len(similar) > 1 else []))
+        name = "/".join([str(n)] + ([str(cap)] if len(caps) > 1 else []) + ([f"s{k}"] if len(similar) > 1 else [])
+                        + ([f"a{a}x{m}"] if len(affine) > 1 else []))
         out["retrieve"][name] = {
-            "n": n, "new_max": cap, "similar": k, "pairs_per_list": round(float(np.mean(widths)), 1),
+            "n": n, "new_max": cap, "similar": k, "affinity": a, "affinity_classes": m,
+            "pairs_per_list": round(float(np.mean(widths)), 1),
             "seconds": round(secs, 2), "users_per_s": round(timed.height / secs, 1),
             "speedup_vs_exhaustive": round(exh_s / secs, 2),
             "map@10": float(ap.mean()) if len(keys) else None,
@@ -270,14 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"retrieve then rank vs exhaustive, tower trained up to {fdate}, {timed.height} users timed, "
           f"{len(keys)} lists of {', '.join(out['held_out_days'])} from {out['quality_users']} user-days; "
           f"candidates per platform {out['candidates']}")
-    print(f"{'N/new/s':>8} {'pairs':>6} {'users/s':>9} {'speed-up':>9} {'recall taken':>13} {'recall top10':>13} "
+    print(f"{'setting':>12} {'pairs':>6} {'users/s':>9} {'speed-up':>9} {'recall taken':>13} {'recall top10':>13} "
           f"{'MAP@10 ratio [95% CI]':>26}")
     e = out["exhaustive"]
-    print(f"{'all':>8} {'':>6} {e['users_per_s']:>9.1f} {1.0:>9.2f} {1.0:>13.3f} {1.0:>13.3f} {'1':>26}")
+    print(f"{'all':>12} {'':>6} {e['users_per_s']:>9.1f} {1.0:>9.2f} {1.0:>13.3f} {1.0:>13.3f} {'1':>26}")
     for n, r in out["retrieve"].items():
         ci = f"{r['map_ratio']:.3f} [{r['map_ratio_low']:.3f}, {r['map_ratio_high']:.3f}]"
         mark = "*" if out.get("chosen") == n else ""
-        print(f"{mark + n:>8} {r['pairs_per_list']:>6.0f} {r['users_per_s']:>9.1f} {r['speedup_vs_exhaustive']:>9.2f} "
+        print(f"{mark + n:>12} {r['pairs_per_list']:>6.0f} {r['users_per_s']:>9.1f} {r['speedup_vs_exhaustive']:>9.2f} "
               f"{r['recall_taken'] or 0:>13.3f} {r['recall_exhaustive_top10'] or 0:>13.3f} {ci:>26}")
     if "chosen" in out:
         print(f"* chosen by speed alone (the widest setting >= {args.target_speedup}x): {out['chosen']}")

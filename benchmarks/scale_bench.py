@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-date", default="2026-09-01")
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed)")
     p.add_argument("--model-config", default=None, help="JSON overrides of ModelTrainingConfig")
+    p.add_argument("--retrieval-config", default=None,
+                   help="JSON overrides of the two-tower's config (RetrievalTrainingConfig), e.g. "
+                        "a larger sample_fraction than the ranker's")
     p.add_argument("--eval-config", default=None,
                    help="JSON overrides of the evaluation's config (default above `small`: no peers, "
                         "5%% of the users' lists, 1%% at `large`)")
@@ -145,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
                      str(args.seed), "--days", str(args.days + 1), "--start-date", start.isoformat(),
                      "--landing", f"{lake}/landing"])
     run("backfill", [*DEMO, "--start", start.isoformat(), "--days", str(args.days), "--skip-model"])
-    run("train", [*DEMO, "--model-only", "--model-config", model_config, "--eval-config", eval_config],
-        model_config=model_config, eval_config=eval_config)
+    retrieval = ["--retrieval-config", args.retrieval_config] if args.retrieval_config else []
+    run("train", [*DEMO, "--model-only", "--model-config", model_config, "--eval-config", eval_config,
+                  *retrieval], model_config=model_config, eval_config=eval_config,
+        **({"retrieval_config": args.retrieval_config} if args.retrieval_config else {}))
     trained = stages.get("train", {})  # the champion's settings, also when an earlier run trained it
     model_config, eval_config = (trained.get("model_config", model_config),
                                  trained.get("eval_config", eval_config))

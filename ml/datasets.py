@@ -153,8 +153,10 @@ class Dataset(ABC):
         lookup pair features), if the data has any."""
         return examples
 
-    # the gold table the lookup pair features read (None: the data has none)
+    # the gold table the lookup pair features read (None: the data has none), and its field
+    # that says how strong an affinity is (a user's rows come strongest first)
     affinity_table: str | None = None
+    affinity_weight: str | None = None
 
     def affinity_entry(self) -> list:
         """One affinity row as the lookup reads it: `column` (the class column it is keyed by),
@@ -164,15 +166,19 @@ class Dataset(ABC):
     def with_affinity(self, gold: GoldStore, feature_date: dt.date,
                       users: pl.DataFrame) -> pl.DataFrame:
         """Users (user_id + features) with their affinity rows as one list column
-        (`AFFINITY_COLUMN`: structs of `affinity_entry`, the pair features' lookup), if the data
-        has any."""
+        (`AFFINITY_COLUMN`: structs of `affinity_entry`, the pair features' lookup, strongest
+        first by `affinity_weight`: retrieval reads a user's first ones), if the data has any."""
         aff = gold.affinity(self.affinity_table) if self.affinity_table else None
         if aff is None:
             return users
         ids = users["user_id"].to_list()
+        entry = pl.struct(*self.affinity_entry())
+        if self.affinity_weight is not None:  # ties by key: the same order in every run
+            entry = entry.sort_by(pl.col(self.affinity_weight), self.affinity_entry()[1], descending=[True, False],
+                                  nulls_last=True)
         per_user = (aff.filter((pl.col("feature_date") == feature_date) & pl.col("user_id").is_in(ids))
                     .group_by("user_id")
-                    .agg(pl.struct(*self.affinity_entry()).alias(AFFINITY_COLUMN))
+                    .agg(entry.alias(AFFINITY_COLUMN))
                     .collect())
         return users.join(per_user, on="user_id", how="left")
 
@@ -246,6 +252,7 @@ class FitnessDataset(Dataset):
     activity_column = "workouts_total"
     simulated = True
     affinity_table = AFFINITY_TABLE
+    affinity_weight = "share_56d"
     gold_inputs = (*GOLD_TABLES, SCORING_CANDIDATES, AFFINITY_TABLE)
     gold_suite_tables = FITNESS_GOLD_SUITES
     dbt_target = "target"
@@ -359,6 +366,7 @@ class MappedDataset(Dataset):
     activity_column = "events_total"
     simulated = False
     affinity_table = ATTRIBUTE_AFFINITY_TABLE
+    affinity_weight = "share"
     gold_inputs = (*GOLD_TABLES, SCORING_CANDIDATES, ATTRIBUTE_AFFINITY_TABLE)
     gold_suite_tables = MAPPED_GOLD_SUITES
     dbt_target = "target/mapped"  # its own manifest: switching datasets never reads the other's

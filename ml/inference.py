@@ -200,7 +200,8 @@ def _retriever(retrieval, day: DayInputs, settings: InferenceSettings, ranker_ve
                              "candidate index (ml.retrieval.RetrievalRef)")
     return retrieval.retriever(day, n=settings.retrieve, ranker_version=ranker_version,
                                popular=settings.retrieve_popular, new_days=settings.retrieve_new_days,
-                               new_max=settings.retrieve_new_max)
+                               new_max=settings.retrieve_new_max, affinity=settings.retrieve_affinity,
+                               affinity_classes=settings.retrieve_affinity_classes)
 
 
 class _Actor:

@@ -15,9 +15,14 @@
   that releases 80 classes a day would otherwise add up to 160 pairs to every list.
   With `similar` (`use_similar`), a list also takes the ranker's co-occurrence neighbours of
   the user's recent items (item to item: what was taken together with what they just took).
+  With `affinity` (`use_affinity`), a list also takes, for each of the user's `affinity`
+  strongest affinities (an instructor; a mapped item attribute's value), the tower's best
+  `affinity_classes` classes of that value: the ranker's pair features weigh every instructor a
+  user takes, the user tower sees only the top and the last.
 * `user_embeddings`: the user tower's vectors of a day, the rows of the `user_embeddings` table.
 
-No Dagster here.
+No Dagster here. Over 400 lines: the index, its files and every candidate source of a list
+belong to one contract (the positions `candidates` returns).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import polars as pl
 import pyarrow as pa
 
 from ml.cooccurrence import Neighbours
+from ml.features import AFFINITY_COLUMN
 from ml.pairs import PairEncoder
 from ml.rows import DayInputs, InferenceError, InferenceSettings
 from ml.two_tower import TowerEncoder
@@ -189,7 +195,7 @@ class Retriever:
     def __init__(self, tower: TowerEncoder, pairs: PairEncoder, index: CandidateIndex,
                  day: DayInputs, *, n: int, popular: int = 20, new_days: int = 2,
                  new_max: int | None = None, similar: int = 0, neighbours: Neighbours | None = None,
-                 recent_items: Sequence[str] = ()) -> None:
+                 recent_items: Sequence[str] = (), affinity: int = 0, affinity_classes: int = 30) -> None:
         if n < 1:
             raise ValueError(f"retrieve must be >= 1 (classes per list), got {n}")
         if new_max is not None and new_max < 0:
@@ -224,7 +230,65 @@ class Retriever:
                     vec = np.vstack([pi.index.reconstruct(row_of[j]) for j in ranked])
                     self.new[p] = (np.array(ranked, dtype=np.int64), vec)
             self.always[p] = np.array(sorted(always), dtype=np.int64)
+        self.frames = day.candidates
         self.use_similar(neighbours, recent_items, similar)
+        self.use_affinity(affinity, affinity_classes)
+
+    def use_affinity(self, k: int, classes: int) -> None:
+        """Also retrieve, for each of a user's `k` strongest affinity rows (`AFFINITY_COLUMN`,
+        strongest first), the tower's best `classes` candidates whose column has that value
+        (k = 0: none)."""
+        if k < 0 or (k and classes < 1):
+            raise ValueError(f"retrieve_affinity must be >= 0 affinities per list and "
+                             f"retrieve_affinity_classes >= 1, got {k} and {classes}")
+        self.affinity, self.affinity_classes = int(k), int(classes)
+        # per (platform, class column): value -> (candidate positions, their [m, d] vectors)
+        self._groups: dict[tuple[str, str], dict[object, tuple[np.ndarray, np.ndarray]]] = {}
+
+    def _value_groups(self, platform: str, column: str) -> dict[object, tuple[np.ndarray, np.ndarray]]:
+        key = (platform, column)
+        if key not in self._groups:
+            frame, pi = self.frames[platform], self.index.platforms[platform]
+            groups: dict[object, tuple[np.ndarray, np.ndarray]] = {}
+            if column in frame.columns:
+                rows = np.flatnonzero(self.rows_to_pos[platform] >= 0)  # classes with a vector
+                pos = self.rows_to_pos[platform][rows]
+                vec = pi.index.reconstruct_n(0, pi.index.ntotal)[rows]
+                values = frame[column].gather(pos)
+                for value, idx in (pl.DataFrame({"v": values}).with_row_index("_k")
+                                   .group_by("v").agg("_k").iter_rows()):
+                    if value is not None:
+                        idx = np.asarray(idx, dtype=np.int64)
+                        groups[value] = (pos[idx], vec[idx])
+            self._groups[key] = groups
+        return self._groups[key]
+
+    def _affinity_positions(self, context: pl.DataFrame, platform: str, q: np.ndarray,
+                            filler: np.ndarray) -> np.ndarray | None:
+        """[n_users, k * classes] positions: per affinity slot, the tower's best classes of the
+        value (`filler`, a held position, where a user has fewer affinities or a value fewer
+        classes)."""
+        if not self.affinity or AFFINITY_COLUMN not in context.columns:
+            return None
+        k, m = self.affinity, self.affinity_classes
+        out = np.repeat(filler[:, None], k * m, axis=1)
+        rows = (context.select(pl.col(AFFINITY_COLUMN).list.head(k)).with_row_index("_i")
+                .explode(AFFINITY_COLUMN).drop_nulls(AFFINITY_COLUMN)
+                .with_columns(pl.int_range(pl.len()).over("_i").alias("_slot"))
+                .select("_i", "_slot", pl.col(AFFINITY_COLUMN).struct.field("column"),
+                        pl.col(AFFINITY_COLUMN).struct.field("key")))
+        for (column, value), part in rows.group_by("column", "key"):
+            pos, vec = self._value_groups(platform, column).get(value, (None, None))
+            if pos is None:
+                continue
+            users, slots = part["_i"].to_numpy(), part["_slot"].to_numpy()
+            take = min(m, len(pos))
+            sims = q[users] @ vec.T
+            best = (np.argpartition(-sims, take - 1, axis=1)[:, :take] if take < len(pos)
+                    else np.broadcast_to(np.arange(take), (len(users), take)))
+            cols = slots[:, None] * m + np.arange(take)
+            out[users[:, None], cols] = pos[best]
+        return out
 
     def use_similar(self, neighbours: Neighbours | None, recent_items: Sequence[str], k: int) -> None:
         """Also retrieve, for each of the user's `recent_items` columns, that item's `k` most
@@ -241,8 +305,8 @@ class Retriever:
     def candidates(self, context: pl.DataFrame, platform: str) -> np.ndarray:
         """[n_users, m] candidate positions (into the day's candidates of the platform) for
         users under a row's context: the tower's top n, then the shared ones, then (when
-        `new_max` binds) each user's best `new_max` new classes by the tower (a position may
-        repeat; -1 never appears)."""
+        `new_max` binds) each user's best `new_max` new classes by the tower, then the similar
+        and the affinity ones (a position may repeat; -1 never appears)."""
         side = self.pairs.encode_users(context, pairs=False)
         q = self.tower.users(side.dense, side.sparse)
         rows = self.index.search(platform, q, self.n)
@@ -258,6 +322,9 @@ class Retriever:
             codes = self.neighbours.codes(context[column].cast(pl.Utf8).to_list())
             near = table[np.where(codes >= 0, codes, len(table) - 1)]  # null, unknown: the last row (-1)
             parts.append(np.where(near >= 0, near, pos[:, :1]))  # no neighbour: a held one again
+        affine = self._affinity_positions(context, platform, np.asarray(q, dtype=np.float32), pos[:, 0])
+        if affine is not None:
+            parts.append(affine)
         return np.concatenate(parts, axis=1)
 
 
@@ -322,7 +389,8 @@ class RetrievalRef:
         return TowerEncoder(module.state_dict(), config), PairEncoder(encoders)
 
     def retriever(self, day: DayInputs, *, n: int, ranker_version: int | None,
-                  popular: int = 20, new_days: int = 2, new_max: int | None = None) -> Retriever:
+                  popular: int = 20, new_days: int = 2, new_max: int | None = None,
+                  affinity: int = 0, affinity_classes: int = 30) -> Retriever:
         """The tower and the day's index, checked to belong together and to the ranker."""
         index = load_index(self.index_uri)
         if index.feature_date != day.feature_date:
@@ -330,7 +398,8 @@ class RetrievalRef:
                                  f"not {day.feature_date}")
         index.check_versions(self.version, ranker_version)
         tower, pairs = self.load_tower()
-        return Retriever(tower, pairs, index, day, n=n, popular=popular, new_days=new_days, new_max=new_max)
+        return Retriever(tower, pairs, index, day, n=n, popular=popular, new_days=new_days, new_max=new_max,
+                         affinity=affinity, affinity_classes=affinity_classes)
 
 
 __all__ = ["CandidateIndex", "IndexLoadError", "RetrievalRef", "Retriever", "build_index", "class_vectors",

@@ -103,6 +103,10 @@ class InferenceSettings:
     # retrieve_similar: also each recent item's this many nearest classes by the ranker's
     # co-occurrence neighbours (0: none)
     retrieve_similar: int = 0
+    # retrieve_affinity: also, for each of the user's this many strongest affinities (an
+    # instructor), the tower's best `retrieve_affinity_classes` of its classes (0: none)
+    retrieve_affinity: int = 0
+    retrieve_affinity_classes: int = 30
 
     def __post_init__(self) -> None:
         if self.rows is None:
@@ -121,6 +125,9 @@ class InferenceSettings:
                              f"got {self.retrieve_new_max}")
         if self.retrieve_similar < 0:
             raise ValueError(f"retrieve_similar must be >= 0 classes per recent item, got {self.retrieve_similar}")
+        if self.retrieve_affinity < 0 or self.retrieve_affinity_classes < 1:
+            raise ValueError(f"retrieve_affinity must be >= 0 affinities per list and retrieve_affinity_classes "
+                             f">= 1 classes each, got {self.retrieve_affinity} and {self.retrieve_affinity_classes}")
         if self.top_k < 1 or self.max_per_instructor < 1 or self.users_per_batch < 1:
             raise ValueError("top_k, max_per_instructor and users_per_batch must be >= 1")
         if len({r.row_id for r in self.rows}) != len(self.rows):

@@ -48,14 +48,15 @@ def execute(tags: dict, job: str = JOB, config: dict | None = None) -> int:
         return subprocess.call(cmd + ["--config", f.name])
 
 
-def run_training(model_config: dict | None = None, eval_config: dict | None = None) -> int:
+def run_training(model_config: dict | None = None, eval_config: dict | None = None,
+                 retrieval_config: dict | None = None) -> int:
     """Train (Ray Train), evaluate against the baselines, promote: the `ml` asset group."""
     print(f"[demo] model: train, evaluate and promote as one run of {TRAIN_JOB}", flush=True)
     ops = {}
-    if model_config:
-        ops["dlrm_model"] = {"config": model_config}
-    if eval_config:
-        ops["model_evaluation"] = {"config": eval_config}
+    for op, config in (("dlrm_model", model_config), ("model_evaluation", eval_config),
+                       ("retrieval_model", retrieval_config)):
+        if config:
+            ops[op] = {"config": config}
     return execute({}, TRAIN_JOB, {"ops": ops} if ops else None)
 
 
@@ -241,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-config", default="", help="JSON overrides of ModelTrainingConfig")
     p.add_argument("--eval-config", default="",
                    help="JSON overrides of the evaluation's config (e.g. {\"peers\": false})")
+    p.add_argument("--retrieval-config", default="",
+                   help="JSON overrides of the two-tower's config (e.g. {\"sample_fraction\": 0.25})")
     p.add_argument("--from-source", action="store_true",
                    help="a mapped dataset (LAKEHOUSE_MAPPING): every day its source holds")
     args = p.parse_args(argv)
@@ -257,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] mapped dataset {settings.mapping_path}: {start}..{end} ({args.days} days)", flush=True)
     eval_config = {**(dataset.demo_evaluation or {}),
                    **(json.loads(args.eval_config) if args.eval_config else {})} or None
+    retrieval_config = json.loads(args.retrieval_config) if args.retrieval_config else None
     if args.model_only:
-        rc = run_training(json.loads(args.model_config) if args.model_config else None, eval_config)
+        rc = run_training(json.loads(args.model_config) if args.model_config else None, eval_config,
+                          retrieval_config)
         print(model_summary())
         return rc
     # Backfill all but the last day, then the last day as a daily run: the UI then shows each
@@ -270,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                     **(json.loads(args.model_config) if args.model_config else {})} or None
     serve = not args.skip_model
     if rc == 0 and serve:
-        rc = run_training(model_config, eval_config)
+        rc = run_training(model_config, eval_config, retrieval_config)
         print(model_summary())
         if rc == 0 and champion_version() is None:
             # the gate kept the model out (see "Promotion" above): nothing to serve with, so the

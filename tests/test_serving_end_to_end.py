@@ -111,6 +111,15 @@ def test_daily_chain_scores_publishes_and_survives_a_failed_rescore(built_copy, 
     assert few.success, failure_text(few)
     few_meta = {k: v.value for k, v in few.asset_materializations_for_node("serving__recommendations")[0].metadata.items()}
     assert 0 < few_meta["scores"] < meta["scores"] and few_meta["users"] == meta["users"]
+    # each user's strongest instructors bring the tower's best of their classes: more pairs
+    affine = run(s, instance, "rescore_job", {"dagster/partition": LAST},
+                 {"ops": {"serving__recommendations": {"config": {
+                     "use_ray": False, "retrieve": 3, "retrieve_affinity": 2, "retrieve_affinity_classes": 2}}}},
+                 only=recs_only)
+    assert affine.success, failure_text(affine)
+    affine_meta = {k: v.value for k, v in affine.asset_materializations_for_node("serving__recommendations")[0].metadata.items()}
+    assert affine_meta["scores"] > few_meta["scores"] and affine_meta["users"] == meta["users"]
+    assert "2 of each of the 2 strongest affinities" in affine_meta["retrieval"]
     version_before = delta.table_version(recommendations_uri(s))
     published, screen = store.current(), json.loads(reader.get(user, platform))
 

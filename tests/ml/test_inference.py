@@ -314,3 +314,25 @@ def test_the_days_takes_read_once_give_each_batch_its_own(candidates_lake, per_b
         seen += taken_a.height
     assert seen == state.taken.filter(pl.col("user_id").is_in(
         pl.concat(list(iter_user_batches(gold, E2, settings)))["user_id"].to_list())).height > 0
+
+
+
+@pytest.mark.parametrize("dataset", ["fitness", "mapped"])
+def test_each_users_affinities_come_strongest_first(dataset):
+    """Retrieval reads a user's first affinity rows as their strongest: the column holds them by
+    the dataset's weight, descending (ties by key, no weight last), whatever the table's order."""
+    from types import SimpleNamespace
+
+    from ml.datasets import FITNESS, MAPPED
+    from ml.features import AFFINITY_COLUMN
+
+    ds = FITNESS if dataset == "fitness" else MAPPED
+    weight, key = ("share_56d", "instructor_id") if dataset == "fitness" else ("share", "value")
+    table = pl.DataFrame({"feature_date": [E2] * 6 + [E2 - dt.timedelta(days=1)], "user_id": ["u1"] * 4 + ["u2"] * 2 + ["u1"],
+                          key: ["a", "b", "c", "d", "a", "b", "z"],
+                          weight: [0.1, 0.5, None, 0.5, 0.2, 0.8, 0.9],
+                          "workouts_56d": [1] * 7, "attribute": ["item_attr_genre"] * 7})
+    gold = SimpleNamespace(affinity=lambda name: table.lazy())
+    got = ds.with_affinity(gold, E2, pl.DataFrame({"user_id": ["u1", "u2", "u3"]}))
+    order = {u: [r["key"] for r in rows] if rows else None for u, rows in got.select("user_id", AFFINITY_COLUMN).iter_rows()}
+    assert order == {"u1": ["b", "d", "a", "c"], "u2": ["b", "a"], "u3": None}

@@ -236,3 +236,48 @@ def test_a_users_recent_items_bring_their_nearest_neighbours(tmp_path):
                                     ).candidates(users, "bike"), base)
     with pytest.raises(ValueError, match="retrieve_similar must be >= 0"):
         Retriever(tower, pairs, ci, day, n=3, similar=-1)
+
+
+def test_a_users_strongest_affinities_bring_the_towers_best_of_their_classes(tmp_path):
+    """With `affinity=k`, each list also ranks, for each of the user's k strongest affinities (in
+    the order the affinity column holds them), the tower's best `affinity_classes` classes of
+    that instructor; a user with fewer affinities, or an instructor with fewer classes, gets a
+    retrieved class again in the gap; a class the index lacks is never one of them."""
+    from ml.features import AFFINITY_COLUMN
+
+    ci, vec = _index(tmp_path, n=30)
+    ids = ci.platforms["bike"].class_ids.tolist()
+    instructor = {c: ("i_a" if i < 10 else "i_b" if i < 12 else "i_c") for i, c in enumerate(ids)}
+    cand = pl.DataFrame({"class_id": [*ids, "c999"], "instructor_id": [*instructor.values(), "i_a"],
+                         "release_date": [dt.date(2026, 8, 1)] * 30 + [dt.date(2026, 9, 3)]})
+    popular = pl.DataFrame({"platform": ["bike"], "rank": [1], "class_id": ["c020"]})
+    day = DayInputs(feature_date=dt.date(2026, 9, 3), serve_date=dt.date(2026, 9, 4),
+                    candidates={"bike": cand}, popular=popular, default_hour={"bike": 18}, n_users=3)
+    queries = vec[[12, 13, 14]]
+    tower = SimpleNamespace(users=lambda dense, sparse: queries)
+    pairs = SimpleNamespace(encode_users=lambda frame, pairs=True: SimpleNamespace(dense=None, sparse=None))
+
+    def aff(*keys):
+        return [{"column": "instructor_id", "key": k, "share_56d": 1.0 / (j + 1)} for j, k in enumerate(keys)]
+
+    users = pl.DataFrame({"user_id": ["u1", "u2", "u3"],
+                          AFFINITY_COLUMN: [aff("i_a", "i_b", "i_c"), aff("i_b"), None]})
+    plain = Retriever(tower, pairs, ci, day, n=3, popular=1, new_days=1)
+    r = Retriever(tower, pairs, ci, day, n=3, popular=1, new_days=1, affinity=2, affinity_classes=3)
+    base, got = plain.candidates(users, "bike"), r.candidates(users, "bike")
+    np.testing.assert_array_equal(got[:, :base.shape[1]], base)
+    assert got.shape[1] == base.shape[1] + 2 * 3
+    names = cand["class_id"].to_numpy()
+
+    def best(q, teacher, k):
+        return {c for c in sorted((c for c in ids if instructor[c] == teacher),
+                                  key=lambda c: -float(vec[int(c[1:])] @ q))[:k]}
+
+    extra = [list(names[row[base.shape[1]:]]) for row in got]
+    held = [names[row[0]] for row in base]  # the tower's best: what fills a gap
+    assert set(extra[0][:3]) == best(queries[0], "i_a", 3)  # the strongest first; c999 has no vector
+    assert set(extra[0][3:5]) == {"c010", "c011"} and extra[0][5] == held[0]  # i_b has 2 classes
+    assert set(extra[1][:2]) == {"c010", "c011"} and extra[1][2:] == [held[1]] * 4  # one affinity
+    assert extra[2] == [held[2]] * 6  # none
+    with pytest.raises(ValueError, match="retrieve_affinity must be >= 0"):
+        Retriever(tower, pairs, ci, day, n=3, affinity=-1)
