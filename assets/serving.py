@@ -73,7 +73,7 @@ class InferenceConfig(dg.Config):
                                                "hardware has bf16, 99% equal top-10 lists), fp32 "
                                                "for exact scores, or auto: the faster of the two on "
                                                "this machine (bf16 is ~40x slower on an AVX2-only CPU)")
-    retrieve: int | None = Field(200, description="retrieve then rank: the ranker scores each list's "
+    retrieve: int | None = Field(150, description="retrieve then rank: the ranker scores each list's "
                                                   "nearest classes of the day's candidate_index (plus "
                                                   "popular and new ones); None: every candidate "
                                                   "(exhaustive)")
@@ -84,11 +84,11 @@ class InferenceConfig(dg.Config):
                                                   "classes taken together with each of the user's "
                                                   "recent items (the ranker's co-occurrence "
                                                   "neighbours; 0: none)")
-    retrieve_affinity: int = Field(0, description="retrieve then rank: each list also ranks, for "
+    retrieve_affinity: int = Field(2, description="retrieve then rank: each list also ranks, for "
                                                   "each of the user's this many strongest "
                                                   "affinities (instructors), the two-tower's best "
                                                   "retrieve_affinity_classes of its classes (0: none)")
-    retrieve_affinity_classes: int = Field(30, description="retrieve then rank: classes per affinity")
+    retrieve_affinity_classes: int = Field(20, description="retrieve then rank: classes per affinity")
 
 
 class CacheConfig(dg.Config):

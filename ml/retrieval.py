@@ -195,7 +195,7 @@ class Retriever:
     def __init__(self, tower: TowerEncoder, pairs: PairEncoder, index: CandidateIndex,
                  day: DayInputs, *, n: int, popular: int = 20, new_days: int = 2,
                  new_max: int | None = None, similar: int = 0, neighbours: Neighbours | None = None,
-                 recent_items: Sequence[str] = (), affinity: int = 0, affinity_classes: int = 30) -> None:
+                 recent_items: Sequence[str] = (), affinity: int = 0, affinity_classes: int = 20) -> None:
         if n < 1:
             raise ValueError(f"retrieve must be >= 1 (classes per list), got {n}")
         if new_max is not None and new_max < 0:
@@ -390,7 +390,7 @@ class RetrievalRef:
 
     def retriever(self, day: DayInputs, *, n: int, ranker_version: int | None,
                   popular: int = 20, new_days: int = 2, new_max: int | None = None,
-                  affinity: int = 0, affinity_classes: int = 30) -> Retriever:
+                  affinity: int = 0, affinity_classes: int = 20) -> Retriever:
         """The tower and the day's index, checked to belong together and to the ranker."""
         index = load_index(self.index_uri)
         if index.feature_date != day.feature_date:
