@@ -73,7 +73,7 @@ class InferenceConfig(dg.Config):
                                                "hardware has bf16, 99% equal top-10 lists), fp32 "
                                                "for exact scores, or auto: the faster of the two on "
                                                "this machine (bf16 is ~40x slower on an AVX2-only CPU)")
-    retrieve: int | None = Field(150, description="retrieve then rank: the ranker scores each list's "
+    retrieve: int | None = Field(200, description="retrieve then rank: the ranker scores each list's "
                                                   "nearest classes of the day's candidate_index (plus "
                                                   "popular and new ones); None: every candidate "
                                                   "(exhaustive)")
@@ -84,7 +84,7 @@ class InferenceConfig(dg.Config):
                                                   "classes taken together with each of the user's "
                                                   "recent items (the ranker's co-occurrence "
                                                   "neighbours; 0: none)")
-    retrieve_affinity: int = Field(2, description="retrieve then rank: each list also ranks, for "
+    retrieve_affinity: int = Field(0, description="retrieve then rank: each list also ranks, for "
                                                   "each of the user's this many strongest "
                                                   "affinities (instructors), the two-tower's best "
                                                   "retrieve_affinity_classes of its classes (0: none)")
@@ -222,9 +222,9 @@ def build_serving_assets(partitions_def: dg.PartitionsDefinition,
             "precision": resolve_precision(config.precision),  # auto: the faster one on this machine
             "retrieval": (f"top {config.retrieve} of candidate_index (retrieval v{retrieval.version}), "
                           f"new classes: {'all' if config.retrieve_new_max is None else f'the best {config.retrieve_new_max}'}, "
-                          f"{config.retrieve_similar} similar to each recent item, "
-                          f"{config.retrieve_affinity_classes} of each of the {config.retrieve_affinity} "
-                          "strongest affinities"
+                          f"{config.retrieve_similar} similar to each recent item"
+                          + (f", {config.retrieve_affinity_classes} of each of the {config.retrieve_affinity} "
+                             "strongest affinities" if config.retrieve_affinity else "")
                           if retrieval else "exhaustive"),
             "delta_uri": recommendations_uri(settings),
             "delta_version": version,

@@ -105,7 +105,7 @@ class InferenceSettings:
     retrieve_similar: int = 0
     # retrieve_affinity: also, for each of the user's this many strongest affinities (an
     # instructor), the tower's best `retrieve_affinity_classes` of its classes (0: none)
-    retrieve_affinity: int = 2
+    retrieve_affinity: int = 0
     retrieve_affinity_classes: int = 20
 
     def __post_init__(self) -> None:

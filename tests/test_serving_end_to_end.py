@@ -67,8 +67,8 @@ def test_daily_chain_scores_publishes_and_survives_a_failed_rescore(built_copy, 
     # retrieve then rank: the day's candidate index, made by the retrieval model for this ranker
     index = {k: v.value for k, v in daily.asset_materializations_for_node("serving__candidate_index")[0].metadata.items()}
     assert index["retrieval_version"] == 1 and index["ranker_version"] == 1 and index["files"] >= 2
-    assert meta["retrieval"].startswith("top 150 of candidate_index")
-    assert meta["retrieval"].endswith("20 of each of the 2 strongest affinities")
+    assert meta["retrieval"].startswith("top 200 of candidate_index")
+    assert "affinities" not in meta["retrieval"]  # off by default
 
     store = CacheStore(cache_dir(s))
     published = store.current()
