@@ -103,6 +103,33 @@ def test_two_tower_learns_in_batch_and_scores_pairs_as_its_towers(candidates_lak
     assert float(zero) == 0.0
 
 
+def test_a_class_taken_several_times_in_a_batch_is_one_negative(candidates_lake):
+    """Rows [a, a, a, b, c]: every row's softmax reads each other class once (b's row reads a
+    once, not three times) and its own row, never a copy of its own class."""
+    _, cfg, batch = _two_tower(candidates_lake)
+    torch.manual_seed(0)
+    model = build_model(cfg, "reference")
+    with torch.no_grad():
+        _, c = model.towers(batch.dense, batch.sparse)
+    rows = [0]  # three rows of distinct classes
+    for i in range(1, len(batch)):
+        if all(float(c[i] @ c[j]) < 1.0 - 1e-4 for j in rows):
+            rows.append(i)
+        if len(rows) == 3:
+            break
+    assert len(rows) == 3
+    pick = torch.tensor([rows[0], rows[0], rows[0], rows[1], rows[2]])
+    dense, sparse = batch.dense[pick], batch.sparse[pick]
+    model.train()
+    with torch.no_grad():
+        logits = model(dense, sparse)
+        loss, _ = model.batch_loss(logits, torch.ones(5, 1), [1.0])
+    reads = [[0, 3, 4], [1, 3, 4], [2, 3, 4], [3, 0, 4], [4, 0, 3]]  # the row's own column first
+    expected = torch.stack([torch.logsumexp(logits[i, cols], 0) - logits[i, i]
+                            for i, cols in enumerate(reads)]).mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
 def _index(tmp_path, exact_max=1_000, n=300, d=8):
     rng = np.random.default_rng(1)
     vec = rng.normal(size=(n, d)).astype(np.float32)
