@@ -27,6 +27,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _atomic_conditional_puts() -> None:
+    """S3 makes a conditional put (If-None-Match: *, how delta-rs commits with conditional_put)
+    atomic; moto's threaded server checks the key, then writes it, so two racing commits of one
+    version could both land (one lost, seen under load in tests/faults/test_concurrent_writes.py).
+    One lock around the server's checked writes gives the tests S3's guarantee."""
+    import functools
+    import threading
+
+    from moto.s3.responses import S3Response
+
+    lock = threading.Lock()
+    for name in ("put_object", "_key_response_post"):  # a put; a multipart upload's completion
+        method = getattr(S3Response, name)
+        if getattr(method, "_atomic", False):
+            continue
+
+        @functools.wraps(method)
+        def locked(self, *args, _method=method, **kwargs):
+            with lock:
+                return _method(self, *args, **kwargs)
+
+        locked._atomic = True
+        setattr(S3Response, name, locked)
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A moto S3 server on 127.0.0.1: real HTTP, real S3 API, nothing leaves the machine."""
@@ -36,6 +61,7 @@ def s3_server():
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
+    _atomic_conditional_puts()
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
