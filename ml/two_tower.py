@@ -17,8 +17,8 @@ Training (`model.train()`): `forward` returns the in-batch score matrix [B, B] a
 `batch_loss` the softmax cross-entropy of each taken class against the other taken classes of
 the batch (in-batch negatives; only rows whose first label is 1 count, and each class of the
 batch is one negative however often it was taken: `_repeated`). Evaluation (`model.eval()`):
-the pair's own score [B, 1], so AUC and the MLflow scorer work as for the DLRM. `TowerEncoder` turns logged weights
-into vectors for the candidate index and for retrieval (`ml.retrieval`).
+the pair's own score [B, 1], so AUC and the MLflow scorer work as for the DLRM. `TowerEncoder`
+turns logged weights into vectors for the candidate index and for retrieval (`ml.retrieval`).
 """
 
 from __future__ import annotations
