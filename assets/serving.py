@@ -28,6 +28,7 @@ from assets.resources import LakehouseResource, MlflowResource
 from assets.retrieval import INDEX_KEY, retrieval_ref
 from lakehouse.io.delta import replace_partitions, table_exists
 from lakehouse.io.settings import LakehouseSettings
+from ml.rows import RETRIEVE_AFFINITY_CLASSES, RETRIEVE_NEW_DAYS, RETRIEVE_NEW_MAX
 
 GROUP = "serving"
 RECS_KEY = dg.AssetKey(["serving", "recommendations"])
@@ -77,9 +78,9 @@ class InferenceConfig(dg.Config):
                                                   "nearest classes of the day's candidate_index (plus "
                                                   "popular and new ones); None: every candidate "
                                                   "(exhaustive)")
-    retrieve_new_max: int | None = Field(40, description="retrieve then rank: of the classes released "
-                                                         "in the last 2 days, each list ranks the "
-                                                         "two-tower's best this many (None: all of them)")
+    retrieve_new_max: int | None = Field(RETRIEVE_NEW_MAX, description=(
+        f"retrieve then rank: of the classes released in the last {RETRIEVE_NEW_DAYS} days, each "
+        "list ranks the two-tower's best this many (None: all of them)"))
     retrieve_similar: int = Field(10, description="retrieve then rank: each list also ranks this many "
                                                   "classes taken together with each of the user's "
                                                   "recent items (the ranker's co-occurrence "
@@ -88,7 +89,8 @@ class InferenceConfig(dg.Config):
                                                   "each of the user's this many strongest "
                                                   "affinities (instructors), the two-tower's best "
                                                   "retrieve_affinity_classes of its classes (0: none)")
-    retrieve_affinity_classes: int = Field(20, description="retrieve then rank: classes per affinity")
+    retrieve_affinity_classes: int = Field(RETRIEVE_AFFINITY_CLASSES,
+                                           description="retrieve then rank: classes per affinity")
 
 
 class CacheConfig(dg.Config):

@@ -12,6 +12,8 @@ It drives the project's own plain entry points, nothing re-implemented:
   - "input pipeline": an encoded data set held on the host; every step gathers a shuffled batch
     into pinned host memory and `train_epoch` copies it to the device with non_blocking=True.
     Reading Delta and encoding with polars (the real pipeline) is not part of it.
+  - "prefetched": the same gathers on a background thread (`ml.prefetch`), `GPU_PREFETCH`
+    batches ahead, as the training job prepares its batches on a GPU (`TrainConfig.prefetch_depth`).
   bf16 is `torch.autocast` around the model's forward (the loss in fp32), by a thin wrapper:
   `train_epoch` has no autocast of its own.
 * scoring: `ml.factorized.FactorizedDLRM(..., device=)` for users x candidate classes, fp32 and
@@ -27,7 +29,7 @@ The shape is the demo champion's: `ml.features.default_spec()` (20 sparse, 55 de
 vocabularies of the `small` simulator (`SMALL_VOCAB`), embedding dim 16, bottom MLP [128, 64, 16],
 top MLP [128, 64], "dot", heads take/complete/music_like (`ml.training_job.ModelHParams`; a test
 holds these equal). Imports only torch, numpy and
-`ml.batch/cooccurrence/features/pairs/factorized/model/optim/train`: no torchrec, fbgemm, polars,
+`ml.batch/cooccurrence/features/pairs/factorized/model/optim/prefetch/train`: no torchrec, fbgemm, polars,
 Ray, Dagster, Delta or MLflow.
 
 Every measurement has its own time budget (--seconds, warm-up excluded, torch.cuda.synchronize
@@ -65,7 +67,8 @@ from ml.features import DISCIPLINES, PAIR_FEATURES, Encoders, FeatureSpec, defau
 from ml.model import ModelConfig, build_model
 from ml.pairs import PairEncoder, Side, score_matrix
 from ml.optim import setup_training
-from ml.train import TrainConfig, seed_everything, train_epoch
+from ml.prefetch import prefetch
+from ml.train import GPU_PREFETCH, TrainConfig, seed_everything, train_epoch
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -287,6 +290,15 @@ def host_pipeline(data: Batch, batch_size: int, device: torch.device) -> Iterato
             yield Batch(*out)
 
 
+def prefetched_pipeline(data: Batch, batch_size: int, device: torch.device) -> Iterator[Batch]:
+    """`host_pipeline` on a background thread, GPU_PREFETCH batches ahead of the step."""
+    return prefetch(host_pipeline(data, batch_size, device), GPU_PREFETCH, name="gpu-bench-batches")
+
+
+# (mode, where its batches come from), in the order they are measured and printed
+TRAIN_MODES = (("step only", None), ("input pipeline", host_pipeline), ("prefetched", prefetched_pipeline))
+
+
 def _until(batches: Iterator[Batch], deadline: float) -> Iterator[Batch]:
     """The batches until `deadline` (checked after each step, when the next batch is asked for)."""
     for b in batches:
@@ -352,7 +364,8 @@ class Bench:
                         model = Autocast(model, device.type, torch.bfloat16)
                     return setup_training(model, cfg)
 
-                for mode, source in (("step only", device_batches), ("input pipeline", host_pipeline)):
+                for mode, source in TRAIN_MODES:
+                    source = source or device_batches
                     def run(bs: int = bs, mode: str = mode, source=source) -> dict[str, Any]:
                         if "model" not in state:
                             state["model"], state["opt"] = setup()
@@ -572,16 +585,16 @@ def print_tables(out: dict[str, Any]) -> None:
           f"{out.get('wall_seconds')} s\n")
     rows = out.get("train", [])
     if rows:
-        print("| training, reference DLRM | batch | step only samples/s | input pipeline samples/s |")
-        print("|---|---:|---:|---:|")
+        print("| training, reference DLRM | batch | " + " | ".join(f"{m} samples/s" for m, _ in TRAIN_MODES) + " |")
+        print("|---|---:|" + "---:|" * len(TRAIN_MODES))
         by = {(r["precision"], r["batch_size"], r["mode"]): r for r in rows}
         for (prec, bs) in dict.fromkeys((r["precision"], r["batch_size"]) for r in rows):
             cells = []
-            for mode in ("step only", "input pipeline"):
+            for mode, _ in TRAIN_MODES:
                 r = by.get((prec, bs, mode), {})
                 cells.append(f"{r['samples_per_s']:,.0f}" if "samples_per_s" in r
                              else "error" if "error" in r else "skipped" if "skipped" in r else "-")
-            print(f"| {prec} | {bs:,} | {cells[0]} | {cells[1]} |")
+            print(f"| {prec} | {bs:,} | " + " | ".join(cells) + " |")
     score = out.get("score", {})
     if score.get("check"):
         print("\n| factorized check | users x classes | max abs err vs model (device / CPU) | "

@@ -2,18 +2,21 @@
 1 and 2 workers, and the wall time of the model asset. Speed is measured here, never in tests.
 
     python -m benchmarks.train_bench --lakehouse data/lakehouse [--days 7] [--skip-asset]
-        [--skip-ray] [--skip-big-tables]
+        [--skip-ray] [--skip-big-tables] [--repeat 1]
 
 Each path is timed on the training step alone (batches encoded beforehand), and on the second of
 two epochs with the input pipeline (reading Delta, joining, encoding): in line without the cache,
 prefetched on a background thread (`TrainConfig.prefetch=2`) without the cache, and in line with
 the encoded days cached from the first epoch (`TrainConfig.cache_mb`, the default); the ratio to
-step only is how much the pipeline costs. The cached run's two epochs together (`run_ratio`) are a
+step only is how much the pipeline costs. "Its step share" is the same in-line epoch's own split
+(1 - `input_seconds` / `seconds`, from `ml.train.train_epoch`): the step and the pipeline timed
+batch by batch, so it does not depend on a step-only run at another moment of a noisy machine. The cached run's two epochs together (`run_ratio`) are a
 default training run: its first epoch reads and encodes, its second reads the cache. The big-table
 comparison (`benchmarks.big_tables`) trains with two hashed id tables of 1M rows each.
 
 Every figure comes from the same run on the same data (the last `--days` event days before the
-held-out day), so the ratios are comparable on a noisy machine. Writes
+held-out day), so the ratios are comparable on a noisy machine; `--repeat N` measures every path N
+times, pairs each ratio within its repetition and gives the median and range. Writes
 benchmarks/results/train_<name>.json and prints a table.
 """
 
@@ -23,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,7 +85,8 @@ def with_pipeline(job, encoders, prefetch: int, cache_mb: int = 0) -> dict:
     h = history[-1]
     run_samples, run_seconds = sum(e["samples"] for e in history), sum(e["seconds"] for e in history)
     return {"prefetch": prefetch, "cache_mb": cache_mb, "samples": h["samples"], "seconds": h["seconds"],
-            "samples_per_s": h["samples_per_s"], "run_samples_per_s": run_samples / run_seconds}
+            "input_seconds": h["input_seconds"], "samples_per_s": h["samples_per_s"],
+            "run_samples_per_s": run_samples / run_seconds}
 
 
 def ray_run(job, encoders, workers: int, storage: str) -> dict:
@@ -119,6 +124,58 @@ def asset_run(lakehouse: str, days: int) -> dict:
     return {"wall_seconds": wall, "train_days": days}
 
 
+RATIOS = ("pipeline_ratio", "prefetched_ratio", "cached_ratio", "run_ratio", "inline_step_share")
+
+
+def _measure_paths(args, variants: dict, encoders, default_cache: int) -> dict:
+    """One repetition: each path's step only, then its epochs with the pipeline, and the ratios."""
+    rep: dict = {key: {} for key in ("model_only", "pipeline_inline", "pipeline_prefetched",
+                                     "pipeline_cached", *RATIOS)}
+    for name, (backend, fused) in variants.items():
+        job = _job(args.lakehouse, args.days, backend, fused, args.batch_size)
+        rep["model_only"][name] = model_only(job, encoders, args.model_batches)
+        rep["pipeline_inline"][name] = with_pipeline(job, encoders, prefetch=0)
+        rep["pipeline_prefetched"][name] = with_pipeline(job, encoders, prefetch=2)
+        rep["pipeline_cached"][name] = with_pipeline(job, encoders, prefetch=0, cache_mb=default_cache)
+        step = rep["model_only"][name]["samples_per_s"]
+        inline = rep["pipeline_inline"][name]["samples_per_s"]
+        ahead = rep["pipeline_prefetched"][name]["samples_per_s"]
+        cached = rep["pipeline_cached"][name]["samples_per_s"]
+        rep["pipeline_ratio"][name], rep["prefetched_ratio"][name] = inline / step, ahead / step
+        rep["cached_ratio"][name] = cached / step
+        # a default training run (cache on, 2 epochs), both epochs: what a user waits for
+        rep["run_ratio"][name] = rep["pipeline_cached"][name]["run_samples_per_s"] / step
+        # within the in-line epoch itself: the share of its time not spent waiting for the next
+        # batch (step and pipeline timed batch by batch, so the machine's load moves both alike)
+        rep["inline_step_share"][name] = 1 - rep["pipeline_inline"][name]["input_seconds"] / \
+            rep["pipeline_inline"][name]["seconds"]
+        print(f"{name:32s} step only {step:9.0f}/s  pipeline in line {inline:9.0f}/s "
+              f"({inline / step:.2f})  prefetched {ahead:9.0f}/s ({ahead / step:.2f})  "
+              f"cached (epoch 2) {cached:9.0f}/s ({cached / step:.2f})  "
+              f"default run (2 epochs) {rep['run_ratio'][name]:.2f}", flush=True)
+    return rep
+
+
+def _table(out: dict, variants: dict) -> str:
+    """Step-only samples/s (median over the repetitions) and each ratio to it: median [min-max]."""
+    reps = out["repetitions"]
+
+    def cell(key: str, name: str) -> str:
+        lo, hi = out[key + "_range"][name]
+        return f"{out[key][name]:.2f}" + (f" [{lo:.2f}-{hi:.2f}]" if len(reps) > 1 else "")
+
+    steps = {name: statistics.median(r["model_only"][name]["samples_per_s"] for r in reps) for name in variants}
+    base = steps["reference (nn.EmbeddingBag)"]
+    lines = [f"\n{len(reps)} repetition(s); ratios to step only, paired within a repetition: median [range]",
+             "| path | step only samples/s | vs reference | first epoch, pipeline in line | its step share "
+             "| prefetched | cached epoch (default) | default run, both epochs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in variants:
+        lines.append(f"| {name} | {steps[name]:,.0f} | {steps[name] / base:.2f}x | {cell('pipeline_ratio', name)} "
+                     f"| {cell('inline_step_share', name)} | {cell('prefetched_ratio', name)} | {cell('cached_ratio', name)} | {cell('run_ratio', name)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ml.train import TrainConfig
     from ml.training_job import fit_encoders
@@ -133,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-big-tables", action="store_true")
     p.add_argument("--big-batches", type=int, default=40, help="timed batches per big-table path")
     p.add_argument("--name", default="small")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="repetitions of the per-path measurements (ratios: median and range)")
     args = p.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -145,27 +204,14 @@ def main(argv: list[str] | None = None) -> int:
                 "torchrec EBC": ("torchrec", False),
                 "torchrec fused (DMP, FBGEMM)": ("torchrec", True)}
     default_cache = TrainConfig().cache_mb
-    for key in ("model_only", "pipeline_inline", "pipeline_prefetched", "pipeline_cached",
-                "pipeline_ratio", "prefetched_ratio", "cached_ratio", "run_ratio"):
-        out[key] = {}
-    for name, (backend, fused) in variants.items():
-        job = _job(args.lakehouse, args.days, backend, fused, args.batch_size)
-        out["model_only"][name] = model_only(job, encoders, args.model_batches)
-        out["pipeline_inline"][name] = with_pipeline(job, encoders, prefetch=0)
-        out["pipeline_prefetched"][name] = with_pipeline(job, encoders, prefetch=2)
-        out["pipeline_cached"][name] = with_pipeline(job, encoders, prefetch=0, cache_mb=default_cache)
-        step = out["model_only"][name]["samples_per_s"]
-        inline = out["pipeline_inline"][name]["samples_per_s"]
-        ahead = out["pipeline_prefetched"][name]["samples_per_s"]
-        cached = out["pipeline_cached"][name]["samples_per_s"]
-        out["pipeline_ratio"][name], out["prefetched_ratio"][name] = inline / step, ahead / step
-        out["cached_ratio"][name] = cached / step
-        # a default training run (cache on, 2 epochs), both epochs: what a user waits for
-        out["run_ratio"][name] = out["pipeline_cached"][name]["run_samples_per_s"] / step
-        print(f"{name:32s} step only {step:9.0f}/s  pipeline in line {inline:9.0f}/s "
-              f"({inline / step:.2f})  prefetched {ahead:9.0f}/s ({ahead / step:.2f})  "
-              f"cached (epoch 2) {cached:9.0f}/s ({cached / step:.2f})  "
-              f"default run (2 epochs) {out['run_ratio'][name]:.2f}", flush=True)
+    # every path measured in each repetition, its ratios paired within it (the machine's load
+    # moves between repetitions); the table gives their median and range
+    out["repetitions"] = [_measure_paths(args, variants, encoders, default_cache)
+                          for _ in range(args.repeat)]
+    for key in RATIOS:
+        out[key] = {name: statistics.median(r[key][name] for r in out["repetitions"]) for name in variants}
+        out[key + "_range"] = {name: [min(r[key][name] for r in out["repetitions"]),
+                                      max(r[key][name] for r in out["repetitions"])] for name in variants}
     if not args.skip_big_tables:
         from benchmarks.big_tables import compare
 
@@ -180,17 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"train_{args.name}.json"
     path.write_text(json.dumps(out, indent=2, default=str))
-    base = out["model_only"]["reference (nn.EmbeddingBag)"]["samples_per_s"]
-    print("\n| path | step only samples/s | vs reference | pipeline in line, no cache | / step only "
-          "| prefetched, no cache | / step only | cached epoch (default) | / step only "
-          "| default run, both epochs / step only |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name in variants:
-        m = out["model_only"][name]["samples_per_s"]
-        i, q = out["pipeline_inline"][name]["samples_per_s"], out["pipeline_prefetched"][name]["samples_per_s"]
-        c = out["pipeline_cached"][name]["samples_per_s"]
-        print(f"| {name} | {m:,.0f} | {m / base:.2f}x | {i:,.0f} | {i / m:.2f} | {q:,.0f} | {q / m:.2f} "
-              f"| {c:,.0f} | {c / m:.2f} | {out['run_ratio'][name]:.2f} |")
+    print(_table(out, variants))
     if "big_tables" in out:
         from benchmarks.big_tables import table
 

@@ -212,6 +212,7 @@ def iter_batches(
     dates: Sequence[dt.date] | None = None,
     prefetch: int = 0,
     cache: ChunkCache | None = None,
+    pin_memory: bool = False,
 ) -> Iterator[Batch]:
     """Yield `Batch`es of `batch_size` rows (the last may be smaller unless drop_last).
 
@@ -224,10 +225,14 @@ def iter_batches(
     prefetch: batches prepared ahead on a background thread (`ml.prefetch`: the same batches in
     the same order); 0: each batch is prepared when asked for.
     cache: encoded chunks kept from an earlier pass over the same data (`ChunkCache`).
+    pin_memory: each batch in page-locked memory (needs CUDA), by the producer (the background
+    thread when prefetching), so that a copy to the GPU with non_blocking=True overlaps the step.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     batches = _batches(data, encoders, batch_size, shuffle_seed, days_per_chunk, drop_last, dates, cache)
+    if pin_memory:
+        batches = (Batch(*(t.pin_memory() for t in (b.dense, b.sparse, b.labels))) for b in batches)
     return _prefetch(batches, prefetch, name="batches") if prefetch else batches
 
 

@@ -40,7 +40,8 @@ import pyarrow as pa
 from ml.cooccurrence import Neighbours
 from ml.features import AFFINITY_COLUMN
 from ml.pairs import PairEncoder
-from ml.rows import DayInputs, InferenceError, InferenceSettings
+from ml.rows import (RETRIEVE_AFFINITY_CLASSES, RETRIEVE_NEW_DAYS, RETRIEVE_POPULAR, DayInputs,
+                     InferenceError, InferenceSettings)
 from ml.two_tower import TowerEncoder
 
 MANIFEST = "manifest.json"
@@ -193,9 +194,10 @@ class Retriever:
     positions every user gets (popular, new)."""
 
     def __init__(self, tower: TowerEncoder, pairs: PairEncoder, index: CandidateIndex,
-                 day: DayInputs, *, n: int, popular: int = 20, new_days: int = 2,
+                 day: DayInputs, *, n: int, popular: int = RETRIEVE_POPULAR, new_days: int = RETRIEVE_NEW_DAYS,
                  new_max: int | None = None, similar: int = 0, neighbours: Neighbours | None = None,
-                 recent_items: Sequence[str] = (), affinity: int = 0, affinity_classes: int = 20) -> None:
+                 recent_items: Sequence[str] = (), affinity: int = 0,
+                 affinity_classes: int = RETRIEVE_AFFINITY_CLASSES) -> None:
         if n < 1:
             raise ValueError(f"retrieve must be >= 1 (classes per list), got {n}")
         if new_max is not None and new_max < 0:
@@ -389,8 +391,9 @@ class RetrievalRef:
         return TowerEncoder(module.state_dict(), config), PairEncoder(encoders)
 
     def retriever(self, day: DayInputs, *, n: int, ranker_version: int | None,
-                  popular: int = 20, new_days: int = 2, new_max: int | None = None,
-                  affinity: int = 0, affinity_classes: int = 20) -> Retriever:
+                  popular: int = RETRIEVE_POPULAR, new_days: int = RETRIEVE_NEW_DAYS,
+                  new_max: int | None = None, affinity: int = 0,
+                  affinity_classes: int = RETRIEVE_AFFINITY_CLASSES) -> Retriever:
         """The tower and the day's index, checked to belong together and to the ranker."""
         index = load_index(self.index_uri)
         if index.feature_date != day.feature_date:

@@ -67,6 +67,16 @@ DEFAULT_ROWS = (
 MAPPED_ROWS = (RowSpec("for_you", "For you"),)
 
 
+# retrieve then rank's defaults, for every layer that sets them (InferenceSettings, the Retriever,
+# the inference asset's config): each list also ranks the platform's RETRIEVE_POPULAR most popular
+# classes, the classes released in the last RETRIEVE_NEW_DAYS days (the tower's best
+# RETRIEVE_NEW_MAX of them), and per affinity RETRIEVE_AFFINITY_CLASSES of its classes
+RETRIEVE_POPULAR = 20
+RETRIEVE_NEW_DAYS = 2
+RETRIEVE_NEW_MAX = 40
+RETRIEVE_AFFINITY_CLASSES = 20
+
+
 @dataclass(kw_only=True)
 class InferenceSettings:
     """rows / platforms / cap_column None: the dataset's defaults (`Dataset.rows`, `.platforms`,
@@ -97,16 +107,16 @@ class InferenceSettings:
     # retrieve_new_max: of those new classes, the tower's best this many per list (None: all);
     # a bound on the pairs per list when the catalogue releases many classes a day
     retrieve: int | None = None
-    retrieve_popular: int = 20
-    retrieve_new_days: int = 2
-    retrieve_new_max: int | None = 40
+    retrieve_popular: int = RETRIEVE_POPULAR
+    retrieve_new_days: int = RETRIEVE_NEW_DAYS
+    retrieve_new_max: int | None = RETRIEVE_NEW_MAX
     # retrieve_similar: also each recent item's this many nearest classes by the ranker's
     # co-occurrence neighbours (0: none)
     retrieve_similar: int = 0
     # retrieve_affinity: also, for each of the user's this many strongest affinities (an
     # instructor), the tower's best `retrieve_affinity_classes` of its classes (0: none)
     retrieve_affinity: int = 0
-    retrieve_affinity_classes: int = 20
+    retrieve_affinity_classes: int = RETRIEVE_AFFINITY_CLASSES
 
     def __post_init__(self) -> None:
         if self.rows is None:

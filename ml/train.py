@@ -9,6 +9,7 @@ torch and numpy exist).
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -24,6 +25,8 @@ from ml.batch import HEADS, Batch
 from ml.metrics import roc_auc
 
 OPTIMIZERS = ("adam", "adagrad")
+# batches prepared ahead on a GPU by default (`TrainConfig.prefetch_depth`)
+GPU_PREFETCH = 2
 
 
 def _default_head_weights() -> dict[str, float]:
@@ -37,9 +40,8 @@ class TrainConfig:
     lr: learning rate of the dense parameters (and of the embeddings unless sparse_lr is set).
     batch_size: for the code that produces the batches (train_epoch consumes whatever it gets).
     prefetch: batches the training job prepares ahead on a background thread (reading and
-        encoding overlap the step; the same batches in the same order); 0 (the default): in the
-        step's thread. On 2 cores the thread competes with the step's and was slower
-        (docs/benchmarks.md#training); it is for machines with cores to spare.
+        encoding overlap the step; the same batches in the same order); 0: in the step's thread.
+        None (the default): `prefetch_depth` decides by the device the model trains on.
     cache_mb: encoded training (and validation) chunks kept in memory across epochs, up to this
         many MiB each (`ml.examples.ChunkCache`): epochs after the first skip reading, joining
         and encoding the gold rows; the same batches in the same order. 0: read every epoch.
@@ -55,7 +57,7 @@ class TrainConfig:
     lr: float = 1e-3
     sparse_lr: float | None = None
     batch_size: int = 512
-    prefetch: int = 0
+    prefetch: int | None = None
     cache_mb: int = 1024
     weight_decay: float = 0.0
     head_weights: dict[str, float] = field(default_factory=_default_head_weights)
@@ -76,12 +78,26 @@ class TrainConfig:
                 "fused=True: FBGEMM's CPU kernel supports no Adam for embeddings; "
                 'set sparse_optimizer="adagrad" (dense parameters may keep optimizer="adam")'
             )
-        if (self.epochs < 0 or self.lr <= 0 or self.batch_size < 1 or self.prefetch < 0
-                or self.cache_mb < 0):
+        if (self.epochs < 0 or self.lr <= 0 or self.batch_size < 1
+                or self.prefetch is not None and self.prefetch < 0 or self.cache_mb < 0):
             raise ValueError("epochs >= 0, lr > 0, batch_size >= 1, prefetch >= 0 and cache_mb >= 0 "
                              "are required")
         if any(w < 0 for w in self.head_weights.values()):
             raise ValueError(f"head weights must be >= 0: {self.head_weights}")
+
+    def prefetch_depth(self, device: torch.device | str) -> int:
+        """Batches prepared ahead when training on `device`: `prefetch` if set; else
+        GPU_PREFETCH on a GPU, whose step leaves the CPU free to read and encode the next ones, and
+        0 on the CPU, where the step's threads take every core: a second thread only competes
+        with them (on 2 cores it was slower, docs/benchmarks.md#the-input-pipeline-issue-17)."""
+        if self.prefetch is not None:
+            return self.prefetch
+        return GPU_PREFETCH if torch.device(device).type == "cuda" else 0
+
+    def loading(self, device: torch.device | str) -> dict[str, int | bool]:
+        """`ml.examples.iter_batches`'s prefetch and pin_memory for training on `device`:
+        `prefetch_depth` batches ahead, pinned on a GPU so that the copy to it does not wait."""
+        return {"prefetch": self.prefetch_depth(device), "pin_memory": torch.device(device).type == "cuda"}
 
     @property
     def sparse_optimizer_name(self) -> str:
@@ -121,7 +137,7 @@ def head_names(model: nn.Module) -> tuple[str, ...]:
 
 
 def multi_head_loss(
-    logits: torch.Tensor, labels: torch.Tensor, weights: list[float]
+    logits: torch.Tensor, labels: torch.Tensor, weights: list[float] | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(weighted total, per-head mean BCE [n_heads]) for logits/labels [B, n_heads]."""
     if logits.shape != labels.shape:
@@ -129,7 +145,7 @@ def multi_head_loss(
     per_head = F.binary_cross_entropy_with_logits(
         logits, labels.to(logits.dtype), reduction="none"
     ).mean(dim=0)
-    w = torch.tensor(weights, dtype=per_head.dtype, device=per_head.device)
+    w = torch.as_tensor(weights, dtype=per_head.dtype, device=per_head.device)
     return (per_head * w).sum(), per_head
 
 
@@ -142,7 +158,9 @@ def train_epoch(
     epoch: int = 0,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """One pass over `batches`. Returns loss (weighted), loss_<head>, samples, samples_per_s, seconds.
+    """One pass over `batches`. Returns loss (weighted), loss_<head>, samples, samples_per_s, seconds
+    and input_seconds: of the seconds, those spent waiting for the next batch (reading and
+    encoding in line, or a prefetch queue running dry): how input-bound the epoch was.
 
     device: where the model is; each batch is copied there (`non_blocking`, so a batch in
     pinned host memory overlaps its copy) and the loss sums stay there, read once at the end.
@@ -152,15 +170,22 @@ def train_epoch(
     heads = head_names(model)
     # a model may bring its own loss (the two-tower's in-batch softmax), else one BCE per head
     loss_fn = getattr(unwrap(model), "batch_loss", None)
-    weights = [1.0] * len(heads) if loss_fn else config.weights_for(heads)
-    loss_fn = loss_fn or multi_head_loss
     device = torch.device(device)
+    # on the device once: a tensor built from a list every step is a blocking copy to a GPU
+    weights = torch.tensor([1.0] * len(heads) if loss_fn else config.weights_for(heads), device=device)
+    loss_fn = loss_fn or multi_head_loss
     model.train()
     sums = torch.zeros(len(heads), dtype=torch.float64, device=device)
     total_sum = torch.zeros((), dtype=torch.float64, device=device)
-    samples, steps = 0, 0
+    samples, steps, waited = 0, 0, 0.0
     start = time.perf_counter()
-    for step, batch in enumerate(batches):
+    source = iter(batches)
+    for step in itertools.count():
+        asked = time.perf_counter()
+        batch = next(source, None)
+        waited += time.perf_counter() - asked
+        if batch is None:
+            break
         batch = _batch_to(batch, device)
         logits = model(batch.dense, batch.sparse)
         if len(batch) == 0:  # a sharded rank out of batches (`ml.sharded.in_lockstep`): it
@@ -191,6 +216,7 @@ def train_epoch(
         steps=float(steps),
         seconds=seconds,
         samples_per_s=samples / seconds if seconds > 0 else 0.0,
+        input_seconds=waited,
     )
     return metrics
 

@@ -270,27 +270,29 @@ def model_config(job: TrainingJob, encoders: Encoders) -> ModelConfig:
 def train_batches(
     job: TrainingJob, encoders: Encoders, *, epoch: int, rank: int = 0, world_size: int = 1,
     cache: ChunkCache | None = None, examples: pl.LazyFrame | None = None,
+    device: torch.device | str = "cpu",
 ) -> Iterator[Batch]:
-    """This rank's training batches for one epoch (days shuffled per epoch, rows within days)."""
+    """This rank's training batches for one epoch (days shuffled per epoch, rows within days),
+    prepared for training on `device` (`TrainConfig.loading`)."""
     w = job.data
     mine = days_for_rank(w.train_days(), rank, world_size, w.seed)
     lf = _training_examples(job, encoders.spec)[0] if examples is None else examples
     lf = lf.filter(pl.col("event_date").is_in(mine))
     if job.model.architecture == "two_tower":  # in-batch negatives: the positives only
         lf = lf.filter(pl.col("label_take") == 1)
-    return iter_batches(lf, encoders, job.train.batch_size, dates=mine, prefetch=job.train.prefetch,
+    return iter_batches(lf, encoders, job.train.batch_size, dates=mine, **job.train.loading(device),
                         shuffle_seed=job.train.seed * 1000 + epoch, days_per_chunk=1, cache=cache)
 
 
 def valid_batches(job: TrainingJob, encoders: Encoders,
-                  cache: ChunkCache | None = None) -> Iterator[Batch]:
+                  cache: ChunkCache | None = None, device: torch.device | str = "cpu") -> Iterator[Batch]:
     w = job.data
     if w.valid_start is None or w.valid_end is None:
         return iter(())
     lf = _examples(w, w.valid_start, w.valid_end, job.dataset, training=False)
     days = [w.valid_start + dt.timedelta(days=i) for i in range((w.valid_end - w.valid_start).days + 1)]
     return iter_batches(lf, encoders, max(job.train.batch_size, 8192), dates=days,
-                        prefetch=job.train.prefetch, cache=cache)
+                        **job.train.loading(device), cache=cache)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,12 +366,12 @@ def run_training(
     examples = _training_examples(job, encoders.spec)[0]  # opened once: one snapshot (70 ms an epoch)
     for epoch in range(0 if resumed is None else resumed + 1, train_cfg.epochs):
         batches = train_batches(job, encoders, epoch=epoch, rank=rank, world_size=world_size,
-                                cache=caches[0], examples=examples)
+                                cache=caches[0], examples=examples, device=device)
         metrics = train_epoch(model, in_lockstep(batches, empty) if sharded else batches,
                               optimizer, train_cfg, epoch=epoch, device=device)
         metrics["epoch"] = float(epoch)
         if validate and (sharded or rank == 0):  # sharded: every rank's forward is an all-to-all
-            held_out = valid_batches(job, encoders, caches[1])
+            held_out = valid_batches(job, encoders, caches[1], device=device)
             valid = (evaluate_sharded(model, held_out, empty, device=device) if sharded
                      else evaluate_logloss(model, held_out, device=device))
             metrics.update({f"valid_{k}": v for k, v in valid.items()})

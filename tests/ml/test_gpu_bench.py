@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ("torchrec", "fbgemm_gpu", "polars", "ray", "dagster", "deltalake", "mlflow", "duckdb")
 # what the bench may import from the project
 ALLOWED = {"benchmarks", "benchmarks.gpu_bench", "ml", "ml.batch", "ml.cooccurrence", "ml.features", "ml.pairs",
-           "ml.factorized", "ml.metrics", "ml.model", "ml.optim", "ml.train"}
+           "ml.factorized", "ml.metrics", "ml.model", "ml.optim", "ml.prefetch", "ml.train"}
 
 WRAPPER = """
 import json, runpy, sys
@@ -59,7 +59,7 @@ def test_gpu_bench_runs_on_cpu_without_torchrec_polars_ray(tmp_path):
 
     train = result["train"]
     assert {(r["batch_size"], r["mode"]) for r in train} == {
-        (b, m) for b in (128, 256) for m in ("step only", "input pipeline")}
+        (b, m) for b in (128, 256) for m in ("step only", "input pipeline", "prefetched")}
     assert all(r["samples_per_s"] > 0 and r["steps"] >= 1 for r in train)
 
     checks = result["score"]["check"]
@@ -84,9 +84,10 @@ def test_one_failure_is_recorded_and_the_rest_still_run(tmp_path):
     result = json.loads(out.read_text())
     by = {(r["batch_size"], r["mode"]): r for r in result["train"]}
     assert "smaller than a batch" in by[(512, "input pipeline")]["error"]
+    assert "smaller than a batch" in by[(512, "prefetched")]["error"]  # raised in the consumer
     assert by[(64, "input pipeline")]["samples_per_s"] > 0
     assert by[(512, "step only")]["samples_per_s"] > 0
-    assert len(result["errors"]) == 1
+    assert len(result["errors"]) == 2
 
 
 def test_the_bench_has_the_demo_model_shape():

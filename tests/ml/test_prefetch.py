@@ -150,3 +150,38 @@ def test_training_with_prefetched_batches_gives_the_same_model(lake):
     plain, ahead = run_training(job(0), enc), run_training(job(3), enc)
     assert plain.history[-1]["valid_logloss"] == ahead.history[-1]["valid_logloss"]
     assert all(torch.equal(v, ahead.state_dict[k]) for k, v in plain.state_dict.items())
+
+
+def test_the_default_prefetches_on_a_gpu_only_and_a_setting_wins():
+    from ml.train import GPU_PREFETCH, TrainConfig
+
+    assert GPU_PREFETCH >= 1
+    assert TrainConfig().prefetch_depth("cpu") == 0
+    assert TrainConfig().prefetch_depth("cuda") == TrainConfig().prefetch_depth(torch.device("cuda", 1)) == GPU_PREFETCH
+    assert TrainConfig(prefetch=0).prefetch_depth("cuda") == 0
+    assert TrainConfig(prefetch=3).prefetch_depth("cpu") == 3
+    assert TrainConfig().loading("cuda:0") == {"prefetch": GPU_PREFETCH, "pin_memory": True}
+    assert TrainConfig(prefetch=1).loading("cpu") == {"prefetch": 1, "pin_memory": False}
+    with pytest.raises(ValueError, match="prefetch >= 0"):
+        TrainConfig(prefetch=-1)
+
+
+def test_batches_for_a_gpu_are_pinned_by_the_producer_thread(lake, monkeypatch):
+    """With pin_memory, every tensor of every batch goes through Tensor.pin_memory, on the
+    prefetching thread (CUDA is not needed to see it: pin_memory is replaced by a copy)."""
+    lf = read_examples(GoldStore(lake))
+    enc = Encoders.fit(lf.collect(), default_spec())
+    pinned_on: list[str] = []
+
+    def pin(t: torch.Tensor) -> torch.Tensor:
+        pinned_on.append(threading.current_thread().name)
+        return t.clone()
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin)
+    plain = list(iter_batches(lf, enc, 32, shuffle_seed=1))
+    assert pinned_on == []
+    ahead = list(iter_batches(lf, enc, 32, shuffle_seed=1, prefetch=2, pin_memory=True))
+    assert len(ahead) == len(plain) > 3 and len(pinned_on) == 3 * len(plain)
+    assert set(pinned_on) == {"batches"}
+    for a, b in zip(plain, ahead):
+        assert torch.equal(a.dense, b.dense) and torch.equal(a.sparse, b.sparse)

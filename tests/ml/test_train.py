@@ -123,3 +123,23 @@ def test_fused_learns_and_keeps_weights(process_group):
     for h in HEADS:
         assert after[f"logloss_{h}"] < before[f"logloss_{h}"] - 0.1, h
         assert after[f"auc_{h}"] > 0.75, (h, after)
+
+
+def test_the_time_waiting_for_batches_is_counted_apart():
+    """train_epoch's input_seconds: the time spent getting the next batch, here a slow source."""
+    import time
+
+    cfg = _model_config()
+    model, opt = setup_training(build_model(cfg, "reference"), TrainConfig(lr=0.01))
+    data = _batches(TRAIN, 200)  # 4 batches
+
+    def slow():
+        for b in data:
+            time.sleep(0.05)
+            yield b
+
+    fast = train_epoch(model, data, opt, TrainConfig(lr=0.01))
+    waited = train_epoch(model, slow(), opt, TrainConfig(lr=0.01))
+    assert waited["samples"] == fast["samples"] == sum(len(b) for b in data)
+    assert 0.05 * len(data) <= waited["input_seconds"] <= waited["seconds"]
+    assert 0.0 <= fast["input_seconds"] < 0.05 * len(data)
