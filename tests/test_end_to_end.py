@@ -190,6 +190,7 @@ def test_model_assets_train_evaluate_and_promote(built_copy, monkeypatch):
     assert set(meta) == set(keys)
     model, abl, fm, ev, champ, retrieval = (meta[k] for k in keys)
     assert model["version"] == 1 and model["ray_workers"] == 1
+    assert 0.0 < model["input_wait_share"] < 1.0  # the epochs read gold (waited) and stepped
     assert "/#/experiments/" in model["mlflow_run"]
     assert ev["has_oracle"] is True and "| candidate |" in ev["report"] and "data:image/png" in ev["report"]
     # the same 190 lists: the simulator's true preferences bound the model, and the model beats
