@@ -296,7 +296,8 @@ def prefetched_pipeline(data: Batch, batch_size: int, device: torch.device) -> I
 
 
 # (mode, where its batches come from), in the order they are measured and printed
-TRAIN_MODES = (("step only", None), ("input pipeline", host_pipeline), ("prefetched", prefetched_pipeline))
+TRAIN_MODES = (("step only", device_batches), ("input pipeline", host_pipeline),
+               ("prefetched", prefetched_pipeline))
 
 
 def _until(batches: Iterator[Batch], deadline: float) -> Iterator[Batch]:
@@ -365,7 +366,6 @@ class Bench:
                     return setup_training(model, cfg)
 
                 for mode, source in TRAIN_MODES:
-                    source = source or device_batches
                     def run(bs: int = bs, mode: str = mode, source=source) -> dict[str, Any]:
                         if "model" not in state:
                             state["model"], state["opt"] = setup()
