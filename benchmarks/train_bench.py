@@ -12,7 +12,9 @@ step only is how much the pipeline costs. "Its step share" is the same in-line e
 (1 - `input_seconds` / `seconds`, from `ml.train.train_epoch`): the step and the pipeline timed
 batch by batch, so it does not depend on a step-only run at another moment of a noisy machine. The cached run's two epochs together (`run_ratio`) are a
 default training run: its first epoch reads and encodes, its second reads the cache. The big-table
-comparison (`benchmarks.big_tables`) trains with two hashed id tables of 1M rows each.
+comparison (`benchmarks.big_tables`) trains with two hashed id tables of 1M rows each. A last
+table splits one training day's input into its parts, each timed alone (`input_parts`): reading
+the gold partitions, reading and joining them, encoding, ordering, gathering the batches.
 
 Every figure comes from the same run on the same data (the last `--days` event days before the
 held-out day), so the ratios are comparable on a noisy machine; `--repeat N` measures every path N
@@ -124,6 +126,67 @@ def asset_run(lakehouse: str, days: int) -> dict:
     return {"wall_seconds": wall, "train_days": days}
 
 
+def input_parts(job, encoders, repeat: int = 5) -> dict:
+    """Where one training day's input time goes, each part alone in ms (best and median of
+    `repeat`): reading each gold partition the day joins, reading and joining them as training
+    does (`ml.examples.collect_days`), encoding (`Encoders.transform`, and `prepare` within it),
+    ordering the rows and gathering the batches."""
+    import datetime as dt
+
+    import numpy as np
+    import polars as pl
+
+    from ml.examples import _row_order, _take, collect_days
+    from ml.features import prepare
+    from ml.training_job import _training_examples
+
+    days = job.data.train_days()
+    day = days[len(days) // 2]
+    before = day - dt.timedelta(days=1)
+    gold = job.data.gold
+    lf = _training_examples(job, encoders.spec)[0]
+
+    def timed(fn) -> dict:
+        runs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            runs.append((time.perf_counter() - t0) * 1e3)
+        return {"best_ms": min(runs), "median_ms": statistics.median(runs)}
+
+    out: dict = {"day": str(day)}
+    reads = {"training_examples": pl.col("event_date") == day}
+    for name in ("user_features_daily", "class_features_daily", job.dataset.affinity_table):
+        if name:
+            reads[name] = pl.col("feature_date") == before
+    for name, pred in reads.items():
+        try:
+            scan = gold.scan(name).filter(pred)
+        except FileNotFoundError:  # an older lakehouse without the affinity table: joined as none
+            continue
+        out[f"read {name}"] = timed(scan.collect)
+    frame = collect_days(lf, [day])
+    out["rows"] = frame.height
+    out["read and join (training's collect)"] = timed(lambda: collect_days(lf, [day]))
+    out["encode (Encoders.transform)"] = timed(lambda: encoders.transform(frame))
+    out["  of which prepare"] = timed(lambda: prepare(frame))
+    out["order the rows"] = timed(lambda: _row_order(frame, 1))
+    encoded, order, size = encoders.transform(frame), _row_order(frame, 1), job.train.batch_size
+    out["gather the batches"] = timed(lambda: [_take(encoded, order[i:i + size]) for i in range(0, len(order), size)])
+    total = sum(out[k]["best_ms"] for k in ("read and join (training's collect)", "encode (Encoders.transform)",
+                                             "order the rows", "gather the batches"))
+    out["us_per_row"] = float(np.round(total * 1e3 / frame.height, 3))
+    return out
+
+
+def _parts_table(parts: dict) -> str:
+    lines = [f"\none training day's input, each part alone ({parts['day']}, {parts['rows']:,} rows; "
+             f"{parts['us_per_row']} us a row in all, best runs)",
+             "| part | best ms | median ms |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v['best_ms']:.1f} | {v['median_ms']:.1f} |" for k, v in parts.items() if isinstance(v, dict)]
+    return "\n".join(lines)
+
+
 RATIOS = ("pipeline_ratio", "prefetched_ratio", "cached_ratio", "run_ratio", "inline_step_share")
 
 
@@ -212,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         out[key] = {name: statistics.median(r[key][name] for r in out["repetitions"]) for name in variants}
         out[key + "_range"] = {name: [min(r[key][name] for r in out["repetitions"]),
                                       max(r[key][name] for r in out["repetitions"])] for name in variants}
+    out["input_parts"] = input_parts(ref_job, encoders)
     if not args.skip_big_tables:
         from benchmarks.big_tables import compare
 
@@ -227,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / f"train_{args.name}.json"
     path.write_text(json.dumps(out, indent=2, default=str))
     print(_table(out, variants))
+    print(_parts_table(out["input_parts"]))
     if "big_tables" in out:
         from benchmarks.big_tables import table
 

@@ -172,6 +172,22 @@ def with_cooccurrence(examples: pl.LazyFrame, gold: GoldStore, start: dt.date, e
 _NO_CSE = pl.QueryOptFlags(comm_subplan_elim=False)
 
 
+def collect_days(lf: pl.LazyFrame, days: Sequence[dt.date], names: set[str] | None = None) -> pl.DataFrame:
+    """The rows of event dates `days`, read and joined (filtered on event_date and, when the frame
+    has it, on feature_date, so the feature tables' scans prune too). `names`: the frame's columns,
+    when the caller has them."""
+    names = set(lf.collect_schema().names()) if names is None else names
+    pred = pl.col("event_date").is_in(days)
+    if "feature_date" in names:
+        pred &= pl.col("feature_date").is_in([d - dt.timedelta(days=1) for d in days])
+    # without common-subplan caching: a subplan used twice (the mapped affinity joins the
+    # examples with themselves) would be cached before this filter reaches it, and every chunk
+    # would read the whole range (8x slower on MovieLens). The in-memory engine: a chunk is one
+    # day, materialized whole anyway, and its five-table join takes 0.68x the streaming engine's
+    # time (polars 2.1, demo data)
+    return lf.filter(pred).collect(optimizations=_NO_CSE, engine="in-memory")
+
+
 def _event_dates(lf: pl.LazyFrame) -> list[dt.date]:
     return sorted(lf.select(pl.col("event_date").unique()).collect()["event_date"].to_list())
 
@@ -258,18 +274,7 @@ def _batches(data: pl.LazyFrame | pl.DataFrame, encoders: Encoders, batch_size: 
         if hit is not None:
             encoded, frame = hit  # frame: the rows' example_id, all the order needs
         else:
-            if chunk is None:
-                frame = lf.collect()
-            else:
-                pred = pl.col("event_date").is_in(chunk)
-                if "feature_date" in names:
-                    pred &= pl.col("feature_date").is_in([d - dt.timedelta(days=1) for d in chunk])
-                # without common-subplan caching: a subplan used twice (the mapped affinity joins
-                # the examples with themselves) would be cached before this chunk's filter
-                # reaches it, and every chunk would read the whole range (8x slower on MovieLens).
-                # The in-memory engine: a chunk is one day, materialized whole anyway, and its
-                # five-table join takes 0.68x the streaming engine's time (polars 2.1, demo data)
-                frame = lf.filter(pred).collect(optimizations=_NO_CSE, engine="in-memory")
+            frame = lf.collect() if chunk is None else collect_days(lf, chunk, names)
             if frame.height == 0:
                 continue
             encoded = encoders.transform(frame)
@@ -335,4 +340,4 @@ def _cat(batches: list[Batch]) -> Batch:
 
 
 
-__all__ = ["ChunkCache", "iter_batches", "read_examples", "with_cooccurrence"]
+__all__ = ["ChunkCache", "collect_days", "iter_batches", "read_examples", "with_cooccurrence"]

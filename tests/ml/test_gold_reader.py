@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ml.features import CLASS_PREFIX, Encoders, default_spec
-from ml.examples import iter_batches, read_examples
+from ml.examples import collect_days, iter_batches, read_examples
 from ml.gold import GoldStore, user_kept
 from tests.ml.tiny_gold import E1, E2, E3, USERS, build_lakehouse
 
@@ -99,6 +99,19 @@ def test_iter_batches_covers_every_row_once(lake):
 def _sorted_rows(t: torch.Tensor) -> torch.Tensor:
     rows = sorted(map(tuple, t.tolist()))
     return torch.tensor(rows)
+
+
+def test_collect_days_reads_those_days_joined_point_in_time(lake):
+    lf = read_examples(GoldStore(lake))
+    keys = ["event_date", "user_id", "class_id"]
+    whole = lf.collect().sort(keys)
+    for days in ([E2], [E1, E3]):
+        got = collect_days(lf, days).sort(keys)
+        assert got.equals(whole.filter(pl.col("event_date").is_in(days)))
+        assert set(got["event_date"].to_list()) == set(days)
+    # a day without examples: no rows, the frame's columns
+    empty = collect_days(lf, [E3 + (E3 - E2) * 10])
+    assert empty.height == 0 and empty.columns == whole.columns
 
 
 def test_iter_batches_accepts_a_dataframe_and_multi_day_chunks(lake):
