@@ -12,8 +12,9 @@ evaluate (baselines, peers, oracle) -> promote.
   factorization machine, the popularity baseline, the standard peers (EASE, item-kNN, ALS), the
   current champion and (on simulated data) the oracle; the comparison table and plots are shown
   on the asset and logged to the model's MLflow run.
-* `champion_model`: the promotion gate; the new version becomes `champion` only if it beats the
-  champion on the same lists and no blocking check failed, else `challenger`, and says why.
+* `champion_model`: the promotion gate; the new version becomes `champion` only if its MAP@10 is
+  above the champion's on the same lists and no blocking check failed, else `challenger`, and
+  says why (with the ratio's interval).
 
 The five are unpartitioned and read every partition of the gold tables they depend on.
 """
@@ -321,8 +322,8 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
         group_name=GROUP,
         deps=[EVALUATION_KEY],
         kinds={"mlflow"},
-        description="Promotion gate: the new version becomes MLflow's `champion` only if it beats "
-                    "the champion on the same lists and no blocking check failed.",
+        description="Promotion gate: the new version becomes MLflow's `champion` only if its MAP@10 "
+                    "is above the champion's on the same lists and no blocking check failed.",
     )
     def champion_model(context: dg.AssetExecutionContext, config: PromotionConfig,
                        lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:

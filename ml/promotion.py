@@ -11,7 +11,9 @@ decision to the MLflow registry as aliases and version tags. Rules, in order:
 4. a champion without a finite value of the metric is not replaced automatically (a human
    looks: silently replacing a model we cannot score would hide the failure);
 5. otherwise the candidate must be strictly better: candidate > champion * (1 + min_relative_gain).
-   Ties keep the champion. Metrics are higher-is-better.
+   Ties keep the champion. Metrics are higher-is-better. A point gain is enough (the newer
+   model wins what noise cannot tell apart); where the ratio's interval includes 1 the reason
+   says "is above", not "beats".
 
 The champion's metric must come from the SAME evaluation set as the candidate's: the caller
 scores the champion model on the candidate's evaluation data. Metrics logged by the champion's
@@ -113,10 +115,15 @@ def decide(
     if vs_champion is not None:
         gain += f" (ratio {format_ratio(vs_champion)})"
     if cand > threshold:
+        # a ratio whose interval includes 1 is not shown to be a gain: say so, not "beats"
+        low = None if vs_champion is None else finite(vs_champion.get("low"))
+        unsure = vs_champion is not None and (low is None or low <= 1.0)
+        verb = "is above" if unsure else "beats"
+        note = "; the interval includes 1: promoted on the point gain (rule 5)" if unsure else ""
         return PromotionDecision(
             True,
             CHAMPION,
-            f"{metric} {cand:.4f} beats {who} {champ:.4f}{gain} on the same evaluation set",
+            f"{metric} {cand:.4f} {verb} {who} {champ:.4f}{gain} on the same evaluation set{note}",
             metric,
             cand,
             champ,

@@ -53,6 +53,18 @@ def test_better_model_is_promoted_with_numbers_in_the_reason():
     assert d.reason == "map@10 0.2130 beats champion v3 0.2000 on the same evaluation set"
 
 
+def test_a_gain_within_noise_is_promoted_and_not_called_a_win():
+    unsure = {"ratio": 1.03, "low": 0.99, "high": 1.06}
+    d = decide({"map@10": 0.1214}, {"map@10": 0.1184}, champion_version=1, vs_champion=unsure)
+    assert d.promote and d.alias == "champion"
+    assert d.reason == ("map@10 0.1214 is above champion v1 0.1184 (ratio 1.03x [0.99, 1.06]) on the same "
+                        "evaluation set; the interval includes 1: promoted on the point gain (rule 5)")
+    sure = {"ratio": 1.08, "low": 1.02, "high": 1.15}
+    d = decide({"map@10": 0.1280}, {"map@10": 0.1184}, champion_version=1, vs_champion=sure)
+    assert d.promote and d.reason == ("map@10 0.1280 beats champion v1 0.1184 (ratio 1.08x [1.02, 1.15]) "
+                                      "on the same evaluation set")
+
+
 def test_worse_model_is_not_promoted():
     d = decide({"map@10": 0.2130}, {"map@10": 0.2150}, champion_version=3)
     assert not d.promote and d.alias == "challenger"
