@@ -10,7 +10,8 @@ prefetched on a background thread (`TrainConfig.prefetch=2`) without the cache, 
 the encoded days cached from the first epoch (`TrainConfig.cache_mb`, the default); the ratio to
 step only is how much the pipeline costs. "Its step share" is the same in-line epoch's own split
 (1 - `input_seconds` / `seconds`, from `ml.train.train_epoch`): the step and the pipeline timed
-batch by batch, so it does not depend on a step-only run at another moment of a noisy machine. The cached run's two epochs together (`run_ratio`) are a
+batch by batch, so it does not depend on a step-only run at another moment of a noisy machine.
+The cached run's two epochs together (`run_ratio`, and its own split `run_step_share`) are a
 default training run: its first epoch reads and encodes, its second reads the cache. The big-table
 comparison (`benchmarks.big_tables`) trains with two hashed id tables of 1M rows each. A last
 table splits one training day's input into its parts, each timed alone (`input_parts`): reading
@@ -88,7 +89,8 @@ def with_pipeline(job, encoders, prefetch: int, cache_mb: int = 0) -> dict:
     run_samples, run_seconds = sum(e["samples"] for e in history), sum(e["seconds"] for e in history)
     return {"prefetch": prefetch, "cache_mb": cache_mb, "samples": h["samples"], "seconds": h["seconds"],
             "input_seconds": h["input_seconds"], "samples_per_s": h["samples_per_s"],
-            "run_samples_per_s": run_samples / run_seconds}
+            "run_samples_per_s": run_samples / run_seconds,
+            "run_input_seconds": sum(e["input_seconds"] for e in history), "run_seconds": run_seconds}
 
 
 def ray_run(job, encoders, workers: int, storage: str) -> dict:
@@ -187,7 +189,8 @@ def _parts_table(parts: dict) -> str:
     return "\n".join(lines)
 
 
-RATIOS = ("pipeline_ratio", "prefetched_ratio", "cached_ratio", "run_ratio", "inline_step_share")
+RATIOS = ("pipeline_ratio", "prefetched_ratio", "cached_ratio", "run_ratio", "inline_step_share",
+          "run_step_share")
 
 
 def _measure_paths(args, variants: dict, encoders, default_cache: int) -> dict:
@@ -212,6 +215,8 @@ def _measure_paths(args, variants: dict, encoders, default_cache: int) -> dict:
         # batch (step and pipeline timed batch by batch, so the machine's load moves both alike)
         rep["inline_step_share"][name] = 1 - rep["pipeline_inline"][name]["input_seconds"] / \
             rep["pipeline_inline"][name]["seconds"]
+        run = rep["pipeline_cached"][name]  # the default run's two epochs, split the same way
+        rep["run_step_share"][name] = 1 - run["run_input_seconds"] / run["run_seconds"]
         print(f"{name:32s} step only {step:9.0f}/s  pipeline in line {inline:9.0f}/s "
               f"({inline / step:.2f})  prefetched {ahead:9.0f}/s ({ahead / step:.2f})  "
               f"cached (epoch 2) {cached:9.0f}/s ({cached / step:.2f})  "
@@ -231,11 +236,12 @@ def _table(out: dict, variants: dict) -> str:
     base = steps["reference (nn.EmbeddingBag)"]
     lines = [f"\n{len(reps)} repetition(s); ratios to step only, paired within a repetition: median [range]",
              "| path | step only samples/s | vs reference | first epoch, pipeline in line | its step share "
-             "| prefetched | cached epoch (default) | default run, both epochs |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| prefetched | cached epoch (default) | default run, both epochs | its step share |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in variants:
         lines.append(f"| {name} | {steps[name]:,.0f} | {steps[name] / base:.2f}x | {cell('pipeline_ratio', name)} "
-                     f"| {cell('inline_step_share', name)} | {cell('prefetched_ratio', name)} | {cell('cached_ratio', name)} | {cell('run_ratio', name)} |")
+                     f"| {cell('inline_step_share', name)} | {cell('prefetched_ratio', name)} | {cell('cached_ratio', name)} "
+                     f"| {cell('run_ratio', name)} | {cell('run_step_share', name)} |")
     return "\n".join(lines)
 
 
