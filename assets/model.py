@@ -34,6 +34,7 @@ from ml.datasets import FITNESS, Dataset
 from ml.gold import GoldStore, day_span
 from ml.lists import EvalSettings
 from ml.peers import fit_peers
+from ml.train import input_wait_share
 from ml.training_job import DataWindow, TrainingJob
 from ml.workflow import (
     ablation_job,
@@ -166,9 +167,8 @@ def build_model_assets(blocking_checks: Sequence[dg.AssetCheckKey] = (),
             **({"resumed_from_epoch": trained.resumed_from_epoch} if trained.resumed_from_epoch is not None else {}),
             "train_seconds": round(trained.seconds, 1),
             "samples_per_s": round(float(last.get("samples_per_s", 0.0)), 0),
-            # of the epochs' time, the share spent waiting for batches (rank 0): near 1 is input-bound
-            "input_wait_share": round(sum(e.get("input_seconds", 0.0) for e in trained.history)
-                                      / max(sum(e.get("seconds", 0.0) for e in trained.history), 1e-9), 3),
+            # of the epochs' time (rank 0's), the share spent waiting for batches
+            "input_wait_share": round(input_wait_share(trained.history), 3),
             **figures({k: last.get(k) for k in ("valid_auc_take", "valid_logloss_take")}),
             "config": dg.MetadataValue.json(config.model_dump()),
         })

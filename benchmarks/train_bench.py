@@ -81,6 +81,7 @@ def with_pipeline(job, encoders, prefetch: int, cache_mb: int = 0) -> dict:
     the cache)."""
     from dataclasses import replace
 
+    from ml.train import input_wait_share
     from ml.training_job import run_training
 
     job = replace(job, train=replace(job.train, epochs=2, prefetch=prefetch, cache_mb=cache_mb))
@@ -90,7 +91,7 @@ def with_pipeline(job, encoders, prefetch: int, cache_mb: int = 0) -> dict:
     return {"prefetch": prefetch, "cache_mb": cache_mb, "samples": h["samples"], "seconds": h["seconds"],
             "input_seconds": h["input_seconds"], "samples_per_s": h["samples_per_s"],
             "run_samples_per_s": run_samples / run_seconds,
-            "run_input_seconds": sum(e["input_seconds"] for e in history), "run_seconds": run_seconds}
+            "input_wait_share": input_wait_share([h]), "run_input_wait_share": input_wait_share(history)}
 
 
 def ray_run(job, encoders, workers: int, storage: str) -> dict:
@@ -135,7 +136,6 @@ def input_parts(job, encoders, repeat: int = 5) -> dict:
     ordering the rows and gathering the batches."""
     import datetime as dt
 
-    import numpy as np
     import polars as pl
 
     from ml.examples import _row_order, _take, collect_days
@@ -177,7 +177,7 @@ def input_parts(job, encoders, repeat: int = 5) -> dict:
     out["gather the batches"] = timed(lambda: [_take(encoded, order[i:i + size]) for i in range(0, len(order), size)])
     total = sum(out[k]["best_ms"] for k in ("read and join (training's collect)", "encode (Encoders.transform)",
                                              "order the rows", "gather the batches"))
-    out["us_per_row"] = float(np.round(total * 1e3 / frame.height, 3))
+    out["us_per_row"] = round(total * 1e3 / frame.height, 3)
     return out
 
 
@@ -213,10 +213,9 @@ def _measure_paths(args, variants: dict, encoders, default_cache: int) -> dict:
         rep["run_ratio"][name] = rep["pipeline_cached"][name]["run_samples_per_s"] / step
         # within the in-line epoch itself: the share of its time not spent waiting for the next
         # batch (step and pipeline timed batch by batch, so the machine's load moves both alike)
-        rep["inline_step_share"][name] = 1 - rep["pipeline_inline"][name]["input_seconds"] / \
-            rep["pipeline_inline"][name]["seconds"]
-        run = rep["pipeline_cached"][name]  # the default run's two epochs, split the same way
-        rep["run_step_share"][name] = 1 - run["run_input_seconds"] / run["run_seconds"]
+        rep["inline_step_share"][name] = 1 - rep["pipeline_inline"][name]["input_wait_share"]
+        # the default run's two epochs, split the same way
+        rep["run_step_share"][name] = 1 - rep["pipeline_cached"][name]["run_input_wait_share"]
         print(f"{name:32s} step only {step:9.0f}/s  pipeline in line {inline:9.0f}/s "
               f"({inline / step:.2f})  prefetched {ahead:9.0f}/s ({ahead / step:.2f})  "
               f"cached (epoch 2) {cached:9.0f}/s ({cached / step:.2f})  "

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -221,6 +221,14 @@ def train_epoch(
     return metrics
 
 
+def input_wait_share(epochs: Sequence[Mapping[str, float]]) -> float:
+    """Of the epochs' time (`train_epoch`'s metrics), the share spent waiting for batches: near 1
+    is input-bound. An epoch without `input_seconds` (a checkpoint from before it was counted)
+    counts as none waited; no time at all gives 0."""
+    seconds = sum(e.get("seconds", 0.0) for e in epochs)
+    return sum(e.get("input_seconds", 0.0) for e in epochs) / seconds if seconds > 0 else 0.0
+
+
 def _batch_to(batch: Batch, device: torch.device) -> Batch:
     """The batch on `device` (itself when already there)."""
     if batch.dense.device == device and batch.sparse.device == device and batch.labels.device == device:
@@ -269,6 +277,6 @@ def logloss_metrics(logits: torch.Tensor, labels: torch.Tensor,
 
 
 __all__ = [
-    "TrainConfig", "evaluate_logloss", "head_names", "logloss_metrics", "multi_head_loss",
-    "seed_everything", "train_epoch", "unwrap",
+    "TrainConfig", "evaluate_logloss", "head_names", "input_wait_share", "logloss_metrics",
+    "multi_head_loss", "seed_everything", "train_epoch", "unwrap",
 ]

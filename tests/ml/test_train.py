@@ -143,3 +143,13 @@ def test_the_time_waiting_for_batches_is_counted_apart():
     assert waited["samples"] == fast["samples"] == sum(len(b) for b in data)
     assert 0.05 * len(data) <= waited["input_seconds"] <= waited["seconds"]
     assert 0.0 <= fast["input_seconds"] < 0.05 * len(data)
+
+
+def test_input_wait_share_of_epochs():
+    from ml.train import input_wait_share
+
+    epochs = [{"seconds": 4.0, "input_seconds": 1.0}, {"seconds": 6.0, "input_seconds": 0.5}]
+    assert input_wait_share(epochs) == pytest.approx(1.5 / 10.0)
+    # an epoch from a checkpoint written before the wait was counted: none waited
+    assert input_wait_share([{"seconds": 5.0}, {"seconds": 5.0, "input_seconds": 2.0}]) == pytest.approx(0.2)
+    assert input_wait_share([]) == 0.0
