@@ -17,7 +17,9 @@ comparison (`benchmarks.big_tables`) trains with two hashed id tables of 1M rows
 table splits one training day's input into its parts, each timed alone (`input_parts`): reading
 the gold partitions, reading and joining them, encoding, ordering, gathering the batches.
 
-Every figure comes from the same run on the same data (the last `--days` event days before the
+Polars' allocator is set as in the Ray workers that train (`ml.allocator`: freed pages kept for
+30 s; `benchmarks.allocator_bench` compares it with polars' default). Every figure comes from the
+same run on the same data (the last `--days` event days before the
 held-out day), so the ratios are comparable on a noisy machine; `--repeat N` measures every path N
 times, pairs each ratio within its repetition and gives the median and range. Writes
 benchmarks/results/train_<name>.json and prints a table.
@@ -245,6 +247,10 @@ def _table(out: dict, variants: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ml.allocator import VAR, keep_freed_pages
+
+    # as in the Ray workers that train (`ml.allocator`); before anything imports polars
+    allocator_applied = keep_freed_pages()
     from ml.train import TrainConfig
     from ml.training_job import fit_encoders
 
@@ -264,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(os.cpu_count() or 1)
 
     out: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                             "torch": torch.__version__}, "days": args.days,
-                 "batch_size": args.batch_size}
+                             "torch": torch.__version__,
+                             "polars_allocator": os.environ[VAR] if allocator_applied else "polars' default"},
+                 "days": args.days, "batch_size": args.batch_size}
     ref_job = _job(args.lakehouse, args.days, "reference", False, args.batch_size)
     encoders = fit_encoders(ref_job)
     variants = {"reference (nn.EmbeddingBag)": ("reference", False),

@@ -85,6 +85,7 @@ from typing import Any, Callable
 
 import torch
 
+from ml.allocator import allocator_env
 from ml.checkpoint import copy_checkpoint, read_info, read_weights
 from ml.ddp import plain_keys_ddp
 from ml.devices import DeviceUnavailableError, for_gpu, require_cuda
@@ -137,7 +138,8 @@ def init_ray(
         include_dashboard=False,
         log_to_driver=log_to_driver,
         logging_level=logging.WARNING,
-        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}},
+        # every worker of this job: polars' pages kept between two reads (`ml.allocator`)
+        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", **allocator_env()}},
     )
     if address:
         ray.init(address=address, **kwargs)
@@ -391,6 +393,7 @@ def train_on_ray(
     env_vars = {
         "RAY_USAGE_STATS_ENABLED": "0",
         "OMP_NUM_THREADS": str(max(1, int(cpus_per_worker))),
+        **allocator_env(),
     }
     trainer = TorchTrainer(
         train_loop_per_worker,

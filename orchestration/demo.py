@@ -27,6 +27,7 @@ from lakehouse.contract import PLATFORMS
 from lakehouse.io import delta
 from lakehouse.io.settings import LakehouseSettings, backfill_days_per_run
 from lakehouse.publish import published_models
+from ml.allocator import keep_freed_pages
 from ml.datasets import dataset_for
 
 JOB = "daily_lakehouse_job"
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-source", action="store_true",
                    help="a mapped dataset (LAKEHOUSE_MAPPING): every day its source holds")
     args = p.parse_args(argv)
+    keep_freed_pages()  # for the runs it starts, which train (`ml.allocator`)
     t0 = time.perf_counter()
     settings = LakehouseSettings.from_env()
     dataset = dataset_for(settings)

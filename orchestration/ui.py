@@ -9,11 +9,14 @@ import os
 import signal
 import sys
 
+from ml.allocator import keep_freed_pages
+
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
+    keep_freed_pages()  # for the processes that train in Dagster's steps (`ml.allocator`)
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
     os.execv(dagster, [dagster, "dev", *args])
 

@@ -175,6 +175,24 @@ def test_vocab_and_out_of_vocabulary():
     assert rare.vocab["discipline"] == ["cycling", "yoga"]
 
 
+def test_an_integer_column_gets_the_ids_of_its_string_form():
+    """hour_of_day read as integers (training) or as strings (a frame built by hand): the same
+    ids, unseen and null ones included; a vocabulary entry that no integer writes ("07", "x")
+    is never matched by one."""
+    spec = FeatureSpec(sparse=["hour_of_day", "day_of_week"], dense=["difficulty"])
+    enc = Encoders.fit(frame(hour_of_day=[7, 8, 7, 19, -3, 6]), spec)
+    enc.vocab["day_of_week"] += ["07", "x"]  # the fit never writes these from integers
+    ints = frame(hour_of_day=[7, 99, None, -3, 19, 6], day_of_week=[7, 1, None, 2, 0, 6])
+    strings = ints.with_columns(pl.col("hour_of_day", "day_of_week").cast(pl.Utf8))
+    got, want = enc.transform(ints).sparse, enc.transform(strings).sparse
+    assert torch.equal(got, want)
+    assert got[:, 0].tolist() == [1, 0, 0, enc.vocab["hour_of_day"].index("-3") + 1,
+                                  enc.vocab["hour_of_day"].index("19") + 1, enc.vocab["hour_of_day"].index("6") + 1]
+    assert got[0, 1] == 0 and got[2, 1] == 0  # 7 is not "07"; null is 0
+    empty = Encoders.fit(frame(), FeatureSpec(sparse=["hour_of_day"], dense=[]), min_count=99)
+    assert empty.transform(ints).sparse[:, 0].tolist() == [0] * 6
+
+
 def test_normalization_and_json_round_trip(tmp_path):
     spec = default_spec()
     enc = Encoders.fit(frame(), spec)

@@ -34,6 +34,24 @@ def encoders(job):
     return fit_encoders(job)
 
 
+def test_workers_keep_polars_freed_pages(ray_local):
+    """`init_ray`'s job-wide environment: a worker's polars keeps the pages its reads freed
+    (`ml.allocator`; the Train workers get the same in their own runtime env)."""
+    import os
+
+    import ray
+
+    from ml.allocator import OPTIONS, VAR
+
+    @ray.remote
+    def seen() -> str:
+        import polars  # noqa: F401 - writes its default first, as in a training worker
+
+        return os.environ[VAR]
+
+    assert ray.get(seen.remote()).endswith(f",{OPTIONS}")
+
+
 def test_one_worker_trains_and_checkpoints(ray_local, job, encoders, tmp_path):
     from ml.ray_training import train_on_ray
 
