@@ -175,8 +175,9 @@ def input_parts(job, encoders, repeat: int = 5) -> dict:
     out["encode (Encoders.transform)"] = timed(lambda: encoders.transform(frame))
     out["  of which prepare"] = timed(lambda: prepare(frame))
     out["order the rows"] = timed(lambda: _row_order(frame, 1))
-    encoded, order, size = encoders.transform(frame), _row_order(frame, 1), job.train.batch_size
-    out["gather the batches"] = timed(lambda: [_take(encoded, order[i:i + size]) for i in range(0, len(order), size)])
+    encoded, order = encoders.transform(frame), _row_order(frame, 1)
+    # the day reordered in one gather; its batches are slices of it (`ml.examples._batches`)
+    out["gather the batches"] = timed(lambda: _take(encoded, order))
     total = sum(out[k]["best_ms"] for k in ("read and join (training's collect)", "encode (Encoders.transform)",
                                              "order the rows", "gather the batches"))
     out["us_per_row"] = round(total * 1e3 / frame.height, 3)

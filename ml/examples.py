@@ -281,11 +281,13 @@ def _batches(data: pl.LazyFrame | pl.DataFrame, encoders: Encoders, batch_size: 
             if cache is not None:
                 cache.put(key, encoded, frame)
         order = _row_order(frame, None if shuffle_seed is None else shuffle_seed * 1_000_003 + k)
-        # each batch gathers its rows straight from the encoded chunk: one copy of each row (the
-        # whole chunk reordered, then concatenated with the rows left over, were two more)
+        # the chunk reordered in one gather, its batches slices of it (views: no copy); only a
+        # batch that spans two chunks is copied (`_cat`). One gather per chunk, not per batch:
+        # in an epoch the step evicts the encoded chunk from the caches between two batches
+        ordered = _take(encoded, order)
         taken = 0
         while taken < len(order):
-            piece = _take(encoded, order[taken:taken + batch_size - buffered])
+            piece = _slice(ordered, taken, taken + batch_size - buffered)
             taken += len(piece)
             buf.append(piece)
             buffered += len(piece)
@@ -326,6 +328,10 @@ def _take(batch: Batch, order: np.ndarray) -> Batch:
     the producer's side when the batches are prefetched)."""
     return Batch(*(torch.from_numpy(np.take(t.numpy(), order, axis=0))
                    for t in (batch.dense, batch.sparse, batch.labels)))
+
+
+def _slice(batch: Batch, start: int, stop: int) -> Batch:
+    return Batch(batch.dense[start:stop], batch.sparse[start:stop], batch.labels[start:stop])
 
 
 def _cat(batches: list[Batch]) -> Batch:
