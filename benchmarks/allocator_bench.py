@@ -21,18 +21,17 @@ import os
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
+from benchmarks.train_bench import RESULTS, VARIANTS, _job, with_pipeline
 from ml.allocator import VAR, allocator_env
 
-RESULTS = Path(__file__).parent / "results"
-PATHS = {"reference": ("reference", False), "ebc": ("torchrec", False), "fused": ("torchrec", True)}
+# short names for `make bench-train`'s three paths
+PATHS = dict(zip(("reference", "ebc", "fused"), VARIANTS.values()))
 SETTINGS = ("polars default", "ml.allocator")
 
 
 def child(path: str, lakehouse: str, days: int, batch_size: int) -> dict:
     """One in-line epoch of `path` in this process, under whatever allocator it was started with."""
-    from benchmarks.train_bench import _job, with_pipeline
     from ml.training_job import fit_encoders
 
     job = _job(lakehouse, days, *PATHS[path], batch_size)

@@ -41,6 +41,10 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+# the three paths of the same model: name -> (backend, fused)
+VARIANTS = {"reference (nn.EmbeddingBag)": ("reference", False),
+            "torchrec EBC": ("torchrec", False),
+            "torchrec fused (DMP, FBGEMM)": ("torchrec", True)}
 
 
 def _job(lakehouse: str, days: int, backend: str, fused: bool, batch_size: int):
@@ -276,9 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                  "days": args.days, "batch_size": args.batch_size}
     ref_job = _job(args.lakehouse, args.days, "reference", False, args.batch_size)
     encoders = fit_encoders(ref_job)
-    variants = {"reference (nn.EmbeddingBag)": ("reference", False),
-                "torchrec EBC": ("torchrec", False),
-                "torchrec fused (DMP, FBGEMM)": ("torchrec", True)}
+    variants = VARIANTS
     default_cache = TrainConfig().cache_mb
     # every path measured in each repetition, its ratios paired within it (the machine's load
     # moves between repetitions); the table gives their median and range

@@ -703,8 +703,9 @@ class Encoders:
         dense_exprs, single_exprs = self._encoding
         # an integer column (hour, weekday) looks its ids up as integers: 0.4x the time of
         # casting it to strings for the Enum (the ids are the same: the vocabulary holds str(x))
-        single_exprs = [self._integer_ids[e.meta.output_name()]
-                        if frame.schema[e.meta.output_name()].is_integer() else e for e in single_exprs]
+        schema = frame.schema
+        single_exprs = [self._integer_ids[name] if schema[name].is_integer() else e
+                        for e in single_exprs for name in [e.meta.output_name()]]
         try:  # the whole chain in one select, checked once at the end (this runs on every chunk)
             dense = frame.select(dense_exprs).to_numpy(order="c")
         except Exception:
