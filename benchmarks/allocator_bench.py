@@ -22,11 +22,8 @@ import statistics
 import subprocess
 import sys
 
-from benchmarks.train_bench import RESULTS, VARIANTS, _job, with_pipeline
+from benchmarks.train_bench import PATHS, RESULTS, _job, with_pipeline
 from ml.allocator import VAR, allocator_env
-
-# short names for `make bench-train`'s three paths
-PATHS = dict(zip(("reference", "ebc", "fused"), VARIANTS.values()))
 SETTINGS = ("polars default", "ml.allocator")
 
 

@@ -12,7 +12,10 @@ step only is how much the pipeline costs. "Its step share" is the same in-line e
 (1 - `input_seconds` / `seconds`, from `ml.train.train_epoch`): the step and the pipeline timed
 batch by batch, so it does not depend on a step-only run at another moment of a noisy machine.
 The cached run's two epochs together (`run_ratio`, and its own split `run_step_share`) are a
-default training run: its first epoch reads and encodes, its second reads the cache. The big-table
+default training run: its first epoch reads and encodes, its second reads the cache. Those ratios
+pair runs a minute apart; `paired` (`benchmarks.paired_pipeline`) pairs each day of a default
+run trained with the pipeline and from batches prepared beforehand, back to back, and gives the
+ratio with a bootstrap interval over the days. The big-table
 comparison (`benchmarks.big_tables`) trains with two hashed id tables of 1M rows each. A last
 table splits one training day's input into its parts, each timed alone (`input_parts`): reading
 the gold partitions, reading and joining them, encoding, ordering, gathering the batches.
@@ -45,6 +48,8 @@ RESULTS = Path(__file__).parent / "results"
 VARIANTS = {"reference (nn.EmbeddingBag)": ("reference", False),
             "torchrec EBC": ("torchrec", False),
             "torchrec fused (DMP, FBGEMM)": ("torchrec", True)}
+# the same three by short names, for the command lines of the benchmarks that take a subset
+PATHS = dict(zip(("reference", "ebc", "fused"), VARIANTS.values()))
 
 
 def _job(lakehouse: str, days: int, backend: str, fused: bool, batch_size: int):
@@ -290,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         out[key] = {name: statistics.median(r[key][name] for r in out["repetitions"]) for name in variants}
         out[key + "_range"] = {name: [min(r[key][name] for r in out["repetitions"]),
                                       max(r[key][name] for r in out["repetitions"])] for name in variants}
+    from benchmarks.paired_pipeline import default_job, paired_days
+
+    # issue 17's ratio with its interval: a default training run, each day trained with the
+    # pipeline and from batches prepared beforehand, back to back
+    out["paired"] = {name: paired_days(default_job(args.lakehouse, args.days, backend, fused, args.batch_size),
+                                       encoders) for name, (backend, fused) in variants.items()}
     out["input_parts"] = input_parts(ref_job, encoders)
     if not args.skip_big_tables:
         from benchmarks.big_tables import compare
@@ -306,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / f"train_{args.name}.json"
     path.write_text(json.dumps(out, indent=2, default=str))
     print(_table(out, variants))
+    from benchmarks.paired_pipeline import table as paired_table
+
+    print("\n" + paired_table(out["paired"]))
     print(_parts_table(out["input_parts"]))
     if "big_tables" in out:
         from benchmarks.big_tables import table
