@@ -11,7 +11,8 @@ ways:
   every table each step: the demo's `sparse_optimizer`);
 * the plain-PyTorch reference with `sparse=True` bags and `torch.optim.SparseAdam`.
 
-Each runs in its own process, so its peak memory (`ru_maxrss`) is its own. Called by
+Each runs in its own process, so its peak memory (`ru_maxrss`) is its own, and the three run in
+rounds whose order reverses from one to the next (a ratio pairs the runs of one round). Called by
 `benchmarks.train_bench` (`--big-tables`); a variant alone:
 `python -m benchmarks.big_tables --batches FILE --variant fused`.
 """
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,42 +104,61 @@ def run_variant(path: str, variant: str, batch_size: int, warmup: int, dim: int)
 
 
 def compare(job, encoders, *, batches: int, batch_size: int, buckets: int = 1_000_000,
-            dim: int = 64, warmup: int = 3) -> dict:
-    """Every variant on the same batches, each in a child process."""
+            dim: int = 64, warmup: int = 3, rounds: int = 1) -> dict:
+    """Every variant on the same batches, each in a child process, `rounds` times: the order
+    reverses from one round to the next, and each ratio pairs the runs of one round (a variant
+    moves by about 10% between processes a minute apart). `variants` holds each variant's
+    median run; `fused_vs_*` the median ratio, `fused_vs_*_range` its range over the rounds."""
     data = big_batches(job, encoders, rows=(batches + warmup) * batch_size, buckets=buckets)
-    out: dict = {"rows_per_id_table": buckets, "dim": dim, "batch_size": batch_size,
-                 "timed_batches": len(data["labels"]) // batch_size - warmup, "variants": {}}
+    out: dict = {"rows_per_id_table": buckets, "dim": dim, "batch_size": batch_size, "rounds": rounds,
+                 "timed_batches": len(data["labels"]) // batch_size - warmup, "runs": {v: [] for v in VARIANTS}}
     with tempfile.TemporaryDirectory(prefix="bench-big-") as tmp:
         path = str(Path(tmp) / "batches.pt")
         torch.save(data, path)
-        for variant in VARIANTS:
-            t0 = time.perf_counter()
-            p = subprocess.run([sys.executable, "-m", "benchmarks.big_tables", "--batches", path,
-                                "--variant", variant, "--batch-size", str(batch_size),
-                                "--warmup", str(warmup), "--dim", str(dim)],
-                               capture_output=True, text=True, env={**os.environ})
-            if p.returncode != 0:
-                raise RuntimeError(f"big-table variant {variant} failed:\n{p.stderr[-3000:]}")
-            r = json.loads(p.stdout.strip().splitlines()[-1])
-            r["wall_seconds"] = time.perf_counter() - t0
-            out["variants"][variant] = r
-            print(f"big tables, {VARIANTS[variant]:45s} {r['samples_per_s']:9.0f}/s  "
-                  f"peak RSS {r['peak_rss_mib']:7.0f} MiB", flush=True)
-    v = out["variants"]
-    out["fused_vs_dense"] = v["fused"]["samples_per_s"] / v["dense"]["samples_per_s"]
-    out["fused_vs_sparse_adam"] = v["fused"]["samples_per_s"] / v["sparse_adam"]["samples_per_s"]
+        for k in range(rounds):
+            for variant in (list(VARIANTS) if k % 2 == 0 else list(VARIANTS)[::-1]):
+                t0 = time.perf_counter()
+                p = subprocess.run([sys.executable, "-m", "benchmarks.big_tables", "--batches", path,
+                                    "--variant", variant, "--batch-size", str(batch_size),
+                                    "--warmup", str(warmup), "--dim", str(dim)],
+                                   capture_output=True, text=True, env={**os.environ})
+                if p.returncode != 0:
+                    raise RuntimeError(f"big-table variant {variant} failed:\n{p.stderr[-3000:]}")
+                r = json.loads(p.stdout.strip().splitlines()[-1])
+                r["wall_seconds"] = time.perf_counter() - t0
+                out["runs"][variant].append(r)
+                print(f"big tables, round {k + 1}/{rounds}, {VARIANTS[variant]:45s} "
+                      f"{r['samples_per_s']:9.0f}/s  peak RSS {r['peak_rss_mib']:7.0f} MiB", flush=True)
+    return {**out, **summary(out["runs"])}
+
+
+def summary(runs: dict[str, list[dict]]) -> dict:
+    """From each variant's runs (one per round, in round order): its median run (`variants`),
+    and the fused path's ratio to each other one, paired within a round: median and range."""
+    out: dict = {"variants": {v: sorted(rs, key=lambda r: r["samples_per_s"])[(len(rs) - 1) // 2]
+                              for v, rs in runs.items()}}
+    for other in ("dense", "sparse_adam"):
+        ratios = [f["samples_per_s"] / o["samples_per_s"] for f, o in zip(runs["fused"], runs[other], strict=True)]
+        out[f"fused_vs_{other}"] = statistics.median(ratios)
+        out[f"fused_vs_{other}_range"] = [min(ratios), max(ratios)]
     return out
 
 
 def table(out: dict) -> str:
     v = out["variants"]
+    rounds = out.get("rounds", 1)
     lines = [f"\nBig tables: 2 hashed id tables of {out['rows_per_id_table']:,} rows, dim {out['dim']}, "
-             f"{out['timed_batches']} batches of {out['batch_size']}",
+             f"{out['timed_batches']} batches of {out['batch_size']}; {rounds} round(s), median run "
+             f"(fused is: the median ratio within a round [range])",
              "| path | samples/s | fused is | peak RSS MiB (batches alone) |", "|---|---:|---:|---:|"]
     for k, name in VARIANTS.items():
         r = v[k]
-        ratio = v["fused"]["samples_per_s"] / r["samples_per_s"]
-        lines.append(f"| {name} | {r['samples_per_s']:,.0f} | {ratio:.2f}x | "
+        if k == "fused":
+            ratio = "1.00x"
+        else:
+            lo, hi = out[f"fused_vs_{k}_range"]
+            ratio = f"{out[f'fused_vs_{k}']:.2f}x" + (f" [{lo:.2f}-{hi:.2f}]" if rounds > 1 else "")
+        lines.append(f"| {name} | {r['samples_per_s']:,.0f} | {ratio} | "
                      f"{r['peak_rss_mib']:,.0f} ({r['rss_batches_mib']:,.0f}) |")
     return "\n".join(lines)
 

@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-asset", action="store_true")
     p.add_argument("--skip-big-tables", action="store_true")
     p.add_argument("--big-batches", type=int, default=40, help="timed batches per big-table path")
+    p.add_argument("--big-rounds", type=int, default=3,
+                   help="runs of each big-table path, in alternating order (ratios: median and range)")
     p.add_argument("--name", default="small")
     p.add_argument("--repeat", type=int, default=1,
                    help="repetitions of the per-path measurements (ratios: median and range)")
@@ -295,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         out[key] = {name: statistics.median(r[key][name] for r in out["repetitions"]) for name in variants}
         out[key + "_range"] = {name: [min(r[key][name] for r in out["repetitions"]),
                                       max(r[key][name] for r in out["repetitions"])] for name in variants}
-    from benchmarks.paired_pipeline import default_job, paired_days
+    from benchmarks.paired_pipeline import default_job, paired_days, table as paired_table
 
     # issue 17's ratio with its interval: a default training run, each day trained with the
     # pipeline and from batches prepared beforehand, back to back
@@ -305,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_big_tables:
         from benchmarks.big_tables import compare
 
-        out["big_tables"] = compare(ref_job, encoders, batches=args.big_batches, batch_size=args.batch_size)
+        out["big_tables"] = compare(ref_job, encoders, batches=args.big_batches, batch_size=args.batch_size,
+                                   rounds=args.big_rounds)
     if not args.skip_ray:
         job = _job(args.lakehouse, args.days, "torchrec", True, args.batch_size)
         with tempfile.TemporaryDirectory(prefix="bench-ray-") as storage:
@@ -317,8 +320,6 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / f"train_{args.name}.json"
     path.write_text(json.dumps(out, indent=2, default=str))
     print(_table(out, variants))
-    from benchmarks.paired_pipeline import table as paired_table
-
     print("\n" + paired_table(out["paired"]))
     print(_parts_table(out["input_parts"]))
     if "big_tables" in out:
