@@ -24,6 +24,7 @@ import sys
 
 from benchmarks.train_bench import PATHS, RESULTS, _job, with_pipeline
 from ml.allocator import VAR, allocator_env
+
 SETTINGS = ("polars default", "ml.allocator")
 
 

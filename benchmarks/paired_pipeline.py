@@ -26,22 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 from dataclasses import replace
 
 import torch
 
-from benchmarks.train_bench import PATHS, RESULTS
-
-
-def default_job(lakehouse: str, days: int, backend: str, fused: bool, batch_size: int | None = None):
-    """The training job of the model asset (`TrainingJob`'s default training config) on the
-    last `days` training days, on `backend`, fused or not; batch_size: default, the job's."""
-    from ml.gold import GoldStore
-    from ml.training_job import TrainingJob, plan_window
-
-    job = TrainingJob(data=plan_window(GoldStore(lakehouse), train_days=days, valid_days=1), backend=backend)
-    return replace(job, train=replace(job.train, batch_size=batch_size or job.train.batch_size, fused=fused))
+from benchmarks.train_bench import PATHS, RESULTS, default_job
 
 
 def paired_days(job, encoders) -> dict:
@@ -65,19 +54,15 @@ def paired_days(job, encoders) -> dict:
         one = replace(job, data=replace(job.data, train_start=day, train_end=day))
         return train_batches(one, encoders, epoch=epoch, cache=cache, examples=examples)
 
-    # training's order of the days: `ml.examples._batches` shuffles its chunks by the epoch's seed
-    orders = []
-    for epoch in range(cfg.epochs):
-        days = job.data.train_days()
-        random.Random(cfg.seed * 1000 + epoch).shuffle(days)
-        orders.append(days)
-    prepared = {(e, d): list(day_batches(d, e, None)) for e, days in enumerate(orders) for d in days}
+    # the days in date order: each is timed on its own, so the order of the days does not matter
+    days = job.data.train_days()
+    prepared = {(e, d): list(day_batches(d, e, None)) for e in range(cfg.epochs) for d in days}
 
     seed_everything(cfg.seed)
     model, optimizer = setup_training(build_model(model_config(job, encoders), job.backend), cfg)
-    train_epoch(model, prepared[0, orders[0][0]][:3], optimizer, cfg)  # warm-up
+    train_epoch(model, prepared[0, days[0]][:3], optimizer, cfg)  # warm-up
     legs = []
-    for epoch, days in enumerate(orders):
+    for epoch in range(cfg.epochs):
         for i, day in enumerate(days):
             runs = {"pipeline": lambda: day_batches(day, epoch, cache), "step": lambda: prepared[epoch, day]}
             names = ["pipeline", "step"] if (i + epoch) % 2 == 0 else ["step", "pipeline"]
@@ -98,7 +83,7 @@ def paired_days(job, encoders) -> dict:
             r["pipeline_seconds"] for r in rows)
         return out
 
-    return {"days": len(orders[0]), "epochs": cfg.epochs, "batch_size": cfg.batch_size, "legs": legs,
+    return {"days": len(days), "epochs": cfg.epochs, "batch_size": cfg.batch_size, "legs": legs,
             "first_epoch": ratio([r for r in legs if r["epoch"] == 0]),
             "cached_epochs": ratio([r for r in legs if r["epoch"] > 0]),
             "run": ratio(legs)}

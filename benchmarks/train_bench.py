@@ -52,17 +52,24 @@ VARIANTS = {"reference (nn.EmbeddingBag)": ("reference", False),
 PATHS = dict(zip(("reference", "ebc", "fused"), VARIANTS.values()))
 
 
-def _job(lakehouse: str, days: int, backend: str, fused: bool, batch_size: int):
-    from ml.gold import GoldStore
-    from ml.train import TrainConfig
-    from ml.training_job import ModelHParams, TrainingJob, plan_window
+def default_job(lakehouse: str, days: int, backend: str, fused: bool, batch_size: int | None = None):
+    """The model asset's training job (`TrainingJob`'s default training config) on the last
+    `days` training days, on `backend`, fused or not; batch_size: default, the job's."""
+    from dataclasses import replace
 
-    window = plan_window(GoldStore(lakehouse), train_days=days, valid_days=1)
-    return TrainingJob(
-        data=window, model=ModelHParams(), backend=backend,
-        train=TrainConfig(epochs=1, lr=2e-3, batch_size=batch_size, optimizer="adam",
-                          sparse_optimizer="adagrad", sparse_lr=0.05, fused=fused),
-    )
+    from ml.gold import GoldStore
+    from ml.training_job import TrainingJob, plan_window
+
+    job = TrainingJob(data=plan_window(GoldStore(lakehouse), train_days=days, valid_days=1), backend=backend)
+    return replace(job, train=replace(job.train, batch_size=batch_size or job.train.batch_size, fused=fused))
+
+
+def _job(lakehouse: str, days: int, backend: str, fused: bool, batch_size: int):
+    """`default_job` for one epoch (each measurement sets the epochs it times)."""
+    from dataclasses import replace
+
+    job = default_job(lakehouse, days, backend, fused, batch_size)
+    return replace(job, train=replace(job.train, epochs=1))
 
 
 def model_only(job, encoders, n_batches: int) -> dict:
@@ -297,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         out[key] = {name: statistics.median(r[key][name] for r in out["repetitions"]) for name in variants}
         out[key + "_range"] = {name: [min(r[key][name] for r in out["repetitions"]),
                                       max(r[key][name] for r in out["repetitions"])] for name in variants}
-    from benchmarks.paired_pipeline import default_job, paired_days, table as paired_table
+    from benchmarks.paired_pipeline import paired_days, table as paired_table
 
     # issue 17's ratio with its interval: a default training run, each day trained with the
     # pipeline and from batches prepared beforehand, back to back

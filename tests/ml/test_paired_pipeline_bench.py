@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import paired_pipeline
+from benchmarks.train_bench import default_job
 
 
 def test_each_day_is_trained_both_ways_on_the_same_rows(candidates_lake, monkeypatch):
     monkeypatch.delenv("LAKEHOUSE_MAPPING", raising=False)  # the fitness dataset
     from ml.training_job import fit_encoders
 
-    job = paired_pipeline.default_job(candidates_lake, 2, "reference", False, batch_size=16)
+    job = default_job(candidates_lake, 2, "reference", False, batch_size=16)
     assert (job.train.epochs, job.train.cache_mb > 0, job.train.batch_size) == (2, True, 16)
     out = paired_pipeline.paired_days(job, fit_encoders(job))
 
